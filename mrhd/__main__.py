@@ -1,0 +1,5 @@
+import sys
+
+from mrhd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,86 @@
+"""The one small interface every encoder implements (video_features style).
+
+The job runner owns files, decoding, batching and progress; an encoder owns only the math: it says
+what input it needs (``input_kind`` and its recipe) and turns a batch of prepared clips into one
+feature row per clip. Encoders run in eval mode under ``torch.no_grad()``; on CUDA the runner wraps
+``encode`` in autocast with the dtype the encoder asks for.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+import torch
+
+# What a video/audio encoder consumes per clip (the decoder prepares it):
+#   "clip_frame"      one RGB frame per 2-s clip, the ffmpeg fps=0.5 choice, uint8 [224, 224, 3]
+#   "slowfast_clip"   64 frames of the 30-fps stream per 2-s clip, uint8 [T, 224, 224, 3]
+#   "audio_chunk"     2 s of mono 32-kHz audio, float32 [64000]
+#   "window_frames"   8 frames sampled uniformly in each 2-s window, uint8 [8, 224, 224, 3]
+INPUT_KINDS = ("clip_frame", "slowfast_clip", "audio_chunk", "window_frames")
+
+
+@dataclass
+class EncoderInfo:
+    """What a store records about the numbers it holds (root attributes of the HDF5 file)."""
+
+    stream: str        # store name: clip, slowfast, pann, blip2, internvideo2, clip_text, ...
+    dim: int
+    weights: str       # registry id, file name, or "random"
+    recipe: dict       # everything that defines the numbers: rates, sizes, normalisation, layer
+
+    def recipe_json(self) -> str:
+        return json.dumps(self.recipe, sort_keys=True)
+
+
+class VideoEncoder(ABC):
+    """Clips in, one ``dim``-vector per clip out."""
+
+    input_kind: str = "clip_frame"
+    autocast_dtype: torch.dtype | None = torch.float16   # on CUDA; None keeps fp32
+    store_dtype: str = "float16"
+
+    def __init__(self, info: EncoderInfo, device: str | torch.device = "cpu"):
+        self.info = info
+        self.device = torch.device(device)
+
+    @property
+    def name(self) -> str:
+        return self.info.stream
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @abstractmethod
+    def preprocess(self, clips):
+        """CPU-side conversion of decoded clips (uint8 arrays / audio) into the model's input tensor.
+        Runs in decoding workers, so it must be picklable and not touch the device."""
+
+    @abstractmethod
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        """``[n, ...]`` prepared clips on ``self.device`` -> ``[n, dim]`` float features."""
+
+
+class TextEncoder(ABC):
+    """Sentences in; per-token features ``[L, dim]`` and a pooled vector ``[dim]`` (or None) out."""
+
+    store_dtype: str = "float32"
+
+    def __init__(self, info: EncoderInfo, device: str | torch.device = "cpu"):
+        self.info = info
+        self.device = torch.device(device)
+
+    @property
+    def name(self) -> str:
+        return self.info.stream
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+    @abstractmethod
+    def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """One ``(tokens [L, dim], pooled [dim] | None)`` per text."""

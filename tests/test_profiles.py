@@ -1,0 +1,189 @@
+"""Feature profiles: dims, the official assembly recipe, store checks, and the golden inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from mrhd.errors import MrhdError
+from mrhd.pipeline.profiles import (
+    available_profiles,
+    l2_normalize,
+    load_profile,
+    open_stores,
+    read_text_arrays,
+    read_video_arrays,
+    tef,
+)
+from mrhd.pipeline.train_store import write_store
+from tests.conftest import fixture_cases, open_case
+
+# ---- helpers shared with the dataset fidelity tests ----------------------------------------
+
+# Substrings of the authors' feature folder names -> our store streams.
+_DIR_TO_STREAM = [("slowfast", "slowfast"), ("clip_text", "clip_text"), ("txt_clip", "clip_text"),
+                  ("blip_aug_text", "blip2_text"), ("blip_video", "blip2"), ("clip", "clip")]
+
+
+def _stream_of(folder: str) -> str:
+    name = folder.rstrip("/").split("/")[-1]
+    for key, stream in _DIR_TO_STREAM:
+        if key in name:
+            return stream
+    raise AssertionError(f"no stream for feature folder {folder}")
+
+
+def fixture_streams(config: dict) -> tuple[list[str], list[str]]:
+    kw = config["dataset_kwargs"]
+    video = [_stream_of(d) for d in kw["v_feat_dirs"]]
+    qdirs = kw.get("q_feat_dirs") or [kw["q_feat_dir"]]
+    return video, [_stream_of(d) for d in qdirs]
+
+
+def fixture_profile(config: dict):
+    """The named profile whose streams are the fixture's; UniVTG's loader truncates nothing."""
+    video, text = fixture_streams(config)
+    univtg = config["model"] == "univtg"
+    for name in available_profiles():
+        p = load_profile(name)
+        if list(p.video) == video and list(p.text) == text and (p.max_q_l is None) == univtg:
+            return p
+    raise AssertionError(f"no profile with video {video} text {text}")
+
+
+def fixture_raw_features(case: Path, config: dict, inputs: dict) -> tuple[dict, dict]:
+    """The raw per-stream features the fixture was made from (README "Fake QVHighlights data"):
+    torch.manual_seed(1), then per sample randn(L, 2304) SlowFast, randn(L, 512) CLIP,
+    randn(Lq, 512) CLIP text; BLIP-2 streams (VideoLights) after torch.manual_seed(11):
+    randn(L, 768) video and randn(Lq + 2, 768) text per sample."""
+    anns = config["fixture_annotations"]
+    v_lens = inputs["src_vid_mask"].sum(1).long().tolist()
+    q_lens = inputs["src_txt_mask"].sum(1).long().tolist()
+    video_streams, text_streams = fixture_streams(config)
+    videos: dict[str, dict] = {s: {} for s in video_streams}
+    texts: dict[str, dict] = {s: {} for s in text_streams}
+    torch.manual_seed(1)
+    for ann, lv, lq in zip(anns, v_lens, q_lens):
+        videos["slowfast"][ann["vid"]] = torch.randn(lv, 2304).numpy()
+        videos["clip"][ann["vid"]] = torch.randn(lv, 512).numpy()
+        texts["clip_text"][ann["qid"]] = torch.randn(lq, 512).numpy()
+    if "blip2" in videos:
+        torch.manual_seed(11)
+        for ann, lv, lq in zip(anns, v_lens, q_lens):
+            videos["blip2"][ann["vid"]] = torch.randn(lv, 768).numpy()
+            texts["blip2_text"][ann["qid"]] = torch.randn(lq + 2, 768).numpy()
+    return videos, texts
+
+
+def write_fixture_stores(folder: Path, videos: dict, texts: dict) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for stream, arrays in videos.items():
+        write_store(folder / f"{stream}.h5", stream, videos=arrays)
+    for stream, arrays in texts.items():
+        write_store(folder / f"{stream}.h5", stream, texts=arrays)
+    return folder
+
+
+# ---- unit behaviour --------------------------------------------------------------------------
+
+def test_profile_dims():
+    dims = {n: (load_profile(n).video_dim, load_profile(n).text_dim, load_profile(n).audio_dim)
+            for n in available_profiles()}
+    assert dims["clip"] == (514, 512, 0)
+    assert dims["slowfast_clip"] == (2818, 512, 0)
+    assert dims["slowfast_clip_pann"] == (2818, 512, 2050)
+    assert dims["videolights"] == (3586, 1280, 2050)
+    assert load_profile("mesm").video == ("clip", "slowfast")
+    assert load_profile("slowfast_clip").video == ("slowfast", "clip")
+
+
+def test_unknown_profile_is_a_user_error():
+    with pytest.raises(MrhdError, match="unknown feature profile"):
+        load_profile("nope")
+
+
+def test_assemble_video_normalises_trims_and_appends_tef():
+    rng = np.random.default_rng(0)
+    p = load_profile("slowfast_clip")
+    sf = rng.normal(size=(80, 2304)).astype(np.float16)   # stores may hold float16
+    cl = rng.normal(size=(78, 512)).astype(np.float32) * 7
+    v = p.assemble_video({"slowfast": sf, "clip": cl})
+    assert v.shape == (75, 2818) and v.dtype == np.float32     # max_v_l cap before trimming
+    np.testing.assert_allclose(np.linalg.norm(v[:, :2304], axis=1), 1.0, atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(v[:, 2304:2816], axis=1), 1.0, atol=1e-4)
+    np.testing.assert_array_equal(v[:, -2:], tef(75))
+    assert v[3, -2] == pytest.approx(3 / 75) and v[3, -1] == pytest.approx(4 / 75)
+    v = p.assemble_video({"slowfast": sf[:40], "clip": cl[:37]})
+    assert v.shape == (37, 2818)                                   # trimmed to the shortest stream
+    np.testing.assert_allclose(v[:, -1], np.arange(1, 38) / 37, rtol=1e-6)
+
+
+def test_assemble_text_caps_and_concatenates_streams():
+    rng = np.random.default_rng(1)
+    p = load_profile("videolights")
+    t = p.assemble_text({"clip_text": rng.normal(size=(40, 512)), "blip2_text": rng.normal(size=(12, 768))})
+    assert t.shape == (12, 1280)
+    t = p.assemble_text({"clip_text": rng.normal(size=(40, 512)), "blip2_text": rng.normal(size=(50, 768))})
+    assert t.shape == (32, 1280)
+    raw = rng.normal(size=(40, 512)).astype(np.float32)
+    m = load_profile("mesm").assemble_text({"clip_text": raw})
+    assert m.shape == (32, 512)
+    np.testing.assert_allclose(m[-1], l2_normalize(raw[-1:])[0], rtol=1e-6)   # EOT kept
+    u = load_profile("univtg").assemble_text({"clip_text": raw})
+    assert u.shape == (40, 512)                                                   # no cap
+
+
+def test_audio_trims_video_to_common_length():
+    rng = np.random.default_rng(2)
+    p = load_profile("slowfast_clip_pann")
+    arrays = {"slowfast": rng.normal(size=(60, 2304)), "clip": rng.normal(size=(60, 512)),
+              "pann": rng.normal(size=(58, 2048))}
+    v, a = p.assemble_clips(arrays)
+    assert v.shape == (58, 2818) and a.shape == (58, 2050)
+    np.testing.assert_array_equal(v[:, -2:], a[:, -2:])
+    with pytest.raises(MrhdError, match="audio"):
+        p.assemble_clips({k: arrays[k] for k in ("slowfast", "clip")})
+    v, a = load_profile("videolights").assemble_clips(
+        {"slowfast": arrays["slowfast"], "clip": arrays["clip"], "blip2": rng.normal(size=(60, 768))})
+    assert a is None and v.shape == (60, 3586)                                   # optional audio
+
+
+def test_open_stores_rejects_wrong_encoder_and_missing_store(tmp_path):
+    rng = np.random.default_rng(3)
+    write_store(tmp_path / "slowfast.h5", "slowfast", videos={"v": rng.normal(size=(5, 2304))})
+    write_store(tmp_path / "clip.h5", "pann", videos={"v": rng.normal(size=(5, 2048))})
+    write_store(tmp_path / "clip_text.h5", "clip_text", texts={1: rng.normal(size=(4, 512))})
+    p = load_profile("slowfast_clip")
+    with pytest.raises(MrhdError, match="holds 'pann' features"):
+        open_stores(tmp_path, p)
+    (tmp_path / "clip.h5").unlink()
+    with pytest.raises(MrhdError, match="clip.h5"):
+        open_stores(tmp_path, p)
+    write_store(tmp_path / "clip.h5", "clip", videos={"v": rng.normal(size=(5, 512))})
+    stores = open_stores(tmp_path, p)
+    assert p.assemble_video(read_video_arrays(p, stores, "v")).shape == (5, 2818)
+    assert p.assemble_text(read_text_arrays(p, stores, 1)).shape == (4, 512)
+
+
+# ---- golden inputs -------------------------------------------------------------------------
+
+@pytest.mark.fidelity
+@pytest.mark.parametrize("case", fixture_cases("models", "inputs.pt"))
+def test_profile_assembly_matches_official_inputs(case, tmp_path):
+    case = open_case(case, "inputs.pt")
+    config = json.loads((case / "config.json").read_text())
+    inputs = torch.load(case / "inputs.pt")
+    profile = fixture_profile(config)
+    videos, texts = fixture_raw_features(case, config, inputs)
+    stores = open_stores(write_fixture_stores(tmp_path, videos, texts), profile)
+    for i, ann in enumerate(config["fixture_annotations"]):
+        v = profile.assemble_video(read_video_arrays(profile, stores, ann["vid"]))
+        t = profile.assemble_text(read_text_arrays(profile, stores, ann["qid"]))
+        assert torch.equal(torch.from_numpy(v), inputs["src_vid"][i, : len(v)])
+        assert torch.equal(torch.from_numpy(t), inputs["src_txt"][i, : len(t)])
+        assert int(inputs["src_vid_mask"][i].sum()) == len(v)
+        assert int(inputs["src_txt_mask"][i].sum()) == len(t)

@@ -1,0 +1,187 @@
+"""The HDF5 feature store: layout and attributes of DESIGN.md, atomic writes, recipe/weights checks,
+and survival of a writer killed with SIGKILL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from mrhd.errors import MrhdError
+from mrhd.extract.encoders.base import EncoderInfo
+from mrhd.extract.store import FORMAT, FeatureStore, store_path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _info(weights="random", recipe=None, dim=4, stream="clip"):
+    return EncoderInfo(stream=stream, dim=dim, weights=weights, recipe=recipe or {"fps": 0.5, "layer": "x"})
+
+
+def test_layout_and_root_attributes(tmp_path):
+    path = store_path(tmp_path, "clip")
+    feats = np.arange(12, dtype=np.float32).reshape(3, 4) / 7
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("vid_a", feats, duration=5.5)
+        assert store.has("vid_a")  # visible before the merge
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format"] == FORMAT
+        assert f.attrs["encoder"] == "clip"
+        assert int(f.attrs["dim"]) == 4
+        assert float(f.attrs["clip_len"]) == 2.0
+        assert f.attrs["weights"] == "random"
+        assert json.loads(f.attrs["recipe"]) == {"fps": 0.5, "layer": "x"}
+        ds = f["vid_a"]
+        assert ds.shape == (3, 4) and ds.dtype == np.float16
+        assert float(ds.attrs["duration"]) == 5.5 and int(ds.attrs["n_clips"]) == 3
+    assert not list((tmp_path / ".clip.parts").glob("*.h5"))  # merged and cleaned up
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["vid_a"]
+    assert reader.info["recipe"] == {"fps": 0.5, "layer": "x"} and reader.info["dim"] == 4
+    out = reader.read("vid_a")
+    assert out.dtype == np.float32
+    np.testing.assert_allclose(out, feats.astype(np.float16).astype(np.float32))
+    assert reader.read_attrs("vid_a") == {"duration": 5.5, "n_clips": 3}
+    assert not reader.has("vid_b")
+    with pytest.raises(MrhdError, match="vid_b"):
+        reader.read("vid_b")
+
+
+def test_text_entries(tmp_path):
+    path = store_path(tmp_path, "clip_text")
+    info = _info(stream="clip_text")
+    tokens = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    with FeatureStore(path, "a", info, store_dtype="float32") as store:
+        store.write_texts([(7, tokens, tokens[-1]), (8, tokens[:2], None)])
+    reader = FeatureStore(path)
+    got, pooled = reader.read_text(7)
+    np.testing.assert_array_equal(got, tokens)
+    np.testing.assert_array_equal(pooled, tokens[-1])
+    got8, pooled8 = reader.read_text("8")
+    assert got8.shape == (2, 4) and pooled8 is None
+    assert reader.query_ids() == ["7", "8"]
+    assert reader.video_ids() == []
+    with h5py.File(path, "r") as f:
+        assert f["qid7"].shape == (5, 4) and f["pooled/qid7"].shape == (4,)
+
+
+def test_other_weights_or_recipe_is_an_error(tmp_path):
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("v", np.zeros((1, 4)), 1.0)
+    with pytest.raises(MrhdError, match="weights='random'"):
+        FeatureStore(path, "a", _info(weights="openai"))
+    with pytest.raises(MrhdError, match="another recipe"):
+        FeatureStore(path, "a", _info(recipe={"fps": 1.0, "layer": "x"}))
+    with pytest.raises(MrhdError, match="dim"):
+        FeatureStore(path, "a", _info(dim=8))
+    # the same settings reopen fine; "w" starts over with the new settings
+    FeatureStore(path, "a", _info()).close()
+    FeatureStore(path, "w", _info(weights="openai")).close()
+    assert FeatureStore(path).info["weights"] == "openai"
+    assert FeatureStore(path).video_ids() == []
+
+
+def test_pending_parts_from_other_settings_are_refused(tmp_path):
+    path = store_path(tmp_path, "clip")
+    store = FeatureStore(path, "a", _info())
+    store.write("v", np.ones((2, 4)), 4.0)  # left as a part, never committed
+    with pytest.raises(MrhdError, match="another recipe"):
+        FeatureStore(path, "a", _info(recipe={"other": 1}))
+
+
+def test_incomplete_dataset_is_not_taken_as_stored(tmp_path):
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("done", np.ones((2, 4)), 4.0)
+    with h5py.File(path, "a") as f:  # what a write killed before `complete` leaves
+        f.create_dataset("half", data=np.ones((1, 4), np.float16))
+    reader = FeatureStore(path)
+    assert reader.has("done") and not reader.has("half")
+    assert reader.video_ids() == ["done"]
+
+
+def test_corrupt_main_file_is_salvaged(tmp_path):
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("a", np.ones((2, 4)), 4.0)
+    path.write_bytes(b"\0" * 64 + path.read_bytes()[64:])  # superblock destroyed
+    with pytest.warns(UserWarning, match="damaged"):
+        store = FeatureStore(path, "a", _info())
+    store.write("b", np.ones((1, 4)), 2.0)
+    store.close()
+    assert FeatureStore(path).video_ids() == ["b"]
+    assert list(tmp_path.glob("clip.h5.corrupt-*"))
+
+
+def test_unwritable_folder(tmp_path):
+    blocker = tmp_path / "a_file"
+    blocker.write_text("x")
+    with pytest.raises(MrhdError, match="writable"):
+        FeatureStore(blocker / "out" / "clip.h5", "a", _info())
+    if os.geteuid() == 0:
+        return  # root writes through permission bits
+    locked = tmp_path / "ro"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        with pytest.raises(MrhdError, match="writable"):
+            FeatureStore(locked / "clip.h5", "a", _info())
+    finally:
+        locked.chmod(0o700)
+
+
+def test_missing_store_for_reading(tmp_path):
+    with pytest.raises(MrhdError, match="does not exist"):
+        FeatureStore(tmp_path / "clip.h5")
+
+
+_WRITER = textwrap.dedent("""
+    import sys, numpy as np
+    from mrhd.extract.encoders.base import EncoderInfo
+    from mrhd.extract.store import FeatureStore
+    info = EncoderInfo(stream="clip", dim=64, weights="random", recipe={"r": 1})
+    store = FeatureStore(sys.argv[1], "a", info)
+    for i in range(100000):
+        vid = f"v{i % 400:03d}"
+        store.write(vid, np.full((50, 64), i % 400, np.float32), duration=100.0)
+        if i % 7 == 6:
+            store.commit()
+        if i == 20:
+            print("ready", flush=True)
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [0.3, 0.9])
+def test_writer_killed_with_sigkill(tmp_path, delay):
+    """Kill a writer that commits continuously; every entry that a new writer then sees must be whole
+    and right, and the store must keep working."""
+    path = store_path(tmp_path, "clip")
+    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(path)], cwd=ROOT,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "ready"
+    time.sleep(delay)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    info = EncoderInfo(stream="clip", dim=64, weights="random", recipe={"r": 1})
+    with FeatureStore(path, "a", info) as store:
+        store.commit()
+        ids = store.video_ids()
+        assert ids
+        for vid in ids:
+            feats = store.read(vid)
+            assert feats.shape == (50, 64)
+            assert np.all(feats == int(vid[1:]))
+        store.write("after", np.zeros((1, 64)), 2.0)
+    assert "after" in FeatureStore(path).video_ids()
+    assert not [p for p in (tmp_path / ".clip.parts").iterdir() if p.name.startswith(".tmp")]

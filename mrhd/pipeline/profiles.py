@@ -15,7 +15,6 @@ bit for bit (the fidelity tests compare with ``inputs.pt``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -208,67 +207,50 @@ def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
 
 # ---- reading stores ------------------------------------------------------------------------
 class StoreReader:
-    """Read-only view of one ``<stream>.h5`` store (DESIGN.md "Feature store").
+    """Read-only view of one ``<stream>.h5`` store (:class:`~mrhd.extract.store.FeatureStore`).
 
     Opened lazily and re-opened in each process, because h5py handles must not cross a fork
-    (DataLoader workers).
+    (DataLoader workers). The ids are listed once, so membership tests cost nothing per sample.
     """
 
     def __init__(self, path: str | Path):
-        import h5py
+        from mrhd.extract.store import FeatureStore
 
         self.path = Path(path)
-        if not self.path.is_file():
-            raise MrhdError(f"feature store {self.path} not found; run `mrhd extract` first")
-        try:
-            with h5py.File(self.path, "r") as f:
-                attrs = dict(f.attrs)
-                self._video_ids = frozenset(k for k in f.keys() if k != "pooled")
-        except OSError as err:
-            raise MrhdError(f"{self.path} is not a readable HDF5 feature store ({err}); re-extract it") from None
-        if attrs.get("format") != "mrhd-features/1":
-            raise MrhdError(f"{self.path} is not an mrhd feature store (format={attrs.get('format')!r})")
-        self.attrs = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()}
-        self.encoder = str(self.attrs.get("encoder"))
-        self.dim = int(self.attrs.get("dim", 0))
-        self._file = None
+        store = FeatureStore(self.path, "r")
+        self.info = store.info
+        self.encoder = str(self.info.get("encoder"))
+        self.dim = int(self.info.get("dim", 0))
+        self._keys = frozenset(store.video_ids()) | frozenset(f"qid{q}" for q in store.query_ids())
+        store.close_reader()
+        self._store = None
         self._pid = None
 
-    def _h5(self):
-        import h5py
+    def _open(self):
+        from mrhd.extract.store import FeatureStore
 
-        if self._file is None or self._pid != os.getpid():
-            self._file = h5py.File(self.path, "r")
+        if self._store is None or self._pid != os.getpid():
+            self._store = FeatureStore(self.path, "r")
             self._pid = os.getpid()
-        return self._file
+        return self._store
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        state["_file"] = None
+        state["_store"] = None
         state["_pid"] = None
         return state
 
-    def has(self, key: str) -> bool:
-        return key in self._video_ids
-
-    def keys(self) -> frozenset[str]:
-        return self._video_ids
-
-    def read(self, key: str) -> np.ndarray:
-        return self._h5()[key][()]
-
-    def read_text(self, qid) -> np.ndarray:
-        return self._h5()[f"qid{qid}"][()]
+    def has(self, video_id: str) -> bool:
+        return video_id in self._keys
 
     def has_text(self, qid) -> bool:
-        return f"qid{qid}" in self._video_ids
+        return f"qid{qid}" in self._keys
 
-    @property
-    def recipe(self) -> dict:
-        try:
-            return json.loads(self.attrs.get("recipe", "{}"))
-        except (TypeError, ValueError):
-            return {}
+    def read(self, video_id: str) -> np.ndarray:
+        return self._open().read(video_id)
+
+    def read_text(self, qid) -> np.ndarray:
+        return self._open().read_text(qid)[0]
 
 
 def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreReader]:

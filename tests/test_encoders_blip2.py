@@ -1,0 +1,132 @@
+"""BLIP-2 streams: tiny random models, a Hugging Face checkpoint written here, a test-written vocab."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mrhd.errors import MrhdError
+from mrhd.extract.encoders import blip2
+from mrhd.extract.encoders.factory import build_encoder
+
+WORDS = ["a", "man", "cook", "##s", "pizza", "in", "the", "kitchen", "dog", "run", ",", "'"]
+SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    """A tiny ``Blip2ForImageTextRetrieval`` saved like Salesforce/blip2-itm-vit-g, plus a vocab.txt."""
+    from transformers import Blip2ForImageTextRetrieval
+
+    folder = tmp_path_factory.mktemp("blip2") / "blip2-itm-tiny"
+    torch.manual_seed(123)
+    model = Blip2ForImageTextRetrieval(blip2.Blip2Config.of_size("tiny").to_hf()).eval()
+    with torch.no_grad():   # the HF init leaves query tokens at zero; give them content
+        model.query_tokens.normal_(0, 0.5)
+    model.save_pretrained(folder)
+    (folder / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
+    return folder, model
+
+
+def _frames(n, seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
+
+
+def test_random_tiny_shapes_and_store_info():
+    video = build_encoder("blip2", random_weights=True, size="tiny")
+    text = build_encoder("blip2_text", random_weights=True, size="tiny")
+    cfg = blip2.Blip2Config.of_size("tiny")
+    assert video.input_kind == "clip_frame" and video.autocast_dtype == torch.float16
+    assert (video.info.stream, video.info.dim, video.info.weights) == ("blip2", cfg.qformer_hidden, "random")
+    assert (text.info.stream, text.info.dim, text.info.weights) == ("blip2_text", cfg.qformer_hidden, "random")
+    recipe = json.loads(video.info.recipe_json())
+    assert recipe["mean"] == list(blip2.CLIP_MEAN) and recipe["std"] == list(blip2.CLIP_STD)
+    assert recipe["interpolation"] == "bicubic" and "first query token" in recipe["layer"]
+    assert "[CLS]" in json.loads(text.info.recipe_json())["pooled"]
+
+    feats = video.encode(video.preprocess(_frames(3)))
+    assert feats.shape == (3, cfg.qformer_hidden) and feats.dtype == torch.float32
+    assert not torch.allclose(feats[0], feats[1])
+    out = text.encode_texts(["a man cooks", "dog"])
+    assert [tuple(t.shape) for t, _ in out] == [(11, cfg.qformer_hidden), (5, cfg.qformer_hidden)]  # char pieces
+    assert all(torch.equal(tokens[0], pooled) for tokens, pooled in out)
+    # same seed -> same random weights (the --random-weights contract)
+    again = build_encoder("blip2", random_weights=True, size="tiny")
+    torch.testing.assert_close(again.encode(again.preprocess(_frames(3))), feats)
+
+
+def test_preprocess_is_clip_normalised():
+    video = build_encoder("blip2", random_weights=True, size="tiny")
+    frames = np.zeros((2, 224, 224, 3), dtype=np.uint8)
+    frames[1] = 255
+    x = video.preprocess(frames)
+    assert x.shape == (2, 3, 224, 224)
+    for c in range(3):
+        assert x[0, c].allclose(torch.tensor(-blip2.CLIP_MEAN[c] / blip2.CLIP_STD[c]))
+        assert x[1, c].allclose(torch.tensor((1 - blip2.CLIP_MEAN[c]) / blip2.CLIP_STD[c]))
+    assert video.preprocess(np.zeros((1, 180, 320, 3), dtype=np.uint8)).shape == (1, 3, 224, 224)
+
+
+def test_video_feature_is_first_query_token_of_checkpoint(checkpoint):
+    folder, reference = checkpoint
+    video = build_encoder("blip2", weights=str(folder))
+    assert video.info.weights == folder.name
+    pixels = video.preprocess(_frames(2, seed=1))
+    feats = video.encode(pixels)
+    with torch.no_grad():   # manual forward through the transformers modules of the saved model
+        image_embeds = reference.vision_model(pixel_values=pixels).last_hidden_state
+        queries = reference.qformer(query_embeds=reference.query_tokens.expand(2, -1, -1),
+                                    encoder_hidden_states=image_embeds).last_hidden_state
+        # and HF's own retrieval head: normalize(vision_projection(all query tokens))
+        itc = reference(pixel_values=pixels, input_ids=torch.tensor([[2, 5, 3]]))
+    torch.testing.assert_close(feats, queries[:, 0], atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(feats, queries[:, 1], atol=1e-3)
+    projected = F.normalize(reference.vision_projection(feats), dim=-1)
+    torch.testing.assert_close(projected, itc.image_embeds[:, 0], atol=1e-5, rtol=1e-5)
+
+
+def test_text_tokens_and_pooled_from_checkpoint(checkpoint):
+    from transformers import Blip2TextModelWithProjection
+
+    folder, _ = checkpoint
+    text = build_encoder("blip2_text", weights=str(folder))
+    vocab = {w: i for i, w in enumerate(SPECIAL + WORDS)}
+    # LAVIS caption normalisation: lower case, '.' and '!' dropped; [CLS] ... [SEP] kept
+    ids = text.tokenize(["A man COOKS pizza, in the kitchen!", "dog."])
+    expected = ["[CLS]", "a", "man", "cook", "##s", "pizza", ",", "in", "the", "kitchen", "[SEP]"]
+    assert ids[0] == [vocab[w] for w in expected]
+    assert ids[1] == [vocab["[CLS]"], vocab["dog"], vocab["[SEP]"]]
+    assert text.tokenize(["a cat"])[0] == [vocab["[CLS]"], vocab["a"], vocab["[UNK]"], vocab["[SEP]"]]
+
+    out = text.encode_texts(["A man cooks pizza, in the kitchen!", "dog."])
+    hf = Blip2TextModelWithProjection.from_pretrained(folder).eval()
+    for (tokens, pooled), seq in zip(out, ids):
+        with torch.no_grad():
+            ref = hf(input_ids=torch.tensor([seq])).last_hidden_state[0]
+        assert tokens.shape == (len(seq), text.dim)
+        torch.testing.assert_close(tokens, ref, atol=1e-5, rtol=1e-5)   # batch padding changes nothing
+        torch.testing.assert_close(pooled, ref[0], atol=1e-5, rtol=1e-5)
+
+
+def test_user_errors(checkpoint, tmp_path):
+    from transformers import Blip2VisionModelWithProjection
+
+    folder, _ = checkpoint
+    text = build_encoder("blip2_text", weights=str(folder))
+    with pytest.raises(MrhdError, match="empty query"):
+        text.encode_texts(["  "])
+    with pytest.raises(MrhdError, match="config.json"):
+        build_encoder("blip2", weights=str(tmp_path))
+    # a vision-only checkpoint has no Q-Former text embeddings: refuse, do not run half-random
+    vision_only = tmp_path / "vision_only"
+    torch.manual_seed(0)
+    Blip2VisionModelWithProjection(blip2.Blip2Config.of_size("tiny").to_hf()).save_pretrained(vision_only)
+    (vision_only / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
+    with pytest.raises(MrhdError, match="lacks"):
+        build_encoder("blip2_text", weights=str(vision_only))
+    with pytest.raises(MrhdError, match="size"):
+        build_encoder("blip2", random_weights=True, size="huge")

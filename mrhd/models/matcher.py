@@ -1,0 +1,45 @@
+"""Hungarian matching of predicted spans to ground-truth spans (DETR / Moment-DETR ``matcher.py``).
+
+Cost = cost_span * L1(cxw) - cost_giou * GIoU(xx) - cost_class * p(foreground); foreground is class
+index 0 (softmax over the 2 logits), solved per sample with scipy's ``linear_sum_assignment``.
+"""
+
+from __future__ import annotations
+
+import torch
+from scipy.optimize import linear_sum_assignment
+from torch import nn
+
+from mrhd.models.span_utils import generalized_temporal_iou, span_cxw_to_xx
+
+FOREGROUND = 0
+
+
+class HungarianMatcher(nn.Module):
+    def __init__(self, cost_class: float = 1, cost_span: float = 1, cost_giou: float = 1):
+        super().__init__()
+        if cost_class == 0 and cost_span == 0 and cost_giou == 0:
+            raise ValueError("all matching costs are 0")
+        self.cost_class = cost_class
+        self.cost_span = cost_span
+        self.cost_giou = cost_giou
+
+    @torch.no_grad()
+    def forward(self, outputs: dict, targets: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """outputs: pred_logits (B, nq, 2), pred_spans (B, nq, 2) cxw; targets["span_labels"]: list of
+        {"spans": (n_i, 2) cxw}. Returns per sample (pred indices, target indices), int64."""
+        bs, num_queries = outputs["pred_spans"].shape[:2]
+        span_labels = targets["span_labels"]
+        out_prob = outputs["pred_logits"].flatten(0, 1).softmax(-1)
+        tgt_spans = torch.cat([v["spans"] for v in span_labels])
+        tgt_ids = torch.full([len(tgt_spans)], FOREGROUND, device=out_prob.device)
+        cost_class = -out_prob[:, tgt_ids]
+        out_spans = outputs["pred_spans"].flatten(0, 1)
+        cost_span = torch.cdist(out_spans, tgt_spans, p=1)
+        cost_giou = -generalized_temporal_iou(span_cxw_to_xx(out_spans), span_cxw_to_xx(tgt_spans))
+        cost = self.cost_span * cost_span + self.cost_giou * cost_giou + self.cost_class * cost_class
+        cost = cost.view(bs, num_queries, -1).cpu()
+        sizes = [len(v["spans"]) for v in span_labels]
+        indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
+        return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
+                for i, j in indices]

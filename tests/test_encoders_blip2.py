@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 
 import numpy as np
@@ -130,3 +131,67 @@ def test_user_errors(checkpoint, tmp_path):
         build_encoder("blip2_text", weights=str(vision_only))
     with pytest.raises(MrhdError, match="size"):
         build_encoder("blip2", random_weights=True, size="huge")
+
+
+def _to_lavis(hf_state: dict) -> tuple[dict, dict]:
+    """HF ITM keys -> (LAVIS blip2_pretrained.pth state, eva_vit_g.pth state), LAVIS' own names."""
+    qformer, vit = {"temp": torch.tensor(0.07)}, {}
+    for key, value in hf_state.items():
+        if key.startswith("vision_model.encoder.layers."):
+            _, _, _, idx, rest = key.split(".", 4)
+            rest = (rest.replace("layer_norm1", "norm1").replace("layer_norm2", "norm2")
+                    .replace("self_attn.projection", "attn.proj").replace("self_attn.qkv", "attn.qkv"))
+            if rest == "attn.qkv.bias":
+                dim = value.shape[0] // 3
+                vit[f"blocks.{idx}.attn.q_bias"], vit[f"blocks.{idx}.attn.v_bias"] = value[:dim], value[2 * dim:]
+            else:
+                vit[f"blocks.{idx}.{rest}"] = value
+        elif key.startswith("vision_model.embeddings."):
+            rest = key[len("vision_model.embeddings."):]
+            vit[{"class_embedding": "cls_token", "position_embedding": "pos_embed"}.get(rest) or
+                rest.replace("patch_embedding", "patch_embed.proj")] = value
+        elif key.startswith("vision_model.post_layernorm."):
+            qformer["ln_vision." + key.split(".")[-1]] = value
+        elif key.startswith("embeddings."):
+            qformer["Qformer.bert." + key] = value
+        elif key.startswith("qformer.layernorm."):
+            qformer["Qformer.bert.embeddings.LayerNorm." + key.split(".")[-1]] = value
+        elif key.startswith("qformer.encoder."):
+            qformer["Qformer.bert." + key[len("qformer."):].replace("attention.attention", "attention.self")
+                    .replace("crossattention.attention", "crossattention.self")] = value
+        else:
+            qformer[key.replace("vision_projection", "vision_proj").replace("text_projection", "text_proj")] = value
+    qformer["Qformer.cls.predictions.bias"] = torch.zeros(3)   # LAVIS' MLM head: not used here
+    return qformer, vit
+
+
+def test_lavis_checkpoint_matches_hf_weights(checkpoint, tmp_path):
+    folder, reference = checkpoint
+    reference = copy.deepcopy(reference)
+    with torch.no_grad():   # EVA has q and v biases but no k bias
+        for layer in reference.vision_model.encoder.layers:
+            dim = layer.self_attn.embed_dim
+            layer.self_attn.qkv.bias.normal_()
+            layer.self_attn.qkv.bias[dim:2 * dim] = 0
+    qformer_state, vit_state = _to_lavis(reference.state_dict())
+    torch.save({"model": qformer_state}, tmp_path / "blip2_pretrained.pth")
+    (tmp_path / "vocab.txt").write_text("\n".join(SPECIAL + WORDS) + "\n")
+    with pytest.raises(MrhdError, match="eva_vit_g.pth"):
+        build_encoder("blip2", weights=str(tmp_path / "blip2_pretrained.pth"))
+    torch.save(vit_state, tmp_path / "eva_vit_g.pth")
+
+    video = build_encoder("blip2", weights=str(tmp_path / "blip2_pretrained.pth"))
+    assert video.info.weights == "blip2_pretrained.pth"
+    pixels = video.preprocess(_frames(2, seed=2))
+    with torch.no_grad():
+        image_embeds = reference.vision_model(pixel_values=pixels).last_hidden_state
+        expected = reference.qformer(query_embeds=reference.query_tokens.expand(2, -1, -1),
+                                     encoder_hidden_states=image_embeds).last_hidden_state[:, 0]
+    torch.testing.assert_close(video.encode(pixels), expected, atol=1e-5, rtol=1e-5)
+
+    text = build_encoder("blip2_text", weights=str(tmp_path / "blip2_pretrained.pth"))
+    from_hf = build_encoder("blip2_text", weights=str(folder))
+    for (tokens, pooled), (ref_tokens, ref_pooled) in zip(text.encode_texts(["a man cooks pizza"]),
+                                                          from_hf.encode_texts(["a man cooks pizza"])):
+        torch.testing.assert_close(tokens, ref_tokens, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pooled, ref_pooled, atol=1e-5, rtol=1e-5)

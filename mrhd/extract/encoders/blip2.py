@@ -84,8 +84,9 @@ class Blip2Config:
         if size == "full":
             return cls()
         if size == "tiny":
-            return cls(vision_hidden=32, vision_layers=2, vision_heads=2, vision_mlp=64, patch_size=32,
-                       qformer_hidden=32, qformer_layers=2, qformer_heads=2, qformer_mlp=64,
+            # widths keep LAVIS' head sizes (EVA 88, BERT 64) so a LAVIS file's sizes can be inferred
+            return cls(vision_hidden=176, vision_layers=2, vision_heads=2, vision_mlp=256, patch_size=32,
+                       qformer_hidden=128, qformer_layers=2, qformer_heads=2, qformer_mlp=256,
                        num_query_tokens=8)
         raise MrhdError(f"unknown encoder size {size!r}; use 'full' or 'tiny'")
 
@@ -122,17 +123,15 @@ def resolve(ref: str):
     return resolve_weights(ref)
 
 
-def _checkpoint_dir(weights: str | None) -> Path:
-    """A local Hugging Face folder (config.json + weights + vocab.txt) for ``weights`` (id or path)."""
+def _checkpoint_path(weights: str | None) -> Path:
+    """The local checkpoint for ``weights``: a Hugging Face folder or a LAVIS ``.pth`` file."""
     ref = weights or WEIGHTS_ID
     path = Path(ref).expanduser()
     if not path.exists():
         path = Path(resolve(ref))
-    if path.is_file():
-        path = path.parent
-    if not (path / "config.json").is_file():
-        raise MrhdError(f"{path} is not a BLIP-2 checkpoint folder (no config.json); "
-                        f"pass the folder of {HF_CHECKPOINT} saved with save_pretrained")
+    if path.is_dir() and not (path / "config.json").is_file():
+        raise MrhdError(f"{path} is not a BLIP-2 checkpoint folder (no config.json); pass the folder of "
+                        f"{HF_CHECKPOINT} saved with save_pretrained, or LAVIS' blip2_pretrained.pth")
     return path
 
 
@@ -142,11 +141,144 @@ def _load_hf(model_cls, folder: Path):
         model, info = model_cls.from_pretrained(folder, output_loading_info=True)
     except (OSError, ValueError) as err:
         raise MrhdError(f"cannot load BLIP-2 weights from {folder}: {err}".splitlines()[0]) from err
-    if info["missing_keys"]:
-        missing = sorted(info["missing_keys"])
-        raise MrhdError(f"{folder} lacks {len(missing)} BLIP-2 weights (e.g. {missing[0]}); "
-                        f"use the image-text-matching checkpoint {HF_CHECKPOINT}")
+    _refuse_missing(folder, info["missing_keys"])
     return model
+
+
+def _refuse_missing(source: Path, missing) -> None:
+    if missing:
+        missing = sorted(missing)
+        raise MrhdError(f"{source} lacks {len(missing)} BLIP-2 weights (e.g. {missing[0]}); use "
+                        f"{HF_CHECKPOINT} or LAVIS' blip2_pretrained.pth with eva_vit_g.pth beside it")
+
+
+# --- LAVIS checkpoints (registry id blip2-pretrain = LAVIS blip2_pretrained.pth) -----------------
+# Key mapping read from transformers' convert_blip_2_original_to_pytorch.py (huggingface/transformers).
+_LAVIS_VISION_RENAMES = (
+    ("visual_encoder.cls_token", "vision_model.embeddings.class_embedding"),
+    ("visual_encoder.pos_embed", "vision_model.embeddings.position_embedding"),
+    ("visual_encoder.patch_embed.proj.", "vision_model.embeddings.patch_embedding."),
+    ("ln_vision.", "vision_model.post_layernorm."),
+)
+_LAVIS_BLOCK_RENAMES = (("norm1.", "layer_norm1."), ("norm2.", "layer_norm2."), ("attn.qkv.", "self_attn.qkv."),
+                        ("attn.proj.", "self_attn.projection."), ("mlp.", "mlp."))
+LAVIS_VIT_FILE = "eva_vit_g.pth"   # LAVIS keeps the frozen EVA ViT-g in its own file
+
+
+def _read_torch(path: Path) -> dict:
+    """A LAVIS checkpoint's state dict (``{"model": ...}`` or bare), loaded tensors-only."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises many types for a file that is not a checkpoint
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        raise MrhdError(f"{path} is not a readable BLIP-2 checkpoint ({first})") from None
+    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict):
+        raise MrhdError(f"{path} holds no state dict; expected LAVIS' blip2_pretrained.pth")
+    return state
+
+
+def lavis_to_hf(state: dict) -> dict:
+    """LAVIS ``Blip2Qformer`` keys -> transformers ``Blip2ForImageTextRetrieval`` keys.
+
+    EVA's separate q/v biases become one qkv bias with zeros for k (EVA has no k bias); the Q-Former's
+    ``attention.self`` becomes ``attention.attention``; the MLM head (``Qformer.cls``), ``temp`` and
+    buffers are dropped; ViT blocks beyond those present are not invented."""
+    out: dict = {}
+    for key, value in state.items():
+        new = None
+        if key.startswith("Qformer.bert.embeddings."):
+            rest = key[len("Qformer.bert.embeddings."):]
+            if rest.startswith("LayerNorm."):
+                new = "qformer.layernorm." + rest[len("LayerNorm."):]
+            elif rest.startswith(("word_embeddings.", "position_embeddings.")):
+                new = "embeddings." + rest
+        elif key.startswith("Qformer.bert.encoder."):
+            new = "qformer." + key[len("Qformer.bert."):].replace(".self.", ".attention.")
+        elif key in ("query_tokens",):
+            new = key
+        elif key.startswith(("vision_proj.", "text_proj.", "itm_head.")):
+            head, rest = key.split(".", 1)
+            new = {"vision_proj": "vision_projection", "text_proj": "text_projection"}.get(head, head) + "." + rest
+        elif key.startswith("visual_encoder.blocks."):
+            _, _, idx, rest = key.split(".", 3)
+            if rest in ("attn.q_bias", "attn.v_bias"):
+                continue
+            for old, repl in _LAVIS_BLOCK_RENAMES:
+                if rest.startswith(old):
+                    new = f"vision_model.encoder.layers.{idx}." + repl + rest[len(old):]
+        else:
+            for old, repl in _LAVIS_VISION_RENAMES:
+                if key == old or (old.endswith(".") and key.startswith(old)):
+                    new = repl + key[len(old):]
+        if new is not None:
+            out[new] = value
+    for key, q_bias in state.items():
+        if key.startswith("visual_encoder.blocks.") and key.endswith(".attn.q_bias"):
+            idx = key.split(".")[2]
+            v_bias = state[key.replace("q_bias", "v_bias")]
+            out[f"vision_model.encoder.layers.{idx}.self_attn.qkv.bias"] = torch.cat(
+                [q_bias, torch.zeros_like(v_bias), v_bias])
+    return out
+
+
+def config_from_lavis(hf_state: dict) -> Blip2Config:
+    """Sizes read off the converted tensors; head counts follow LAVIS (EVA: ``dim // 88`` in
+    ``eva_vit.py create_eva_vit_g``; Q-Former: BERT's 64-wide heads)."""
+    def count(prefix):
+        return len({k[len(prefix):].split(".")[0] for k in hf_state if k.startswith(prefix)})
+
+    # the cross-attention keys read the ViT's width, so the text side needs no ViT weights
+    vision_hidden = hf_state["qformer.encoder.layer.0.crossattention.attention.key.weight"].shape[1]
+    qformer_hidden = hf_state["query_tokens"].shape[-1]
+    cfg = Blip2Config(
+        vision_hidden=vision_hidden, vision_heads=max(1, vision_hidden // 88),
+        qformer_hidden=qformer_hidden, qformer_layers=count("qformer.encoder.layer."),
+        qformer_heads=max(1, qformer_hidden // 64),
+        qformer_mlp=hf_state["qformer.encoder.layer.0.intermediate_query.dense.weight"].shape[0],
+        num_query_tokens=hf_state["query_tokens"].shape[1],
+        vocab_size=hf_state["embeddings.word_embeddings.weight"].shape[0],
+    )
+    if "vision_model.embeddings.patch_embedding.weight" in hf_state:
+        cfg.vision_layers = count("vision_model.encoder.layers.")
+        cfg.vision_mlp = hf_state["vision_model.encoder.layers.0.mlp.fc1.weight"].shape[0]
+        cfg.patch_size = hf_state["vision_model.embeddings.patch_embedding.weight"].shape[-1]
+    return cfg
+
+
+def _load_lavis(model_cls, path: Path, need_vision: bool):
+    """A LAVIS checkpoint converted into ``model_cls``; the ViT comes from ``eva_vit_g.pth`` beside
+    it when the checkpoint itself has no ``visual_encoder`` weights."""
+    state = _read_torch(path)
+    if need_vision and not any(k.startswith("visual_encoder.") for k in state):
+        vit_file = path.parent / LAVIS_VIT_FILE
+        if not vit_file.is_file():
+            raise MrhdError(f"{path} has no EVA ViT-g weights; put LAVIS' {LAVIS_VIT_FILE} beside it "
+                            f"({vit_file}) or use the {HF_CHECKPOINT} folder")
+        state = dict(state)
+        state.update({"visual_encoder." + k: v for k, v in _read_torch(vit_file).items()})
+    hf_state = lavis_to_hf(state)
+    try:
+        cfg = config_from_lavis(hf_state)
+    except (KeyError, IndexError) as err:
+        raise MrhdError(f"{path} is not a LAVIS BLIP-2 checkpoint (no {err}); "
+                        "expected blip2_pretrained.pth") from None
+    if not need_vision:
+        cfg.vision_layers = 1
+    model = model_cls(cfg.to_hf())
+    keep = {k: v for k, v in hf_state.items() if k in model.state_dict()}
+    missing, _ = model.load_state_dict(keep, strict=False)
+    _refuse_missing(path, [k for k in missing if not k.endswith("position_ids")])
+    return model, cfg
+
+
+def _load_model(model_cls, weights: str | None, need_vision: bool):
+    """(model, tokenizer folder) from a Hugging Face folder or a LAVIS file."""
+    path = _checkpoint_path(weights)
+    if path.is_dir():
+        return _load_hf(model_cls, path), path
+    model, _ = _load_lavis(model_cls, path, need_vision)
+    return model, path.parent
 
 
 def _random_model(model_cls, cfg: Blip2Config):
@@ -290,7 +422,8 @@ def load_tokenizer(folder: Path | None):
         from transformers import AutoTokenizer
 
         return AutoTokenizer.from_pretrained(folder)
-    raise MrhdError(f"{folder} has no vocab.txt or tokenizer.json; save the BLIP-2 processor's tokenizer there")
+    raise MrhdError(f"{folder} has no vocab.txt or tokenizer.json; put bert-base-uncased's vocab.txt "
+                    "(the BLIP-2 tokenizer) beside the checkpoint")
 
 
 def build_video(*, device="cpu", weights=None, random_weights=False, size="full") -> Blip2VideoEncoder:
@@ -300,7 +433,7 @@ def build_video(*, device="cpu", weights=None, random_weights=False, size="full"
     if random_weights:
         model = _random_model(Blip2VisionModelWithProjection, cfg)
     else:
-        model = _load_hf(Blip2VisionModelWithProjection, _checkpoint_dir(weights))
+        model, _ = _load_model(Blip2VisionModelWithProjection, weights, need_vision=True)
         cfg = Blip2Config(num_query_tokens=model.config.num_query_tokens,
                           qformer_hidden=model.config.qformer_config.hidden_size)
     info = EncoderInfo(stream="blip2", dim=cfg.qformer_hidden,
@@ -315,8 +448,8 @@ def build_text(*, device="cpu", weights=None, random_weights=False, size="full")
     if random_weights:
         model, tokenizer = _random_model(Blip2TextModelWithProjection, cfg), load_tokenizer(None)
     else:
-        folder = _checkpoint_dir(weights)
-        model, tokenizer = _load_hf(Blip2TextModelWithProjection, folder), load_tokenizer(folder)
+        model, folder = _load_model(Blip2TextModelWithProjection, weights, need_vision=False)
+        tokenizer = load_tokenizer(folder)
         cfg = Blip2Config(num_query_tokens=model.config.num_query_tokens,
                           qformer_hidden=model.config.qformer_config.hidden_size)
     info = EncoderInfo(stream="blip2_text", dim=cfg.qformer_hidden,

@@ -1,0 +1,224 @@
+"""UniVTG: equal to the authors' code on the golden fixture, plus properties of the model itself."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from mrhd.models.registry import create_model, get_spec
+from mrhd.models.univtg import UniVTGConfig, build, build_criterion, config_from_opt
+from mrhd.models.univtg_postprocess import apply_nms, clip_timestamps, predictions, temporal_nms
+from mrhd.models.univtg_targets import batch_targets
+from tests.conftest import fixture_cases, open_case
+
+
+def _univtg_cases() -> list:
+    cases = []
+    for param in fixture_cases("models", "config.json"):
+        case = param.values[0]
+        cfg_file = case / "config.json"
+        if not cfg_file.exists() or json.loads(cfg_file.read_text()).get("model") == "univtg":
+            cases.append(param)
+    return cases or fixture_cases("models/univtg")
+
+
+CASES = _univtg_cases()
+
+
+def _load(case: Path):
+    case = open_case(case, "config.json")
+    config = json.loads((case / "config.json").read_text())
+    cfg = config_from_opt(config["opt_small"])
+    model = build(cfg).eval()
+    model.load_state_dict(torch.load(case / "state_dict.pt"), strict=True)
+    inputs = torch.load(case / "inputs.pt")
+    return case, config, cfg, model, inputs
+
+
+def _assert_tree_close(ours, ref, path="outputs"):
+    if isinstance(ref, dict):
+        assert set(ours) == set(ref), f"{path}: keys {sorted(ours)} != {sorted(ref)}"
+        for k in ref:
+            _assert_tree_close(ours[k], ref[k], f"{path}.{k}")
+    elif isinstance(ref, (list, tuple)):
+        assert len(ours) == len(ref), path
+        for i, (a, b) in enumerate(zip(ours, ref)):
+            _assert_tree_close(a, b, f"{path}[{i}]")
+    elif isinstance(ref, torch.Tensor):
+        assert ours.shape == ref.shape, f"{path}: {tuple(ours.shape)} != {tuple(ref.shape)}"
+        torch.testing.assert_close(ours.float(), ref.float(), atol=1e-5, rtol=0, msg=path)
+    else:
+        assert ours == ref, path
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.mark.fidelity
+@pytest.mark.parametrize("case", CASES)
+def test_forward_losses_and_predictions_match_official(case):
+    case, config, cfg, model, inputs = _load(case)
+    ref_out = torch.load(case / "outputs.pt")
+    with torch.no_grad():
+        out = model(**inputs)
+    _assert_tree_close(out, ref_out)
+
+    targets = torch.load(case / "targets.pt")
+    ref_losses = json.loads((case / "losses.json").read_text())
+    assert ref_losses["matcher_indices"] is None  # dense model: no Hungarian matching
+    criterion = build_criterion(cfg)
+    losses = criterion(out, targets)
+    for name, value in ref_losses["losses"].items():
+        assert float(losses[name]) == pytest.approx(value, abs=1e-5, rel=1e-6), name
+    assert criterion.weight_dict == ref_losses["weight_dict"]
+    assert float(criterion.total(losses)) == pytest.approx(ref_losses["weighted_total"], abs=1e-5, rel=1e-6)
+
+    # the clip reference times the model adds its offsets to
+    mask = inputs["src_vid_mask"]
+    assert torch.equal(clip_timestamps(mask, cfg.clip_len), targets["timestamp"])
+    ours_targets = batch_targets([a["relevant_windows"] for a in config["fixture_annotations"]],
+                                 mask.sum(1).long().tolist(), cfg.clip_len, max_len=mask.shape[1])
+    for key, value in ours_targets.items():
+        assert torch.equal(value, targets[key].float()), key
+
+    # post-processing on the official outputs: exactly the official lines (before and after NMS)
+    metas = config["fixture_annotations"]
+    ref_preds = _read_jsonl(case / "predictions.jsonl")
+    preds = predictions({k: v.clone() for k, v in ref_out.items()}, mask, metas, cfg.clip_len, cfg.eval_mode)
+    assert preds == ref_preds
+    assert apply_nms(preds, cfg.nms_thd, cfg.max_before_nms, cfg.max_after_nms) == \
+        _read_jsonl(case / "predictions_nms.jsonl")
+
+    # end to end from our own forward: same windows up to the last printed decimal (fp32 summation
+    # order differs across CPUs/BLAS builds, so a value on a rounding boundary may flip one digit;
+    # saliency is cast to fp16 upstream, where one step is 2**-11 relative)
+    ours = predictions(out, mask, metas, cfg.clip_len, cfg.eval_mode)
+    for a, b in zip(ours, ref_preds):
+        assert (a["qid"], a["vid"]) == (b["qid"], b["vid"])
+        assert len(a["pred_relevant_windows"]) == len(b["pred_relevant_windows"])
+        torch.testing.assert_close(torch.tensor(a["pred_relevant_windows"]),
+                                   torch.tensor(b["pred_relevant_windows"]), atol=2e-4, rtol=0)
+        torch.testing.assert_close(torch.tensor(a["pred_saliency_scores"]),
+                                   torch.tensor(b["pred_saliency_scores"]), atol=1e-3, rtol=0)
+
+
+@pytest.mark.fidelity
+@pytest.mark.parametrize("case", CASES)
+def test_full_size_keys_match_official(case):
+    case = open_case(case, "keys_full.json")
+    config = json.loads((case / "config.json").read_text())
+    with torch.device("meta"):
+        model = build(config_from_opt(config["opt_full"]))
+    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
+    ref = {k: shape for k, shape in json.loads((case / "keys_full.json").read_text())}
+    assert sorted(set(ref) - set(ours)) == [] and sorted(set(ours) - set(ref)) == []
+    assert ours == ref
+
+
+def test_registered_with_official_defaults():
+    spec = get_spec("univtg")
+    assert spec.default_profile == "univtg"  # slowfast_clip + tef, text not truncated
+    cfg = spec.config_cls()
+    assert (cfg.hidden_dim, cfg.enc_layers, cfg.v_feat_dim, cfg.t_feat_dim) == (1024, 4, 2818, 512)
+
+
+def _tiny(**kw) -> UniVTGConfig:
+    return UniVTGConfig(v_feat_dim=10, t_feat_dim=6, hidden_dim=16, nheads=2, enc_layers=2,
+                        dim_feedforward=24, **kw)
+
+
+def _batch(lengths_v=(9, 6), lengths_t=(4, 3), pad_v=0, pad_t=0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lv, lt = max(lengths_v) + pad_v, max(lengths_t) + pad_t
+    vid = torch.randn(len(lengths_v), lv, 10, generator=g)
+    txt = torch.randn(len(lengths_t), lt, 6, generator=g)
+    vmask = torch.zeros(len(lengths_v), lv)
+    tmask = torch.zeros(len(lengths_t), lt)
+    for i, (a, b) in enumerate(zip(lengths_v, lengths_t)):
+        vmask[i, :a] = 1
+        tmask[i, :b] = 1
+    return {"src_txt": txt * tmask[..., None], "src_txt_mask": tmask,
+            "src_vid": vid * vmask[..., None], "src_vid_mask": vmask}
+
+
+def test_text_padding_does_not_change_outputs():
+    model = create_model("univtg", _tiny()).eval()
+    a = _batch()
+    b = _batch()
+    b["src_txt"] = torch.cat([a["src_txt"], torch.randn(2, 3, 6)], 1)   # garbage in padding
+    b["src_txt_mask"] = torch.cat([a["src_txt_mask"], torch.zeros(2, 3)], 1)
+    with torch.no_grad():
+        oa, ob = model(**a), model(**b)
+    for key in ("pred_logits", "pred_spans", "saliency_scores", "txt_mem_proj"):
+        torch.testing.assert_close(oa[key], ob[key], atol=1e-5, rtol=0)
+
+
+def test_video_padding_only_reaches_the_conv_heads_receptive_field():
+    """Attention masks padded clips, but the 3-layer k=3 Conv1d heads see 3 clips past the end."""
+    model = create_model("univtg", _tiny()).eval()
+    a = _batch()
+    b = _batch()
+    b["src_vid"] = torch.cat([a["src_vid"], torch.randn(2, 4, 10)], 1)
+    b["src_vid_mask"] = torch.cat([a["src_vid_mask"], torch.zeros(2, 4)], 1)
+    with torch.no_grad():
+        oa, ob = model(**a), model(**b)
+    n = a["src_vid_mask"].shape[1]
+    torch.testing.assert_close(oa["saliency_scores"], ob["saliency_scores"][:, :n], atol=1e-5, rtol=0)
+    valid = int(a["src_vid_mask"][0].sum())   # sample 0 has no padding in batch a
+    torch.testing.assert_close(oa["pred_spans"][0, :valid - 3], ob["pred_spans"][0, :valid - 3],
+                               atol=1e-5, rtol=0)
+    assert not torch.allclose(oa["pred_spans"][0, valid - 1], ob["pred_spans"][0, valid - 1])
+    assert (ob["saliency_scores"][:, n:] < -100).all()   # log(0 + 1e-45)
+
+
+def test_gradients_reach_every_trainable_parameter_and_loss_decreases():
+    torch.manual_seed(0)
+    cfg = _tiny()
+    model = create_model("univtg", cfg).train()
+    criterion = build_criterion(cfg)
+    batch = _batch()
+    lengths = batch["src_vid_mask"].sum(1).long().tolist()
+    targets = batch_targets([[[2, 8]], [[0, 4], [8, 10]]], lengths, cfg.clip_len)
+    targets["saliency_scores"] = targets["timestamp_window"].clone()
+    targets["saliency_pos_labels"] = torch.tensor([[2], [0]])
+    losses = criterion(model(**batch), targets)
+    assert set(losses) == set(criterion.weight_dict)
+    criterion.total(losses).backward()
+    # the text position table exists only for checkpoint compatibility (use_txt_pos is False upstream)
+    missing = [n for n, p in model.named_parameters()
+               if p.grad is None and not n.startswith("txt_position_embed.")]
+    assert missing == []
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model.eval()  # no dropout / drop path: a deterministic objective
+    first = None
+    for _ in range(15):
+        opt.zero_grad()
+        loss = criterion.total(criterion(model(**batch), targets))
+        first = float(loss.detach()) if first is None else first
+        loss.backward()
+        opt.step()
+    assert float(loss.detach()) < first
+
+
+def test_temporal_nms_keeps_the_best_of_overlapping_windows():
+    windows = [[0.0, 10.0, 0.9], [1.0, 10.0, 0.8], [20.0, 30.0, 0.7], [0.0, 9.0, 0.6]]
+    assert temporal_nms(windows, 0.7, max_after_nms=10) == [[0.0, 10.0, 0.9], [20.0, 30.0, 0.7]]
+    assert temporal_nms(windows, 0.95, max_after_nms=1) == [[0.0, 10.0, 0.9]]
+
+
+def test_predictions_clamp_to_duration_and_zero_padding_scores():
+    model = create_model("univtg", _tiny()).eval()
+    batch = _batch()
+    with torch.no_grad():
+        out = model(**batch)
+    preds = predictions(out, batch["src_vid_mask"], [{"duration": 18, "qid": 1}, {"duration": 12}], 2.0)
+    for p, dur, n in zip(preds, (18, 12), (9, 6)):
+        w = torch.tensor(p["pred_relevant_windows"])
+        assert w.shape == (9, 3) and (w[:, :2] >= 0).all() and (w[:, :2] <= dur).all()
+        assert (w[:, 0] <= w[:, 1]).all() and (w[:-1, 2] >= w[1:, 2]).all()
+        assert len(p["pred_saliency_scores"]) == n
+    assert preds[1]["pred_relevant_windows"][-1][2] == 0.0   # padded clips score 0, ranked last

@@ -1,0 +1,208 @@
+"""TR-DETR (Sun et al., AAAI 2024), exact to mingyao1120/TR-DETR (commit fca43a9).
+
+After the input projections the video is fused with the text by context-query attention
+(:class:`ContextQueryFuser`, no global token). Transformer: the T2V encoder (video attends to text),
+the encoder on video only, then HD2MR: s = sum(saliency_proj1(memory), -1) / sqrt(d), softmax over
+ALL padded positions (padding not masked -- official), memory += (video after T2V) * softmax, and
+the SAME encoder runs again; the anchor decoder predicts spans. MR2HD (output saliency): the top-1
+query's span in clip units floor(xx * (Lpad * clip_len) / clip_len), Lpad = padded length for every
+sample; ``src_vid_ed[i, st:ed + 1]`` zero-padded to Lpad -> GRU -> last hidden . projected video = w;
+memory = memory * w + memory; saliency = sum(saliency_proj1(memory), -1) / sqrt(d).
+
+Quirk kept by default: a negative start index wraps around (Python slicing), usually giving an
+empty slice. ``mr2hd_clamp_start=True`` clamps the start to 0 instead (off by default: the released
+checkpoints were trained with the quirk).
+
+Extra outputs ``src_txt_ed`` / ``src_vid_ed`` (projected features before fusion) and their means
+feed the CTC / VTC losses (criterion ``alignment`` terms). Optional audio as in QD-DETR.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrhd.errors import MrhdError
+from mrhd.models.anchor_decoder import AnchorDecoder, AnchorDecoderLayer
+from mrhd.models.context_query_fusion import ContextQueryFuser
+from mrhd.models.criterion import SetCriterion
+from mrhd.models.detr_config import DetrConfig, fields_from_opt
+from mrhd.models.encoder import T2VEncoderLayer, TransformerEncoder, TransformerEncoderLayer
+from mrhd.models.mlp import MLP, input_projection
+from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
+from mrhd.models.qd_detr import check_anchor_config
+from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.span_utils import inverse_sigmoid, span_cxw_to_xx
+
+
+@dataclass
+class TRDETRConfig(DetrConfig):
+    a_feat_dim: int = 0               # 0 = no audio; official audio checkpoints: 2050
+    dset_name: str = "hl"
+    sine_half_dim: int | None = None  # None = hidden_dim // 2 (official hard-codes 128)
+    ctc_loss_coef: float = 0.5        # official --CTC_loss_coef
+    vtc_loss_coef: float = 0.3        # official --VTC_loss_coef
+    mr2hd_clamp_start: bool = False   # fix for the wrapped negative slice (off = official)
+
+
+class GRUFeatureExtractor(nn.Module):
+    """Last hidden state of a 1-layer GRU over (B, L, d); key ``gru.*``."""
+
+    def __init__(self, input_dim: int, hidden_dim: int):
+        super().__init__()
+        self.gru = nn.GRU(input_dim, hidden_dim, num_layers=1, bidirectional=False, batch_first=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.gru(x)[1][-1]
+
+
+class TRDETRTransformer(nn.Module):
+    def __init__(self, cfg: TRDETRConfig):
+        super().__init__()
+        d = cfg.hidden_dim
+        t2v = T2VEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu", n_prefix=0)
+        self.t2v_encoder = TransformerEncoder(t2v, cfg.enc_layers)
+        enc = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
+        self.encoder = TransformerEncoder(enc, cfg.enc_layers)
+        dec = AnchorDecoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
+        self.decoder = AnchorDecoder(dec, cfg.dec_layers, d, sine_half_dim=cfg.sine_half_dim)
+        for p in self.parameters():
+            if p.dim() > 1:
+                nn.init.xavier_uniform_(p)
+        self.d_model = d
+
+    def hd2mr(self, memory, saliency_proj1, src_vid, mask, pos):
+        """Highlight scores re-weight the memory, then the same encoder runs again."""
+        scores = torch.sum(saliency_proj1(memory.transpose(0, 1)), dim=-1) / math.sqrt(self.d_model)
+        weight = torch.softmax(scores, dim=-1)  # over all positions, padding included (official)
+        memory = memory + src_vid * weight.transpose(1, 0).unsqueeze(-1)
+        return self.encoder(memory, src_key_padding_mask=mask, pos=pos)
+
+    def forward(self, src, mask, query_embed, pos_embed, saliency_proj1, video_length: int):
+        """src (B, Lv + Lt, d), mask True = padding -> hs, references, video memory (B, Lv, d)."""
+        bs = src.shape[0]
+        src = src.permute(1, 0, 2)
+        pos_embed = pos_embed.permute(1, 0, 2)
+        src = self.t2v_encoder(src, src_key_padding_mask=mask, pos=pos_embed, video_length=video_length)
+        src, mask, pos_embed = src[:video_length], mask[:, :video_length], pos_embed[:video_length]
+        memory = self.encoder(src, src_key_padding_mask=mask, pos=pos_embed)
+        memory = self.hd2mr(memory, saliency_proj1, src, mask, pos_embed)
+        refpoint = query_embed.unsqueeze(1).repeat(1, bs, 1)
+        tgt = torch.zeros(refpoint.shape[0], bs, self.d_model, device=src.device, dtype=src.dtype)
+        hs, references = self.decoder(tgt, memory, memory_key_padding_mask=mask, pos=pos_embed,
+                                      refpoints_unsigmoid=refpoint)
+        return hs, references, memory.transpose(0, 1)
+
+
+class TRDETR(nn.Module):
+    def __init__(self, cfg: TRDETRConfig):
+        super().__init__()
+        check_anchor_config(cfg, "tr_detr")
+        self.cfg = cfg
+        d = cfg.hidden_dim
+        self.hidden_dim = d
+        self.clip_len = cfg.clip_length
+        self.num_queries = cfg.num_queries
+        self.transformer = TRDETRTransformer(cfg)
+        self.position_embed = PositionEmbeddingSine(d, normalize=True)
+        self.txt_position_embed = TrainablePositionalEncoding(cfg.max_q_l, d, cfg.input_dropout)
+        self.span_embed = MLP(d, d, 2, 3)
+        self.class_embed = nn.Linear(d, 2)
+        self.query_embed = nn.Embedding(cfg.num_queries, 2)
+        self.input_txt_proj = input_projection(cfg.t_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
+        self.input_vid_proj = input_projection(cfg.v_feat_dim + cfg.a_feat_dim, d, cfg.n_input_proj,
+                                               cfg.input_dropout)
+        self.aux_loss = cfg.aux_loss
+        self.saliency_proj1 = nn.Linear(d, d)
+        self.fuser = ContextQueryFuser(d)
+        self.gru_extractor = GRUFeatureExtractor(d, d)
+
+    def top1_clip_span(self, pred_logits, pred_spans, padded_len: int) -> torch.Tensor:
+        """(B, 2) clip indices [start, end] of the most confident query, scaled by the padded length."""
+        scores = F.softmax(pred_logits, -1)[..., 0]
+        best = torch.sort(scores, dim=-1, descending=True)[1][:, :1]
+        spans = torch.floor(span_cxw_to_xx(pred_spans) * (padded_len * self.clip_len) / self.clip_len)
+        return spans[torch.arange(spans.size(0)).unsqueeze(1), best].squeeze(1)
+
+    def mr2hd(self, pred_logits, pred_spans, memory, src_vid_ed):
+        """Refine the saliency with the features of the retrieved top-1 moment."""
+        padded_len = memory.size(1)
+        clip_span = self.top1_clip_span(pred_logits, pred_spans, padded_len)
+        slices = []
+        for i in range(memory.size(0)):
+            start, end = int(clip_span[i, 0]), int(clip_span[i, 1])
+            if self.cfg.mr2hd_clamp_start:
+                start = max(start, 0)
+            piece = src_vid_ed[i, start:end + 1, :]  # negative start wraps around (official quirk)
+            pad = padded_len - piece.size(0)
+            slices.append(F.pad(piece, (0, 0, 0, pad), value=0) if pad > 0 else piece[:padded_len])
+        moment = self.gru_extractor(torch.stack(slices, dim=0)).unsqueeze(1)
+        weight = torch.matmul(moment, src_vid_ed.transpose(1, 2)).squeeze(1)
+        memory = memory * weight.unsqueeze(-1) + memory
+        return torch.sum(self.saliency_proj1(memory), dim=-1) / math.sqrt(self.hidden_dim)
+
+    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None):
+        """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio."""
+        if src_aud is not None:
+            src_vid = torch.cat([src_vid, src_aud], dim=2)
+        if src_txt.shape[1] == 0:
+            raise MrhdError("tr_detr: the query has no text tokens; give a non-empty query")
+        src_vid = self.input_vid_proj(src_vid)
+        src_txt = self.input_txt_proj(src_txt)
+        src_vid_ed, src_txt_ed = src_vid, src_txt
+        src_vid_cls_ed, src_txt_cls_ed = src_vid.mean(1), src_txt.mean(1)
+        src_vid = self.fuser(src_vid, src_txt, src_vid_mask, src_txt_mask)
+        src = torch.cat([src_vid, src_txt], dim=1)
+        mask = torch.cat([src_vid_mask, src_txt_mask], dim=1).bool()
+        pos_vid = self.position_embed(src_vid, src_vid_mask)
+        pos_txt = self.txt_position_embed(src_txt) if self.cfg.use_txt_pos else torch.zeros_like(src_txt)
+        pos = torch.cat([pos_vid, pos_txt], dim=1)
+        hs, reference, memory = self.transformer(src, ~mask, self.query_embed.weight, pos, self.saliency_proj1,
+                                                 video_length=src_vid.shape[1])
+        outputs_class = self.class_embed(hs)
+        outputs_coord = (self.span_embed(hs) + inverse_sigmoid(reference)).sigmoid()
+        out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1]}
+        out["saliency_scores"] = self.mr2hd(out["pred_logits"], out["pred_spans"], memory, src_vid_ed)
+        out["video_mask"] = src_vid_mask
+        if self.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
+                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+        out["src_txt_ed"] = src_txt_ed
+        out["src_vid_ed"] = src_vid_ed
+        out["src_vid_cls_ed"] = src_vid_cls_ed
+        out["src_txt_cls_ed"] = src_txt_cls_ed
+        return out
+
+
+def build(cfg: TRDETRConfig) -> TRDETR:
+    return TRDETR(cfg)
+
+
+def build_criterion(cfg: TRDETRConfig) -> SetCriterion:
+    """Focal label loss, hinge + rank-contrastive saliency, plus the CTC / VTC terms its train loop
+    adds (``loss_ctc``, ``loss_vtc``; they need targets["src_pos_mask"] and targets["src_txt_mask"])."""
+    return SetCriterion(cfg.criterion_config(label_loss="focal", rank_contrastive=True, neg_pair=False,
+                                             alignment=True, use_matcher=cfg.dset_name != "tvsum"))
+
+
+def config_from_opt(opt: dict) -> TRDETRConfig:
+    fields = fields_from_opt(TRDETRConfig, opt, "tr_detr")
+    if opt.get("pre_norm"):
+        raise MrhdError("tr_detr: pre_norm is not supported by the official code")
+    fields["a_feat_dim"] = int(opt.get("a_feat_dim") or 0) if opt.get("a_feat_dir") else 0
+    if opt.get("CTC_loss_coef") is not None:
+        fields["ctc_loss_coef"] = opt["CTC_loss_coef"]
+    if opt.get("VTC_loss_coef") is not None:
+        fields["vtc_loss_coef"] = opt["VTC_loss_coef"]
+    return TRDETRConfig(**fields)
+
+
+SPEC = register_model(ModelSpec(
+    name="tr_detr", config_cls=TRDETRConfig, build=build, build_criterion=build_criterion,
+    default_profile="slowfast_clip", config_from_opt=config_from_opt,
+    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "src_aud", "src_aud_mask")},
+))

@@ -1,0 +1,68 @@
+"""The ``audio_chunk`` stream: mono 32-kHz float32 audio cut into 2-s chunks of 64000 samples.
+
+Follows what the PANNs feature pipelines do with ``librosa.load(path, sr=32000, mono=True)``: the
+channels are averaged, then the signal is resampled with soxr (librosa's default ``soxr_hq``).
+Streaming: decoded audio passes through a soxr resampler stream and only the current chunk is held,
+so a 3-hour soundtrack never sits in memory. The partial chunk at the end is dropped (floor(D/2)
+rows, FEATURES.md "PANNs Cnn14 audio").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import av
+import numpy as np
+import soxr
+
+from mrhd.extract import sampling
+from mrhd.extract.decode import DecodeError, _open, _reason
+
+
+class NoAudioError(DecodeError):
+    """The file has no audio track: only the audio stream of this video fails."""
+
+
+def iter_audio_chunks(path: str | Path, rate: int = sampling.AUDIO_RATE,
+                      chunk: int = sampling.AUDIO_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
+    """``(index, float32 [chunk])`` for every whole chunk of the first audio track."""
+    container = _open(path)
+    try:
+        if not container.streams.audio:
+            raise NoAudioError(f"{path}: no audio track (the pann stream needs one)")
+        stream = container.streams.audio[0]
+        in_rate = stream.codec_context.sample_rate or stream.rate
+        if not in_rate:
+            raise DecodeError(f"{path}: audio track has no sample rate")
+        # planar float keeps every channel apart so they can be averaged (librosa to_mono)
+        to_float = av.AudioResampler(format="fltp")
+        resampler = soxr.ResampleStream(in_rate, rate, 1, dtype="float32", quality="HQ")
+        buffer = np.zeros(0, np.float32)
+        index = 0
+
+        def take(mono: np.ndarray, last: bool = False):
+            nonlocal buffer, index
+            out = resampler.resample_chunk(mono, last=last)
+            buffer = np.concatenate([buffer, out]) if buffer.size else out
+            while buffer.shape[0] >= chunk:
+                yield index, np.ascontiguousarray(buffer[:chunk], dtype=np.float32)
+                buffer = buffer[chunk:]
+                index += 1
+
+        try:
+            for packet in container.demux(stream):
+                try:
+                    frames = packet.decode()
+                except av.error.FFmpegError:
+                    continue  # damaged packet: skipped, as the ffmpeg CLI does
+                for frame in frames:
+                    for planar in to_float.resample(frame):
+                        yield from take(planar.to_ndarray().mean(axis=0).astype(np.float32))
+            for planar in to_float.resample(None):
+                yield from take(planar.to_ndarray().mean(axis=0).astype(np.float32))
+        except av.error.FFmpegError as err:
+            raise DecodeError(f"{path}: audio decoding failed ({_reason(err)})") from err
+        yield from take(np.zeros(0, np.float32), last=True)
+    finally:
+        container.close()

@@ -1,0 +1,375 @@
+"""Decoding with PyAV: the frames each encoder stream consumes, in one streaming pass per video.
+
+Streams (``input_kind`` of mrhd.extract.encoders.base), each yielded as ``(kind, index, array)``:
+
+- ``clip_frame``     one frame per 2-s clip, ffmpeg ``fps=0.5`` (short-video rule of HERO), uint8 [224, 224, 3]
+- ``slowfast_clip``  per clip the 32 FAST-pathway frames of the 30-fps stream, uint8 [32, 224, 224, 3]
+                     (offsets ``sampling.slowfast_fast_indices``); the encoder takes the slow pathway
+                     from these with ``sampling.slowfast_slow_indices``
+- ``window_frames``  every native frame whose time falls in window ``[2k, 2k+2)``, uint8 [n_k, 224, 224, 3]
+- ``audio_chunk``    see ``audio.py``
+
+Why one pass: decoding dominates CPU time, so a video that feeds CLIP, SlowFast and InternVideo2 is
+decoded once; each frame is converted to RGB only when some stream takes it. Memory stays flat: a
+stream holds at most one clip's frames (a 3-hour video is never held whole).
+
+Timeline (fixtures/sampling/README.md, ``rule_check_pyav_only``): ``t = pts * time_base - format
+start_time``; the end is the last frame's time plus its duration, where that duration is
+``1 / codec framerate`` when the track has B-frames (any packet with pts != dts) and the frame's own
+duration otherwise (what the ffmpeg 5.1 CLI that made the official features sees).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from mrhd.errors import MrhdError
+from mrhd.extract import sampling
+
+FRAME_SIZE = 224  # short side and crop of FEATURES.md
+VIDEO_KINDS = ("clip_frame", "slowfast_clip", "window_frames")
+
+
+class DecodeError(MrhdError):
+    """A video (or one of its streams) that cannot be decoded; the job reports it and goes on."""
+
+
+@dataclass
+class VideoInfo:
+    """What the samplers need to know about a file before decoding it."""
+
+    path: str
+    width: int
+    height: int
+    stream_duration: float  # as ffprobe prints it, -1 when unknown (HERO's rule input)
+    avg_frame_rate: Fraction | None
+    format_start: Fraction  # container start_time (min over streams), seconds
+    duration: float  # best estimate in seconds (format duration, else stream duration)
+    has_audio: bool
+
+
+def _open(path: str | Path) -> av.container.InputContainer:
+    path = Path(path)
+    if not path.exists():
+        raise DecodeError(f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise DecodeError(f"{path}: empty file (0 bytes)")
+    try:
+        return av.open(str(path), mode="r")
+    except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as err:
+        raise DecodeError(f"{path}: not a readable video ({_reason(err)})") from err
+
+
+def _reason(err: Exception) -> str:
+    text = getattr(err, "strerror", None) or str(err)
+    return text.split(": '")[0].strip() or type(err).__name__
+
+
+def _info_of(container, path) -> VideoInfo:
+    if not container.streams.video:
+        raise DecodeError(f"{path}: no video stream (audio-only or data file)")
+    stream = container.streams.video[0]
+    ctx = stream.codec_context
+    if not ctx.width or not ctx.height:
+        raise DecodeError(f"{path}: video stream has no frame size (damaged header)")
+    stream_duration = sampling.ffprobe_duration(stream.duration, stream.time_base, stream.frames)
+    start = Fraction(container.start_time or 0, 1_000_000)
+    if container.duration:
+        duration = container.duration / 1_000_000
+    elif stream.duration and stream.time_base:
+        duration = float(stream.duration * stream.time_base)
+    else:
+        duration = -1.0
+    return VideoInfo(path=str(path), width=ctx.width, height=ctx.height, stream_duration=stream_duration,
+                     avg_frame_rate=stream.average_rate, format_start=start, duration=duration,
+                     has_audio=bool(container.streams.audio))
+
+
+def probe(path: str | Path) -> VideoInfo:
+    """Facts about ``path`` without decoding; :class:`DecodeError` when it is not a usable video."""
+    with _open(path) as container:
+        return _info_of(container, path)
+
+
+def scaled_size(width: int, height: int, size: int = FRAME_SIZE) -> tuple[int, int]:
+    """Short side to ``size``, long side ``int(long * size / short)`` (HERO video_loader.py
+    ``_get_output_dim``)."""
+    if height >= width:
+        return size, int(height * size / width)
+    return int(width * size / height), size
+
+
+def to_rgb(frame: av.VideoFrame, size: int | None = FRAME_SIZE) -> np.ndarray:
+    """uint8 [size, size, 3]: swscale bicubic resize (what ffmpeg's ``scale`` filter uses by default),
+    rgb24, centre crop at ``x = int((W - size) / 2)``, ``y = int((H - size) / 2)``. ``size=None`` keeps
+    the frame as decoded (tests read the barcode of fixture frames)."""
+    if size is None:
+        return frame.to_ndarray(format="rgb24")
+    w, h = scaled_size(frame.width, frame.height, size)
+    rgb = frame.reformat(width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
+    x, y = int((w - size) / 2), int((h - size) / 2)
+    return np.ascontiguousarray(rgb[y: y + size, x: x + size])
+
+
+class FrameTimeline:
+    """Decoded frames in presentation order as ``(position, t, frame)``; after the loop, ``t_end``.
+
+    Packet decode errors inside a damaged file are skipped (as the ffmpeg CLI does) and counted."""
+
+    def __init__(self, container, stream, threads: int = 0):
+        self.container = container
+        self.stream = stream
+        self.t_end: Fraction | None = None
+        self.n_frames = 0
+        self.n_errors = 0
+        if threads:
+            stream.codec_context.thread_count = threads
+        stream.thread_type = "AUTO"
+
+    def __iter__(self) -> Iterator[tuple[int, Fraction, av.VideoFrame]]:
+        stream = self.stream
+        tb = stream.time_base
+        start = Fraction(self.container.start_time or 0, 1_000_000)
+        b_frames = False
+        last_t = None
+        last_dur = None
+        pos = 0
+        prev_pts = None
+        for packet in self.container.demux(stream):
+            if packet.pts is not None and packet.dts is not None and packet.pts != packet.dts:
+                b_frames = True
+            try:
+                frames = packet.decode()
+            except av.error.FFmpegError:
+                self.n_errors += 1
+                continue
+            for frame in frames:
+                pts = frame.pts if frame.pts is not None else prev_pts
+                if pts is None:
+                    continue
+                if prev_pts is not None and pts <= prev_pts:
+                    continue  # a duplicate or out-of-order timestamp from a damaged stream
+                prev_pts = pts
+                t = pts * tb - start
+                last_t = t
+                last_dur = frame.duration * tb if frame.duration else None
+                yield pos, t, frame
+                pos += 1
+        self.n_frames = pos
+        if last_t is None:
+            return
+        rate = stream.codec_context.framerate or stream.average_rate or stream.guessed_rate
+        if b_frames and rate:
+            dur = 1 / Fraction(rate)
+        elif last_dur:
+            dur = last_dur
+        elif rate:
+            dur = 1 / Fraction(rate)
+        else:
+            dur = Fraction(0)
+        self.t_end = last_t + dur
+
+
+class _Converted:
+    """RGB conversion memo: a frame taken by several streams is converted once."""
+
+    def __init__(self, size):
+        self.size = size
+        self._pos = None
+        self._rgb = None
+
+    def __call__(self, pos: int, frame) -> np.ndarray:
+        if pos != self._pos:
+            self._pos, self._rgb = pos, to_rgb(frame, self.size)
+        return self._rgb
+
+
+class _ClipFrames:
+    """clip_frame: the fps filter at HERO's CLIP rate."""
+
+    kind = "clip_frame"
+
+    def __init__(self, info: VideoInfo, convert):
+        self.rate = sampling.clip_rate(info.stream_duration)
+        self.resampler = sampling.FpsResampler(self.rate)
+        self.convert = convert
+        self.positions: list[int] = []
+
+    def _emit(self, ticks):
+        for tick, (pos, frame) in ticks:
+            self.positions.append(pos)
+            yield self.kind, tick, self.convert(pos, frame)
+
+    def feed(self, pos, t, frame):
+        yield from self._emit(self.resampler.feed(t, (pos, frame)))
+
+    def finish(self, t_end):
+        yield from self._emit(self.resampler.finish(t_end))
+
+
+class _SlowFastClips:
+    """slowfast_clip: the fps=30 stream cut into 60-frame clips, 32 fast frames kept per clip.
+
+    Frames past the end of the stream are padding (the last frame repeated, HERO preprocessing.py
+    ``_pad_frames``/``_pad_clips`` mode ``tile``); ``ceil(d/2)`` clips when the stream duration is known.
+    """
+
+    kind = "slowfast_clip"
+
+    def __init__(self, info: VideoInfo, convert, target_fps: int = sampling.SLOWFAST_FPS):
+        self.resampler = sampling.FpsResampler(target_fps)
+        self.convert = convert
+        self.fast = sampling.slowfast_fast_indices(info.avg_frame_rate, target_fps)
+        self.block = sampling.CLIP_LEN * target_fps
+        self.target_fps = target_fps
+        self.stream_duration = info.stream_duration
+        self.max_clips = (sampling.slowfast_n_clips(10**12, info.stream_duration, target_fps)
+                          if info.stream_duration > 0 else None)
+        self.wanted = set(self.fast)
+        self.clip = 0
+        self.frames: dict[int, np.ndarray] = {}
+        self.last = None  # (tick position, frame): the padding source
+        self.n_ticks = 0
+        self.positions: list[list[int]] = []
+        self._pos_of: dict[int, int] = {}
+
+    def _take(self, ticks):
+        for tick, (pos, frame) in ticks:
+            self.n_ticks = tick + 1
+            self.last = (pos, frame)
+            offset = tick - self.clip * self.block
+            if offset in self.wanted:
+                self.frames[offset] = self.convert(pos, frame)
+                self._pos_of[offset] = pos
+            if offset == self.block - 1:
+                yield from self._emit_clip()
+
+    def _emit_clip(self):
+        if self.max_clips is None or self.clip < self.max_clips:
+            pad_pos, pad_frame = self.last
+            stack = []
+            pos_list = []
+            for off in self.fast:
+                if off not in self.frames:  # padding: the last decoded frame repeated
+                    self.frames[off] = self.convert(pad_pos, pad_frame)
+                    self._pos_of[off] = pad_pos
+                stack.append(self.frames[off])
+                pos_list.append(self._pos_of[off])
+            self.positions.append(pos_list)
+            yield self.kind, self.clip, np.stack(stack)
+        self.clip += 1
+        self.frames = {}
+        self._pos_of = {}
+
+    def feed(self, pos, t, frame):
+        yield from self._take(self.resampler.feed(t, (pos, frame)))
+
+    def finish(self, t_end):
+        yield from self._take(self.resampler.finish(t_end))
+        n_clips = sampling.slowfast_n_clips(self.n_ticks, self.stream_duration, self.target_fps)
+        if self.clip < n_clips and self.last is not None:
+            yield from self._emit_clip()
+
+
+class _WindowFrames:
+    """window_frames: every native frame with ``2k <= t < 2k+2``; a window that no frame starts in
+    (a gap in a variable-rate file) gets the frame shown at that time, so every window has frames."""
+
+    kind = "window_frames"
+
+    def __init__(self, info: VideoInfo, convert):
+        self.convert = convert
+        self.window = 0
+        self.frames: list[np.ndarray] = []
+        self.last = None
+
+    def _close_until(self, window: int):
+        while self.window < window:
+            if not self.frames and self.last is not None:
+                self.frames = [self.convert(*self.last)]
+            if self.frames:
+                yield self.kind, self.window, np.stack(self.frames)
+            self.frames = []
+            self.window += 1
+
+    def feed(self, pos, t, frame):
+        yield from self._close_until(sampling.window_of(t))
+        self.frames.append(self.convert(pos, frame))
+        self.last = (pos, frame)
+
+    def finish(self, t_end):
+        yield from self._close_until(sampling.n_windows(t_end))
+
+
+_SINKS = {"clip_frame": _ClipFrames, "slowfast_clip": _SlowFastClips, "window_frames": _WindowFrames}
+
+
+class VideoDecoder:
+    """One pass over a video that serves several streams.
+
+    ``iter(decoder)`` yields ``(kind, index, array)`` in decoding order (the kinds interleave);
+    afterwards ``t_end`` (seconds, the CLI timeline end) and ``positions[kind]`` (decoded-frame
+    positions each output came from) are set.
+    """
+
+    def __init__(self, path: str | Path, kinds, size: int | None = FRAME_SIZE, threads: int = 0):
+        unknown = set(kinds) - set(VIDEO_KINDS)
+        if unknown:
+            raise ValueError(f"not a video stream kind: {sorted(unknown)}")
+        self.path = str(path)
+        self.kinds = tuple(kinds)
+        self.size = size
+        self.threads = threads
+        self.info = probe(path)
+        self.t_end: Fraction | None = None
+        self.positions: dict[str, list] = {}
+        self.n_errors = 0
+
+    def __iter__(self) -> Iterator[tuple[str, int, np.ndarray]]:
+        container = _open(self.path)
+        try:
+            stream = container.streams.video[0]
+            convert = _Converted(self.size)
+            sinks = [_SINKS[k](self.info, convert) for k in self.kinds]
+            timeline = FrameTimeline(container, stream, self.threads)
+            try:
+                for pos, t, frame in timeline:
+                    for sink in sinks:
+                        yield from sink.feed(pos, t, frame)
+            except av.error.FFmpegError as err:
+                raise DecodeError(f"{self.path}: decoding failed ({_reason(err)})") from err
+            self.n_errors = timeline.n_errors
+            if timeline.t_end is None:
+                raise DecodeError(f"{self.path}: no decodable video frames (truncated or corrupt file)")
+            self.t_end = timeline.t_end
+            for sink in sinks:
+                yield from sink.finish(timeline.t_end)
+                self.positions[sink.kind] = sink.positions if hasattr(sink, "positions") else []
+        finally:
+            container.close()
+
+
+def iter_fps_frames(path: str | Path, rate, size: int | None = FRAME_SIZE,
+                    threads: int = 0) -> Iterator[tuple[int, int, np.ndarray]]:
+    """``(tick, decoded position, rgb)`` of ffmpeg's ``fps=rate`` applied to ``path`` (any rate)."""
+    container = _open(path)
+    try:
+        if not container.streams.video:
+            raise DecodeError(f"{path}: no video stream (audio-only or data file)")
+        timeline = FrameTimeline(container, container.streams.video[0], threads)
+        resampler = sampling.FpsResampler(rate)
+        convert = _Converted(size)
+        for pos, t, frame in timeline:
+            for tick, (p, f) in resampler.feed(t, (pos, frame)):
+                yield tick, p, convert(p, f)
+        if timeline.t_end is not None:
+            for tick, (p, f) in resampler.finish(timeline.t_end):
+                yield tick, p, convert(p, f)
+    finally:
+        container.close()

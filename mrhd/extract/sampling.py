@@ -1,0 +1,161 @@
+"""Which source frames each stream takes: the ffmpeg ``fps`` filter, the HERO short-video rule, the
+SlowFast clip layout and the 2-s windows, as pure functions of timestamps and counts.
+
+Kept apart from decoding so that every rule can be tested on numbers alone; ``decode.py`` feeds it
+timestamps and gets back which frame goes where. Times are :class:`fractions.Fraction` so that a frame
+lying exactly on a half-tick (60 fps -> 30 fps) is decided the way ffmpeg decides it.
+"""
+
+from __future__ import annotations
+
+import math
+from fractions import Fraction
+
+import torch
+
+CLIP_LEN = 2  # seconds per clip of the store's grid
+CLIP_FPS = Fraction(1, 2)  # HERO clip/video_loader.py: ffmpeg fps=0.5
+SLOWFAST_FPS = 30  # HERO slowfast/extract_feature/extract.py: --target_framerate 30
+SLOWFAST_NUM_FRAMES = 32  # PySlowFast SLOWFAST_8x8_R50.yaml DATA.NUM_FRAMES
+SLOWFAST_SAMPLING_RATE = 2  # DATA.SAMPLING_RATE
+SLOWFAST_ALPHA = 4  # SLOWFAST.ALPHA
+AUDIO_RATE = 32000  # PANNs Cnn14 sample rate
+AUDIO_CHUNK = AUDIO_RATE * CLIP_LEN  # 64000 samples per 2-s chunk
+
+
+def round_half_away(x: Fraction) -> int:
+    """C ``round()``/``llrint``-free rounding of ffmpeg: halves go away from zero."""
+    x = Fraction(x)
+    n = math.floor(abs(x) + Fraction(1, 2))
+    return n if x >= 0 else -n
+
+
+def ffprobe_duration(duration_ts: int | None, time_base: Fraction | None, nb_frames: int) -> float:
+    """The stream duration as HERO's loaders read it from ffprobe: ``float(stream['duration'])``, which
+    ffprobe prints with 6 decimals; -1 when ``nb_frames`` or ``duration`` is missing (their
+    ``except: duration = -1`` in clip/video_loader.py and slowfast/extract_feature/video_loader.py)."""
+    if not duration_ts or time_base is None or not nb_frames:
+        return -1.0
+    return float(f"{float(duration_ts * time_base):.6f}")
+
+
+def clip_rate(stream_duration: float) -> Fraction:
+    """HERO clip/video_loader.py: fps 0.5, but ``2/max(int(d), 1)`` when ``0 < d < 1/0.5 + 0.1``
+    (``d`` the stream duration) so that short videos still give frames."""
+    if 0 < stream_duration < 1 / float(CLIP_FPS) + 0.1:
+        return Fraction(2, max(int(stream_duration), 1))
+    return CLIP_FPS
+
+
+class FpsResampler:
+    """ffmpeg's ``fps=F`` filter as the CLI applies it (observed rule in
+    ``fixtures/sampling/README.md``): output tick ``k`` shows the last source frame with
+    ``t < (k + 1/2) / F``; ticks before the first frame show the first frame; ``round(t_end * F)``
+    ticks in all. Streaming: holds one frame, emits ticks as soon as they are decided.
+
+    ``feed(t, item)`` and ``finish(t_end)`` return lists of ``(tick, item)``.
+    """
+
+    def __init__(self, rate: Fraction | int | float):
+        self.rate = Fraction(rate).limit_denominator(1_000_000) if isinstance(rate, float) else Fraction(rate)
+        self.next_tick = 0
+        self._last = None
+        self._has_last = False
+
+    def _boundary(self, k: int) -> Fraction:
+        return (k + Fraction(1, 2)) / self.rate
+
+    def feed(self, t: Fraction, item) -> list:
+        out = []
+        while t >= self._boundary(self.next_tick):
+            out.append((self.next_tick, self._last if self._has_last else item))
+            self.next_tick += 1
+        self._last, self._has_last = item, True
+        return out
+
+    def n_ticks(self, t_end: Fraction) -> int:
+        return round_half_away(Fraction(t_end) * self.rate)
+
+    def finish(self, t_end: Fraction) -> list:
+        out = []
+        if not self._has_last:
+            return out
+        for k in range(self.next_tick, self.n_ticks(t_end)):
+            out.append((k, self._last))
+        self.next_tick = max(self.next_tick, self.n_ticks(t_end))
+        return out
+
+
+def fps_select(times, t_end, rate) -> list[int]:
+    """Positions (in the given order) of the frames the fps filter shows; ``times`` in seconds."""
+    resampler = FpsResampler(rate)
+    picks = []
+    for pos, t in enumerate(times):
+        picks.extend(item for _, item in resampler.feed(Fraction(t), pos))
+    picks.extend(item for _, item in resampler.finish(Fraction(t_end)))
+    return picks
+
+
+# ---------------------------------------------------------------------------- SlowFast
+def slowfast_clip_size(avg_frame_rate: Fraction | float, target_fps: int = SLOWFAST_FPS) -> float:
+    """Frames one SlowFast clip spans: NUM_FRAMES * SAMPLING_RATE * fps / target_fps with
+    ``fps = floor(avg_frame_rate)`` of the SOURCE (HERO slowfast preprocessing.py). The frames were
+    already resampled to 30 fps, so this over- or under-reaches for sources other than 30 fps; kept."""
+    fps_src = math.floor(avg_frame_rate) if avg_frame_rate else target_fps
+    return SLOWFAST_NUM_FRAMES * SLOWFAST_SAMPLING_RATE * fps_src / target_fps
+
+
+def slowfast_fast_indices(avg_frame_rate: Fraction | float, target_fps: int = SLOWFAST_FPS) -> list[int]:
+    """Offsets, inside a clip of ``2 * target_fps`` frames, of the 32 fast-pathway frames:
+    ``linspace(0, clip_size - 1, 32)`` in float32, clamped to ``[0, 2*target_fps - 1]``, truncated
+    (HERO preprocessing.py ``get_start_end_idx`` with clip_idx 0 of 1, then ``temporal_sampling``)."""
+    clip_frames = CLIP_LEN * target_fps
+    clip_size = slowfast_clip_size(avg_frame_rate, target_fps)
+    start = 0.0  # delta * 0 / 1
+    end = start + clip_size - 1
+    index = torch.linspace(start, end, SLOWFAST_NUM_FRAMES)
+    return torch.clamp(index, 0, clip_frames - 1).long().tolist()
+
+
+def slowfast_slow_indices(n_fast: int = SLOWFAST_NUM_FRAMES, alpha: int = SLOWFAST_ALPHA) -> list[int]:
+    """Positions among the fast frames that the slow pathway takes: ``linspace(0, T-1, T//alpha)``
+    truncated (HERO video_loader.py ``pack_pathway_output``): 0, 4, 8, 13, 17, 22, 26, 31 for T=32."""
+    return torch.linspace(0, n_fast - 1, n_fast // alpha).long().tolist()
+
+
+def slowfast_n_clips(n_frames: int, stream_duration: float, target_fps: int = SLOWFAST_FPS) -> int:
+    """Clips after HERO's padding: frames padded to a multiple of ``target_fps`` by repeating the last,
+    then to an even number of seconds; kept ``ceil(d / 2)`` of them when the stream duration is known."""
+    if n_frames <= 0:
+        return 0
+    seconds = math.ceil(n_frames / target_fps)
+    n = math.ceil(seconds / CLIP_LEN)
+    if stream_duration > 0:
+        n = min(n, math.ceil(stream_duration / CLIP_LEN))
+    return n
+
+
+def slowfast_frame_positions(n_frames: int, stream_duration: float, avg_frame_rate,
+                             target_fps: int = SLOWFAST_FPS) -> list[list[int]]:
+    """For each clip, the positions in the ``target_fps`` stream of its 32 fast frames; positions past
+    the end are the padding, i.e. the last frame."""
+    fast = slowfast_fast_indices(avg_frame_rate, target_fps)
+    block = CLIP_LEN * target_fps
+    return [[min(c * block + off, n_frames - 1) for off in fast]
+            for c in range(slowfast_n_clips(n_frames, stream_duration, target_fps))]
+
+
+# ---------------------------------------------------------------------------- 2-s windows
+def n_windows(t_end: Fraction) -> int:
+    """Windows ``[2k, 2k+2)`` that the video reaches into: ``ceil(t_end / 2)`` (at least 1)."""
+    return max(1, math.ceil(Fraction(t_end) / CLIP_LEN))
+
+
+def window_of(t: Fraction) -> int:
+    """The 2-s window a frame time falls in (times before 0 belong to window 0)."""
+    return max(0, math.floor(Fraction(t) / CLIP_LEN))
+
+
+def n_audio_chunks(n_samples: int) -> int:
+    """PANNs rows: ``floor(D / 2)`` whole 2-s chunks of the 32-kHz signal; the partial tail is dropped."""
+    return n_samples // AUDIO_CHUNK

@@ -143,7 +143,7 @@ def _outputs(model, frames, tokens):
         return model.encode_image(frames), model.encode_text(tokens)
 
 
-@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning", "ignore::FutureWarning")
 @pytest.mark.parametrize("fmt", ["state_dict", "jit"])
 def test_loads_openai_checkpoint(tmp_path, fmt):
     from open_clip.model import convert_weights_to_fp16

@@ -7,6 +7,7 @@ then CLIP mean/std, ``encode_image`` (projected, not normalised). Text: per-toke
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -79,7 +80,9 @@ def read_openai_state_dict(path: Path) -> dict:
     """OpenAI's release is a TorchScript archive (``ViT-B-32.pt``); plain state dicts (also wrapped
     as ``{'state_dict': {'module.…'}}`` by training scripts) are accepted too."""
     try:
-        return torch.jit.load(str(path), map_location="cpu").state_dict()
+        with warnings.catch_warnings():   # torch 2.x marks TorchScript deprecated; the file is one
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
         pass
     try:

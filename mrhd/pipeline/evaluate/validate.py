@@ -1,0 +1,171 @@
+"""Checks a prediction file against its ground truth before scoring it.
+
+The official evaluators score whatever they are given: a NaN score, a reversed window or a
+missing query silently changes the numbers (or crashes deep inside). We report each problem with
+the qid and the line it is on. *Errors* make the file impossible to score faithfully; *warnings*
+are things the official code tolerates (it pads or cuts saliency lists, keeps only the first 10
+windows, scores windows outside the video) but that usually mean a bug in the producer.
+``--strict`` turns warnings into errors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from mrhd.errors import MrhdError
+
+MR_DATASETS = ("qvhighlights", "charades", "tacos")
+HL_DATASETS = ("qvhighlights", "tvsum", "youtube")
+MAX_SCORED_WINDOWS = 10  # the official mAP only reads the first 10 windows of each query
+CLIP_LENGTH = 2.0
+MAX_LISTED = 20  # problems listed before "... and N more"
+
+
+@dataclass
+class Issue:
+    """One problem in a prediction file."""
+
+    severity: str  # "error" or "warning"
+    message: str
+    line: int | None = None
+    qid: object = None
+
+    def __str__(self) -> str:
+        where = f"line {self.line}: " if self.line is not None else ""
+        who = f"qid {self.qid}: " if self.qid is not None else ""
+        return f"{self.severity}: {where}{who}{self.message}"
+
+
+def _finite_number(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _expected_clips(dataset: str, gt: dict) -> set[int] | None:
+    """Saliency lengths we accept without a warning, or None where the GT does not say."""
+    if dataset == "qvhighlights" and isinstance(gt.get("duration"), (int, float)):
+        d = gt["duration"] / CLIP_LENGTH
+        # The official grid has int(duration / 2) clips; feature extractors give ceil(duration / 2).
+        return {int(d), math.ceil(d)}
+    if dataset == "tvsum" and isinstance(gt.get("label"), list):
+        return {len(gt["label"])}
+    if dataset == "youtube":
+        label = gt.get("label", gt.get("match"))
+        return {len(label)} if isinstance(label, list) else None
+    return None
+
+
+def _check_windows(dataset: str, pred: dict, gt: dict, issue) -> None:
+    windows = pred.get("pred_relevant_windows")
+    if not isinstance(windows, list):
+        issue("error", "pred_relevant_windows is missing or not a list of [start, end, score]")
+        return
+    if not windows:
+        issue("error", "pred_relevant_windows is empty; give at least one [start, end, score]")
+        return
+    duration = gt.get("duration")
+    width = 3 if dataset == "qvhighlights" else 2
+    scores = []
+    for i, w in enumerate(windows):
+        if not isinstance(w, list) or len(w) < width:
+            issue("error", f"window {i} is {w!r}; expected [start, end, score]")
+            continue
+        if not all(_finite_number(x) for x in w[:3]):
+            issue("error", f"window {i} {w!r} has a NaN, infinite or non-numeric value")
+            continue
+        start, end = w[0], w[1]
+        if start > end:
+            issue("error", f"window {i} [{start}, {end}] has start > end")
+        elif isinstance(duration, (int, float)) and (start < 0 or end > duration + 1e-6):
+            issue("warning", f"window {i} [{start}, {end}] lies outside the video [0, {duration}]")
+        if len(w) >= 3:
+            scores.append(w[2])
+    if len(scores) == len(windows) and any(a < b for a, b in zip(scores, scores[1:])):
+        issue("warning", "windows are not sorted by score (R1 uses the first window, not the best one)")
+    if dataset == "qvhighlights" and len(windows) > MAX_SCORED_WINDOWS:
+        issue("warning", f"{len(windows)} windows; the official mAP only reads the first {MAX_SCORED_WINDOWS}")
+
+
+def _check_saliency(dataset: str, pred: dict, gt: dict, issue) -> None:
+    scores = pred.get("pred_saliency_scores")
+    if not isinstance(scores, list) or not scores:
+        issue("error", "pred_saliency_scores is missing, empty or not a list of numbers")
+        return
+    bad = [i for i, x in enumerate(scores) if not _finite_number(x)]
+    if bad:
+        issue("error", f"pred_saliency_scores has NaN, infinite or non-numeric values (clip {bad[0]}"
+              f"{f' and {len(bad) - 1} more' if len(bad) > 1 else ''})")
+        return
+    expected = _expected_clips(dataset, gt)
+    if expected and len(scores) not in expected:
+        want = " or ".join(str(n) for n in sorted(expected))
+        issue("warning", f"pred_saliency_scores has {len(scores)} values, the video has {want} clips "
+              "(the official evaluator cuts or zero-pads it)")
+
+
+def validate(dataset: str, predictions: list[dict], ground_truth: list[dict],
+             pred_lines: list[int] | None = None, gt_lines: list[int] | None = None) -> list[Issue]:
+    """All problems of ``predictions`` against ``ground_truth`` (annotations or a test release).
+
+    ``pred_lines`` / ``gt_lines`` are the file line numbers of each entry (default: position + 1).
+    """
+    issues: list[Issue] = []
+    pred_lines = pred_lines or list(range(1, len(predictions) + 1))
+    gt_lines = gt_lines or list(range(1, len(ground_truth) + 1))
+    if not predictions:
+        return [Issue("error", "the prediction file has no entries")]
+
+    gt_by_qid: dict = {}
+    for g, ln in zip(ground_truth, gt_lines):
+        if "qid" not in g:
+            issues.append(Issue("error", "ground-truth entry has no qid", ln))
+            continue
+        gt_by_qid.setdefault(g["qid"], (g, ln))
+
+    has_mr = dataset in MR_DATASETS and (dataset != "qvhighlights" or "pred_relevant_windows" in predictions[0])
+    has_hl = dataset in HL_DATASETS and (dataset != "qvhighlights" or "pred_saliency_scores" in predictions[0])
+    if dataset == "qvhighlights" and not (has_mr or has_hl):
+        issues.append(Issue("error", "the first entry has neither pred_relevant_windows nor "
+                                     "pred_saliency_scores; nothing to score", pred_lines[0]))
+
+    seen: dict = {}
+    for pred, ln in zip(predictions, pred_lines):
+        qid = pred.get("qid")
+
+        def issue(severity, message, ln=ln, qid=qid):
+            issues.append(Issue(severity, message, ln, qid))
+
+        if qid is None:
+            issue("error", "entry has no qid")
+            continue
+        if qid in seen:
+            issue("error", f"duplicate qid (first on line {seen[qid]}); keep one entry per qid")
+            continue
+        seen[qid] = ln
+        if qid not in gt_by_qid:
+            issue("error", "unknown qid: it is not in the ground truth (wrong split or file?)")
+            continue
+        gt = gt_by_qid[qid][0]
+        if has_mr:
+            _check_windows(dataset, pred, gt, issue)
+        if has_hl:
+            _check_saliency(dataset, pred, gt, issue)
+
+    missing = [(q, ln) for q, (_, ln) in gt_by_qid.items() if q not in seen]
+    if missing:
+        for q, gln in missing[:MAX_LISTED]:
+            issues.append(Issue("error", f"missing qid: ground-truth line {gln} has no prediction", None, q))
+        if len(missing) > MAX_LISTED:
+            issues.append(Issue("error", f"... and {len(missing) - MAX_LISTED} more missing qids"))
+    return issues
+
+
+def raise_on_errors(issues: list[Issue], source: str, strict: bool = False) -> None:
+    """Raise one MrhdError summarising the errors (and warnings when ``strict``)."""
+    blocking = [i for i in issues if i.severity == "error" or strict]
+    if not blocking:
+        return
+    first = blocking[0]
+    more = f" (and {len(blocking) - 1} more problems)" if len(blocking) > 1 else ""
+    hint = "; --strict treats warnings as errors" if strict and first.severity == "warning" else ""
+    raise MrhdError(f"{source}: {first}{more}; fix the prediction file{hint}")

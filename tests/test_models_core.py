@@ -51,7 +51,6 @@ def targets_for(inputs):
         "saliency_neg_labels": torch.tensor([[4, 5], [4, 5]]),
         "saliency_all_labels": labels,
         "src_pos_mask": (labels > 0).float(),
-        "src_txt_mask": inputs["src_txt_mask"],
     }
 
 

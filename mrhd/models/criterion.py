@@ -13,8 +13,8 @@ Shared by Moment-DETR, QD-DETR and TR-DETR (and reusable by the other DETR model
   (``neg_pair``), or TR-DETR's rank-contrastive term without negatives.
 - ``loss_alignment``: TR-DETR's CTC (clip-text) and VTC (video-text) losses, which its official train
   loop adds outside the criterion (tr_detr/loss_fun); here they are named terms ``loss_ctc`` /
-  ``loss_vtc`` with their coefficients in ``weight_dict``. They need ``targets["src_pos_mask"]`` and
-  ``targets["src_txt_mask"]`` (the text mask of the batch).
+  ``loss_vtc`` with their coefficients in ``weight_dict``. They need ``targets["src_pos_mask"]``
+  (relevant clips) and the text mask (``targets["src_txt_mask"]``, else ``outputs["src_txt_mask"]``).
 Aux decoder layers get spans / labels (not saliency or alignment), suffixed ``_{i}``.
 """
 
@@ -26,6 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrhd.errors import MrhdError
 from mrhd.models.matcher import FOREGROUND, HungarianMatcher
 from mrhd.models.span_utils import generalized_temporal_iou, span_cxw_to_xx
 
@@ -179,7 +180,12 @@ class SetCriterion(nn.Module):
         t = self.cfg.alignment_temperature
         vid = F.normalize(outputs["src_vid_ed"], dim=2)
         txt = F.normalize(outputs["src_txt_ed"], dim=2)
-        txt_mask = targets["src_txt_mask"].unsqueeze(-1)
+        if "src_pos_mask" not in targets:
+            raise MrhdError("TR-DETR's CTC loss needs targets['src_pos_mask'] (relevant clips of each query)")
+        txt_mask = targets.get("src_txt_mask", outputs.get("src_txt_mask"))
+        if txt_mask is None:
+            raise MrhdError("TR-DETR's CTC loss needs the text mask (targets or outputs 'src_txt_mask')")
+        txt_mask = txt_mask.unsqueeze(-1)
         txt_global = torch.sum(txt * txt_mask, dim=1) / torch.sum(txt_mask, dim=1)
         sim = torch.bmm(vid, txt_global.unsqueeze(-1)).squeeze(-1) * outputs["video_mask"]
         loss_ctc = F.binary_cross_entropy_with_logits(sim / t, targets["src_pos_mask"].long().float())

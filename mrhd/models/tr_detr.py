@@ -14,7 +14,8 @@ empty slice. ``mr2hd_clamp_start=True`` clamps the start to 0 instead (off by de
 checkpoints were trained with the quirk).
 
 Extra outputs ``src_txt_ed`` / ``src_vid_ed`` (projected features before fusion) and their means
-feed the CTC / VTC losses (criterion ``alignment`` terms). Optional audio as in QD-DETR.
+feed the CTC / VTC losses (criterion ``alignment`` terms); ``src_txt_mask`` is returned as well (not
+an official output) so the criterion has the text mask. Optional audio as in QD-DETR.
 """
 
 from __future__ import annotations
@@ -175,6 +176,7 @@ class TRDETR(nn.Module):
         out["src_vid_ed"] = src_vid_ed
         out["src_vid_cls_ed"] = src_vid_cls_ed
         out["src_txt_cls_ed"] = src_txt_cls_ed
+        out["src_txt_mask"] = src_txt_mask  # not in the official outputs: the CTC term's text mask
         return out
 
 
@@ -184,7 +186,7 @@ def build(cfg: TRDETRConfig) -> TRDETR:
 
 def build_criterion(cfg: TRDETRConfig) -> SetCriterion:
     """Focal label loss, hinge + rank-contrastive saliency, plus the CTC / VTC terms its train loop
-    adds (``loss_ctc``, ``loss_vtc``; they need targets["src_pos_mask"] and targets["src_txt_mask"])."""
+    adds (``loss_ctc``, ``loss_vtc``; they need targets["src_pos_mask"])."""
     return SetCriterion(cfg.criterion_config(label_loss="focal", rank_contrastive=True, neg_pair=False,
                                              alignment=True, use_matcher=cfg.dset_name != "tvsum"))
 

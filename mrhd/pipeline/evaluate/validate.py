@@ -31,10 +31,15 @@ class Issue:
     line: int | None = None
     qid: object = None
 
-    def __str__(self) -> str:
+    @property
+    def text(self) -> str:
+        """``line N: qid Q: message`` (the parts that are known)."""
         where = f"line {self.line}: " if self.line is not None else ""
         who = f"qid {self.qid}: " if self.qid is not None else ""
-        return f"{self.severity}: {where}{who}{self.message}"
+        return f"{where}{who}{self.message}"
+
+    def __str__(self) -> str:
+        return f"{self.severity}: {self.text}"
 
 
 def _finite_number(x) -> bool:
@@ -154,7 +159,7 @@ def validate(dataset: str, predictions: list[dict], ground_truth: list[dict],
     missing = [(q, ln) for q, (_, ln) in gt_by_qid.items() if q not in seen]
     if missing:
         for q, gln in missing[:MAX_LISTED]:
-            issues.append(Issue("error", f"missing qid: ground-truth line {gln} has no prediction", None, q))
+            issues.append(Issue("error", f"no prediction for this qid (ground-truth line {gln})", None, q))
         if len(missing) > MAX_LISTED:
             issues.append(Issue("error", f"... and {len(missing) - MAX_LISTED} more missing qids"))
     return issues
@@ -168,4 +173,5 @@ def raise_on_errors(issues: list[Issue], source: str, strict: bool = False) -> N
     first = blocking[0]
     more = f" (and {len(blocking) - 1} more problems)" if len(blocking) > 1 else ""
     hint = "; --strict treats warnings as errors" if strict and first.severity == "warning" else ""
-    raise MrhdError(f"{source}: {first}{more}; fix the prediction file{hint}")
+    kind = "warning" if first.severity == "warning" else "invalid prediction"
+    raise MrhdError(f"{source}: {kind}: {first.text}{more}; fix the prediction file{hint}")

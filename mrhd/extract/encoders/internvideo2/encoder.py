@@ -1,0 +1,148 @@
+"""The ``internvideo2`` (video, 768) and ``internvideo2_text`` (query tokens) streams."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from mrhd.errors import MrhdError
+from mrhd.extract.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
+from mrhd.extract.encoders.internvideo2 import checkpoint as ckpt_io
+from mrhd.extract.encoders.internvideo2.config import CLIP6B, STAGE2, InternVideo2Config, variant_config
+from mrhd.extract.encoders.internvideo2.frames import IMAGENET_MEAN, IMAGENET_STD, to_model_input
+from mrhd.extract.encoders.internvideo2.model import build
+from mrhd.extract.encoders.internvideo2.tokenizer import bert_tokenizer
+
+DEFAULT_WEIGHTS = "internvideo2-1b-stage2"
+VARIANT_OF_ID = {"internvideo2-1b-stage2": STAGE2, "internvideo2-clip-6b": CLIP6B}
+SEED = 0   # --random-weights
+
+
+class InternVideo2VideoEncoder(VideoEncoder):
+    """A 2-s window's frames -> 8 picked frames -> the attention-pooled vector (768)."""
+
+    input_kind = "window_frames"
+    autocast_dtype = torch.bfloat16   # the authors evaluate in bf16 (use_bf16=True in their configs)
+    store_dtype = "float32"
+
+    def __init__(self, model, info: EncoderInfo, device="cpu"):
+        super().__init__(info, device)
+        self.model = model.eval().to(self.device)
+        self.num_frames = model.cfg.vision.num_frames
+        self.size = model.cfg.vision.img_size
+
+    def preprocess(self, clips) -> torch.Tensor:
+        """Windows of uint8 ``[n_k, 224, 224, 3]`` frames -> ``[n, 3, 8, 224, 224]``."""
+        return to_model_input(clips, self.num_frames, self.size)
+
+    @torch.no_grad()
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.vision_encoder(batch.to(self.device)).float()
+
+
+class InternVideo2TextEncoder(TextEncoder):
+    """Stage-2 BERT text mode: ``[L, 1024]`` tokens ([CLS] ... [SEP]) and the [CLS] row."""
+
+    store_dtype = "float32"
+
+    def __init__(self, model, tokenizer, info: EncoderInfo, device="cpu"):
+        super().__init__(info, device)
+        self.model = model.eval().to(self.device)
+        self.tokenizer = tokenizer
+        self.max_length = model.cfg.text.max_length
+
+    def tokenize(self, texts: list[str]) -> list[list[int]]:
+        for text in texts:
+            if not text or not text.strip():
+                raise MrhdError("empty query text; every query needs at least one word")
+        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    @torch.no_grad()
+    def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        if not texts:
+            return []
+        ids = self.tokenize(texts)
+        length = max(len(seq) for seq in ids)
+        input_ids = torch.zeros(len(ids), length, dtype=torch.long)
+        mask = torch.zeros(len(ids), length, dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, :len(seq)] = torch.tensor(seq)
+            mask[row, :len(seq)] = 1
+        with torch.autocast(device_type=self.device.type, enabled=False):
+            states = self.model.text_encoder(input_ids.to(self.device), mask.to(self.device)).float().cpu()
+        return [(states[row, :len(seq)].clone(), states[row, 0].clone()) for row, seq in enumerate(ids)]
+
+
+def _resolve(ref: str) -> Path:
+    path = Path(ref).expanduser()
+    if path.is_file():
+        return path
+    try:
+        from mrhd.weights import resolve_weights  # lazy: it may download
+    except ImportError as err:
+        raise MrhdError(f"cannot resolve weights {ref!r}: no weights registry in this build; "
+                        "pass a local checkpoint path") from err
+    return Path(resolve_weights(ref))
+
+
+def _model(weights: str | None, random_weights: bool, size: str, parts: tuple[str, ...]):
+    """(model, weights name, folder of the checkpoint or None)."""
+    ref = weights or DEFAULT_WEIGHTS
+    if random_weights:
+        cfg = variant_config(VARIANT_OF_ID.get(ref, STAGE2), size)
+        torch.manual_seed(SEED)
+        return build(cfg, parts), "random", None
+    path = _resolve(ref)
+    state = ckpt_io.read_state_dict(path)
+    cfg = variant_config(ckpt_io.detect_variant(state), size)
+    model = build(cfg, parts)
+    ckpt_io.load_into(model, state, source=str(path))
+    return model, path.name if Path(ref).expanduser().exists() else ref, path.parent
+
+
+def video_recipe(cfg: InternVideo2Config, size: str) -> dict:
+    v = cfg.vision
+    return {
+        "model": f"InternVideo2 {cfg.variant} video encoder", "size": size,
+        "input": "window_frames", "window_s": 2.0, "frames": v.num_frames,
+        "frame_rule": "native-rate frames of [2k, 2k+2); segment middles (InternVideo2 get_frame_indices 'middle'), "
+                      "last repeated when fewer",
+        "resize": [v.img_size, v.img_size], "interpolation": "bicubic", "scale": 1 / 255,
+        "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
+        "layer": "vision_encoder.clip_projector (attention pooling) output, before vision_proj, unnormalised",
+        "pos_embed_frames": v.t_size, "precision": "bf16 autocast on cuda",
+    }
+
+
+def text_recipe(cfg: InternVideo2Config, size: str) -> dict:
+    return {
+        "model": f"InternVideo2 {cfg.variant} BERT text encoder, mode='text'", "size": size,
+        "tokenizer": "bert-large-uncased WordPiece, [CLS] ... [SEP], no prefix",
+        "max_length": cfg.text.max_length,
+        "tokens": f"output of layer {cfg.text.fusion_layer - 1} (the last before the fusion layers), "
+                  "incl. [CLS] and [SEP], before text_proj",
+        "pooled": "[CLS] row", "precision": "fp32",
+    }
+
+
+def build_video(*, device="cpu", weights=None, random_weights=False, size="full") -> InternVideo2VideoEncoder:
+    model, name, _ = _model(weights, random_weights, size, parts=("vision",))
+    info = EncoderInfo(stream="internvideo2", dim=model.cfg.vision.clip_embed_dim, weights=name,
+                       recipe=video_recipe(model.cfg, size))
+    return InternVideo2VideoEncoder(model, info, device)
+
+
+def build_text(*, device="cpu", weights=None, random_weights=False, size="full") -> InternVideo2TextEncoder:
+    ref = weights or DEFAULT_WEIGHTS
+    if VARIANT_OF_ID.get(ref) == CLIP6B:
+        raise MrhdError("the InternVideo2-CLIP-6B text tower (LLaMA-7B) is not available in mrhd; "
+                        f"encode queries with {DEFAULT_WEIGHTS} (BERT-large) instead")
+    model, name, folder = _model(weights, random_weights, size, parts=("text",))
+    if model.cfg.text is None:
+        raise MrhdError(f"{ref} is an InternVideo2-CLIP checkpoint whose LLaMA text tower mrhd does not "
+                        f"implement; encode queries with {DEFAULT_WEIGHTS} instead")
+    info = EncoderInfo(stream="internvideo2_text", dim=model.cfg.text.hidden_size, weights=name,
+                       recipe=text_recipe(model.cfg, size))
+    return InternVideo2TextEncoder(model, bert_tokenizer(folder), info, device)

@@ -1,11 +1,19 @@
 """Find the moments of VIDEO that match each QUERY and its saliency curve (one score per 2-s clip).
 
-Features are extracted once per video and cached in $MRHD_CACHE; prints a table and writes JSON.
+Features are extracted once per video and cached in $MRHD_CACHE (by file content); prints a table
+and writes JSON. Videos longer than the model's window (150 s) run as overlapping windows whose
+moments are merged by temporal NMS and whose saliency is stitched over the whole video.
+
+  mrhd predict video.mp4 "a man opens the fridge" --out preds.json --plot saliency.png
+  mrhd predict video.mp4 "a man opens the fridge" --weights random     # offline, random networks
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+import warnings
+from pathlib import Path
 
 from mrhd.errors import MrhdError
 
@@ -20,7 +28,57 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="FILE.json", help="write the predictions as JSON")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the saliency curve and top moments")
     p.add_argument("--top-k", type=int, default=5, help="moments to print per query (default: 5)")
+    p.add_argument("--profile", default=None, help="feature profile (default: the checkpoint's own; "
+                   "'clip' for random weights)")
+    p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise MrhdError("`mrhd predict` is not available in this build yet")
+    from mrhd.pipeline.results import check_writable, format_table, write_predictions
+
+    video = Path(args.video)
+    if not video.is_file():
+        raise MrhdError(f"video {video} not found; check the path")
+    if any(not q.strip() for q in args.queries):
+        raise MrhdError("empty query; give a sentence such as \"a man opens the fridge\"")
+    if args.top_k < 1:
+        raise MrhdError("--top-k must be at least 1")
+    for path, what in ((args.out, "output"), (args.plot, "plot")):
+        if path:
+            check_writable(path, what)
+    if args.plot and not args.plot.lower().endswith(".png"):
+        raise MrhdError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot}")
+
+    from mrhd.pipeline.predict import Predictor
+
+    if args.weights is None and args.model is not None:
+        from mrhd.weights import entries
+
+        matching = [e.id for e in entries() if e.kind == "model" and e.model == args.model and e.profile == "clip"
+                    and e.urls]
+        if not matching:
+            raise MrhdError(f"no released CLIP-only checkpoint of {args.model} is registered; pass --weights "
+                            "ID|PATH (see `mrhd weights list`) or --weights random")
+        args.weights = matching[0]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = Predictor.from_pretrained(args.weights, device=args.device, model=args.model,
+                                              profile=args.profile, cache=not args.no_cache)
+        features = predictor.encode_video(video)
+        preds = predictor.predict(features, args.queries)
+    for w in caught:
+        print(f"mrhd predict: warning: {w.message}", file=sys.stderr)
+
+    print(f"{predictor.model_name} ({predictor.weights}), profile {predictor.profile.name}, "
+          f"{features.n_clips} clips")
+    for pred in preds:
+        print(format_table(pred, args.top_k))
+    if args.out:
+        write_predictions(args.out, preds)
+        print(f"wrote {args.out}")
+    if args.plot:
+        from mrhd.pipeline.plots import plot_predictions
+
+        plot_predictions(args.plot, preds, top_k=min(args.top_k, 3))
+        print(f"wrote {args.plot}")
+    return 0

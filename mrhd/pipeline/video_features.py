@@ -1,0 +1,182 @@
+"""Per-clip features of one video for `mrhd predict`, cached by the video's content.
+
+Only the streams the model's profile needs are extracted, in one decoding pass
+(:class:`mrhd.extract.decode.VideoDecoder`, plus the audio chunks where a profile has audio). The raw
+features (as a store would hold them) are cached in ``$MRHD_CACHE/features/<sha256 of the file>/``,
+one ``.npy`` per stream and encoder recipe, so a second run on the same file -- under any name, with
+any query -- decodes nothing. Writes are atomic (temporary file + rename).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrhd.errors import MrhdError
+from mrhd.paths import cache_dir
+
+
+@dataclass
+class VideoFeatures:
+    """Raw per-clip features of one video, reusable across queries and predictors with the same
+    encoders (``streams`` maps a store stream name to ``[n_clips, dim]`` float32)."""
+
+    path: str
+    vid: str
+    duration: float
+    content_hash: str
+    streams: dict[str, np.ndarray]
+    encoders: dict[str, str] = field(default_factory=dict)   # stream -> weights label
+
+    @property
+    def n_clips(self) -> int:
+        return min((len(v) for v in self.streams.values()), default=0)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _recipe_key(encoder) -> str:
+    """Encoders with the same recipe (weights, arch, sampling) give the same numbers."""
+    return hashlib.sha1(encoder.info.recipe_json().encode()).hexdigest()[:16]
+
+
+class FeatureCache:
+    """``<root>/<content hash>/<stream>-<recipe key>.npy`` + a small JSON with the duration."""
+
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else cache_dir() / "features"
+
+    def _paths(self, content_hash: str, stream: str, key: str) -> tuple[Path, Path]:
+        base = self.root / content_hash[:2] / content_hash
+        return base / f"{stream}-{key}.npy", base / f"{stream}-{key}.json"
+
+    def load(self, content_hash: str, stream: str, key: str) -> tuple[np.ndarray, float] | None:
+        arr_path, meta_path = self._paths(content_hash, stream, key)
+        if not (arr_path.is_file() and meta_path.is_file()):
+            return None
+        try:
+            meta = json.loads(meta_path.read_text())
+            arr = np.load(arr_path, allow_pickle=False)
+        except (OSError, ValueError):
+            return None   # a damaged entry is recomputed
+        if arr.ndim != 2 or len(arr) != meta.get("n_clips"):
+            return None
+        return arr, float(meta["duration"])
+
+    def save(self, content_hash: str, stream: str, key: str, arr: np.ndarray, duration: float,
+             recipe: str) -> None:
+        arr_path, meta_path = self._paths(content_hash, stream, key)
+        try:
+            arr_path.parent.mkdir(parents=True, exist_ok=True)
+            for path, write in ((arr_path, lambda fh: np.save(fh, arr, allow_pickle=False)),
+                                (meta_path, lambda fh: fh.write(json.dumps(
+                                    {"duration": duration, "n_clips": len(arr), "recipe": recipe}).encode()))):
+                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+                try:
+                    with os.fdopen(fd, "wb") as fh:
+                        write(fh)
+                    os.replace(tmp, path)
+                except BaseException:
+                    Path(tmp).unlink(missing_ok=True)
+                    raise
+        except OSError:
+            pass   # an unwritable cache only costs the reuse, never the prediction
+
+
+def _encode_batches(encoder, items: list, batch_size: int) -> np.ndarray:
+    rows = []
+    device = encoder.device
+    for i in range(0, len(items), batch_size):
+        batch = encoder.preprocess(items[i: i + batch_size])
+        ctx = (torch.autocast("cuda", dtype=encoder.autocast_dtype)
+               if device.type == "cuda" and encoder.autocast_dtype is not None else contextlib.nullcontext())
+        with torch.inference_mode(), ctx:
+            rows.append(encoder.encode(batch).float().cpu().numpy())
+    if not rows:
+        return np.zeros((0, encoder.dim), np.float32)
+    return np.concatenate(rows).astype(np.float32)
+
+
+def decode_streams(path: str | Path, encoders: dict, batch_size: int = 32) -> tuple[dict[str, np.ndarray], float]:
+    """Decode ``path`` once and run each encoder on its input kind; returns raw features per stream
+    and the duration in seconds. Items are encoded in batches as they arrive, so memory holds at
+    most one batch of decoded clips per stream."""
+    from mrhd.extract.decode import VIDEO_KINDS, VideoDecoder, probe
+
+    video_kinds = sorted({e.input_kind for e in encoders.values() if e.input_kind in VIDEO_KINDS})
+    pending: dict[str, list] = {s: [] for s in encoders}
+    done: dict[str, list[np.ndarray]] = {s: [] for s in encoders}
+
+    def feed(kind: str, item) -> None:
+        for stream, enc in encoders.items():
+            if enc.input_kind == kind:
+                pending[stream].append(item)
+                if len(pending[stream]) >= batch_size:
+                    done[stream].append(_encode_batches(enc, pending[stream], batch_size))
+                    pending[stream] = []
+
+    duration = None
+    if video_kinds:
+        decoder = VideoDecoder(path, video_kinds)
+        for kind, _index, array in decoder:
+            feed(kind, array)
+        duration = float(decoder.t_end) if decoder.t_end is not None else decoder.info.duration
+    if any(e.input_kind == "audio_chunk" for e in encoders.values()):
+        from mrhd.extract.audio import iter_audio_chunks
+
+        for _index, chunk in iter_audio_chunks(path):
+            feed("audio_chunk", chunk)
+    if duration is None:
+        duration = probe(path).duration
+    out = {}
+    for stream, enc in encoders.items():
+        parts = done[stream] + ([_encode_batches(enc, pending[stream], batch_size)] if pending[stream] else [])
+        out[stream] = np.concatenate(parts) if parts else np.zeros((0, enc.dim), np.float32)
+    return out, float(duration)
+
+
+def extract_video_features(path: str | Path, encoders: dict, *, cache: FeatureCache | None = None,
+                           vid: str | None = None, batch_size: int = 32) -> VideoFeatures:
+    """Features of ``path`` for every encoder in ``encoders`` (stream -> VideoEncoder), from the cache
+    where possible; only the missing streams are decoded."""
+    path = Path(path)
+    if not path.is_file():
+        raise MrhdError(f"video {path} not found; check the path")
+    if path.stat().st_size == 0:
+        raise MrhdError(f"video {path} is empty (0 bytes); give a real video file")
+    digest = file_sha256(path)
+    streams: dict[str, np.ndarray] = {}
+    duration = None
+    missing = {}
+    for stream, enc in encoders.items():
+        hit = cache.load(digest, stream, _recipe_key(enc)) if cache is not None else None
+        if hit is None:
+            missing[stream] = enc
+        else:
+            streams[stream], duration = hit
+    if missing:
+        fresh, duration = decode_streams(path, missing, batch_size)
+        for stream, arr in fresh.items():
+            if len(arr) == 0:
+                raise MrhdError(f"video {path} gave no {stream} clips (too short or no frames); "
+                                "give a longer video")
+            streams[stream] = arr
+            if cache is not None:
+                enc = missing[stream]
+                cache.save(digest, stream, _recipe_key(enc), arr, duration, enc.info.recipe_json())
+    return VideoFeatures(path=str(path), vid=vid or path.stem, duration=float(duration), content_hash=digest,
+                         streams=streams, encoders={s: e.info.weights for s, e in encoders.items()})

@@ -1,0 +1,143 @@
+"""`Predictor` end to end on generated mp4 files with random weights (tiny encoders)."""
+
+from __future__ import annotations
+
+import struct
+import warnings
+
+import numpy as np
+import pytest
+
+import mrhd.pipeline.video_features as video_features
+from mrhd.errors import MrhdError
+from mrhd.pipeline.plots import plot_predictions
+from mrhd.pipeline.predict import Predictor, QueryTruncatedWarning
+from mrhd.pipeline.windows import plan_windows
+from tests.helpers.videos import write_broken, write_video
+
+QUERIES = ["a white bar sweeps across the screen", "the colours change slowly"]
+
+
+@pytest.fixture(scope="module")
+def predictor(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("feature-cache")
+    return Predictor.from_pretrained("random", encoder_size="tiny", cache=cache)
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("videos") / "sample.mp4", duration=21.0, fps=10, audio=False)
+
+
+def _check(pred, duration, n_clips):
+    assert pred.windows, "no moments"
+    for st, ed, _score in pred.windows:
+        assert 0 <= st < ed <= duration + 1e-6
+    scores = [w[2] for w in pred.windows]
+    assert scores == sorted(scores, reverse=True)
+    assert len(pred.saliency) == n_clips
+    assert all(np.isfinite(pred.saliency))
+
+
+def test_predict_end_to_end(predictor, video, tmp_path):
+    feats = predictor.encode_video(video)
+    assert feats.n_clips == int(feats.duration / 2 + 0.5)  # CLIP grid: ffmpeg fps=0.5 rounds half up
+    preds = predictor.predict(feats, QUERIES)
+    assert [p.query for p in preds] == QUERIES
+    for p in preds:
+        _check(p, feats.duration, feats.n_clips)
+        obj = p.to_json()
+        assert obj["vid"] == "sample" and obj["model"] == predictor.model_name and obj["weights"] == "random"
+    assert preds[0].saliency != preds[1].saliency  # the query matters
+    png = plot_predictions(tmp_path / "s.png", preds)
+    data = png.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n"
+    width, height = struct.unpack(">II", data[16:24])
+    assert width > 100 and height > 100
+
+
+def test_stateless_same_result_after_other_video(predictor, video, tmp_path):
+    first = predictor(video, QUERIES[:1])[0]
+    other = write_video(tmp_path / "other.mp4", duration=9.0, fps=10, audio=False)
+    predictor(other, ["something else"])
+    again = predictor(video, QUERIES[:1])[0]
+    assert first.to_json() == again.to_json()
+
+
+def test_queries_do_not_interact(predictor, video):
+    feats = predictor.encode_video(video)
+    alone = predictor.predict(feats, QUERIES[1:])[0]
+    together = predictor.predict(feats, QUERIES)[1]
+    assert np.allclose(alone.saliency, together.saliency, atol=1e-3)
+
+
+def test_long_video_runs_through_windows(predictor, tmp_path):
+    long_video = write_video(tmp_path / "long.mp4", duration=171.0, fps=2, width=64, height=48, audio=False)
+    feats = predictor.encode_video(long_video)
+    assert feats.n_clips > predictor.window
+    pred = predictor.predict(feats, QUERIES[:1])[0]
+    _check(pred, feats.duration, feats.n_clips)
+    assert len(plan_windows(feats.n_clips, predictor.window)) > 1
+
+
+def test_small_window_matches_merge_rules(predictor, video, monkeypatch):
+    feats = predictor.encode_video(video)
+    monkeypatch.setattr(predictor, "window", 4)
+    pred = predictor.predict(feats, QUERIES[:1])[0]
+    _check(pred, feats.duration, feats.n_clips)
+    # NMS between windows: no two kept moments overlap with IoU >= 0.7
+    from mrhd.pipeline.windows import temporal_iou
+
+    rows = pred.windows
+    assert all(temporal_iou(a, b) < 0.7 for i, a in enumerate(rows) for b in rows[i + 1:])
+
+
+def test_cache_reuse_does_not_decode(tmp_path, video, monkeypatch):
+    pred = Predictor.from_pretrained("random", encoder_size="tiny", cache=tmp_path / "cache")
+    calls = []
+    real = video_features.decode_streams
+    monkeypatch.setattr(video_features, "decode_streams", lambda *a, **k: calls.append(1) or real(*a, **k))
+    first = pred.encode_video(video)
+    copy = tmp_path / "renamed.mp4"
+    copy.write_bytes(video.read_bytes())
+    second = pred.encode_video(copy)          # same content, other name: cache hit
+    assert len(calls) == 1
+    assert np.array_equal(first.streams["clip"], second.streams["clip"]) and second.vid == "renamed"
+    uncached = Predictor.from_pretrained("random", encoder_size="tiny", cache=False)
+    uncached.encode_video(video)
+    assert len(calls) == 2
+
+
+@pytest.mark.parametrize("kind", ["garbage", "truncated", "empty", "text"])
+def test_broken_video_is_one_line_error(predictor, tmp_path, kind, video):
+    bad = write_broken(tmp_path / f"{kind}.mp4", kind, source=video)
+    with pytest.raises(MrhdError) as info:
+        predictor.encode_video(bad)
+    assert "\n" not in str(info.value)
+
+
+def test_missing_video(predictor, tmp_path):
+    with pytest.raises(MrhdError, match="not found"):
+        predictor.encode_video(tmp_path / "nope.mp4")
+
+
+@pytest.mark.parametrize("queries", [[""], ["   \t"], [], ["ok", " "]])
+def test_empty_queries_are_refused(predictor, video, queries):
+    with pytest.raises(MrhdError, match="query"):
+        predictor.predict(predictor.encode_video(video), queries)
+
+
+def test_over_long_query_is_truncated_with_warning(predictor, video):
+    long_query = " ".join(["word"] * 120)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        pred = predictor.predict(predictor.encode_video(video), [long_query])[0]
+    assert any(issubclass(w.category, QueryTruncatedWarning) for w in caught)
+    assert pred.windows and pred.query == long_query
+
+
+def test_unknown_model_and_weights():
+    with pytest.raises(MrhdError, match="unknown model"):
+        Predictor.from_pretrained("random", model="no_such_model", encoder_size="tiny", cache=False)
+    with pytest.raises(MrhdError, match="unknown weights id"):
+        Predictor.from_pretrained("no-such-checkpoint", cache=False)

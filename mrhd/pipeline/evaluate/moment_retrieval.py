@@ -167,5 +167,10 @@ def topk_best_ious(pred_windows: list[list], gt_windows: list[list], k: int) -> 
 
 
 def recall_at(ious: np.ndarray, thresholds: list[float]) -> dict[str, float]:
-    """Share of queries whose IoU reaches each threshold, in percent (official formatting)."""
+    """Share of queries whose IoU reaches each threshold, in percent (official formatting).
+
+    With no query at all (an empty length range) the official code gives NaN; so do we, quietly.
+    """
+    if len(ious) == 0:
+        return {str(t): float("nan") for t in thresholds}
     return {str(t): pct2(np.mean(ious >= t)) for t in thresholds}

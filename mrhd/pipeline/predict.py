@@ -187,6 +187,7 @@ class Predictor:
         ``cache``: True = ``$MRHD_CACHE/features``, a folder, or False."""
         from mrhd.extract.encoders.factory import build_encoder
         from mrhd.pipeline.profiles import load_profile
+        from mrhd.weights import find_entry
 
         dev = parse_device(device)
         weights = name_or_path or default_weights_id()
@@ -194,6 +195,9 @@ class Predictor:
         if encoder_size != "full" and not random_weights:
             raise MrhdError("encoder_size other than 'full' exists only with random weights")
         if random_weights:
+            from mrhd.models.registry import get_spec
+
+            get_spec(model or find_entry(default_weights_id()).model)   # unknown model: fail before any work
             prof = load_profile(profile or "clip")
         else:
             loaded = load_model(weights, model=model, profile=profile)

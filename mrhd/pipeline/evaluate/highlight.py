@@ -109,13 +109,17 @@ def highlight_metrics(predictions: list[dict], gt_by_qid: dict) -> dict[str, dic
     if grid.ndim == 2:  # no query at all
         grid = np.zeros((len(qids), width, 3))
 
+    # One sort serves every level: the three levels' binary labels are stacked as 9 annotator columns.
+    levels = list(SALIENCY_LEVELS.items())
+    binary = np.concatenate([(grid >= m).astype(float) for _, m in levels], axis=2)  # [Q, L, 3 * levels]
+    ap_all = saliency_ap(scores, binary, lengths)
+    in_grid = top_clip < lengths
     out = {}
-    for name, min_score in SALIENCY_LEVELS.items():
-        binary = (grid >= min_score).astype(float)  # [Q, L, 3]
+    for k, (name, _) in enumerate(levels):
+        cols = slice(3 * k, 3 * k + 3)
         hit_rows = np.zeros((len(qids), 3))
-        in_grid = top_clip < lengths
-        hit_rows[in_grid] = binary[np.nonzero(in_grid)[0], top_clip[in_grid]]
+        hit_rows[in_grid] = binary[np.nonzero(in_grid)[0], top_clip[in_grid], cols]
         hit1 = pct2(np.mean(np.max(hit_rows, 1)))
-        ap = saliency_ap(scores, binary, lengths)
+        ap = np.ascontiguousarray(ap_all[:, cols])  # [Q, 3], the official (#queries, 3) layout
         out[f"HL-min-{name}"] = {"HL-mAP": pct2(np.mean(ap)), "HL-Hit1": hit1}
     return out

@@ -314,6 +314,21 @@ def text_recipe(cfg: Blip2Config, size: str) -> dict:
     }
 
 
+def frames_to_pixels(clips) -> torch.Tensor:
+    """uint8 frames ``[n, H, W, 3]`` (array or list) -> float ``[n, 3, 224, 224]``: bicubic resize
+    where the size differs, /255, CLIP mean/std (LAVIS ``blip_image_eval``)."""
+    frames = torch.from_numpy(np.ascontiguousarray(np.stack(list(clips)) if not isinstance(clips, np.ndarray)
+                                                   else clips))
+    if frames.ndim != 4 or frames.shape[-1] != 3:
+        raise ValueError(f"blip2 expects uint8 frames [n, H, W, 3], got {tuple(frames.shape)}")
+    x = frames.permute(0, 3, 1, 2).float()
+    if tuple(x.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
+        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", align_corners=False,
+                          antialias=True).clamp_(0, 255)
+    x = x / 255.0
+    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+
+
 class Blip2VideoEncoder(VideoEncoder):
     """One 0.5-fps frame per 2-s clip -> the first Q-Former query token (768)."""
 
@@ -328,21 +343,11 @@ class Blip2VideoEncoder(VideoEncoder):
             self.model.vision_model.half()
         self.model.qformer.float()
         self.model.query_tokens.data = self.model.query_tokens.data.float()
+        self.preprocessor = frames_to_pixels   # picklable: the job runner's decode workers run it
 
     def preprocess(self, clips) -> torch.Tensor:
         """uint8 ``[n, H, W, 3]`` frames -> float ``[n, 3, 224, 224]`` with CLIP mean/std."""
-        frames = torch.from_numpy(np.ascontiguousarray(np.stack(list(clips)) if not isinstance(clips, np.ndarray)
-                                                       else clips))
-        if frames.ndim != 4 or frames.shape[-1] != 3:
-            raise ValueError(f"blip2 expects uint8 frames [n, H, W, 3], got {tuple(frames.shape)}")
-        x = frames.permute(0, 3, 1, 2).float()
-        if tuple(x.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
-            x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", align_corners=False,
-                              antialias=True).clamp_(0, 255)
-        x = x / 255.0
-        mean = torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return frames_to_pixels(clips)
 
     @torch.no_grad()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import torch
@@ -31,6 +32,8 @@ class InternVideo2VideoEncoder(VideoEncoder):
         self.model = model.eval().to(self.device)
         self.num_frames = model.cfg.vision.num_frames
         self.size = model.cfg.vision.img_size
+        # picklable: the job runner's decode workers run it, so only 8 frames per window travel
+        self.preprocessor = functools.partial(to_model_input, num_frames=self.num_frames, size=self.size)
 
     def preprocess(self, clips) -> torch.Tensor:
         """Windows of uint8 ``[n_k, 224, 224, 3]`` frames -> ``[n, 3, 8, 224, 224]``."""

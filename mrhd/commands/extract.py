@@ -1,12 +1,15 @@
 """Decode videos and write per-clip features of frozen encoders to one HDF5 store per stream.
 
 PATH is a video file, a folder (searched recursively) or a .txt list of paths. Re-running skips
-videos already stored; --overwrite recomputes them.
+videos already stored; --overwrite recomputes them. A video that cannot be decoded is reported and
+skipped; the exit status is then non-zero and the summary names every failed file.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
 
 from mrhd.errors import MrhdError
 
@@ -19,13 +22,96 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--queries", metavar="ANNOTATIONS.jsonl",
                    help="also encode every query of this annotation file with the matching text encoders")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--batch-size", type=int, default=None, help="clips per device batch")
-    p.add_argument("--num-workers", type=int, default=None, help="decoding worker processes")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="clips per device batch, packed across videos (default: 64 on CUDA, 16 on CPU)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="decoding worker processes; 0 decodes in the main process (default: CPUs - 1, at least 1)")
     p.add_argument("--shard", default=None, metavar="I/N", help="process only shard I of N (0-based)")
     p.add_argument("--overwrite", action="store_true", help="recompute videos that are already stored")
     p.add_argument("--random-weights", action="store_true",
                    help="random encoders with a fixed seed, no download (tests and benchmarks)")
+    p.add_argument("--weights", action="append", default=[], metavar="STREAM=ID|PATH",
+                   help="weights of one encoder (e.g. clip=/models/ViT-B-32.pt); repeatable")
+    p.add_argument("--encoder-size", choices=("full", "tiny"), default="full",
+                   help="'tiny' builds reduced random encoders (with --random-weights; tests)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _parse_weights(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not value:
+            raise MrhdError(f"--weights {item!r} is not STREAM=ID|PATH (e.g. clip=ViT-B-32.pt)")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def _check_device(device: str) -> None:
+    import torch
+
+    if device == "cpu":
+        return
+    if not device.startswith("cuda"):
+        raise MrhdError(f"--device {device!r}: use cpu or cuda[:N]")
+    if not torch.cuda.is_available():
+        raise MrhdError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
+    index = device.partition(":")[2]
+    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
+        raise MrhdError(f"--device {device}: no such GPU ({torch.cuda.device_count()} visible)")
 
 
 def run(args: argparse.Namespace) -> int:
-    raise MrhdError("`mrhd extract` is not available in this build yet")
+    from mrhd.extract.encoders.factory import TEXT_STREAM_OF, VIDEO_ENCODERS, build_encoder
+    from mrhd.extract.jobs import ExtractJob, Failure, install_sigterm, read_queries
+    from mrhd.extract.sources import expand_inputs, parse_shard, shard
+
+    names = [n.strip() for n in args.encoders.split(",") if n.strip()]
+    if not names:
+        raise MrhdError("--encoders is empty; choose from: " + ", ".join(VIDEO_ENCODERS))
+    for n in names:
+        if n not in VIDEO_ENCODERS:
+            raise MrhdError(f"unknown encoder {n!r}; choose from: {', '.join(VIDEO_ENCODERS)}")
+    if args.encoder_size == "tiny" and not args.random_weights:
+        raise MrhdError("--encoder-size tiny needs --random-weights (tiny encoders have no released weights)")
+    if args.batch_size is not None and args.batch_size < 1:
+        raise MrhdError("--batch-size must be at least 1")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise MrhdError("--num-workers must be 0 or more")
+    _check_device(args.device)
+    index, count = parse_shard(args.shard)
+    weights = _parse_weights(args.weights)
+    if args.queries:
+        read_queries(args.queries, summary=None) if not os.path.isfile(args.queries) else None
+
+    listing = expand_inputs(args.paths)
+    sources = shard(listing.sources, index, count)
+
+    def build(name):
+        return build_encoder(name, device=args.device, weights=weights.get(name),
+                             random_weights=args.random_weights, size=args.encoder_size)
+
+    encoders = [build(n) for n in dict.fromkeys(names)]
+    text_encoders = [build(TEXT_STREAM_OF[n]) for n in dict.fromkeys(names) if n in TEXT_STREAM_OF] \
+        if args.queries else []
+    cuda = args.device.startswith("cuda")
+    job = ExtractJob(
+        encoders, args.out, text_encoders=text_encoders,
+        batch_size=args.batch_size or (64 if cuda else 16),
+        num_workers=args.num_workers if args.num_workers is not None else max(1, (os.cpu_count() or 2) - 1),
+        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
+    )
+    job.summary.failures.extend(Failure(path, None, reason) for path, reason in listing.problems)
+    undo = install_sigterm()
+    try:
+        job.run_videos(sources)
+        if args.queries and index == 0:  # one shard writes the text stores
+            job.run_queries(args.queries)
+    except KeyboardInterrupt:
+        job.summary.interrupted = True
+        print(job.summary.report(), file=sys.stderr)
+        raise
+    finally:
+        undo()
+    print(job.summary.report())
+    return 1 if job.summary.failures else 0

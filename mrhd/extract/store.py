@@ -267,7 +267,7 @@ class FeatureStore:
         got = self._read_dataset(video_id)
         if got is None:
             raise MrhdError(f"video {video_id!r} is not in {self.path}; extract it with `mrhd extract`")
-        return {k: v for k, v in got[1].items() if k != _COMPLETE}
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in got[1].items() if k != _COMPLETE}
 
     def read_text(self, qid) -> tuple[np.ndarray, np.ndarray | None]:
         """``(tokens [L, dim], pooled [dim] or None)`` float32 of one query."""

@@ -1,0 +1,301 @@
+"""The batch job: packing clips of several videos into batches, resume, overwrite, shards, bad input,
+worker processes, and a job killed with SIGKILL / stopped with SIGTERM then re-run to completion."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mrhd.errors import MrhdError
+from mrhd.extract.audio import iter_audio_chunks
+from mrhd.extract.decode import VideoDecoder
+from mrhd.extract.jobs import ExtractJob, read_queries
+from mrhd.extract.sources import expand_inputs, parse_shard, shard
+from mrhd.extract.store import FeatureStore, store_path
+from tests.helpers.extract_encoders import StatsEncoder, clip_statistics
+from tests.helpers.videos import write_audio_only, write_broken, write_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("videos")
+    return {
+        "a": write_video(d / "a.mp4", duration=5.0, fps=25, width=96, height=64),
+        "b": write_video(d / "sub" / "b.mp4", duration=3.0, fps=30, width=64, height=96, audio=False),
+        "c": write_video(d / "c.mp4", duration=4.2, fps=24, width=80, height=60),
+    }
+
+
+def _encoders(tag="v1", picklable=True):
+    return [StatsEncoder("clip", "clip_frame", tag, picklable),
+            StatsEncoder("slowfast", "slowfast_clip", tag, picklable),
+            StatsEncoder("pann", "audio_chunk", tag, picklable)]
+
+
+def _expected(path: Path, stream: str) -> np.ndarray:
+    if stream == "pann":
+        return np.stack([clip_statistics(x) for _, x in iter_audio_chunks(path)])
+    kind = {"clip": "clip_frame", "slowfast": "slowfast_clip"}[stream]
+    return np.stack([clip_statistics(x) for _, _, x in VideoDecoder(path, [kind])])
+
+
+def _job(out, tag="v1", **kw):
+    kw.setdefault("num_workers", 0)
+    kw.setdefault("progress", False)
+    return ExtractJob(_encoders(tag, kw.pop("picklable", True)), out, **kw)
+
+
+def _sources(*paths):
+    return expand_inputs([str(p) for p in paths]).sources
+
+
+def test_batches_pack_videos_and_match_direct_decoding(tmp_path, videos):
+    job = _job(tmp_path, batch_size=5, chunk=2)
+    summary = job.run_videos(_sources(*videos.values()))
+    assert summary.stored == 3 and summary.skipped == 0
+    # b has no audio: only its pann stream fails, with a clear reason
+    assert [(Path(f.path).name, f.stream) for f in summary.failures] == [("b.mp4", "pann")]
+    assert "no audio track" in summary.failures[0].reason
+    for stream in ("clip", "slowfast", "pann"):
+        store = FeatureStore(store_path(tmp_path, stream))
+        names = [v for v in ("a", "b", "c") if not (stream == "pann" and v == "b")]
+        assert store.video_ids() == names
+        for v in names:
+            np.testing.assert_allclose(store.read(v), _expected(videos[v], stream), rtol=1e-5, atol=1e-5)
+            attrs = store.read_attrs(v)
+            assert attrs["n_clips"] == store.read(v).shape[0] and attrs["duration"] > 0
+    # clip counts of FEATURES.md: CLIP ~round(D/2), SlowFast ceil(D/2), PANN floor(D/2)
+    clip, sf, pann = (FeatureStore(store_path(tmp_path, s)) for s in ("clip", "slowfast", "pann"))
+    assert [clip.read(v).shape[0] for v in "abc"] == [3, 2, 2]
+    assert [sf.read(v).shape[0] for v in "abc"] == [3, 2, 3]
+    assert [pann.read(v).shape[0] for v in "ac"] == [2, 2]
+    # clips of different videos shared batches: fewer encode calls than (video, chunk) pairs
+    assert job.encoders[0].calls < 4
+
+
+def test_resume_skips_and_overwrite_recomputes(tmp_path, videos):
+    srcs = _sources(videos["a"], videos["c"])
+    _job(tmp_path).run_videos(srcs)
+    again = _job(tmp_path)
+    summary = again.run_videos(srcs)
+    assert summary.skipped == 2 and summary.stored == 0 and all(e.calls == 0 for e in again.encoders)
+    over = _job(tmp_path, overwrite=True)
+    assert over.run_videos(srcs).stored == 2 and all(e.calls > 0 for e in over.encoders)
+    # a video missing from one store only is computed for that stream only
+    extra = _job(tmp_path)
+    extra.encoders.append(StatsEncoder("blip2", "clip_frame"))
+    summary = extra.run_videos(srcs)
+    assert summary.stored == 2 and [e.calls > 0 for e in extra.encoders] == [False, False, False, True]
+
+
+def test_store_of_another_recipe_is_refused(tmp_path, videos):
+    _job(tmp_path).run_videos(_sources(videos["a"]))
+    with pytest.raises(MrhdError, match="another recipe"):
+        _job(tmp_path, tag="v2").run_videos(_sources(videos["a"]))
+
+
+def test_preprocess_in_main_process_when_not_picklable(tmp_path, videos):
+    _job(tmp_path / "x", picklable=False, batch_size=4).run_videos(_sources(videos["a"]))
+    np.testing.assert_allclose(FeatureStore(store_path(tmp_path / "x", "clip")).read("a"),
+                               _expected(videos["a"], "clip"), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.slow
+def test_worker_processes_give_the_same_features(tmp_path, videos):
+    summary = _job(tmp_path, num_workers=2, batch_size=4, chunk=3).run_videos(_sources(*videos.values()))
+    assert summary.stored == 3 and len(summary.failures) == 1
+    assert summary.decode_s > 0
+    for stream in ("clip", "slowfast"):
+        store = FeatureStore(store_path(tmp_path, stream))
+        for v in "abc":
+            np.testing.assert_allclose(store.read(v), _expected(videos[v], stream), rtol=1e-5, atol=1e-5)
+
+
+def test_bad_inputs_are_reported_and_the_rest_extracts(tmp_path, videos):
+    d = tmp_path / "in"
+    write_video(d / "good.mp4", duration=2.5, fps=10, width=64, height=48)
+    write_broken(d / "truncated.mp4", "truncated", source=videos["a"])
+    write_broken(d / "corrupt.mp4", "corrupt", source=videos["a"])
+    write_broken(d / "empty.mp4", "empty")
+    write_broken(d / "notes.mp4", "text")
+    write_broken(d / "garbage.mp4", "garbage")
+    write_audio_only(d / "song.m4a", duration=4.5)
+    listing = expand_inputs([str(d), str(tmp_path / "missing.mp4"), str(d / "song.m4a")])
+    job = ExtractJob([StatsEncoder("clip", "clip_frame"), StatsEncoder("pann", "audio_chunk")],
+                     tmp_path / "out", num_workers=0, progress=False)
+    summary = job.run_videos(listing.sources)
+    reasons = {Path(f.path).name: f.reason for f in summary.failures if f.stream == "clip"}
+    assert "missing.mp4" in dict((Path(p).name, r) for p, r in listing.problems)
+    assert "empty" in reasons["empty.mp4"]
+    assert "not a readable video" in reasons["notes.mp4"] and "not a readable video" in reasons["garbage.mp4"]
+    assert "no video stream" in reasons["song.m4a"]
+    assert "truncated.mp4" in reasons  # moov atom lost
+    assert all("\n" not in r for r in reasons.values())
+    stored = FeatureStore(store_path(tmp_path / "out", "clip")).video_ids()
+    assert "good" in stored
+    # a damaged middle is decoded as far as possible (as ffmpeg does) or reported, never a crash
+    assert ("corrupt" in stored) != ("corrupt.mp4" in reasons)
+    assert "song" in FeatureStore(store_path(tmp_path / "out", "pann")).video_ids()  # audio still works
+    report = summary.report()
+    assert "FAILED" in report and "empty.mp4" in report
+
+
+def test_unwritable_output_folder(tmp_path, videos):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(MrhdError, match="writable"):
+        _job(blocker / "out").run_videos(_sources(videos["a"]))
+
+
+def test_sources_lists_and_shards(tmp_path, videos):
+    lst = tmp_path / "list.txt"
+    lst.write_text(f"# videos\n{videos['a']}\n{videos['b'].parent}\n\nnope.mp4\n")
+    listing = expand_inputs([str(lst), str(videos["c"])])
+    assert sorted(s.video_id for s in listing.sources) == ["a", "b", "c"]
+    assert [Path(p).name for p, _ in listing.problems] == ["nope.mp4"]
+    parts = [shard(listing.sources, i, 2) for i in range(2)]
+    assert sorted(s.video_id for p in parts for s in p) == ["a", "b", "c"]
+    assert not {s.video_id for s in parts[0]} & {s.video_id for s in parts[1]}
+    assert parse_shard("1/3") == (1, 3) and parse_shard(None) == (0, 1)
+    for bad in ("3/3", "x", "1/0"):
+        with pytest.raises(MrhdError):
+            parse_shard(bad)
+    dup = tmp_path / "other" / "a.mp4"
+    dup.parent.mkdir()
+    dup.write_bytes(videos["a"].read_bytes())
+    assert any("same video id" in r for _, r in expand_inputs([str(videos["a"]), str(dup)]).problems)
+
+
+def test_read_queries(tmp_path):
+    ann = tmp_path / "ann.jsonl"
+    ann.write_text('{"qid": 1, "query": "a dog runs", "vid": "x"}\n{"qid": 2, "query": "  "}\nnot json\n'
+                   '{"qid": 3, "query": "a cat"}\n')
+    from mrhd.extract.jobs import Summary
+
+    summary = Summary()
+    assert read_queries(ann, summary) == [("1", "a dog runs"), ("3", "a cat")]
+    assert len(summary.failures) == 2
+    with pytest.raises(MrhdError, match="empty"):
+        read_queries(ann)
+
+
+# ------------------------------------------------------------------------- the command line
+def _cli(args, **kw):
+    return subprocess.run([sys.executable, "-m", "mrhd", "extract", *args], cwd=ROOT, capture_output=True,
+                          text=True, **kw)
+
+
+@pytest.mark.slow
+def test_cli_queries_and_real_clip_encoder(tmp_path, videos):
+    """The real CLIP module (tiny, random weights) through the CLI, video and text stores."""
+    pytest.importorskip("mrhd.extract.encoders.clip")
+    from mrhd.extract.encoders.factory import build_encoder
+
+    ann = tmp_path / "ann.jsonl"
+    ann.write_text(json.dumps({"qid": 5, "query": "a white bar moves"}) + "\n"
+                   + json.dumps({"qid": 9, "query": "colours"}) + "\n")
+    out = tmp_path / "out"
+    res = _cli([str(videos["a"]), str(videos["c"]), "--encoders", "clip", "--out", str(out), "--random-weights",
+                "--encoder-size", "tiny", "--num-workers", "0", "--queries", str(ann), "--batch-size", "4"])
+    assert res.returncode == 0, res.stderr
+    assert "stored 2 video(s)" in res.stdout and "2 queries" in res.stdout
+    enc = build_encoder("clip", random_weights=True, size="tiny")
+    store = FeatureStore(out / "clip.h5")
+    assert store.info["weights"] == "random" and store.info["recipe"] == json.loads(enc.info.recipe_json())
+    frames = [x for _, _, x in VideoDecoder(videos["a"], ["clip_frame"])]
+    want = enc.encode(enc.preprocess(frames)).numpy()
+    np.testing.assert_allclose(store.read("a"), want.astype(np.float16).astype(np.float32), rtol=1e-3, atol=1e-3)
+    text = build_encoder("clip_text", random_weights=True, size="tiny")
+    tokens, pooled = FeatureStore(out / "clip_text.h5").read_text(5)
+    want_tok, want_pool = text.encode_texts(["a white bar moves"])[0]
+    np.testing.assert_allclose(tokens, want_tok.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(pooled, want_pool.numpy(), rtol=1e-5, atol=1e-5)
+
+
+def test_cli_user_errors_are_one_line(tmp_path, videos, capsys):
+    from mrhd.cli import main
+
+    for argv, msg in ((["--encoders", "nope"], "unknown encoder"), (["--shard", "2/2"], "--shard"),
+                      (["--encoder-size", "tiny"], "--random-weights"), (["--device", "tpu"], "cpu or cuda"),
+                      (["--weights", "clip"], "STREAM=ID|PATH")):
+        assert main(["extract", str(videos["a"]), "--out", str(tmp_path), *argv]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and msg in err, err
+
+
+_KILLABLE = """
+import sys, time
+import numpy as np
+import mrhd.extract.jobs as jobs
+from mrhd.extract.jobs import ExtractJob
+from mrhd.extract.sources import expand_inputs
+from tests.helpers.extract_encoders import StatsEncoder
+
+class Slow(StatsEncoder):
+    def encode(self, batch):
+        time.sleep(0.15)
+        return super().encode(batch)
+
+jobs.COMMIT_EVERY_S = 0.0
+job = ExtractJob([Slow("clip", "clip_frame"), Slow("slowfast", "slowfast_clip")], sys.argv[1],
+                 batch_size=2, num_workers=0, progress=False, chunk=1)
+undo = jobs.install_sigterm()
+try:
+    s = job.run_videos(expand_inputs([sys.argv[2]]).sources)
+except KeyboardInterrupt:
+    print("interrupted", flush=True)
+    sys.exit(130)
+print("stored", s.stored, flush=True)
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM])
+def test_killed_job_reruns_to_completion(tmp_path, sig):
+    src = tmp_path / "in"
+    for i in range(6):
+        write_video(src / f"v{i}.mp4", duration=4.0 + i % 2, fps=15, width=48, height=32, audio=False)
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-c", _KILLABLE, str(out), str(src)], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    parts = out / ".clip.parts"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:  # wait until at least one video is stored, then strike
+        if (out / "clip.h5").exists() and (list(parts.glob("*.h5")) or _n_stored(out) > 0):
+            break
+        time.sleep(0.05)
+    time.sleep(0.2)
+    proc.send_signal(sig)
+    stdout, _ = proc.communicate(timeout=60)
+    if sig == signal.SIGTERM:
+        assert proc.returncode == 130 and "interrupted" in stdout
+    else:
+        assert proc.returncode == -signal.SIGKILL
+    # re-run to completion; every video present exactly once and equal to a direct computation
+    job = ExtractJob([StatsEncoder("clip", "clip_frame"), StatsEncoder("slowfast", "slowfast_clip")], out,
+                     num_workers=0, progress=False)
+    summary = job.run_videos(expand_inputs([str(src)]).sources)
+    assert summary.stored + summary.skipped == 6 and summary.skipped >= 1 and not summary.failures
+    for stream, kind in (("clip", "clip_frame"), ("slowfast", "slowfast_clip")):
+        store = FeatureStore(store_path(out, stream))
+        assert store.video_ids() == [f"v{i}" for i in range(6)]
+        for i in range(6):
+            want = np.stack([clip_statistics(x) for _, _, x in VideoDecoder(src / f"v{i}.mp4", [kind])])
+            np.testing.assert_allclose(store.read(f"v{i}"), want, rtol=1e-5, atol=1e-5)
+    assert not list(parts.glob("*.h5"))
+
+
+def _n_stored(out: Path) -> int:
+    try:
+        return len(FeatureStore(out / "clip.h5").video_ids())
+    except Exception:  # noqa: BLE001  (the writer may hold the file)
+        return 0

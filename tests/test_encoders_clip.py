@@ -116,9 +116,17 @@ def test_info_and_recipe():
         build_encoder("clip", random_weights=True, size="huge")
 
 
+@pytest.mark.slow
 def test_full_random_is_vit_b32():
+    import open_clip
+
     enc = build_encoder("clip", random_weights=True)
     assert enc.dim == 512 and enc.info.recipe["arch"]["name"] == "ViT-B-32"
+    torch.manual_seed(0)
+    reference = open_clip.create_model("ViT-B-32", pretrained=None).state_dict()
+    ours = enc.model.state_dict()
+    assert set(ours) == set(reference)
+    assert all(torch.equal(ours[k], reference[k]) for k in reference)
     frames = np.zeros((1, 224, 224, 3), np.uint8)
     assert enc.encode(enc.preprocess(frames)).shape == (1, 512)
     text = clip_mod.ClipTextEncoder(enc.model, clip_mod.ClipConfig(), "random")

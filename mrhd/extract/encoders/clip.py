@@ -66,13 +66,11 @@ def _create_open_clip(cfg: ClipConfig):
 
 
 def _random_model(size: str):
-    """Fixed-seed random weights, no file and no download."""
-    torch.manual_seed(0)
-    if size == "full":
-        import open_clip
-
-        return open_clip.create_model("ViT-B-32", pretrained=None), ClipConfig()
+    """Fixed-seed random weights, no file and no download. For ``full`` this builds exactly what
+    ``open_clip.create_model('ViT-B-32', pretrained=None)`` builds (ViT-B-32.json, GELU), without
+    its "no pretrained weights" warning on every --random-weights run."""
     cfg = clip_config(size)
+    torch.manual_seed(0)
     return _create_open_clip(cfg), cfg
 
 

@@ -1,0 +1,131 @@
+"""Decoding on generated videos: geometry of the 224 crop, the streams' shapes and counts, audio
+chunks, clear errors for bad files, and flat memory on a long video (generators, no whole video)."""
+
+from __future__ import annotations
+
+import tracemalloc
+from fractions import Fraction
+
+import av
+import numpy as np
+import pytest
+
+from mrhd.extract import sampling
+from mrhd.extract.audio import NoAudioError, iter_audio_chunks
+from mrhd.extract.decode import DecodeError, VideoDecoder, iter_fps_frames, probe, to_rgb
+from tests.helpers.videos import write_audio_only, write_broken, write_video
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory):
+    d = tmp_path_factory.mktemp("media")
+    return {
+        "landscape": write_video(d / "landscape.mp4", duration=5.0, fps=25, width=160, height=90),
+        "portrait": write_video(d / "portrait.mp4", duration=2.6, fps=30, width=90, height=160, audio=False),
+        "mono48k": write_video(d / "mono48k.mp4", duration=4.5, fps=10, width=64, height=48,
+                               sample_rate=48000, audio_channels=1),
+        "dir": d,
+    }
+
+
+def test_scale_and_centre_crop_match_a_manual_swscale(media):
+    with av.open(str(media["landscape"])) as c:
+        frame = next(c.decode(video=0))
+        # 160x90 -> short side 224: int(160 * 224 / 90) = 398 wide, crop x = int((398 - 224) / 2) = 87
+        full = frame.reformat(width=398, height=224, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        np.testing.assert_array_equal(to_rgb(frame), full[:, 87: 87 + 224])
+        assert to_rgb(frame, None).shape == (90, 160, 3)
+    with av.open(str(media["portrait"])) as c:
+        frame = next(c.decode(video=0))
+        full = frame.reformat(width=224, height=398, format="rgb24", interpolation="BICUBIC").to_ndarray()
+        np.testing.assert_array_equal(to_rgb(frame), full[87: 87 + 224])
+
+
+def test_streams_shapes_and_counts(media):
+    dec = VideoDecoder(media["landscape"], ["clip_frame", "slowfast_clip", "window_frames"])
+    out: dict[str, list] = {}
+    for kind, index, array in dec:
+        assert array.dtype == np.uint8
+        out.setdefault(kind, []).append((index, array.shape))
+    assert [i for i, _ in out["clip_frame"]] == [0, 1, 2]  # round(5 / 2) with the >= 1 s rule
+    assert {s for _, s in out["clip_frame"]} == {(224, 224, 3)}
+    assert [i for i, _ in out["slowfast_clip"]] == [0, 1, 2]  # ceil(5 / 2)
+    assert {s for _, s in out["slowfast_clip"]} == {(32, 224, 224, 3)}
+    # 25 fps: every native frame in [2k, 2k+2) -> 50, 50, 25
+    assert [s[0] for _, s in out["window_frames"]] == [50, 50, 25]
+    assert dec.t_end == Fraction(5)
+    # the 30-fps positions of the last (padded) SlowFast clip end on the last frame
+    assert dec.positions["slowfast_clip"][-1][-1] == 124
+    # one pass serves several streams with the frames each would get alone
+    alone = [a for _, _, a in VideoDecoder(media["landscape"], ["clip_frame"])]
+    together = [a for k, _, a in VideoDecoder(media["landscape"], ["clip_frame", "window_frames"])
+                if k == "clip_frame"]
+    assert all(np.array_equal(x, y) for x, y in zip(alone, together))
+
+
+def test_short_video_rule_and_portrait(media):
+    dec = VideoDecoder(media["portrait"], ["clip_frame", "slowfast_clip"])
+    got = list(dec)
+    assert dec.info.stream_duration == pytest.approx(2.6, abs=0.01)
+    assert sum(k == "clip_frame" for k, _, _ in got) == 1  # 2.6 s >= 2.1: fps 0.5, one tick
+    assert sum(k == "slowfast_clip" for k, _, _ in got) == 2
+    ticks = list(iter_fps_frames(media["portrait"], 30))
+    assert len(ticks) == 78 and [p for _, p, _ in ticks] == list(range(78))
+
+
+def test_audio_chunks_are_mono_32k_and_floor_d_over_2(media):
+    chunks = list(iter_audio_chunks(media["landscape"]))  # 5 s stereo 44.1 kHz
+    assert [i for i, _ in chunks] == [0, 1]
+    assert all(c.shape == (64000,) and c.dtype == np.float32 for _, c in chunks)
+    # the tone's amplitude survives resampling (0.3 peak in the generator)
+    assert 0.25 < np.abs(chunks[0][1]).max() < 0.35
+    # pitch check (a wrong rate would shift it by 44.1/32): the generator's phase is
+    # 2 pi 440 (1 + t/5) t, i.e. 440 (1 + 2t/5) Hz, about 449 Hz over the first 0.1 s
+    x = chunks[0][1][:3200] * np.hanning(3200)
+    freq = np.argmax(np.abs(np.fft.rfft(x, 32000))) * sampling.AUDIO_RATE / 32000
+    assert 440 <= freq <= 460
+    assert len(list(iter_audio_chunks(media["mono48k"]))) == 2
+
+
+def test_no_audio_is_reported_for_the_audio_stream_only(media):
+    with pytest.raises(NoAudioError, match="no audio track"):
+        list(iter_audio_chunks(media["portrait"]))
+    assert len(list(VideoDecoder(media["portrait"], ["clip_frame"]))) == 1
+
+
+@pytest.mark.parametrize("kind, message", [("empty", "empty file"), ("text", "not a readable video"),
+                                           ("garbage", "not a readable video"),
+                                           ("truncated", "not a readable video|no decodable")])
+def test_bad_files_raise_one_line_errors(media, tmp_path, kind, message):
+    bad = write_broken(tmp_path / f"{kind}.mp4", kind, source=media["landscape"])
+    with pytest.raises(DecodeError, match=message) as err:
+        list(VideoDecoder(bad, ["clip_frame"]))
+    assert "\n" not in str(err.value) and str(bad) in str(err.value)
+
+
+def test_missing_and_audio_only(tmp_path):
+    with pytest.raises(DecodeError, match="file not found"):
+        probe(tmp_path / "nope.mp4")
+    song = write_audio_only(tmp_path / "song.m4a", duration=4.2)
+    with pytest.raises(DecodeError, match="no video stream"):
+        probe(song)
+    assert len(list(iter_audio_chunks(song))) == 2
+
+
+@pytest.mark.slow
+def test_long_video_streams_with_flat_memory(tmp_path):
+    """60 s: the SlowFast stream alone would be 30 clips x 4.8 MB = 144 MB if held; the generators hold one
+    clip (plus the decoder's own frames, which tracemalloc does not see)."""
+    path = write_video(tmp_path / "long.mp4", duration=60, fps=5, width=32, height=24, audio=True,
+                       sample_rate=8000)
+    tracemalloc.start()
+    try:
+        n = {"slowfast_clip": 0, "window_frames": 0, "clip_frame": 0}
+        for kind, _, _ in VideoDecoder(path, list(n)):
+            n[kind] += 1
+        n_audio = sum(1 for _ in iter_audio_chunks(path))
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert n == {"slowfast_clip": 30, "window_frames": 30, "clip_frame": 30} and n_audio == 30
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB"

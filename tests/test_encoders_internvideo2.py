@@ -89,17 +89,27 @@ def test_random_tiny_video_shapes_and_info(weights):
     torch.testing.assert_close(again.encode(again.preprocess(_windows([60, 48, 3]))), feats)
 
 
-def test_random_tiny_text_shapes_and_clip_text_refused():
+@pytest.mark.slow
+def test_random_tiny_text_shapes():
     text = build_encoder("internvideo2_text", random_weights=True, size="tiny")
     cfg = variant_config(STAGE2, "tiny")
     assert (text.info.stream, text.info.dim) == ("internvideo2_text", cfg.text.hidden_size)
     out = text.encode_texts(["a man", "dog"])
     assert [tuple(t.shape) for t, _ in out] == [(6, cfg.text.hidden_size), (5, cfg.text.hidden_size)]
-    assert all(torch.equal(tokens[0], pooled) for tokens, pooled in out)
-    with pytest.raises(MrhdError, match="LLaMA"):
-        build_encoder("internvideo2_text", weights="internvideo2-clip-6b", random_weights=True, size="tiny")
+    assert all(torch.equal(tokens[0], pooled) for tokens, pooled in out)     # BERT: pooled = [CLS]
     with pytest.raises(MrhdError, match="empty"):
         text.encode_texts([" "])
+
+    llama = build_encoder("internvideo2_text", weights="internvideo2-clip-6b", random_weights=True, size="tiny")
+    cfg = variant_config(CLIP6B, "tiny")
+    assert llama.info.dim == cfg.text.hidden_size and "summarize:" in llama.info.recipe["tokenizer"]
+    ids = llama.tokenize(["a man"])[0]          # byte stand-in tokenizer: BOS, "summarize:a man", EOS
+    assert ids == [1] + [3 + b for b in b"summarize:a man"] + [2]
+    long_ids = llama.tokenize(["word " * 100])[0]
+    assert len(long_ids) == cfg.text.max_length and long_ids[0] == 1 and long_ids[-1] == 2
+    out = llama.encode_texts(["a man", "dog"])
+    assert [tuple(t.shape) for t, _ in out] == [(17, cfg.text.hidden_size), (15, cfg.text.hidden_size)]
+    assert all(torch.equal(tokens[-1], pooled) for tokens, pooled in out)    # LLaMA: pooled = EOS
 
 
 def test_full_size_key_names_and_shapes():
@@ -122,7 +132,10 @@ def test_full_size_key_names_and_shapes():
     assert shapes["vision_proj.weight"] == (512, 768) and shapes["text_proj.weight"] == (512, 1024)
     assert tuple(clip["vision_encoder.blocks.47.mlp.fc2.weight"].shape) == (3200, 12800)
     assert tuple(clip["vision_encoder.pos_embed"].shape) == (1, 1 + 8 * 256, 3200)
-    assert not any(k.startswith(("text_encoder.", "vision_encoder.clip_decoder")) for k in clip)
+    assert not any(k.startswith(("text_encoder.bert", "vision_encoder.clip_decoder")) for k in clip)
+    assert tuple(clip["text_encoder.text_projection"].shape) == (4096, 768)
+    assert tuple(clip["text_encoder.transformer.layers.31.mlp.gate_proj.weight"].shape) == (11008, 4096)
+    assert tuple(clip["text_encoder.transformer.embed_tokens.weight"].shape) == (49954, 4096)
 
 
 # --- checkpoints with the released key names -----------------------------------------------------
@@ -202,6 +215,7 @@ def reference_text(sd: dict, cfg, ids: list[int]) -> torch.Tensor:
     return x[0]
 
 
+@pytest.mark.slow
 def test_stage2_checkpoint_loads_strictly_and_matches_reference(tmp_path):
     model = _randomised(STAGE2, seed=3)
     cfg = model.cfg
@@ -251,19 +265,68 @@ def test_f4_position_table_is_resampled_to_8_frames(tmp_path):
     torch.testing.assert_close(table[:, :1], state["vision_encoder.pos_embed"][:, :1])
 
 
-def test_clip_checkpoint_video_only(tmp_path):
+def _peft_layout(state: dict, seed: int, base_layer: bool) -> tuple[dict, dict]:
+    """The LLaMA tower's q/v projections as peft LoRA (r=16, alpha=32) leaves them, and the merged
+    weights they stand for."""
+    gen = torch.Generator().manual_seed(seed)
+    out, merged = {}, {}
+    for key, value in state.items():
+        if key.startswith("text_encoder.transformer.") and key.endswith(("q_proj.weight", "v_proj.weight")):
+            base = key[: -len(".weight")]
+            a = torch.randn(16, value.shape[1], generator=gen) * 0.1
+            b = torch.randn(value.shape[0], 16, generator=gen) * 0.1
+            out[base + (".base_layer.weight" if base_layer else ".weight")] = value
+            out[base + ".lora_A.default.weight"], out[base + ".lora_B.default.weight"] = a, b
+            merged[key] = value + 2.0 * b @ a
+        else:
+            out[key] = value
+    return out, merged
+
+
+@pytest.mark.parametrize("base_layer", [True, False])
+def test_clip_checkpoint_video_and_llama_text(tmp_path, base_layer):
+    from tokenizers import Tokenizer, models, pre_tokenizers
+
     model = _randomised(CLIP6B, seed=6)
-    state = dict(model.state_dict())
-    state["text_encoder.text_projection"] = torch.randn(8, 48)            # LLaMA tower: known, unused
-    state["text_encoder.transformer.norm.weight"] = torch.randn(8)
+    state, merged = _peft_layout(dict(model.state_dict()), seed=7, base_layer=base_layer)
+    state["text_encoder.transformer.layers.0.self_attn.rotary_emb.inv_freq"] = torch.ones(8)   # old transformers
     path = _write(state, tmp_path / "InternVideo2_CLIP_6B.pth", wrapper=None)
+    words = ["<unk>", "<s>", "</s>", "summarize", ":", "a", "man", "cooks", "pizza"]
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.save(str(tmp_path / "tokenizer.json"))
+
     video = build_encoder("internvideo2", weights=str(path), size="tiny")
     pixels = video.preprocess(_windows([40], seed=7))
     with torch.no_grad():
         expected = reference_video(state, model.cfg, pixels)
     torch.testing.assert_close(video.encode(pixels), expected, atol=1e-5, rtol=1e-5)
-    with pytest.raises(MrhdError, match="LLaMA"):
-        build_encoder("internvideo2_text", weights=str(path), size="tiny")
+
+    text = build_encoder("internvideo2_text", weights=str(path), size="tiny")
+    ids = text.tokenize(["a man cooks pizza", "a dog"])
+    assert ids[0] == [1, 3, 4, 5, 6, 7, 8, 2] and ids[1] == [1, 3, 4, 5, 0, 2]   # BOS summarize : ... EOS
+    from transformers import LlamaModel
+
+    from mrhd.extract.encoders.internvideo2.text_llama import hf_config
+
+    reference = LlamaModel(hf_config(model.cfg.text)).eval()
+    prefix = "text_encoder.transformer."
+    own = {k[len(prefix):]: merged.get(k, v) for k, v in model.state_dict().items() if k.startswith(prefix)}
+    reference.load_state_dict(own, strict=True)
+    out = text.encode_texts(["a man cooks pizza", "a dog"])
+    for (tokens, pooled), seq in zip(out, ids):
+        with torch.no_grad():
+            ref = reference(input_ids=torch.tensor([seq])).last_hidden_state[0]
+        torch.testing.assert_close(tokens, ref, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pooled, ref[-1], atol=1e-5, rtol=1e-5)
+    clip_embed = text.model.text_encoder.embed(tokens[None], torch.ones(1, len(ids[1]), dtype=torch.long))
+    torch.testing.assert_close(clip_embed[0], ref[-1] @ state["text_encoder.text_projection"])
+
+    vision_only = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
+    only = build_encoder("internvideo2", weights=str(_write(vision_only, tmp_path / "v.pth")), size="tiny")
+    torch.testing.assert_close(only.encode(pixels), expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(MrhdError, match="missing"):
+        build_encoder("internvideo2_text", weights=str(tmp_path / "v.pth"), size="tiny")
 
 
 def test_mismatched_checkpoints_are_refused(tmp_path):

@@ -66,10 +66,24 @@ class BertConfig:
 
 
 @dataclass
+class LlamaTextConfig:
+    """The CLIP text tower: LLaMA-7B as InternVL-C ships it (chinese_alpaca_lora_7b sizes)."""
+
+    vocab_size: int = 49954
+    hidden_size: int = 4096
+    num_layers: int = 32
+    num_heads: int = 32
+    intermediate_size: int = 11008
+    rms_norm_eps: float = 1e-6
+    max_position_embeddings: int = 2048
+    max_length: int = 80              # internvideo2_clip_text.py Tokenizer: max_length=80
+
+
+@dataclass
 class InternVideo2Config:
     variant: str
     vision: VisionConfig
-    text: BertConfig | None = None    # None: the text tower is not implemented for this variant
+    text: BertConfig | LlamaTextConfig | None = None
     embed_dim: int = 512              # stage-2 vision_proj / text_proj width
     heads: tuple[str, ...] = field(default_factory=tuple)   # extra top-level keys of the checkpoint
 
@@ -93,8 +107,11 @@ def variant_config(variant: str, size: str = "full") -> InternVideo2Config:
     if variant == CLIP6B:
         if size == "full":
             vision = VisionConfig(embed_dim=3200, depth=48, num_heads=25, mlp_hidden=12800, init_values=0.1)
+            text = LlamaTextConfig()
         else:
             vision = VisionConfig(embed_dim=64, depth=2, num_heads=4, mlp_hidden=128, patch_size=32,
                                   attn_pool_heads=4, clip_embed_dim=48, init_values=0.1)
-        return InternVideo2Config(CLIP6B, vision, None, heads=("temp",))
+            text = LlamaTextConfig(vocab_size=320, hidden_size=64, num_layers=2, num_heads=4, intermediate_size=128,
+                                   max_position_embeddings=128)
+        return InternVideo2Config(CLIP6B, vision, text, heads=("temp",))
     raise MrhdError(f"unknown InternVideo2 variant {variant!r}; use {STAGE2!r} or {CLIP6B!r}")

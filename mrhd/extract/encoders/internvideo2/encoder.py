@@ -13,11 +13,18 @@ from mrhd.extract.encoders.internvideo2 import checkpoint as ckpt_io
 from mrhd.extract.encoders.internvideo2.config import CLIP6B, STAGE2, InternVideo2Config, variant_config
 from mrhd.extract.encoders.internvideo2.frames import IMAGENET_MEAN, IMAGENET_STD, to_model_input
 from mrhd.extract.encoders.internvideo2.model import build
-from mrhd.extract.encoders.internvideo2.tokenizer import bert_tokenizer
+from mrhd.extract.encoders.internvideo2.text_llama import PREFIX
+from mrhd.extract.encoders.internvideo2.tokenizer import bert_tokenizer, llama_tokenizer
 
 DEFAULT_WEIGHTS = "internvideo2-1b-stage2"
 VARIANT_OF_ID = {"internvideo2-1b-stage2": STAGE2, "internvideo2-clip-6b": CLIP6B}
 SEED = 0   # --random-weights
+
+
+def _place(model, device: torch.device, cuda_dtype: torch.dtype | None):
+    """fp32 on CPU; on CUDA the authors' precision (bf16 for the CLIP configs, fp32 for stage 2)."""
+    dtype = cuda_dtype if device.type == "cuda" and cuda_dtype is not None else torch.float32
+    return model.eval().to(device=device, dtype=dtype)
 
 
 class InternVideo2VideoEncoder(VideoEncoder):
@@ -29,7 +36,7 @@ class InternVideo2VideoEncoder(VideoEncoder):
 
     def __init__(self, model, info: EncoderInfo, device="cpu"):
         super().__init__(info, device)
-        self.model = model.eval().to(self.device)
+        self.model = _place(model, self.device, torch.bfloat16)
         self.num_frames = model.cfg.vision.num_frames
         self.size = model.cfg.vision.img_size
         # picklable: the job runner's decode workers run it, so only 8 frames per window travel
@@ -45,13 +52,17 @@ class InternVideo2VideoEncoder(VideoEncoder):
 
 
 class InternVideo2TextEncoder(TextEncoder):
-    """Stage-2 BERT text mode: ``[L, 1024]`` tokens ([CLS] ... [SEP]) and the [CLS] row."""
+    """Per-token last hidden states of the variant's text tower and one pooled row.
+
+    Stage 2 (BERT): ``[L, 1024]`` for [CLS] ... [SEP], pooled = [CLS]. CLIP (LLaMA): ``[L, 4096]``
+    for BOS, "summarize:" + query, EOS; pooled = the EOS row."""
 
     store_dtype = "float32"
 
     def __init__(self, model, tokenizer, info: EncoderInfo, device="cpu"):
         super().__init__(info, device)
-        self.model = model.eval().to(self.device)
+        self.llama = model.cfg.variant == CLIP6B
+        self.model = _place(model, self.device, torch.bfloat16 if self.llama else None)
         self.tokenizer = tokenizer
         self.max_length = model.cfg.text.max_length
 
@@ -59,8 +70,13 @@ class InternVideo2TextEncoder(TextEncoder):
         for text in texts:
             if not text or not text.strip():
                 raise MrhdError("empty query text; every query needs at least one word")
-        enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
-        return [list(ids) for ids in enc["input_ids"]]
+        if not self.llama:
+            enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
+            return [list(ids) for ids in enc["input_ids"]]
+        # LlamaTokenizer(add_eos_token=True) with truncation keeps BOS and EOS around 78 tokens
+        bos, eos = self.tokenizer.bos_token_id, self.tokenizer.eos_token_id
+        return [[bos] + self.tokenizer.encode(PREFIX + text, add_special_tokens=False)[: self.max_length - 2] + [eos]
+                for text in texts]
 
     @torch.no_grad()
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
@@ -75,7 +91,9 @@ class InternVideo2TextEncoder(TextEncoder):
             mask[row, :len(seq)] = 1
         with torch.autocast(device_type=self.device.type, enabled=False):
             states = self.model.text_encoder(input_ids.to(self.device), mask.to(self.device)).float().cpu()
-        return [(states[row, :len(seq)].clone(), states[row, 0].clone()) for row, seq in enumerate(ids)]
+        pooled_at = [len(seq) - 1 if self.llama else 0 for seq in ids]
+        return [(states[row, :len(seq)].clone(), states[row, pooled_at[row]].clone())
+                for row, seq in enumerate(ids)]
 
 
 def _resolve(ref: str) -> Path:
@@ -98,9 +116,9 @@ def _model(weights: str | None, random_weights: bool, size: str, parts: tuple[st
         torch.manual_seed(SEED)
         return build(cfg, parts), "random", None
     path = _resolve(ref)
-    state = ckpt_io.read_state_dict(path)
-    cfg = variant_config(ckpt_io.detect_variant(state), size)
-    model = build(cfg, parts)
+    cfg, state = ckpt_io.config_for(ckpt_io.read_state_dict(path), size)
+    with torch.device("meta"):   # tensors are assigned from the file: no second full-size copy
+        model = build(cfg, parts)
     ckpt_io.load_into(model, state, source=str(path))
     return model, path.name if Path(ref).expanduser().exists() else ref, path.parent
 
@@ -115,11 +133,18 @@ def video_recipe(cfg: InternVideo2Config, size: str) -> dict:
         "resize": [v.img_size, v.img_size], "interpolation": "bicubic", "scale": 1 / 255,
         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
         "layer": "vision_encoder.clip_projector (attention pooling) output, before vision_proj, unnormalised",
-        "pos_embed_frames": v.t_size, "precision": "bf16 autocast on cuda",
+        "pos_embed_frames": v.t_size, "precision": "bf16 on cuda",
     }
 
 
 def text_recipe(cfg: InternVideo2Config, size: str) -> dict:
+    if cfg.variant == CLIP6B:
+        return {
+            "model": "InternVideo2-CLIP LLaMA-7B text tower (InternVL, LoRA merged)", "size": size,
+            "tokenizer": f"LLaMA sentencepiece: BOS + {PREFIX!r} + query + EOS", "max_length": cfg.text.max_length,
+            "tokens": "transformer.last_hidden_state of every token incl. BOS, prefix and EOS",
+            "pooled": "EOS row, before text_projection", "precision": "bf16 on cuda",
+        }
     return {
         "model": f"InternVideo2 {cfg.variant} BERT text encoder, mode='text'", "size": size,
         "tokenizer": "bert-large-uncased WordPiece, [CLS] ... [SEP], no prefix",
@@ -138,14 +163,9 @@ def build_video(*, device="cpu", weights=None, random_weights=False, size="full"
 
 
 def build_text(*, device="cpu", weights=None, random_weights=False, size="full") -> InternVideo2TextEncoder:
-    ref = weights or DEFAULT_WEIGHTS
-    if VARIANT_OF_ID.get(ref) == CLIP6B:
-        raise MrhdError("the InternVideo2-CLIP-6B text tower (LLaMA-7B) is not available in mrhd; "
-                        f"encode queries with {DEFAULT_WEIGHTS} (BERT-large) instead")
     model, name, folder = _model(weights, random_weights, size, parts=("text",))
-    if model.cfg.text is None:
-        raise MrhdError(f"{ref} is an InternVideo2-CLIP checkpoint whose LLaMA text tower mrhd does not "
-                        f"implement; encode queries with {DEFAULT_WEIGHTS} instead")
+    llama = model.cfg.variant == CLIP6B
+    tokenizer = llama_tokenizer(folder, model.cfg.text.vocab_size) if llama else bert_tokenizer(folder)
     info = EncoderInfo(stream="internvideo2_text", dim=model.cfg.text.hidden_size, weights=name,
                        recipe=text_recipe(model.cfg, size))
-    return InternVideo2TextEncoder(model, bert_tokenizer(folder), info, device)
+    return InternVideo2TextEncoder(model, tokenizer, info, device)

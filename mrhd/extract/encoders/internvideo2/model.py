@@ -3,7 +3,7 @@
 Stage 2 (``internvideo2_stage2_visual.py InternVideo2_Stage2_visual``): ``vision_encoder``,
 ``text_encoder`` (xbert ``BertForMaskedLM``), ``vision_proj`` / ``text_proj`` (-> 512), ``itm_head``,
 ``temp``. CLIP (``internvideo2_clip.py InternVideo2_CLIP``): ``vision_encoder``, ``text_encoder``
-(LLaMA, not built here) and ``temp``. Either tower can be left out (``parts``) so the video stream
+(LLaMA + ``text_projection``) and ``temp``. Either tower can be left out (``parts``) so the video stream
 does not hold BERT-large and the text stream does not hold the 1B ViT.
 """
 
@@ -14,6 +14,7 @@ from torch import nn
 
 from mrhd.extract.encoders.internvideo2.config import STAGE2, InternVideo2Config
 from mrhd.extract.encoders.internvideo2.text_bert import BertTextEncoder
+from mrhd.extract.encoders.internvideo2.text_llama import LlamaTextEncoder
 from mrhd.extract.encoders.internvideo2.vision import InternVideo2Vision
 
 
@@ -23,8 +24,9 @@ class InternVideo2Model(nn.Module):
         self.cfg = cfg
         if "vision" in parts:
             self.vision_encoder = InternVideo2Vision(cfg.vision)
-        if "text" in parts and cfg.text is not None:
-            self.text_encoder = BertTextEncoder(cfg.text)
+        if "text" in parts:
+            self.text_encoder = (BertTextEncoder(cfg.text) if cfg.variant == STAGE2
+                                 else LlamaTextEncoder(cfg.text, cfg.vision.clip_embed_dim))
         if cfg.variant == STAGE2:
             self.vision_proj = nn.Linear(cfg.vision.clip_embed_dim, cfg.embed_dim)
             self.text_proj = nn.Linear(cfg.text.hidden_size, cfg.embed_dim)

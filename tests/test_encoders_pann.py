@@ -118,7 +118,10 @@ def _randomised_tiny(seed: int) -> pann.Cnn14:
 def test_checkpoint_round_trip(tmp_path):
     source = _randomised_tiny(3)
     path = tmp_path / "Cnn14_mAP=0.431.pth"
-    torch.save({"model": source.state_dict(), "iteration": 100}, path)
+    # as audioset_tagging_cnn main.py saves it: iteration, model, and the sampler's numpy state
+    sampler = {"indexes_per_class": [np.arange(5), np.arange(3, dtype=np.int32)], "queue": [3, 1],
+               "pointers_of_classes": [0, 2]}
+    torch.save({"iteration": 100, "model": source.state_dict(), "sampler": sampler}, path)
     cfg = pann.cnn14_config("tiny")
     sd = pann.load_cnn14_state_dict(path, cfg)
     loaded = pann.Cnn14(cfg)
@@ -149,6 +152,14 @@ def test_bad_checkpoints_are_user_errors(tmp_path):
         torch.save(obj, tmp_path / name)
         with pytest.raises(MrhdError):
             pann.load_cnn14_state_dict(tmp_path / name, cfg)
+
+    class Exploit:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    torch.save({"model": sd, "sampler": Exploit()}, tmp_path / "evil.pth")
+    with pytest.raises(MrhdError):
+        pann.load_cnn14_state_dict(tmp_path / "evil.pth", cfg)
     (tmp_path / "junk.pth").write_bytes(b"junk")
     with pytest.raises(MrhdError):
         build_encoder("pann", weights=str(tmp_path / "junk.pth"))

@@ -200,13 +200,31 @@ class Cnn14(nn.Module):
         return torch.sigmoid(self.fc_audioset(emb)), emb
 
 
+def _numpy_globals() -> list:
+    """What the PANNs training checkpoints pickle besides tensors: the sampler state
+    (audioset_tagging_cnn pytorch/main.py saves ``'sampler': train_sampler.state_dict()``, lists of
+    numpy index arrays). Numpy arrays rebuild from data; no other object is admitted. Files written
+    with numpy 1.x name the same functions ``numpy.core.*``."""
+    try:
+        from numpy._core import multiarray  # numpy >= 2
+    except ImportError:
+        from numpy.core import multiarray
+
+    dtypes = [type(np.dtype(t)) for t in ("bool", "int8", "int16", "int32", "int64", "uint8", "float32", "float64")]
+    return [np.ndarray, np.dtype, multiarray._reconstruct, multiarray.scalar, *dtypes,
+            (multiarray._reconstruct, "numpy.core.multiarray._reconstruct"),
+            (multiarray.scalar, "numpy.core.multiarray.scalar")]
+
+
 def load_cnn14_state_dict(path: Path, cfg: Cnn14Config) -> dict:
     """``{'model': state_dict}`` (the release) or a bare state dict; strict names and shapes
     (BatchNorm's ``num_batches_tracked`` counters are optional: eval mode never reads them)."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(_numpy_globals()):
+            obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise MrhdError(f"cannot read {path} ({err.__class__.__name__}); give PANNs' "
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise MrhdError(f"cannot read {path} ({err.__class__.__name__}: {first}); give PANNs' "
                         "Cnn14_mAP=0.431.pth") from err
     sd = obj.get("model", obj) if isinstance(obj, dict) else None
     if not isinstance(sd, dict):

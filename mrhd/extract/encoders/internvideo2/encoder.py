@@ -31,12 +31,14 @@ class InternVideo2VideoEncoder(VideoEncoder):
     """A 2-s window's frames -> 8 picked frames -> the attention-pooled vector (768)."""
 
     input_kind = "window_frames"
-    autocast_dtype = torch.bfloat16   # the authors evaluate in bf16 (use_bf16=True in their configs)
+    autocast_dtype = torch.bfloat16   # CLIP: the authors evaluate in bf16 (use_bf16=True in its configs)
     store_dtype = "float32"
 
     def __init__(self, model, info: EncoderInfo, device="cpu"):
         super().__init__(info, device)
-        self.model = _place(model, self.device, torch.bfloat16)
+        if model.cfg.variant == STAGE2:   # the stage-2 demo config runs fp32 (use_half_precision=False)
+            self.autocast_dtype = None
+        self.model = _place(model, self.device, self.autocast_dtype)
         self.num_frames = model.cfg.vision.num_frames
         self.size = model.cfg.vision.img_size
         # picklable: the job runner's decode workers run it, so only 8 frames per window travel
@@ -133,7 +135,7 @@ def video_recipe(cfg: InternVideo2Config, size: str) -> dict:
         "resize": [v.img_size, v.img_size], "interpolation": "bicubic", "scale": 1 / 255,
         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
         "layer": "vision_encoder.clip_projector (attention pooling) output, before vision_proj, unnormalised",
-        "pos_embed_frames": v.t_size, "precision": "bf16 on cuda",
+        "pos_embed_frames": v.t_size, "precision": "bf16 on cuda" if cfg.variant == CLIP6B else "fp32",
     }
 
 

@@ -18,6 +18,15 @@ stage 2 and has no text feed-forward. We load the video side with ``Blip2VisionM
 ``Blip2TextModelWithProjection`` (``embeddings.*``, ``qformer.*``): both read that checkpoint and each
 ignores the other's keys; a missing key is an error (a wrong checkpoint must not run half-random).
 
+Weights (``--weights blip2=...``): a folder in the Hugging Face format (``save_pretrained`` of
+blip2-itm-vit-g: config.json, weights, vocab.txt), or LAVIS' own ``blip2_pretrained.pth`` (the
+registry id ``blip2-pretrain`` downloads it), converted on load with the key map of transformers'
+``convert_blip_2_original_to_pytorch.py``; LAVIS keeps the frozen EVA ViT-g in ``eva_vit_g.pth``,
+which must then sit beside it (unless the .pth has ``visual_encoder.*``), as must bert-base-uncased's
+``vocab.txt`` for the text stream. Sizes of a LAVIS file are read off its tensors (head counts by
+LAVIS' rules: EVA ``dim // 88``, BERT 64-wide heads). ``--random-weights`` text uses a synthetic
+character vocabulary (no tokenizer download).
+
 Differences from LAVIS, all numerically neutral:
 - LAVIS' EVA ViT has no final norm; it applies ``ln_vision`` to the ViT output. The conversion maps
   ``ln_vision`` to ``vision_model.post_layernorm``, so ``vision_model(...).last_hidden_state`` is

@@ -16,12 +16,13 @@ from mrhd.pipeline.windows import plan_windows
 from tests.helpers.videos import write_broken, write_video
 
 QUERIES = ["a white bar sweeps across the screen", "the colours change slowly"]
+SMALL = {"hidden_dim": 32, "nheads": 4, "dim_feedforward": 64}   # a small random grounding model
 
 
 @pytest.fixture(scope="module")
 def predictor(tmp_path_factory):
     cache = tmp_path_factory.mktemp("feature-cache")
-    return Predictor.from_pretrained("random", encoder_size="tiny", cache=cache)
+    return Predictor.from_pretrained("random", encoder_size="tiny", cache=cache, random_config=SMALL)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +72,7 @@ def test_queries_do_not_interact(predictor, video):
     assert np.allclose(alone.saliency, together.saliency, atol=1e-3)
 
 
+@pytest.mark.slow
 def test_long_video_runs_through_windows(predictor, tmp_path):
     long_video = write_video(tmp_path / "long.mp4", duration=171.0, fps=2, width=64, height=48, audio=False)
     feats = predictor.encode_video(long_video)
@@ -92,8 +94,9 @@ def test_small_window_matches_merge_rules(predictor, video, monkeypatch):
     assert all(temporal_iou(a, b) < 0.7 for i, a in enumerate(rows) for b in rows[i + 1:])
 
 
+@pytest.mark.slow
 def test_cache_reuse_does_not_decode(tmp_path, video, monkeypatch):
-    pred = Predictor.from_pretrained("random", encoder_size="tiny", cache=tmp_path / "cache")
+    pred = Predictor.from_pretrained("random", encoder_size="tiny", cache=tmp_path / "cache", random_config=SMALL)
     calls = []
     real = video_features.decode_streams
     monkeypatch.setattr(video_features, "decode_streams", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -103,7 +106,7 @@ def test_cache_reuse_does_not_decode(tmp_path, video, monkeypatch):
     second = pred.encode_video(copy)          # same content, other name: cache hit
     assert len(calls) == 1
     assert np.array_equal(first.streams["clip"], second.streams["clip"]) and second.vid == "renamed"
-    uncached = Predictor.from_pretrained("random", encoder_size="tiny", cache=False)
+    uncached = Predictor.from_pretrained("random", encoder_size="tiny", cache=False, random_config=SMALL)
     uncached.encode_video(video)
     assert len(calls) == 2
 
@@ -141,3 +144,24 @@ def test_unknown_model_and_weights():
         Predictor.from_pretrained("random", model="no_such_model", encoder_size="tiny", cache=False)
     with pytest.raises(MrhdError, match="unknown weights id"):
         Predictor.from_pretrained("no-such-checkpoint", cache=False)
+
+
+@pytest.mark.parametrize("model", ["moment_detr", "qd_detr", "tr_detr", "cg_detr", "univtg"])
+def test_every_grounding_model_predicts(predictor, video, model):
+    from mrhd.models.registry import get_spec
+    from mrhd.pipeline.predict import RANDOM, load_model
+
+    try:
+        get_spec(model)
+    except MrhdError as err:
+        pytest.skip(str(err))
+    feats = predictor.encode_video(video)
+    v_dim = sum(predictor.video_encoders[s].dim for s in predictor.profile.video) + 2
+    t_dim = sum(predictor.text_encoders[s].dim for s in predictor.profile.text)
+    loaded = load_model(RANDOM, model=model, profile="clip", video_dim=v_dim, text_dim=t_dim, random_config=SMALL)
+    assert loaded.cfg.hidden_dim == 32
+    other = Predictor(loaded, predictor.video_encoders, predictor.text_encoders, predictor.device, None)
+    preds = other.predict(feats, QUERIES)
+    assert [p.model for p in preds] == [model, model]
+    for p in preds:
+        _check(p, feats.duration, feats.n_clips)

@@ -93,9 +93,11 @@ def _load_profile(profile):
 
 
 def load_model(weights: str, *, model: str | None = None, profile: str | None = None,
-               video_dim: int | None = None, text_dim: int | None = None) -> LoadedModel:
+               video_dim: int | None = None, text_dim: int | None = None,
+               random_config: dict | None = None) -> LoadedModel:
     """The network for ``weights`` (registry id, checkpoint file, or ``random``), checked to be of
-    ``model`` (when given) and to fit its feature profile."""
+    ``model`` (when given) and to fit its feature profile. ``random_config``: config fields for a
+    random network (those the model's config does not have are ignored)."""
     from mrhd.models.registry import get_spec, make_config
     from mrhd.weights import find_entry, resolve_weights
     from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict
@@ -105,9 +107,10 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
         name = model or find_entry(default_weights_id()).model
         spec = get_spec(name)
         prof = _load_profile(profile or "clip")
-        overrides = {"v_feat_dim": video_dim or prof.video_dim, "t_feat_dim": text_dim or prof.text_dim}
+        overrides = {**(random_config or {}), "v_feat_dim": video_dim or prof.video_dim,
+                     "t_feat_dim": text_dim or prof.text_dim}
         cfg = make_config(name, None, **{k: v for k, v in overrides.items()
-                                         if k in {f for f in spec.config_cls.__dataclass_fields__}})
+                                         if k in spec.config_cls.__dataclass_fields__})
         torch.manual_seed(0)   # random weights are reproducible
         net = spec.build(cfg)
         return LoadedModel(name, cfg, net.eval(), prof, RANDOM)
@@ -142,7 +145,8 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
         state_dict = official_state_dict(ckpt)
         if spec.convert_state_dict:
             state_dict = spec.convert_state_dict(state_dict)
-        ckpt_profile = profile_from_opt(opt, default=entry.profile if entry else spec.default_profile)
+        ckpt_profile = profile_from_opt(opt, default=entry.profile if entry else spec.default_profile,
+                                        preferred=spec.default_profile)
     state_dict = {k: v for k, v in state_dict.items() if torch.is_tensor(v)}
     net = build_and_load(spec, cfg, state_dict, what=str(path))
     ckpt_profile = ckpt_profile or spec.default_profile
@@ -180,11 +184,12 @@ class Predictor:
     @classmethod
     def from_pretrained(cls, name_or_path: str | None = None, device: str | torch.device = "cpu", *,
                         model: str | None = None, profile: str | None = None, encoder_size: str = "full",
-                        cache: bool | str | Path = True) -> Predictor:
+                        cache: bool | str | Path = True, random_config: dict | None = None) -> Predictor:
         """``name_or_path``: a registry id, a checkpoint file, ``"random"`` (random weights for model
         and encoders, no download), or None for the default CLIP-only checkpoint.
         ``encoder_size="tiny"`` (random weights only) uses small encoders for tests.
-        ``cache``: True = ``$MRHD_CACHE/features``, a folder, or False."""
+        ``cache``: True = ``$MRHD_CACHE/features``, a folder, or False. ``random_config``: config
+        fields of a random network (e.g. a small ``hidden_dim`` for tests)."""
         from mrhd.extract.encoders.factory import build_encoder
         from mrhd.pipeline.profiles import load_profile
         from mrhd.weights import find_entry
@@ -211,7 +216,8 @@ class Predictor:
         if random_weights:
             v_dim = sum(video_encoders[s].dim for s in prof.video) + (2 if prof.tef else 0)
             t_dim = sum(text_encoders[s].dim for s in prof.text)
-            loaded = load_model(RANDOM, model=model, profile=prof.name, video_dim=v_dim, text_dim=t_dim)
+            loaded = load_model(RANDOM, model=model, profile=prof.name, video_dim=v_dim, text_dim=t_dim,
+                                random_config=random_config)
             if prof.audio:
                 raise MrhdError("random weights with an audio profile are not supported; use a video profile")
         feature_cache = None
@@ -265,7 +271,7 @@ class Predictor:
         unlimited = self.profile.replace(max_v_l=None)   # the window already has the right length
         return unlimited.assemble_clips(arrays)
 
-    def _forward(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> dict:
+    def _forward(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> list[dict]:
         def pad(arrs):
             n = max(len(a) for a in arrs)
             x = torch.zeros(len(arrs), n, arrs[0].shape[1])
@@ -285,17 +291,33 @@ class Predictor:
             kwargs["vid"] = [m["vid"] for m in metas]
         if "qid" in self.forward_inputs:
             kwargs["qid"] = [m["qid"] for m in metas]
-        with torch.inference_mode():
+        with torch.no_grad():   # not inference_mode: UniVTG's official post-processing edits outputs in place
             out = self.net(**kwargs)
-        if "pred_logits" not in out or "pred_spans" not in out or out["pred_logits"].shape[-1] != 2:
-            raise MrhdError(f"`predict` does not support model {self.model_name!r} yet "
-                            "(it reads DETR-style moment outputs)")
-        return {"out": out, "mask": src_vid_mask}
+        return self._lines(out, src_vid_mask, metas)
+
+    def _lines(self, out: dict, mask: torch.Tensor, metas: list[dict]) -> list[dict]:
+        """Official prediction lines in window time: DETR-style query outputs (2 class logits per
+        query: Moment-DETR, QD-DETR, TR-DETR, CG-DETR, ...) or UniVTG's dense per-clip outputs."""
+        from mrhd.models.postprocess import PostProcessorDETR, prediction_lines
+
+        logits = out.get("pred_logits")
+        if logits is not None and logits.shape[-1] == 2 and "pred_spans" in out:
+            lines = []
+            for line, meta in zip(prediction_lines(out, mask, metas), metas):
+                pp = PostProcessorDETR(clip_length=CLIP_LEN, max_ts_val=meta["duration"], clamp_to_duration=True)
+                line = pp([{**line, "duration": meta["duration"]}])[0]
+                line["pred_relevant_windows"] = at_least_one_clip(line["pred_relevant_windows"], meta["duration"])
+                lines.append(line)
+            return lines
+        if logits is not None and logits.shape[-1] == 1 and logits.shape[1] == mask.shape[1]:
+            from mrhd.models.univtg_postprocess import apply_nms, predictions
+
+            # UniVTG (main/inference_mr.py): one window per clip, then the official 0.7 NMS
+            return apply_nms(predictions(out, mask, metas, CLIP_LEN), MERGE_IOU)
+        raise MrhdError(f"`predict` cannot read the outputs of model {self.model_name!r}")
 
     def predict(self, features: VideoFeatures, queries: Sequence[str]) -> list[Prediction]:
         """One :class:`Prediction` per query: moments best first, one saliency score per clip."""
-        from mrhd.models.postprocess import PostProcessorDETR, prediction_lines
-
         queries = self._check_queries(queries)
         missing = [s for s in self.profile.video if s not in features.streams]
         if missing:
@@ -319,13 +341,9 @@ class Predictor:
                 w_dur = min(win.length * CLIP_LEN, features.duration - win.start * CLIP_LEN)
                 w_dur = w_dur if w_dur > 0 else win.length * CLIP_LEN
                 metas.append({"qid": qi, "query": queries[qi], "vid": features.vid, "duration": w_dur})
-            res = self._forward([inputs[wi][0] for wi, _ in chunk], [inputs[wi][1] for wi, _ in chunk],
-                                [texts[qi] for _, qi in chunk], metas)
-            lines = prediction_lines(res["out"], res["mask"], metas)
-            for (wi, qi), line, meta in zip(chunk, lines, metas):
-                pp = PostProcessorDETR(clip_length=CLIP_LEN, max_ts_val=meta["duration"], clamp_to_duration=True)
-                line = pp([{**line, "duration": meta["duration"]}])[0]
-                line["pred_relevant_windows"] = at_least_one_clip(line["pred_relevant_windows"], meta["duration"])
+            lines = self._forward([inputs[wi][0] for wi, _ in chunk], [inputs[wi][1] for wi, _ in chunk],
+                                  [texts[qi] for _, qi in chunk], metas)
+            for (wi, qi), line in zip(chunk, lines):
                 offset = windows[wi].start * CLIP_LEN
                 per_query[qi].append((offset, line["pred_relevant_windows"]))
                 sal_query[qi].append((windows[wi], [float(s) for s in line["pred_saliency_scores"]]))

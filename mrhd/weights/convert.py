@@ -30,22 +30,41 @@ _STREAM_HINTS = (("slowfast", "slowfast"), ("clip", "clip"), ("pann", "pann"), (
                  ("internvideo", "internvideo2"))
 
 
-def profile_from_opt(opt: dict, default: str | None = None) -> str | None:
-    """The feature profile an official run used, from its feature folders: ``v_feat_dirs`` in order
-    (``[slowfast, clip]`` -> ``slowfast_clip``) plus ``_pann`` when an audio folder was given."""
-    dirs = opt.get("v_feat_dirs") or []
-    streams = []
-    for d in dirs:
+def streams_from_opt(opt: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
+    """(video streams in order, audio streams) of an official run, read from its feature folder
+    names (``v_feat_dirs``, ``a_feat_dir``); None when a folder name is not recognised."""
+    video = []
+    for d in opt.get("v_feat_dirs") or []:
         name = Path(str(d).rstrip("/")).name.lower()
         stream = next((s for hint, s in _STREAM_HINTS if hint in name), None)
         if stream is None:
-            return default
-        streams.append(stream)
-    if not streams:
+            return None
+        video.append(stream)
+    if not video:
+        return None
+    audio = ("pann",) if (opt.get("a_feat_dir") or opt.get("a_feat_dirs")) else ()
+    return tuple(video), audio
+
+
+def profile_from_opt(opt: dict, default: str | None = None, preferred: str | None = None) -> str | None:
+    """The feature profile an official run used: the first of ``preferred`` (the model's own
+    profile), the name built from the streams (``[slowfast, clip]`` + audio -> ``slowfast_clip_pann``)
+    and every other profile, whose video and audio streams are those of the run."""
+    from mrhd.pipeline.profiles import available_profiles, load_profile
+
+    streams = streams_from_opt(opt)
+    if streams is None:
         return default
-    if opt.get("a_feat_dir") or opt.get("a_feat_dirs"):
-        streams.append("pann")
-    return "_".join(streams)
+    video, audio = streams
+    built = "_".join(video + audio)
+    for name in dict.fromkeys([n for n in (preferred, built) if n] + available_profiles()):
+        try:
+            prof = load_profile(name)
+        except MrhdError:
+            continue
+        if prof.video == video and (set(prof.audio) == set(audio) or (prof.audio_optional and not audio)):
+            return name
+    return built
 
 
 def config_to_dict(cfg: Any) -> dict:
@@ -110,7 +129,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, model: str) -> dict:
         state_dict = spec.convert_state_dict(state_dict)
     state_dict = {k: v for k, v in state_dict.items() if torch.is_tensor(v)}
     build_and_load(spec, cfg, state_dict, what=str(src))
-    profile = profile_from_opt(opt, default=spec.default_profile)
+    profile = profile_from_opt(opt, default=spec.default_profile, preferred=spec.default_profile)
     save_checkpoint(dst, model=model, config=config_to_dict(cfg), state_dict=state_dict, profile=profile,
                     extra={"source": {"file": src.name, "sha256": sha256_of(src), "opt": _json_safe(opt)}})
     return {"model": model, "profile": profile, "keys": len(state_dict)}

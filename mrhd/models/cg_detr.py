@@ -273,9 +273,19 @@ def config_from_opt(opt: dict) -> CGDETRConfig:
     return CGDETRConfig(**fields)
 
 
+def predict_lines(outputs: dict, src_vid_mask: torch.Tensor, metas: list[dict], cfg: CGDETRConfig) -> list[dict]:
+    """Official prediction lines: windows clamped to [0, duration] before rounding, then the
+    dataset's PostProcessorDETR (``cg_detr_postprocess``)."""
+    from mrhd.models.cg_detr_postprocess import predict_lines as lines
+
+    metas = [{"query": "", **m} for m in metas]
+    return lines(outputs, src_vid_mask, metas, cfg.dset_name, cfg.clip_length, cfg.v_feat_dim)
+
+
 SPEC = register_model(ModelSpec(
     name="cg_detr", config_cls=CGDETRConfig, build=build, build_criterion=build_criterion,
     default_profile="slowfast_clip", config_from_opt=config_from_opt,
     extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "vid", "qid",
-                               "src_aud", "src_aud_mask")},
+                               "src_aud", "src_aud_mask"),
+            "predict_lines": predict_lines},
 ))

@@ -195,3 +195,18 @@ def test_lavis_checkpoint_matches_hf_weights(checkpoint, tmp_path):
                                                           from_hf.encode_texts(["a man cooks pizza"])):
         torch.testing.assert_close(tokens, ref_tokens, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(pooled, ref_pooled, atol=1e-5, rtol=1e-5)
+
+
+def test_lavis_conversion_drops_what_lavis_drops():
+    """EVA-g's 40th block (LAVIS builds depth 39), the MLM head, temp and buffers are not loaded;
+    EVA's q/v biases become one qkv bias with zeros for k."""
+    assert blip2._beyond_lavis_depth("visual_encoder.blocks.39.mlp.fc1.weight")
+    assert not blip2._beyond_lavis_depth("visual_encoder.blocks.38.mlp.fc1.weight")
+    state = {"visual_encoder.blocks.0.attn.q_bias": torch.ones(4), "visual_encoder.blocks.0.attn.v_bias": 2 * torch.ones(4),
+             "Qformer.cls.predictions.bias": torch.zeros(3), "temp": torch.tensor(0.07),
+             "Qformer.bert.embeddings.position_ids": torch.arange(5),
+             "Qformer.bert.encoder.layer.0.crossattention.self.key.weight": torch.zeros(2, 2)}
+    out = blip2.lavis_to_hf(state)
+    assert set(out) == {"vision_model.encoder.layers.0.self_attn.qkv.bias",
+                        "qformer.encoder.layer.0.crossattention.attention.key.weight"}
+    assert out["vision_model.encoder.layers.0.self_attn.qkv.bias"].tolist() == [1.0] * 4 + [0.0] * 4 + [2.0] * 4

@@ -172,6 +172,7 @@ _LAVIS_VISION_RENAMES = (
 _LAVIS_BLOCK_RENAMES = (("norm1.", "layer_norm1."), ("norm2.", "layer_norm2."), ("attn.qkv.", "self_attn.qkv."),
                         ("attn.proj.", "self_attn.projection."), ("mlp.", "mlp."))
 LAVIS_VIT_FILE = "eva_vit_g.pth"   # LAVIS keeps the frozen EVA ViT-g in its own file
+LAVIS_VIT_DEPTH = 39               # eva_vit.py create_eva_vit_g(depth=39): EVA-g minus its last block
 
 
 def _read_torch(path: Path) -> dict:
@@ -255,6 +256,14 @@ def config_from_lavis(hf_state: dict) -> Blip2Config:
     return cfg
 
 
+def _beyond_lavis_depth(key: str) -> bool:
+    """LAVIS builds EVA ViT-g with ``depth=39`` (``eva_vit.py create_eva_vit_g``) and loads the ViT
+    file non-strictly, so a 40th block in the file is ignored; we drop it the same way."""
+    if not key.startswith("visual_encoder.blocks."):
+        return False
+    return int(key.split(".")[2]) >= LAVIS_VIT_DEPTH
+
+
 def _load_lavis(model_cls, path: Path, need_vision: bool):
     """A LAVIS checkpoint converted into ``model_cls``; the ViT comes from ``eva_vit_g.pth`` beside
     it when the checkpoint itself has no ``visual_encoder`` weights."""
@@ -266,6 +275,7 @@ def _load_lavis(model_cls, path: Path, need_vision: bool):
                             f"({vit_file}) or use the {HF_CHECKPOINT} folder")
         state = dict(state)
         state.update({"visual_encoder." + k: v for k, v in _read_torch(vit_file).items()})
+    state = {k: v for k, v in state.items() if not _beyond_lavis_depth(k)}
     hf_state = lavis_to_hf(state)
     try:
         cfg = config_from_lavis(hf_state)

@@ -72,6 +72,7 @@ class Summary:
     decode_s: float = 0.0  # worker time decoding + preprocessing, summed over workers
     queries: int = 0
     interrupted: bool = False
+    worker_rss_mb: float = 0.0  # peak resident memory of a decoding worker
 
     @property
     def failed_paths(self) -> list[str]:
@@ -206,7 +207,7 @@ def timed_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int) -> 
             break
         spent += time.perf_counter() - t0
         yield msg
-    yield ("end", vid, spent)
+    yield ("end", vid, spent, peak_rss_mb())
 
 
 def _worker_main(tasks, results, chunk: int, threads: int) -> None:
@@ -272,6 +273,7 @@ class ExtractJob:
         self._videos: dict[str, _Video] = {}
         self._last_commit = time.monotonic()
         self._bar = None
+        self._inline = self.num_workers == 0
 
     # -- stores
     def _open_stores(self) -> None:
@@ -424,6 +426,8 @@ class ExtractJob:
             self._fail(vid, msg[2], msg[3])
         elif kind == "end":
             self.summary.decode_s += msg[2]
+            if not self._inline:
+                self.summary.worker_rss_mb = max(self.summary.worker_rss_mb, msg[3])
             video.ended = True
             self._maybe_close(vid)
 
@@ -581,11 +585,16 @@ def read_queries(path: str | Path, summary: Summary | None = None) -> list[tuple
     return rows
 
 
-def peak_rss_mb() -> tuple[float, float]:
-    """Peak resident memory of this process and of its finished children, MiB (Linux: KiB units)."""
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-    return own, kids
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process in MiB. ``VmHWM`` rather than ``ru_maxrss``: a spawned
+    worker inherits ru_maxrss from the fork of its (large) parent, VmHWM starts afresh at exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def install_sigterm() -> Callable[[], None]:

@@ -1,0 +1,159 @@
+"""Throughput of ``mrhd extract`` per encoder stream, end to end against the model alone.
+
+For each encoder (random weights; ``--size tiny`` for the big BLIP-2 / InternVideo2 towers on CPU):
+
+- model alone: ``encode`` on already decoded and preprocessed clips, batch ``--batch-size``;
+- end to end: the real job (decoding workers, cross-video batches, store writes) on generated videos;
+
+and prints clips/s, video-seconds per wall-second, decoding's share of wall time (the time the main
+process waited for decoded clips, i.e. decoding NOT hidden behind compute; plus the CPU seconds the
+workers spent decoding), peak RSS of the main process and of the workers, GPU utilisation on CUDA.
+
+    python benchmarks/extract.py --encoders clip --videos 4 --duration 60
+    python benchmarks/extract.py --encoders clip,pann,blip2,internvideo2 --size tiny
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from mrhd.extract.audio import iter_audio_chunks  # noqa: E402
+from mrhd.extract.decode import VideoDecoder  # noqa: E402
+from mrhd.extract.encoders.factory import build_encoder  # noqa: E402
+from mrhd.extract.jobs import ExtractJob, peak_rss_mb  # noqa: E402
+from mrhd.extract.sources import expand_inputs  # noqa: E402
+from mrhd.extract.synthetic import write_video  # noqa: E402
+
+
+class GpuSampler:
+    """Mean GPU utilisation from ``nvidia-smi`` sampled every 0.2 s (None without CUDA)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and torch.cuda.is_available() and shutil.which("nvidia-smi") is not None
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+
+    def _loop(self):
+        while not self._stop.is_set():
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits",
+                                      "-i", "0"], capture_output=True, text=True, timeout=2).stdout
+                self.samples.append(float(out.strip().splitlines()[0]))
+            except Exception:  # noqa: BLE001
+                pass
+            self._stop.wait(0.2)
+
+    def __enter__(self):
+        if self.enabled:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+
+    @property
+    def mean(self) -> float | None:
+        return sum(self.samples) / len(self.samples) if self.samples else None
+
+
+def model_only(enc, video: Path, batch_size: int, min_clips: int) -> float:
+    """clips/s of ``encode`` alone on preprocessed clips of ``video`` (repeated to ``min_clips``)."""
+    if enc.input_kind == "audio_chunk":
+        clips = [x for _, x in iter_audio_chunks(video)]
+    else:
+        clips = [x for _, _, x in VideoDecoder(video, [enc.input_kind])]
+    while len(clips) < min_clips:
+        clips = clips + clips
+    clips = clips[:min_clips]
+    batches = [enc.preprocess(clips[i: i + batch_size]) for i in range(0, len(clips), batch_size)]
+    device = enc.device
+    ctx = (torch.autocast("cuda", dtype=enc.autocast_dtype) if device.type == "cuda" and enc.autocast_dtype
+           else torch.autocast("cpu", enabled=False))
+    with torch.inference_mode(), ctx:
+        enc.encode(batches[0][:1].to(device))  # warm-up
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        for b in batches:
+            enc.encode(b.to(device)).float().cpu()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+    return len(clips) / (time.perf_counter() - t0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--encoders", default="clip")
+    ap.add_argument("--size", default="full", choices=("full", "tiny"),
+                    help="encoder size; BLIP-2 and InternVideo2 are always tiny on CPU")
+    ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--duration", type=float, default=60.0, help="seconds per generated video")
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=360)
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--num-workers", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
+    ap.add_argument("--keep", metavar="DIR", help="generate/keep the videos here instead of a temp folder")
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    cuda = args.device.startswith("cuda")
+    batch = args.batch_size or (64 if cuda else 16)
+
+    tmp = Path(args.keep or tempfile.mkdtemp(prefix="mrhd-bench-"))
+    vids = tmp / "videos"
+    t0 = time.perf_counter()
+    for i in range(args.videos):
+        path = vids / f"bench{i}.mp4"
+        if not path.exists():
+            write_video(path, duration=args.duration, fps=args.fps, width=args.width, height=args.height)
+    print(f"# {args.videos} videos x {args.duration:.0f} s, {args.width}x{args.height} @ {args.fps:g} fps "
+          f"(generated in {time.perf_counter() - t0:.1f} s); device {args.device}, batch {batch}, "
+          f"{args.num_workers} decoding worker(s), torch threads {torch.get_num_threads()}")
+    sources = expand_inputs([str(vids)]).sources
+    header = (f"{'encoder':<13}{'model clips/s':>14}{'e2e clips/s':>12}{'e2e/model':>10}{'video-s/s':>10}"
+              f"{'decode wait':>12}{'decode cpu-s':>13}{'RSS main MB':>12}{'RSS workers MB':>15}{'GPU %':>7}")
+    rows = []
+    for name in [n.strip() for n in args.encoders.split(",") if n.strip()]:
+        size = "tiny" if (name in ("blip2", "internvideo2") and not cuda) else args.size
+        enc = build_encoder(name, device=args.device, random_weights=True, size=size)
+        alone = model_only(enc, sources[0].path, batch, min_clips=2 * batch)
+        out = tmp / f"out-{name}"
+        shutil.rmtree(out, ignore_errors=True)
+        job = ExtractJob([enc], out, batch_size=batch, num_workers=args.num_workers, progress=False)
+        with GpuSampler(cuda) as gpu:
+            summary = job.run_videos(sources)
+        clips = summary.clips[enc.info.stream]
+        e2e = clips / summary.wall_s
+        own, kids = peak_rss_mb(), summary.worker_rss_mb
+        util = f"{gpu.mean:.0f}" if gpu.mean is not None else "-"
+        rows.append(f"{name + ('/' + size if size != 'full' else ''):<13}{alone:>14.1f}{e2e:>12.1f}"
+                    f"{e2e / alone:>10.0%}{summary.video_seconds / summary.wall_s:>10.1f}"
+                    f"{summary.wait_s / summary.wall_s:>12.0%}{summary.decode_s:>13.1f}{own:>12.0f}"
+                    f"{kids:>15.0f}{util:>7}")
+        if summary.failures:
+            rows.append("  failures: " + "; ".join(f.reason for f in summary.failures))
+        del enc, job
+    print(header)
+    print("\n".join(rows))
+    if not args.keep:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

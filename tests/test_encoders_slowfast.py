@@ -170,6 +170,10 @@ def test_pytorchvideo_round_trip(tmp_path):
     loaded, fmt = conv.load_slowfast(path, slowfast_config("tiny"))
     assert fmt == "pytorchvideo"
     _assert_same_model(loaded, source)
+    legacy = tmp_path / "legacy.pyth"   # torch < 1.6 wrote a plain pickle stream, not a zip
+    torch.save({"model_state": conv.to_pytorchvideo(source)}, legacy, _use_new_zipfile_serialization=False)
+    again, fmt = conv.load_slowfast(legacy, slowfast_config("tiny"))
+    assert fmt == "pytorchvideo" and torch.equal(again.classifier.weight, source.classifier.weight)
 
 
 def test_bad_checkpoints_are_user_errors(tmp_path):

@@ -22,6 +22,7 @@ name tables (no pattern guessing at load time) and a strict check that every ten
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -169,22 +170,41 @@ def to_pytorchvideo(model: SlowFastR50) -> dict[str, torch.Tensor]:
     return {theirs: sd[ours].clone() for ours, theirs in pytorchvideo_names(model.cfg).items()}
 
 
+def _torch_state_dict(path: Path) -> dict:
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable archive is the same user error
+        first = (str(err).strip().splitlines() or [""])[0][:120]
+        raise MrhdError(f"cannot read {path} ({err.__class__.__name__}: {first}); give pytorchvideo's "
+                        "SLOWFAST_8x8_R50.pyth or PySlowFast's SLOWFAST_8x8_R50.pkl") from err
+    sd = obj.get("model_state", obj) if isinstance(obj, dict) else None
+    if not isinstance(sd, dict):
+        raise MrhdError(f"{path} holds no state dict")
+    return sd
+
+
 def load_slowfast(path: Path, cfg: SlowFastConfig) -> tuple[SlowFastR50, str]:
-    """(model in eval mode with the file's weights, "caffe2" | "pytorchvideo")."""
+    """(model in eval mode with the file's weights, "caffe2" | "pytorchvideo"); the format is read
+    from the file, not its name."""
     path = Path(path)
     model = SlowFastR50(cfg)
     if zipfile.is_zipfile(path):   # torch.save archive: pytorchvideo / PySlowFast .pyth
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001 - any unreadable archive is the same user error
-            raise MrhdError(f"cannot read {path} ({err.__class__.__name__}); give pytorchvideo's "
-                            "SLOWFAST_8x8_R50.pyth") from err
-        sd = obj.get("model_state", obj) if isinstance(obj, dict) else None
-        if not isinstance(sd, dict):
-            raise MrhdError(f"{path} holds no state dict")
-        sd, fmt = state_dict_from_pytorchvideo(sd, cfg), "pytorchvideo"
+        sd, fmt = state_dict_from_pytorchvideo(_torch_state_dict(path), cfg), "pytorchvideo"
     else:
-        sd, fmt = state_dict_from_caffe2(read_caffe2_blobs(path), cfg), "caffe2"
+        try:
+            blobs = read_caffe2_blobs(path)
+        except MrhdError:
+            try:   # a torch.save file in the pre-1.6 (non-zip) layout
+                with warnings.catch_warnings():   # torch comments on foreign pickle protocols
+                    warnings.simplefilter("ignore", UserWarning)
+                    legacy = _torch_state_dict(path)
+            except MrhdError:
+                legacy = None
+            if legacy is None:
+                raise
+            sd, fmt = state_dict_from_pytorchvideo(legacy, cfg), "pytorchvideo"
+        else:
+            sd, fmt = state_dict_from_caffe2(blobs, cfg), "caffe2"
     own = model.state_dict()
     for key, value in sd.items():
         if fmt == "caffe2" and value.ndim < own[key].ndim:

@@ -299,3 +299,30 @@ def _n_stored(out: Path) -> int:
         return len(FeatureStore(out / "clip.h5").video_ids())
     except Exception:  # noqa: BLE001  (the writer may hold the file)
         return 0
+
+
+@pytest.mark.slow
+def test_real_audio_and_window_encoders_through_the_job(tmp_path, videos):
+    """PANNs (audio_chunk) and InternVideo2 (window_frames), tiny and random, through worker-side
+    preprocessing: rows per clip as FEATURES.md counts them and equal to a direct encode."""
+    from mrhd.extract.encoders.factory import build_encoder
+
+    try:
+        encs = [build_encoder("pann", random_weights=True, size="tiny"),
+                build_encoder("internvideo2", random_weights=True, size="tiny")]
+    except MrhdError as err:
+        pytest.skip(str(err))
+    summary = ExtractJob(encs, tmp_path, num_workers=0, progress=False, batch_size=2).run_videos(
+        _sources(videos["a"]))
+    assert summary.stored == 1 and not summary.failures
+    pann = FeatureStore(store_path(tmp_path, "pann")).read("a")
+    assert pann.shape == (2, encs[0].dim)  # floor(5 / 2)
+    chunks = [x for _, x in iter_audio_chunks(videos["a"])]
+    np.testing.assert_allclose(pann, encs[0].encode(encs[0].preprocess(chunks)).numpy().astype(
+        np.dtype(encs[0].store_dtype)).astype(np.float32), rtol=1e-3, atol=1e-3)
+    windows = [x for _, _, x in VideoDecoder(videos["a"], ["window_frames"])]
+    ivid = FeatureStore(store_path(tmp_path, "internvideo2")).read("a")
+    assert ivid.shape == (3, encs[1].dim)  # ceil(5 / 2) windows
+    want = encs[1].encode(encs[1].preprocess(windows)).numpy()
+    np.testing.assert_allclose(ivid, want.astype(np.dtype(encs[1].store_dtype)).astype(np.float32),
+                               rtol=1e-3, atol=1e-3)

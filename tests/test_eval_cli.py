@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import zipfile
 
+import pytest
+
 from mrhd.cli import main
 from mrhd.pipeline.evaluate import evaluate, load_jsonl
 
@@ -85,6 +87,7 @@ def test_charades_dataset_flag(tmp_path, capsys):
     assert "Charades-STA" in out and "MR-full-R5@0.7" in out and "100.00" in out
 
 
+@pytest.mark.slow
 def test_pack_writes_the_codalab_zip(tmp_path, data_dir, capsys):
     qvh = data_dir / "qvhighlights"
     val_gt = load_jsonl(qvh / "highlight_val_release.jsonl")

@@ -37,6 +37,7 @@ def _frames(n, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 224, 224, 3), dtype=np.uint8)
 
 
+@pytest.mark.slow
 def test_random_tiny_shapes_and_store_info():
     video = build_encoder("blip2", random_weights=True, size="tiny")
     text = build_encoder("blip2_text", random_weights=True, size="tiny")

@@ -110,13 +110,14 @@ def _resolve(ref: str) -> Path:
     return Path(resolve_weights(ref))
 
 
-def _model(weights: str | None, random_weights: bool, size: str, parts: tuple[str, ...]):
+def _model(weights: str | None, random_weights: bool, size: str, parts: tuple[str, ...], device="cpu"):
     """(model, weights name, folder of the checkpoint or None)."""
     ref = weights or DEFAULT_WEIGHTS
     if random_weights:
         cfg = variant_config(VARIANT_OF_ID.get(ref, STAGE2), size)
         torch.manual_seed(SEED)
-        return build(cfg, parts), "random", None
+        with torch.device(device):   # a full-size random 6B model is built where it will run
+            return build(cfg, parts), "random", None
     path = _resolve(ref)
     cfg, state = ckpt_io.config_for(ckpt_io.read_state_dict(path), size)
     with torch.device("meta"):   # tensors are assigned from the file: no second full-size copy
@@ -158,14 +159,14 @@ def text_recipe(cfg: InternVideo2Config, size: str) -> dict:
 
 
 def build_video(*, device="cpu", weights=None, random_weights=False, size="full") -> InternVideo2VideoEncoder:
-    model, name, _ = _model(weights, random_weights, size, parts=("vision",))
+    model, name, _ = _model(weights, random_weights, size, parts=("vision",), device=device)
     info = EncoderInfo(stream="internvideo2", dim=model.cfg.vision.clip_embed_dim, weights=name,
                        recipe=video_recipe(model.cfg, size))
     return InternVideo2VideoEncoder(model, info, device)
 
 
 def build_text(*, device="cpu", weights=None, random_weights=False, size="full") -> InternVideo2TextEncoder:
-    model, name, folder = _model(weights, random_weights, size, parts=("text",))
+    model, name, folder = _model(weights, random_weights, size, parts=("text",), device=device)
     llama = model.cfg.variant == CLIP6B
     tokenizer = llama_tokenizer(folder, model.cfg.text.vocab_size) if llama else bert_tokenizer(folder)
     info = EncoderInfo(stream="internvideo2_text", dim=model.cfg.text.hidden_size, weights=name,

@@ -92,3 +92,20 @@ def test_other_datasets_check_their_own_fields():
     assert validate("tvsum", [{"qid": "v", "pred_saliency_scores": [1, 2, 3, 4]}], tvsum_gt) == []
     short = validate("tvsum", [{"qid": "v", "pred_saliency_scores": [1, 2]}], tvsum_gt)
     assert short[0].severity == "warning" and "4 clips" in short[0].message
+
+
+def test_wrong_ground_truth_file_is_named():
+    # an unlabelled release (QVHighlights test) or another dataset's file cannot be scored against
+    unlabelled = [{"qid": 1, "duration": 20}, {"qid": 2, "duration": 30}]
+    issues = validate("qvhighlights", [_pred(1), _pred(2)], unlabelled)
+    assert "ground-truth line 1 has no relevant_windows" in str(issues[0])
+    assert validate("qvhighlights", [_pred(1), _pred(2)], unlabelled, labels=False) == []
+    gt = _gt()
+    gt[0]["relevant_clip_ids"] = [0, 10]  # clip 10 is past the 10 clips of a 20-s video
+    assert "outside the 10 clips" in str(validate("qvhighlights", [_pred(1), _pred(2)], gt)[0])
+    charades_like = [{k: v for k, v in g.items() if k not in ("relevant_clip_ids", "saliency_scores")}
+                     for g in _gt()]
+    assert "wrong --dataset" in str(validate("qvhighlights", [_pred(1), _pred(2)], charades_like)[0])
+    # without saliency predictions the same file is fine for moment retrieval
+    mr_only = [{k: v for k, v in _pred(q).items() if k != "pred_saliency_scores"} for q in (1, 2)]
+    assert validate("qvhighlights", mr_only, charades_like) == []

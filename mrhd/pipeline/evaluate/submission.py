@@ -22,13 +22,14 @@ VAL_NAME = "hl_val_submission.jsonl"
 TEST_NAME = "hl_test_submission.jsonl"
 
 
-def check_split(preds_path: Path, annotations_path: Path) -> tuple[list[dict], list[Issue]]:
-    """Predictions of one split and the problems found against that split's annotations."""
+def check_split(preds_path: Path, annotations_path: Path, labels: bool) -> tuple[list[dict], list[Issue]]:
+    """Predictions of one split and the problems found against that split's annotations
+    (``labels=False``: a release without labels, checked for qids and durations only)."""
     rows = read_jsonl_numbered(preds_path)
     gt_rows = read_jsonl_numbered(annotations_path)
     preds = [r for _, r in rows]
     issues = validate("qvhighlights", preds, [g for _, g in gt_rows],
-                      pred_lines=[ln for ln, _ in rows], gt_lines=[ln for ln, _ in gt_rows])
+                      pred_lines=[ln for ln, _ in rows], gt_lines=[ln for ln, _ in gt_rows], labels=labels)
     return preds, issues
 
 
@@ -41,9 +42,9 @@ def pack_submission(out_zip: str | Path, val_preds: str | Path, test_preds: str 
     """
     found = {}
     entries = {}
-    for name, preds_path, ann_path in ((VAL_NAME, val_preds, val_annotations),
-                                       (TEST_NAME, test_preds, test_annotations)):
-        preds, issues = check_split(Path(preds_path), Path(ann_path))
+    for name, preds_path, ann_path, labels in ((VAL_NAME, val_preds, val_annotations, True),
+                                               (TEST_NAME, test_preds, test_annotations, False)):
+        preds, issues = check_split(Path(preds_path), Path(ann_path), labels)
         if report:
             for i in issues:
                 report(f"{preds_path}: {i}")

@@ -108,11 +108,42 @@ def _check_saliency(dataset: str, pred: dict, gt: dict, issue) -> None:
               "(the official evaluator cuts or zero-pads it)")
 
 
+def _gt_label_problem(dataset: str, g: dict, has_mr: bool, has_hl: bool) -> str | None:
+    """Why a ground-truth entry cannot be scored against, or None."""
+    if has_mr:
+        windows = g.get("relevant_windows")
+        if not isinstance(windows, list) or not windows:
+            return "has no relevant_windows (an unlabelled test release? pass annotations with labels)"
+        if not all(isinstance(w, list) and len(w) >= 2 and all(_finite_number(x) for x in w[:2])
+                   and w[0] <= w[1] for w in windows):
+            return f"has a malformed relevant window in {windows!r}"
+    if has_hl and dataset == "qvhighlights":
+        ids, scores = g.get("relevant_clip_ids"), g.get("saliency_scores")
+        if not _finite_number(g.get("duration")):
+            return "has no numeric duration"
+        if not isinstance(ids, list) or not isinstance(scores, list) or len(ids) != len(scores):
+            return "needs relevant_clip_ids and saliency_scores of equal length (wrong --dataset or file?)"
+        n_clips = int(g["duration"] / CLIP_LENGTH)
+        if any(not isinstance(i, int) or not 0 <= i < n_clips for i in ids):
+            return f"has relevant_clip_ids outside the {n_clips} clips of the video"
+        if any(not isinstance(s, list) or len(s) != 3 for s in scores):
+            return "has saliency_scores that are not 3 annotator scores per clip"
+    if dataset == "tvsum" and (not isinstance(g.get("label"), list) or not g["label"]
+                               or not all(isinstance(r, list) and r for r in g["label"])):
+        return "has no label matrix [clips x annotators] (wrong --dataset or file?)"
+    if dataset == "youtube" and not isinstance(g.get("label", g.get("match")), list):
+        return "has no per-clip label (or match) list (wrong --dataset or file?)"
+    return None
+
+
 def validate(dataset: str, predictions: list[dict], ground_truth: list[dict],
-             pred_lines: list[int] | None = None, gt_lines: list[int] | None = None) -> list[Issue]:
-    """All problems of ``predictions`` against ``ground_truth`` (annotations or a test release).
+             pred_lines: list[int] | None = None, gt_lines: list[int] | None = None,
+             labels: bool = True) -> list[Issue]:
+    """All problems of ``predictions`` against ``ground_truth``.
 
     ``pred_lines`` / ``gt_lines`` are the file line numbers of each entry (default: position + 1).
+    ``labels=False`` checks against a release without labels (the QVHighlights test split):
+    qids and durations only.
     """
     issues: list[Issue] = []
     pred_lines = pred_lines or list(range(1, len(predictions) + 1))
@@ -132,6 +163,12 @@ def validate(dataset: str, predictions: list[dict], ground_truth: list[dict],
     if dataset == "qvhighlights" and not (has_mr or has_hl):
         issues.append(Issue("error", "the first entry has neither pred_relevant_windows nor "
                                      "pred_saliency_scores; nothing to score", pred_lines[0]))
+
+    if labels:
+        for q, (g, gln) in gt_by_qid.items():
+            problem = _gt_label_problem(dataset, g, has_mr, has_hl)
+            if problem:
+                issues.append(Issue("error", f"ground-truth line {gln} {problem}", None, q))
 
     seen: dict = {}
     for pred, ln in zip(predictions, pred_lines):

@@ -286,3 +286,25 @@ def test_prediction_lines_sort_round_and_cut_saliency():
     (final,) = predict_lines(outputs, torch.tensor([[1.0, 1.0, 0.0]]), meta,
                              PostProcessorDETR(clamp_to_duration=True))
     assert "duration" not in final and final["pred_relevant_windows"][0][:2] == [0.0, 16.0]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_official_checkpoint_format_round_trip(name, tmp_path):
+    """An official checkpoint ({"model": state_dict, "opt": argparse.Namespace, ...}) rebuilds the same
+    model through config_from_opt and loads strictly."""
+    import argparse
+
+    opt = {"hidden_dim": 16, "nheads": 2, "dim_feedforward": 24, "num_queries": 5, "v_feat_dim": 10,
+           "t_feat_dim": 6, "max_q_l": 8, "enc_layers": 2, "dec_layers": 2, "span_loss_type": "l1",
+           "a_feat_dir": None, "a_feat_dim": None, "device": "cuda", "results_dir": "x"}
+    spec = get_spec(name)
+    torch.manual_seed(3)
+    model = spec.build(spec.config_from_opt(opt)).eval()
+    path = tmp_path / "model_best.ckpt"
+    torch.save({"model": model.state_dict(), "optimizer": None, "epoch": 3, "opt": argparse.Namespace(**opt)}, path)
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    again = spec.build(spec.config_from_opt(vars(ckpt["opt"]))).eval()
+    again.load_state_dict(ckpt["model"], strict=True)
+    inputs = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(model(**inputs)["pred_spans"], again(**inputs)["pred_spans"])

@@ -39,19 +39,17 @@ class PaddedWindows:
 
     @classmethod
     def from_lists(cls, windows: list[list], with_scores: bool) -> PaddedWindows:
-        width = max((len(w) for w in windows), default=0)
-        q = len(windows)
-        spans = np.zeros((q, max(width, 1), 2))
-        scores = np.zeros((q, max(width, 1)))
-        valid = np.zeros((q, max(width, 1)), dtype=bool)
-        for i, ws in enumerate(windows):
-            if not ws:
-                continue
-            arr = np.asarray([w[:3] if with_scores else w[:2] for w in ws], dtype=float)
-            spans[i, : len(ws)] = arr[:, :2]
-            if with_scores:
-                scores[i, : len(ws)] = arr[:, 2]
-            valid[i, : len(ws)] = True
+        """Pad per-query lists of ``[start, end(, score)]`` into arrays, in one conversion."""
+        lengths = np.fromiter((len(w) for w in windows), dtype=int, count=len(windows))
+        q, width = len(windows), max(int(lengths.max(initial=0)), 1)
+        spans = np.zeros((q, width, 2))
+        scores = np.zeros((q, width))
+        valid = np.arange(width)[None, :] < lengths[:, None]
+        n_values = 3 if with_scores else 2
+        flat = np.asarray([w[:n_values] for ws in windows for w in ws], dtype=float).reshape(-1, n_values)
+        spans[valid] = flat[:, :2]
+        if with_scores:
+            scores[valid] = flat[:, 2]
         return cls(spans, scores, valid)
 
 

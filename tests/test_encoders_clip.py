@@ -203,3 +203,17 @@ def test_bad_checkpoints_are_user_errors(tmp_path):
     torch.save(sd, extra)
     with pytest.raises(MrhdError, match="unexpected"):
         build_encoder("clip", weights=str(extra))
+
+
+def test_default_weights_come_from_the_registry_cache(tmp_path, monkeypatch):
+    """No weights given: the registry id resolves to the cached file (no network involved)."""
+    monkeypatch.setenv("MRHD_CACHE", str(tmp_path))
+    cached = tmp_path / "weights" / clip_mod.WEIGHTS_ID / "ViT-B-32.pt"
+    cached.parent.mkdir(parents=True)
+    source = _openai_like_model()
+    torch.save(source.state_dict(), cached)
+    enc = build_encoder("clip")
+    assert enc.info.weights == clip_mod.WEIGHTS_ID and enc.info.recipe["weights"] == clip_mod.WEIGHTS_ID
+    assert torch.equal(enc.model.visual.proj, source.visual.proj)
+    with pytest.raises(MrhdError):
+        build_encoder("clip", weights="no-such-weights-id")

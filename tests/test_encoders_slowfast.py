@@ -9,6 +9,7 @@ import re
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mrhd.errors import MrhdError
 from mrhd.extract.encoders import slowfast_convert as conv
@@ -238,3 +239,49 @@ def test_pathway_shapes_at_224():
     assert seen["slow"].shape == (1, cfg.slow_dim, 8, 7, 7) and seen["fast"].shape == (1, cfg.fast_dim, 32, 7, 7)
     expected = torch.cat([seen["slow"].mean(dim=(2, 3, 4)), seen["fast"].mean(dim=(2, 3, 4))], dim=1)
     torch.testing.assert_close(feats, expected, atol=1e-5, rtol=1e-5)
+
+
+def _pyslowfast_forward(w: dict, slow: torch.Tensor, fast: torch.Tensor, depths, alpha: int) -> torch.Tensor:
+    """SlowFast.forward of facebookresearch/SlowFast video_model_builder.py written functionally on
+    PySlowFast-named weights: s1, s1_fuse, s2, s2_fuse, (identity pool), s3, s3_fuse, s4, s4_fuse, s5,
+    then each pathway averaged and concatenated."""
+    def bn(x, name):
+        return F.batch_norm(x, w[f"{name}.running_mean"], w[f"{name}.running_var"], w[f"{name}.weight"],
+                            w[f"{name}.bias"], False, 0.0, 1e-5)
+
+    xs = []
+    for p, x in enumerate((slow, fast)):
+        k = w[f"s1.pathway{p}_stem.conv.weight"]
+        x = F.conv3d(x, k, stride=(1, 2, 2), padding=(k.shape[2] // 2, 3, 3))
+        xs.append(F.max_pool3d(F.relu(bn(x, f"s1.pathway{p}_stem.bn")), (1, 3, 3), (1, 2, 2), (0, 1, 1)))
+    for stage in range(1, 6):
+        if stage > 1:
+            for p in range(2):
+                for i in range(depths[stage - 2]):
+                    pre = f"s{stage}.pathway{p}_res{i}"
+                    stride = 2 if (i == 0 and stage > 2) else 1
+                    x = xs[p]
+                    ka = w[f"{pre}.branch2.a.weight"]
+                    y = F.relu(bn(F.conv3d(x, ka, padding=(ka.shape[2] // 2, 0, 0)), f"{pre}.branch2.a_bn"))
+                    y = F.relu(bn(F.conv3d(y, w[f"{pre}.branch2.b.weight"], stride=(1, stride, stride),
+                                           padding=(0, 1, 1)), f"{pre}.branch2.b_bn"))
+                    y = bn(F.conv3d(y, w[f"{pre}.branch2.c.weight"]), f"{pre}.branch2.c_bn")
+                    if f"{pre}.branch1.weight" in w:
+                        x = bn(F.conv3d(x, w[f"{pre}.branch1.weight"], stride=(1, stride, stride)), f"{pre}.branch1_bn")
+                    xs[p] = F.relu(x + y)
+        if stage < 5:
+            k = w[f"s{stage}_fuse.conv_f2s.weight"]
+            f = F.conv3d(xs[1], k, stride=(alpha, 1, 1), padding=(k.shape[2] // 2, 0, 0))
+            xs[0] = torch.cat([xs[0], F.relu(bn(f, f"s{stage}_fuse.bn"))], dim=1)
+    return torch.cat([xs[0].mean(dim=(2, 3, 4)), xs[1].mean(dim=(2, 3, 4))], dim=1)
+
+
+def test_forward_matches_pyslowfast_layer_order():
+    model = _randomised_tiny(5)
+    w = {_ours_to_pyslowfast(k): v for k, v in model.state_dict().items()}
+    enc = SlowFastEncoder(model, "x", "x")
+    batch = enc.preprocess(_clip_batch(2, size=32))
+    slow = batch.index_select(2, torch.linspace(0, 31, 8).long())
+    with torch.no_grad():
+        expected = _pyslowfast_forward(w, slow, batch, model.cfg.depths, model.cfg.alpha)
+    torch.testing.assert_close(enc.encode(batch), expected, atol=1e-5, rtol=1e-5)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import scipy.signal
 import torch
+import torch.nn.functional as F
 
 from mrhd.errors import MrhdError
 from mrhd.extract.encoders import pann
@@ -188,3 +189,31 @@ def test_encoder_contract(tiny):
         enc.preprocess([np.zeros(32000, np.float32)])
     recipe = enc.info.recipe
     assert recipe["sample_rate"] == 32000 and recipe["mel"]["fmax"] == 14000 and recipe["stft"]["hop"] == 320
+
+
+def test_embedding_matches_cnn14_layer_order():
+    """Cnn14.forward of audioset_tagging_cnn pytorch/models.py in eval mode, written functionally
+    from the state dict, with the front end computed in numpy."""
+    model = _randomised_tiny(7)
+    cfg = model.cfg
+    w = model.state_dict()
+    wave = np.random.default_rng(2).standard_normal((2, cfg.chunk_samples)).astype(np.float32) * 0.1
+    fb = pann.slaney_mel_filterbank(cfg.sample_rate, cfg.window_size, cfg.mel_bins, cfg.fmin, cfg.fmax)
+    log_mel = np.stack([10 * np.log10(np.maximum(_numpy_power_spectrogram(x, cfg.window_size, cfg.hop_size)
+                                                  @ fb.astype(np.float64), cfg.amin)) for x in wave])
+    x = torch.from_numpy(log_mel).float()[:, None]                  # [n, 1, time, mel]
+
+    def bn(t, name):
+        return F.batch_norm(t, w[f"{name}.running_mean"], w[f"{name}.running_var"], w[f"{name}.weight"],
+                            w[f"{name}.bias"], False, 0.0, 1e-5)
+
+    x = bn(x.transpose(1, 3), "bn0").transpose(1, 3)
+    for i in range(1, 7):
+        for j in (1, 2):
+            x = F.relu(bn(F.conv2d(x, w[f"conv_block{i}.conv{j}.weight"], padding=1), f"conv_block{i}.bn{j}"))
+        x = F.avg_pool2d(x, 2 if i < 6 else 1)
+    x = x.mean(dim=3)
+    x = x.max(dim=2).values + x.mean(dim=2)
+    expected = F.relu(F.linear(x, w["fc1.weight"], w["fc1.bias"]))
+    got = pann.PannEncoder(model, "x").encode(torch.from_numpy(wave))
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)

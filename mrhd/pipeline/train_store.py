@@ -1,8 +1,9 @@
 """Write feature stores from arrays already in memory (synthetic data, tests, benchmarks).
 
-`mrhd extract` writes stores from videos; training on planted data and the fidelity tests need the
-same on-disk format (DESIGN.md "Feature store") from numbers they make themselves, so this goes
-through the same :class:`~mrhd.extract.store.FeatureStore` writer.
+`mrhd extract` writes stores from videos, one crash-safe part file per video; data made in memory
+is written in one go straight into the main file, in the same layout
+(:mod:`mrhd.extract.store`: root attributes from ``root_attrs``, every dataset marked complete,
+which is what :class:`~mrhd.extract.store.FeatureStore` requires of a stored entry).
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from mrhd.extract.encoders.base import EncoderInfo
-from mrhd.extract.store import FeatureStore
+from mrhd.extract.store import POOLED, root_attrs
+
+COMPLETE = "complete"   # per-dataset flag FeatureStore checks (mrhd/extract/store.py)
 
 
 def write_store(path: str | Path, stream: str, *, videos: Mapping[str, np.ndarray] | None = None,
@@ -26,9 +30,16 @@ def write_store(path: str | Path, stream: str, *, videos: Mapping[str, np.ndarra
     first = next(iter((videos or texts or {}).values()), None)
     dim = int(np.asarray(first).shape[-1]) if first is not None else 0
     info = EncoderInfo(stream=stream, dim=dim, weights=weights, recipe=recipe or {"source": "synthetic"})
-    with FeatureStore(path, "w", info=info, store_dtype=dtype) as store:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(root_attrs(info))
+        f.attrs["clip_len"] = float(clip_len)
         for vid, arr in (videos or {}).items():
-            store.write(str(vid), arr, duration=float(len(arr) * clip_len))
-        if texts:
-            store.write_texts((qid, arr, (pooled or {}).get(qid)) for qid, arr in texts.items())
+            ds = f.create_dataset(str(vid), data=np.asarray(arr, dtype=dtype))
+            ds.attrs.update({"duration": float(len(arr) * clip_len), "n_clips": int(len(arr)), COMPLETE: 1})
+        for qid, arr in (texts or {}).items():
+            f.create_dataset(f"qid{qid}", data=np.asarray(arr, dtype=np.float32)).attrs[COMPLETE] = 1
+        for qid, arr in (pooled or {}).items():
+            f.create_dataset(f"{POOLED}/qid{qid}", data=np.asarray(arr, dtype=np.float32)).attrs[COMPLETE] = 1
+    tmp.replace(path)
     return path

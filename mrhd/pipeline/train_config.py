@@ -1,0 +1,71 @@
+"""Training options: the official per-model defaults (configs/train/<model>.yaml) plus overrides."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+from mrhd.errors import MrhdError
+
+CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run besides the data paths."""
+
+    model: str
+    profile: str | None = None          # None: the model's default profile (ModelSpec)
+    labels: str | None = None           # label recipe; None: the model's name
+    seed: int = 2018
+    epochs: int = 200
+    batch_size: int = 32
+    eval_batch_size: int = 100
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    lr_drop: int = 400                  # StepLR step (epochs)
+    lr_gamma: float = 0.1
+    lr_warmup: int = 0                  # UniVTG: linear warm-up epochs before the step schedule
+    grad_clip: float = 0.1
+    eval_every: int = 5                 # epochs
+    max_es_cnt: int = 200               # early stop after this many evaluations without gain; -1 never
+    num_workers: int = 4
+    best_metric: str = "MR-full-mAP"    # official model selection
+    device: str = "cpu"
+    amp: bool = True                    # mixed precision (float16 autocast + GradScaler) on CUDA only
+    model_config: dict = field(default_factory=dict)   # overrides of the model's config fields
+    clip_len: float = 2.0
+    max_windows: int = 5
+    progress: bool = True               # tqdm bar with loss and ETA
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        return yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise MrhdError(f"{path} is not valid YAML ({err}); fix it") from None
+
+
+def model_defaults(model: str) -> dict:
+    """The model's official architecture config (configs/models/<model>.yaml ``config:``), if any."""
+    path = CONFIG_DIR / "models" / f"{model}.yaml"
+    return dict(_read_yaml(path).get("config") or {}) if path.is_file() else {}
+
+
+def load_train_config(model: str, **overrides) -> TrainConfig:
+    """configs/train/<model>.yaml, then ``overrides`` (None values are ignored)."""
+    path = CONFIG_DIR / "train" / f"{model}.yaml"
+    raw = _read_yaml(path) if path.is_file() else {}
+    raw["model"] = model
+    raw.update({k: v for k, v in overrides.items() if v is not None})
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(raw) - known)
+    if unknown:
+        raise MrhdError(f"unknown training options {unknown} (from {path} or the command line)")
+    return TrainConfig(**raw)

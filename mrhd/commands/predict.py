@@ -11,11 +11,25 @@ moments are merged by temporal NMS and whose saliency is stitched over the whole
 from __future__ import annotations
 
 import argparse
+import contextlib
+import logging
 import sys
 import warnings
 from pathlib import Path
 
 from mrhd.errors import MrhdError
+
+
+@contextlib.contextmanager
+def _quiet_root_logger(enabled: bool):
+    root = logging.getLogger()
+    level = root.level
+    if enabled:
+        root.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        root.setLevel(level)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -62,8 +76,9 @@ def run(args: argparse.Namespace) -> int:
         args.weights = matching[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor = Predictor.from_pretrained(args.weights, device=args.device, model=args.model,
-                                              profile=args.profile, cache=not args.no_cache)
+        with _quiet_root_logger(args.weights == "random"):   # open_clip logs "initialized randomly"
+            predictor = Predictor.from_pretrained(args.weights, device=args.device, model=args.model,
+                                                  profile=args.profile, cache=not args.no_cache)
         features = predictor.encode_video(video)
         preds = predictor.predict(features, args.queries)
     for w in caught:

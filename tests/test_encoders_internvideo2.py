@@ -346,3 +346,34 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
     torch.save({"model": {"encoder.weight": torch.zeros(1)}}, tmp_path / "other.pt")
     with pytest.raises(MrhdError, match="not an InternVideo2 checkpoint"):
         build_encoder("internvideo2", weights=str(tmp_path / "other.pt"), size="tiny")
+
+
+# --- through the job runner (mrhd extract) -------------------------------------------------------
+
+@pytest.mark.slow
+def test_extract_job_stores_what_the_encoders_compute(tmp_path):
+    from mrhd.extract.decode import VideoDecoder
+    from mrhd.extract.jobs import ExtractJob
+    from mrhd.extract.sources import expand_inputs
+    from mrhd.extract.store import FeatureStore, store_path
+    from mrhd.extract.synthetic import write_video
+
+    video_path = write_video(tmp_path / "vid_a.mp4", duration=5.0, fps=10, width=64, height=48, audio=False)
+    (tmp_path / "ann.jsonl").write_text('{"qid": 7, "query": "a man cooks", "vid": "vid_a"}\n')
+    video = build_encoder("internvideo2", random_weights=True, size="tiny")
+    text = build_encoder("internvideo2_text", random_weights=True, size="tiny")
+    job = ExtractJob([video], tmp_path / "out", text_encoders=[text], batch_size=2, num_workers=0, progress=False)
+    job.run_videos(expand_inputs([video_path]).sources)
+    job.run_queries(tmp_path / "ann.jsonl")
+    assert not job.summary.failures
+
+    windows = [array for kind, _, array in VideoDecoder(video_path, ["window_frames"])]
+    assert len(windows) == 3 and all(len(w) == 20 for w in windows[:2])       # 10 fps, [0,2) [2,4) [4,5)
+    expected = video.encode(video.preprocess(windows)).numpy()
+    store = FeatureStore(store_path(tmp_path / "out", "internvideo2"), "r")
+    np.testing.assert_allclose(store.read("vid_a"), expected, atol=1e-5, rtol=1e-5)
+    assert store.read_attrs("vid_a")["n_clips"] == 3
+    tokens, pooled = FeatureStore(store_path(tmp_path / "out", "internvideo2_text"), "r").read_text(7)
+    ref_tokens, ref_pooled = text.encode_texts(["a man cooks"])[0]
+    np.testing.assert_allclose(tokens, ref_tokens.numpy(), atol=1e-5, rtol=1e-5)
+    np.testing.assert_allclose(pooled, ref_pooled.numpy(), atol=1e-5, rtol=1e-5)

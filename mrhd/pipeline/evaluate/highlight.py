@@ -38,16 +38,6 @@ def gt_score_grid(gt: dict, clip_length: float = CLIP_LENGTH) -> np.ndarray:
     return grid
 
 
-def _pad_rows(rows: list[np.ndarray], fill: float) -> tuple[np.ndarray, np.ndarray]:
-    width = max((len(r) for r in rows), default=0)
-    out = np.full((len(rows), max(width, 1)) + rows[0].shape[1:], fill, dtype=float) if rows else \
-        np.zeros((0, 1))
-    lengths = np.asarray([len(r) for r in rows], dtype=int)
-    for i, r in enumerate(rows):
-        out[i, : len(r)] = r
-    return out, lengths
-
-
 def saliency_ap(scores: np.ndarray, labels: np.ndarray, lengths: np.ndarray) -> np.ndarray:
     """``get_ap(labels[q, :n, a], scores[q, :n])`` for every query q and annotator a.
 
@@ -98,16 +88,15 @@ def highlight_metrics(predictions: list[dict], gt_by_qid: dict) -> dict[str, dic
     grids = [gt_score_grid(gt_by_qid[q]) for q in qids]
     lengths = np.asarray([len(g) for g in grids], dtype=int)
     width = max(int(lengths.max(initial=0)), 1)
-    scores = np.zeros((len(qids), width))
+    scores = np.zeros((len(qids), width))  # cut or zero-padded to the GT grid (compute_ap_from_tuple)
+    grid = np.zeros((len(qids), width, 3))
     top_clip = np.zeros(len(qids), dtype=int)
     for i, q in enumerate(qids):
         pred = np.asarray(qid2pred[q]["pred_saliency_scores"], dtype=float)
         top_clip[i] = int(np.argmax(pred))
         n = min(len(pred), lengths[i])
         scores[i, :n] = pred[:n]
-    grid, _ = _pad_rows(grids, 0.0)
-    if grid.ndim == 2:  # no query at all
-        grid = np.zeros((len(qids), width, 3))
+        grid[i, : lengths[i]] = grids[i]
 
     # One sort serves every level: the three levels' binary labels are stacked as 9 annotator columns.
     levels = list(SALIENCY_LEVELS.items())

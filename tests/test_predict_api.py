@@ -165,3 +165,12 @@ def test_every_grounding_model_predicts(predictor, video, model):
     assert [p.model for p in preds] == [model, model]
     for p in preds:
         _check(p, feats.duration, feats.n_clips)
+
+
+def test_features_of_other_encoders_are_refused(predictor, video):
+    import dataclasses
+
+    feats = predictor.encode_video(video)
+    foreign = dataclasses.replace(feats, encoders={"clip": "clip-vit-b32-openai"})
+    with pytest.raises(MrhdError, match="other"):
+        predictor.predict(foreign, QUERIES[:1])

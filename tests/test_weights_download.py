@@ -153,3 +153,29 @@ def test_local_file_is_returned_as_is(tmp_path):
     f = tmp_path / "mine.ckpt"
     f.write_bytes(b"x")
     assert resolve_weights(str(f)) == f
+
+
+def test_lfs_pointer_is_not_taken_for_the_file(server, monkeypatch, tmp_path):
+    monkeypatch.setenv("MRHD_CACHE", str(tmp_path / "cache"))
+    server.files["/lfs.ckpt"] = b"version https://git-lfs.github.com/spec/v1\noid sha256:abc\nsize 12\n"
+    monkeypatch.setitem(_REGISTRY, "lfs-ckpt", WeightsEntry(
+        id="lfs-ckpt", kind="model", model="cg_detr", filename="lfs.ckpt",
+        urls=(f"http://127.0.0.1:{server.server_port}/lfs.ckpt",)))
+    with pytest.raises(MrhdError, match="LFS pointer"):
+        resolve_weights("lfs-ckpt", progress=False)
+    assert not list((tmp_path / "cache").rglob("lfs.ckpt"))
+
+
+def test_server_ignoring_range_restarts_cleanly(server, ckpt_bytes, tmp_path):
+    class NoRange(_Handler):
+        def do_GET(self):
+            del self.headers["Range"]  # answers 200 with the whole file, as some servers do
+            super().do_GET()
+
+    server.RequestHandlerClass = NoRange
+    server.files["/n.ckpt"] = ckpt_bytes
+    dest = tmp_path / "n.ckpt"
+    dest.with_name("n.ckpt.part").write_bytes(b"stale bytes from an older file")
+    download(f"http://127.0.0.1:{server.server_port}/n.ckpt", dest,
+             sha256=hashlib.sha256(ckpt_bytes).hexdigest(), progress=False)
+    assert dest.read_bytes() == ckpt_bytes

@@ -323,6 +323,11 @@ class Predictor:
         if missing:
             raise MrhdError(f"these features lack stream(s) {missing} that {self.model_name} needs; "
                             "encode the video with this predictor")
+        other = [s for s in self.profile.video if features.encoders.get(s, self.video_encoders[s].info.weights)
+                 != self.video_encoders[s].info.weights]
+        if other:
+            raise MrhdError(f"these features were made with other {other} encoder weights than this "
+                            "predictor's; encode the video with this predictor")
         n_clips = min(len(features.streams[s]) for s in self.profile.video)
         if n_clips == 0:
             raise MrhdError(f"video {features.path} has no clips")

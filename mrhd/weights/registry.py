@@ -89,7 +89,10 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
              "HL-min-VeryGood-mAP": 40.55, "HL-min-VeryGood-Hit1": 64.77}),
     WeightsEntry(
         id="cg_detr-clip-qvhighlights", kind="model", model="cg_detr", filename="cg_detr_clip_qvh.ckpt",
-        urls=(_gh_raw("wjun0830/CGDETR", "main", "run_on_video/CLIP_ckpt/qvhighlights_onlyCLIP/model_best.ckpt"),),
+        # stored with Git LFS (.gitattributes): the media host serves the file, raw/ redirects there
+        urls=("https://media.githubusercontent.com/media/wjun0830/CGDETR/main/"
+              "run_on_video/CLIP_ckpt/qvhighlights_onlyCLIP/model_best.ckpt",
+              _gh_raw("wjun0830/CGDETR", "main", "run_on_video/CLIP_ckpt/qvhighlights_onlyCLIP/model_best.ckpt")),
         profile="clip", dataset="qvhighlights", licence="MIT",
         page="https://github.com/wjun0830/CGDETR/tree/main/run_on_video/CLIP_ckpt/qvhighlights_onlyCLIP",
         val={"MR-full-R1@0.5": 65.42, "MR-full-R1@0.7": 49.61, "MR-full-mAP": 43.56,

@@ -9,6 +9,8 @@ from mrhd.paths import cache_dir
 from mrhd.weights.download import download
 from mrhd.weights.registry import WeightsEntry, find_entry
 
+LFS_POINTER = b"version https://git-lfs.github.com/spec"
+
 
 def cached_path(entry: WeightsEntry) -> Path:
     """Where the file of ``entry`` lives in the cache: ``$MRHD_CACHE/weights/<id>/<filename>``."""
@@ -36,9 +38,16 @@ def resolve_weights(id_or_path: str, *, progress: bool = True) -> Path:
     errors: list[MrhdError] = []
     for url in entry.urls:
         try:
-            return download(url, dest, sha256=entry.sha256, progress=progress)
+            path = download(url, dest, sha256=entry.sha256, progress=progress)
         except MrhdError as err:
             errors.append(err)
+            continue
+        with open(path, "rb") as fh:
+            is_pointer = fh.read(len(LFS_POINTER)) == LFS_POINTER
+        if not is_pointer:
+            return path
+        path.unlink()
+        errors.append(MrhdError(f"{url} served a Git LFS pointer, not the file"))
     if all(isinstance(e, OfflineError) for e in errors):
         raise errors[0]
     raise next(e for e in errors if not isinstance(e, OfflineError))

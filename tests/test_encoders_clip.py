@@ -203,6 +203,12 @@ def test_bad_checkpoints_are_user_errors(tmp_path):
     torch.save(sd, extra)
     with pytest.raises(MrhdError, match="unexpected"):
         build_encoder("clip", weights=str(extra))
+    sd = _openai_like_model().state_dict()
+    sd["ln_final.bias"] = torch.zeros(3)
+    wrong = tmp_path / "wrong.pt"
+    torch.save(sd, wrong)
+    with pytest.raises(MrhdError, match="does not match"):
+        build_encoder("clip", weights=str(wrong))
 
 
 def test_default_weights_come_from_the_registry_cache(tmp_path, monkeypatch):

@@ -133,7 +133,10 @@ def load_openai_model(path: Path):
         raise MrhdError(f"{path}: vision width {cfg.vision_width} is not a multiple of 64")
     model = _create_open_clip(cfg)
     sd = {k: v.float() for k, v in sd.items()}
-    missing, unexpected = model.load_state_dict(sd, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as err:   # tensors of the wrong shape
+        raise MrhdError(f"{path} does not match CLIP ViT: {str(err).splitlines()[-1].strip()}") from err
     if missing or unexpected:
         raise MrhdError(f"{path} does not match CLIP ViT: missing {sorted(missing)[:3]}, "
                         f"unexpected {sorted(unexpected)[:3]}")

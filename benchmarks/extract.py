@@ -16,6 +16,7 @@ workers spent decoding), peak RSS of the main process and of the workers, GPU ut
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -124,7 +125,8 @@ def main() -> None:
             write_video(path, duration=args.duration, fps=args.fps, width=args.width, height=args.height)
     print(f"# {args.videos} videos x {args.duration:.0f} s, {args.width}x{args.height} @ {args.fps:g} fps "
           f"(generated in {time.perf_counter() - t0:.1f} s); device {args.device}, batch {batch}, "
-          f"{args.num_workers} decoding worker(s), torch threads {torch.get_num_threads()}")
+          f"{args.num_workers} decoding worker(s), torch threads {torch.get_num_threads()}, "
+          f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other jobs skew the figures)")
     sources = expand_inputs([str(vids)]).sources
     header = (f"{'encoder':<13}{'model clips/s':>14}{'e2e clips/s':>12}{'e2e/model':>10}{'video-s/s':>10}"
               f"{'decode wait':>12}{'decode cpu-s':>13}{'RSS main MB':>12}{'RSS workers MB':>15}{'GPU %':>7}")
@@ -132,7 +134,7 @@ def main() -> None:
     for name in [n.strip() for n in args.encoders.split(",") if n.strip()]:
         size = "tiny" if (name in ("blip2", "internvideo2") and not cuda) else args.size
         enc = build_encoder(name, device=args.device, random_weights=True, size=size)
-        alone = model_only(enc, sources[0].path, batch, min_clips=2 * batch)
+        alone = model_only(enc, sources[0].path, batch, min_clips=max(4 * batch, 64))
         out = tmp / f"out-{name}"
         shutil.rmtree(out, ignore_errors=True)
         job = ExtractJob([enc], out, batch_size=batch, num_workers=args.num_workers, progress=False)

@@ -65,20 +65,22 @@ def test_preprocess_is_clip_normalised():
     video = build_encoder("blip2", random_weights=True, size="tiny")
     frames = np.zeros((2, 224, 224, 3), dtype=np.uint8)
     frames[1] = 255
-    x = video.preprocess(frames)
+    assert video.preprocess(frames).dtype == torch.uint8
+    x = video.pixels(video.preprocess(frames))
     assert x.shape == (2, 3, 224, 224)
     for c in range(3):
         assert x[0, c].allclose(torch.tensor(-blip2.CLIP_MEAN[c] / blip2.CLIP_STD[c]))
         assert x[1, c].allclose(torch.tensor((1 - blip2.CLIP_MEAN[c]) / blip2.CLIP_STD[c]))
-    assert video.preprocess(np.zeros((1, 180, 320, 3), dtype=np.uint8)).shape == (1, 3, 224, 224)
+    assert video.preprocess(np.zeros((1, 180, 320, 3), dtype=np.uint8)).shape == (1, 224, 224, 3)
 
 
 def test_video_feature_is_first_query_token_of_checkpoint(checkpoint):
     folder, reference = checkpoint
     video = build_encoder("blip2", weights=str(folder))
     assert video.info.weights == folder.name
-    pixels = video.preprocess(_frames(2, seed=1))
-    feats = video.encode(pixels)
+    frames = video.preprocess(_frames(2, seed=1))
+    feats = video.encode(frames)
+    pixels = video.pixels(frames)
     with torch.no_grad():   # manual forward through the transformers modules of the saved model
         image_embeds = reference.vision_model(pixel_values=pixels).last_hidden_state
         queries = reference.qformer(query_embeds=reference.query_tokens.expand(2, -1, -1),
@@ -183,12 +185,13 @@ def test_lavis_checkpoint_matches_hf_weights(checkpoint, tmp_path):
 
     video = build_encoder("blip2", weights=str(tmp_path / "blip2_pretrained.pth"))
     assert video.info.weights == "blip2_pretrained.pth"
-    pixels = video.preprocess(_frames(2, seed=2))
+    frames = video.preprocess(_frames(2, seed=2))
+    pixels = video.pixels(frames)
     with torch.no_grad():
         image_embeds = reference.vision_model(pixel_values=pixels).last_hidden_state
         expected = reference.qformer(query_embeds=reference.query_tokens.expand(2, -1, -1),
                                      encoder_hidden_states=image_embeds).last_hidden_state[:, 0]
-    torch.testing.assert_close(video.encode(pixels), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(video.encode(frames), expected, atol=1e-5, rtol=1e-5)
 
     text = build_encoder("blip2_text", weights=str(tmp_path / "blip2_pretrained.pth"))
     from_hf = build_encoder("blip2_text", weights=str(folder))

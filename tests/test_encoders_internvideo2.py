@@ -60,8 +60,11 @@ def test_preprocess_picks_frames_and_normalises():
     n = 50
     window = np.zeros((n, 224, 224, 3), dtype=np.uint8)
     window[:] = np.arange(n, dtype=np.uint8)[:, None, None, None] * 5   # frame i has value 5 i
-    x = video.preprocess([window, window[:4]])
-    assert x.shape == (2, 3, 8, 224, 224)
+    picked = video.preprocess([window, window[:4]])
+    assert picked.shape == (2, 8, 224, 224, 3) and picked.dtype == torch.uint8
+    x = video.pixels(picked)
+    assert x.shape == (2, 3, 8, 224, 224) and x.dtype == torch.float32
+    assert video.preprocess([np.zeros((9, 180, 320, 3), dtype=np.uint8)]).shape == (1, 8, 224, 224, 3)
     mean = torch.tensor(iv2_frames.IMAGENET_MEAN).view(3, 1)
     std = torch.tensor(iv2_frames.IMAGENET_STD).view(3, 1)
     values = (x[:, :, :, 0, 0] * std + mean) * 255 / 5          # back to frame numbers
@@ -225,10 +228,10 @@ def test_stage2_checkpoint_loads_strictly_and_matches_reference(tmp_path):
 
     video = build_encoder("internvideo2", weights=str(path), size="tiny")
     assert video.info.weights == path.name
-    pixels = video.preprocess(_windows([60, 33], seed=4))
+    picked = video.preprocess(_windows([60, 33], seed=4))
     with torch.no_grad():
-        expected = reference_video(state, cfg, pixels)
-    torch.testing.assert_close(video.encode(pixels), expected, atol=1e-5, rtol=1e-5)
+        expected = reference_video(state, cfg, video.pixels(picked))
+    torch.testing.assert_close(video.encode(picked), expected, atol=1e-5, rtol=1e-5)
     assert not hasattr(video.model, "text_encoder")          # the video stream holds no BERT
 
     text = build_encoder("internvideo2_text", weights=str(path), size="tiny")
@@ -297,10 +300,10 @@ def test_clip_checkpoint_video_and_llama_text(tmp_path, base_layer):
     tok.save(str(tmp_path / "tokenizer.json"))
 
     video = build_encoder("internvideo2", weights=str(path), size="tiny")
-    pixels = video.preprocess(_windows([40], seed=7))
+    picked = video.preprocess(_windows([40], seed=7))
     with torch.no_grad():
-        expected = reference_video(state, model.cfg, pixels)
-    torch.testing.assert_close(video.encode(pixels), expected, atol=1e-5, rtol=1e-5)
+        expected = reference_video(state, model.cfg, video.pixels(picked))
+    torch.testing.assert_close(video.encode(picked), expected, atol=1e-5, rtol=1e-5)
 
     text = build_encoder("internvideo2_text", weights=str(path), size="tiny")
     ids = text.tokenize(["a man cooks pizza", "a dog"])
@@ -324,7 +327,7 @@ def test_clip_checkpoint_video_and_llama_text(tmp_path, base_layer):
 
     vision_only = {k: v for k, v in state.items() if not k.startswith("text_encoder.")}
     only = build_encoder("internvideo2", weights=str(_write(vision_only, tmp_path / "v.pth")), size="tiny")
-    torch.testing.assert_close(only.encode(pixels), expected, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(only.encode(picked), expected, atol=1e-5, rtol=1e-5)
     with pytest.raises(MrhdError, match="missing"):
         build_encoder("internvideo2_text", weights=str(tmp_path / "v.pth"), size="tiny")
 

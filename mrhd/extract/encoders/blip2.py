@@ -333,19 +333,27 @@ def text_recipe(cfg: Blip2Config, size: str) -> dict:
     }
 
 
-def frames_to_pixels(clips) -> torch.Tensor:
-    """uint8 frames ``[n, H, W, 3]`` (array or list) -> float ``[n, 3, 224, 224]``: bicubic resize
-    where the size differs, /255, CLIP mean/std (LAVIS ``blip_image_eval``)."""
+def frames_224(clips) -> torch.Tensor:
+    """uint8 frames ``[n, H, W, 3]`` (array or list) -> uint8 ``[n, 224, 224, 3]``, bicubic-resized
+    (and rounded, as LAVIS' PIL ``Resize`` would) only where the size differs. Runs in the decode
+    workers; uint8 keeps the batches that travel to the main process 4x smaller than pixels."""
     frames = torch.from_numpy(np.ascontiguousarray(np.stack(list(clips)) if not isinstance(clips, np.ndarray)
                                                    else clips))
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"blip2 expects uint8 frames [n, H, W, 3], got {tuple(frames.shape)}")
-    x = frames.permute(0, 3, 1, 2).float()
-    if tuple(x.shape[-2:]) != (IMAGE_SIZE, IMAGE_SIZE):
-        x = F.interpolate(x, size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic", align_corners=False,
-                          antialias=True).clamp_(0, 255)
-    x = x / 255.0
-    return (x - torch.tensor(CLIP_MEAN).view(1, 3, 1, 1)) / torch.tensor(CLIP_STD).view(1, 3, 1, 1)
+    if tuple(frames.shape[1:3]) != (IMAGE_SIZE, IMAGE_SIZE):
+        x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic",
+                          align_corners=False, antialias=True)
+        frames = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+    return frames
+
+
+def normalise(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[n, 224, 224, 3]`` (any device) -> float ``[n, 3, 224, 224]``: /255, CLIP mean/std."""
+    x = frames.permute(0, 3, 1, 2).float() / 255.0
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 class Blip2VideoEncoder(VideoEncoder):
@@ -362,16 +370,20 @@ class Blip2VideoEncoder(VideoEncoder):
             self.model.vision_model.half()
         self.model.qformer.float()
         self.model.query_tokens.data = self.model.query_tokens.data.float()
-        self.preprocessor = frames_to_pixels   # picklable: the job runner's decode workers run it
+        self.preprocessor = frames_224   # picklable: the job runner's decode workers run it
 
     def preprocess(self, clips) -> torch.Tensor:
-        """uint8 ``[n, H, W, 3]`` frames -> float ``[n, 3, 224, 224]`` with CLIP mean/std."""
-        return frames_to_pixels(clips)
+        """uint8 ``[n, H, W, 3]`` frames -> uint8 ``[n, 224, 224, 3]``."""
+        return frames_224(clips)
+
+    def pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 frames -> the ViT's input ``[n, 3, 224, 224]`` (CLIP mean/std) on the device."""
+        return normalise(batch.to(self.device))
 
     @torch.no_grad()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         model = self.model
-        pixels = batch.to(self.device, dtype=model.vision_model.embeddings.patch_embedding.weight.dtype)
+        pixels = self.pixels(batch).to(model.vision_model.embeddings.patch_embedding.weight.dtype)
         image_embeds = model.vision_model(pixel_values=pixels).last_hidden_state.float()
         with torch.autocast(device_type=self.device.type, enabled=False):
             queries = model.query_tokens.expand(image_embeds.shape[0], -1, -1)

@@ -23,21 +23,28 @@ def window_frame_indices(n_frames: int, num: int = 8) -> list[int]:
     return picked + [picked[-1]] * (num - count)
 
 
-def to_model_input(windows, num_frames: int, size: int) -> torch.Tensor:
-    """Windows of uint8 ``[n_k, H, W, 3]`` frames -> float ``[B, 3, num_frames, size, size]``:
-    the picked frames, bicubic resize to ``size`` (identity for the decoder's 224 crops), /255,
-    ImageNet mean/std."""
+def pick_frames(windows, num_frames: int, size: int) -> torch.Tensor:
+    """Windows of uint8 ``[n_k, H, W, 3]`` frames -> uint8 ``[B, num_frames, size, size, 3]``: the
+    picked frames, bicubic-resized (and rounded, as a PIL resize would) only where the size differs
+    (the decoder's 224 crops pass untouched). Runs in the decode workers: uint8 keeps the batches
+    that travel to the main process 4x smaller than float pixels."""
     batch = []
     for frames in windows:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"internvideo2 expects uint8 windows [n, H, W, 3], got {frames.shape}")
         picked = torch.from_numpy(np.ascontiguousarray(frames[window_frame_indices(len(frames), num_frames)]))
-        x = picked.permute(0, 3, 1, 2).float()                    # T, 3, H, W
-        if tuple(x.shape[-2:]) != (size, size):
-            x = F.interpolate(x, size=(size, size), mode="bicubic", align_corners=False,
-                              antialias=True).clamp_(0, 255)
-        batch.append(x)
-    x = torch.stack(batch) / 255.0                                # B, T, 3, H, W
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1)
-    return x.permute(0, 2, 1, 3, 4).contiguous()                  # B, 3, T, H, W
+        if tuple(picked.shape[1:3]) != (size, size):
+            x = F.interpolate(picked.permute(0, 3, 1, 2).float(), size=(size, size), mode="bicubic",
+                              align_corners=False, antialias=True)
+            picked = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
+        batch.append(picked)
+    return torch.stack(batch)
+
+
+def normalise(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[B, T, H, W, 3]`` (on any device) -> float ``[B, 3, T, H, W]``: /255, ImageNet mean/std."""
+    x = frames.permute(0, 4, 1, 2, 3).float() / 255.0
+    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1, 1)
+    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1, 1)
+    return (x - mean) / std

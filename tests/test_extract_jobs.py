@@ -97,6 +97,19 @@ def test_resume_skips_and_overwrite_recomputes(tmp_path, videos):
     assert summary.stored == 2 and [e.calls > 0 for e in extra.encoders] == [False, False, False, True]
 
 
+def test_encoder_failure_fails_its_videos_only(tmp_path, videos):
+    class Broken(StatsEncoder):
+        def encode(self, batch):
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+
+    job = ExtractJob([Broken("clip", "clip_frame"), StatsEncoder("slowfast", "slowfast_clip")], tmp_path,
+                     num_workers=0, progress=False)
+    summary = job.run_videos(_sources(videos["a"], videos["c"]))
+    assert {(Path(f.path).name, f.stream) for f in summary.failures} == {("a.mp4", "clip"), ("c.mp4", "clip")}
+    assert all("lower --batch-size" in f.reason for f in summary.failures)
+    assert FeatureStore(store_path(tmp_path, "slowfast")).video_ids() == ["a", "c"]
+
+
 def test_store_of_another_recipe_is_refused(tmp_path, videos):
     _job(tmp_path).run_videos(_sources(videos["a"]))
     with pytest.raises(MrhdError, match="another recipe"):

@@ -331,20 +331,28 @@ class ExtractJob:
         if not live:
             return
         enc = st.encoder
-        tensors = [torch.from_numpy(p[2]) if isinstance(p[2], np.ndarray)
-                   else p[2] if isinstance(p[2], torch.Tensor) else enc.preprocess(p[2]) for p in live]
-        batch = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
         t0 = time.perf_counter()
-        device = getattr(enc, "device", torch.device("cpu"))
-        dtype = getattr(enc, "autocast_dtype", None)
-        ctx = (torch.autocast(device_type="cuda", dtype=dtype)
-               if device.type == "cuda" and dtype is not None else nullcontext())
-        with torch.inference_mode(), ctx:
-            feats = enc.encode(batch.to(device, non_blocking=True))
-        feats = feats.float().cpu().numpy()
-        self.summary.encode_s += time.perf_counter() - t0
-        if feats.shape[0] != batch.shape[0]:
-            raise RuntimeError(f"encoder {name} returned {feats.shape[0]} rows for {batch.shape[0]} clips")
+        try:
+            tensors = [torch.from_numpy(p[2]) if isinstance(p[2], np.ndarray)
+                       else p[2] if isinstance(p[2], torch.Tensor) else enc.preprocess(p[2]) for p in live]
+            batch = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
+            device = getattr(enc, "device", torch.device("cpu"))
+            dtype = getattr(enc, "autocast_dtype", None)
+            ctx = (torch.autocast(device_type="cuda", dtype=dtype)
+                   if device.type == "cuda" and dtype is not None else nullcontext())
+            with torch.inference_mode(), ctx:
+                feats = enc.encode(batch.to(device, non_blocking=True))
+            feats = feats.float().cpu().numpy()
+            if feats.shape[0] != batch.shape[0]:
+                raise RuntimeError(f"returned {feats.shape[0]} rows for {batch.shape[0]} clips")
+        except (RuntimeError, ValueError) as err:  # e.g. out of memory: these videos fail, the job goes on
+            if device_oom(err):
+                err = RuntimeError("out of device memory; lower --batch-size")
+            for vid in dict.fromkeys(p[0] for p in live):
+                self._fail(vid, name, f"encoder {name} failed ({str(err).splitlines()[0][:200]})")
+            return
+        finally:
+            self.summary.encode_s += time.perf_counter() - t0
         offset = 0
         for vid, start, _payload, n in live:
             self._videos[vid].rows[name][start] = feats[offset: offset + n]
@@ -554,6 +562,10 @@ class ExtractJob:
                 self.summary.queries += len(part)
             store.commit()
         return self.summary
+
+
+def device_oom(err: Exception) -> bool:
+    return "out of memory" in str(err).lower()
 
 
 def read_queries(path: str | Path, summary: Summary | None = None) -> list[tuple[str, str]]:

@@ -222,3 +222,17 @@ def test_predictions_clamp_to_duration_and_zero_padding_scores():
         assert (w[:, 0] <= w[:, 1]).all() and (w[:-1, 2] >= w[1:, 2]).all()
         assert len(p["pred_saliency_scores"]) == n
     assert preds[1]["pred_relevant_windows"][-1][2] == 0.0   # padded clips score 0, ranked last
+
+
+def test_drop_path_drops_whole_samples_only_in_training():
+    from mrhd.models.univtg_layers import DropPath
+
+    torch.manual_seed(0)
+    layer = DropPath(0.5)
+    x = torch.ones(6, 16, 3)                       # sequence-first: (L, B, d)
+    y = layer.train()(x)
+    per_sample = y.permute(1, 0, 2).reshape(16, -1)
+    assert set(per_sample.unique().tolist()) <= {0.0, 2.0}
+    assert all(len(row.unique()) == 1 for row in per_sample)  # a sample is kept or dropped as a whole
+    assert 0 < int((per_sample[:, 0] == 0).sum()) < 16
+    assert torch.equal(layer.eval()(x), x)

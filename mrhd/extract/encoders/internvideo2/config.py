@@ -62,7 +62,7 @@ class BertConfig:
     layer_norm_eps: float = 1e-12
     fusion_layer: int = 19            # text-only mode runs layers [0, fusion_layer)
     encoder_width: int = 1408         # cross-attention input = vision ``d_model``
-    max_length: int = 40              # ``max_txt_l`` of the stage-2 configs
+    max_length: int = 40              # ``max_txt_l``: 40 in demo/internvideo2_stage2_config.py (32 in pretraining)
 
 
 @dataclass

@@ -109,6 +109,8 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
         prof = _load_profile(profile or "clip")
         overrides = {**(random_config or {}), "v_feat_dim": video_dim or prof.video_dim,
                      "t_feat_dim": text_dim or prof.text_dim}
+        if prof.audio and "a_feat_dim" not in spec.config_cls.__dataclass_fields__:
+            raise MrhdError(f"model {name!r} has no audio input; choose a profile without audio")
         cfg = make_config(name, None, **{k: v for k, v in overrides.items()
                                          if k in spec.config_cls.__dataclass_fields__})
         torch.manual_seed(0)   # random weights are reproducible
@@ -154,6 +156,10 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
     if profile is not None and _load_profile(profile).name != prof.name:
         raise MrhdError(f"{path} was trained on feature profile {prof.name!r}, not {profile!r}")
     v_dim, t_dim = getattr(cfg, "v_feat_dim", None), getattr(cfg, "t_feat_dim", None)
+    a_dim = getattr(cfg, "a_feat_dim", 0) or 0
+    if a_dim and a_dim != prof.audio_dim:
+        raise MrhdError(f"{path} expects {a_dim}-dim audio features but profile {prof.name!r} gives "
+                        f"{prof.audio_dim or 'none'}; is it a checkpoint of another profile?")
     if (v_dim is not None and v_dim != prof.video_dim) or (t_dim is not None and t_dim != prof.text_dim):
         raise MrhdError(f"{path} expects {v_dim}-dim video / {t_dim}-dim text features but profile "
                         f"{prof.name!r} gives {prof.video_dim} / {prof.text_dim}; is it a checkpoint "
@@ -216,10 +222,12 @@ class Predictor:
         if random_weights:
             v_dim = sum(video_encoders[s].dim for s in prof.video) + (2 if prof.tef else 0)
             t_dim = sum(text_encoders[s].dim for s in prof.text)
+            random_config = dict(random_config or {})
+            if prof.audio:
+                random_config["a_feat_dim"] = (sum(video_encoders[s].dim for s in prof.audio)
+                                               + (2 if prof.tef and prof.audio_tef else 0))
             loaded = load_model(RANDOM, model=model, profile=prof.name, video_dim=v_dim, text_dim=t_dim,
                                 random_config=random_config)
-            if prof.audio:
-                raise MrhdError("random weights with an audio profile are not supported; use a video profile")
         feature_cache = None
         if cache is not False:
             feature_cache = FeatureCache(None if cache is True else cache)
@@ -328,7 +336,13 @@ class Predictor:
         if other:
             raise MrhdError(f"these features were made with other {other} encoder weights than this "
                             "predictor's; encode the video with this predictor")
-        n_clips = min(len(features.streams[s]) for s in self.profile.video)
+        if self.profile.audio and not self.profile.audio_optional and \
+                any(s not in features.streams for s in self.profile.audio):
+            raise MrhdError(f"{self.model_name} ({self.profile.name}) needs audio features; encode the video "
+                            "with this predictor")
+        # streams are trimmed to the shortest (FEATURES.md: CLIP round(D/2), SlowFast ceil, PANN floor)
+        n_clips = min(len(features.streams[s]) for s in self.profile.video + self.profile.audio
+                      if s in features.streams)
         if n_clips == 0:
             raise MrhdError(f"video {features.path} has no clips")
         texts = self.encode_queries(queries)

@@ -158,7 +158,7 @@ def test_training_reduces_the_loss(name):
     targets = targets_for(inputs)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     totals = []
-    for _ in range(15):
+    for _ in range(10):
         total = criterion.weighted_total(criterion(model(**inputs), targets))
         opt.zero_grad()
         total.backward()

@@ -63,6 +63,22 @@ def test_streams_shapes_and_counts(media):
     assert all(np.array_equal(x, y) for x, y in zip(alone, together))
 
 
+def test_seeking_falls_back_to_decoding_in_order(media, monkeypatch):
+    from mrhd.extract import decode
+
+    want = [a for _, _, a in VideoDecoder(media["landscape"], ["clip_frame"], seek=False)]
+    real = decode.PacketIndex.read
+
+    def lying_index(path):  # an index whose timestamps match no decoded frame
+        index = real(path)
+        index.position_of = {}
+        return index
+
+    monkeypatch.setattr(decode.PacketIndex, "read", staticmethod(lying_index))
+    got = [a for _, _, a in VideoDecoder(media["landscape"], ["clip_frame"])]
+    assert len(got) == len(want) and all(np.array_equal(x, y) for x, y in zip(got, want))
+
+
 def test_short_video_rule_and_portrait(media):
     dec = VideoDecoder(media["portrait"], ["clip_frame", "slowfast_clip"])
     got = list(dec)

@@ -122,10 +122,11 @@ def _video(rec) -> Path:
 
 
 @pytest.mark.fidelity
+@pytest.mark.parametrize("seek", [True, False], ids=["seek", "sequential"])
 @pytest.mark.parametrize("rec", _records())
-def test_clip_stream_equals_ffmpeg(rec):
+def test_clip_stream_equals_ffmpeg(rec, seek):
     path = _video(rec)
-    decoder = VideoDecoder(path, ["clip_frame"], size=None)
+    decoder = VideoDecoder(path, ["clip_frame"], size=None, seek=seek)
     delivered = [_frame_index(rgb) for _, _, rgb in decoder]
     assert delivered == rec["clip_stream"]["indices"]
     # the positions the sampler chose name the same frames (through the decoder's presentation order)

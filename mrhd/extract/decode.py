@@ -307,6 +307,70 @@ class _WindowFrames:
         yield from self._close_until(sampling.n_windows(t_end))
 
 
+SEEK_COST_FRAMES = 8  # a seek (demuxer jump + decoder flush) costs about as much as decoding this many frames
+
+
+class _SeekMiss(Exception):
+    pass
+
+
+class PacketIndex:
+    """Presentation timestamps and keyframes of the video stream, read by demuxing only (no decoding):
+    cheap even for hours of video, and enough to run the fps rule before decoding anything."""
+
+    def __init__(self, pts: list[int], keyframe: list[bool], times: list[Fraction], t_end: Fraction):
+        self.pts = pts
+        self.times = times
+        self.t_end = t_end
+        self.position_of = {p: i for i, p in enumerate(pts)}
+        self._keys = [i for i, k in enumerate(keyframe) if k] or [0]
+
+    def keyframe_before(self, pos: int) -> int:
+        """Position (presentation order) of the last keyframe at or before ``pos``."""
+        import bisect
+
+        i = bisect.bisect_right(self._keys, pos) - 1
+        return self._keys[max(i, 0)]
+
+    @classmethod
+    def read(cls, path) -> PacketIndex | None:
+        """None when the index cannot be trusted (no timestamps, duplicates, damaged packets)."""
+        try:
+            with av.open(str(path)) as container:
+                stream = container.streams.video[0]
+                rows = []
+                b_frames = False
+                for packet in container.demux(stream):
+                    if packet.size == 0 or packet.is_discard or packet.is_corrupt:
+                        continue
+                    if packet.pts is None:
+                        return None
+                    if packet.dts is not None and packet.pts != packet.dts:
+                        b_frames = True
+                    rows.append((packet.pts, bool(packet.is_keyframe), packet.duration or 0))
+                if not rows:
+                    return None
+                rows.sort()
+                pts = [r[0] for r in rows]
+                if len(set(pts)) != len(pts):
+                    return None
+                tb = stream.time_base
+                start = Fraction(container.start_time or 0, 1_000_000)
+                times = [p * tb - start for p in pts]
+                rate = stream.codec_context.framerate or stream.average_rate or stream.guessed_rate
+                if b_frames and rate:
+                    dur = 1 / Fraction(rate)
+                elif rows[-1][2]:
+                    dur = rows[-1][2] * tb
+                elif rate:
+                    dur = 1 / Fraction(rate)
+                else:
+                    dur = Fraction(0)
+                return cls(pts, [r[1] for r in rows], times, times[-1] + dur)
+        except (av.error.FFmpegError, IndexError, ValueError):
+            return None
+
+
 _SINKS = {"clip_frame": _ClipFrames, "slowfast_clip": _SlowFastClips, "window_frames": _WindowFrames}
 
 
@@ -318,7 +382,8 @@ class VideoDecoder:
     positions each output came from) are set.
     """
 
-    def __init__(self, path: str | Path, kinds, size: int | None = FRAME_SIZE, threads: int = 0):
+    def __init__(self, path: str | Path, kinds, size: int | None = FRAME_SIZE, threads: int = 0,
+                 seek: bool = True):
         unknown = set(kinds) - set(VIDEO_KINDS)
         if unknown:
             raise ValueError(f"not a video stream kind: {sorted(unknown)}")
@@ -330,8 +395,80 @@ class VideoDecoder:
         self.t_end: Fraction | None = None
         self.positions: dict[str, list] = {}
         self.n_errors = 0
+        # the CLIP stream alone needs one frame in ~60: jump between keyframes where that decodes less
+        self.seek = seek and self.kinds == ("clip_frame",)
+        self.seeks = 0  # how many seeks the last pass made (tests, benchmarks)
 
     def __iter__(self) -> Iterator[tuple[str, int, np.ndarray]]:
+        if self.seek:
+            index = PacketIndex.read(self.path)
+            if index is not None:
+                yield from self._clip_by_seeking(index)
+                return
+        yield from self._sequential()
+
+    def _clip_by_seeking(self, index: PacketIndex) -> Iterator[tuple[str, int, np.ndarray]]:
+        """clip_frame from the packet index: the fps rule runs on packet timestamps (equal to the
+        decoded ones, checked on every fixture file), then each chosen frame is decoded either by
+        going on from the current position or from its keyframe, whichever decodes fewer frames.
+        If a chosen frame does not come out where the index says, the file is decoded in order."""
+        rate = sampling.clip_rate(self.info.stream_duration)
+        picks = sampling.fps_select(index.times, index.t_end, rate)
+        self.t_end = index.t_end
+        self.positions["clip_frame"] = list(picks)
+        if not picks:
+            return
+        convert = _Converted(self.size)
+        container = _open(self.path)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if self.threads:
+                stream.codec_context.thread_count = self.threads
+            frames = None
+            current = -1  # position of the last decoded frame
+            done = 0  # ticks delivered
+            for tick, pos in enumerate(picks):
+                if pos == current:  # the same frame again (short-video rates, gaps): already converted
+                    yield "clip_frame", tick, convert(pos, None)
+                    done = tick + 1
+                    continue
+                key = index.keyframe_before(pos)
+                ahead = pos - current if (frames is not None and pos > current) else None
+                if ahead is None or ahead > (pos - key) + SEEK_COST_FRAMES:
+                    container.seek(int(index.pts[key]), stream=stream, backward=True)
+                    frames = self._frames(container, stream)
+                    self.seeks += 1
+                    current = -1
+                for frame in frames:
+                    fpos = index.position_of.get(frame.pts)
+                    if fpos is None:
+                        continue
+                    current = fpos
+                    if fpos >= pos:
+                        break
+                if current != pos:
+                    raise _SeekMiss
+                yield "clip_frame", tick, convert(pos, frame)
+                done = tick + 1
+        except (_SeekMiss, av.error.FFmpegError):
+            container.close()
+            for kind, t, rgb in self._sequential():
+                if t >= done:
+                    yield kind, t, rgb
+            return
+        finally:
+            container.close()
+
+    @staticmethod
+    def _frames(container, stream):
+        for packet in container.demux(stream):
+            try:
+                yield from packet.decode()
+            except av.error.FFmpegError:
+                continue
+
+    def _sequential(self) -> Iterator[tuple[str, int, np.ndarray]]:
         container = _open(self.path)
         try:
             stream = container.streams.video[0]

@@ -42,7 +42,7 @@ def test_offline_demo_run_writes_json_and_png(video, tmp_path, monkeypatch, caps
     monkeypatch.setenv("MRHD_CACHE", str(tmp_path / "cache"))
     out, png = tmp_path / "preds.json", tmp_path / "sal.png"
     rc = main(["predict", str(video), "a white bar", "colours", "--weights", "random",
-               "--out", str(out), "--plot", str(png), "--top-k", "3"])
+               "--out", str(out), "--plot", str(png), "--top-k", "3", "--gt", "2-6"])
     assert rc == 0
     printed = capsys.readouterr().out
     assert 'query: "a white bar"' in printed and "rank" in printed and "top highlight clips" in printed
@@ -61,6 +61,11 @@ def test_offline_demo_run_writes_json_and_png(video, tmp_path, monkeypatch, caps
 def test_missing_video(tmp_path, capsys):
     rc = main(["predict", str(tmp_path / "none.mp4"), "a query", "--weights", "random"])
     _one_line_error(capsys, rc, "not found")
+
+
+def test_bad_gt_window(video, capsys):
+    rc = main(["predict", str(video), "q", "--weights", "random", "--plot", "x.png", "--gt", "abc"])
+    _one_line_error(capsys, rc, "--gt")
 
 
 def test_empty_query(video, capsys):

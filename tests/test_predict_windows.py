@@ -68,6 +68,9 @@ def test_result_json_table_and_writer(tmp_path):
     assert set(obj) >= {"query", "vid", "duration", "pred_relevant_windows", "pred_saliency_scores",
                         "model", "weights"}
     assert pred.top_clips(2) == [(1, 0.5), (2, 0.2)]
+    dup = Prediction(query="q", vid="v", duration=20, windows=[[2.0, 4.0, 0.9], [2.0, 4.0, 0.8], [6.0, 8.0, 0.7]],
+                     saliency=[0.0] * 10, model="m", weights="w")
+    assert "0:06-0:08" in format_table(dup, top_k=2).splitlines()[3]  # repeated window shown once
     table = format_table(pred, top_k=1)
     assert "0:02-0:10" in table and "0:00:00" not in table and "1:00" not in table.split("\n")[2]
     assert fmt_time(3725) == "1:02:05" and fmt_time(59.6) == "1:00"

@@ -45,6 +45,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--profile", default=None, help="feature profile (default: the checkpoint's own; "
                    "'clip' for random weights)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
+    p.add_argument("--gt", action="append", default=None, metavar="START-END",
+                   help="ground-truth window in seconds to draw on the plot (repeatable)")
+
+
+def _parse_gt(values) -> list[list[float]] | None:
+    if not values:
+        return None
+    windows = []
+    for v in values:
+        try:
+            st, ed = (float(x) for x in v.split("-"))
+        except ValueError:
+            raise MrhdError(f"--gt {v!r}: expected START-END in seconds, e.g. 26-36") from None
+        if not 0 <= st < ed:
+            raise MrhdError(f"--gt {v!r}: start must be >= 0 and before the end")
+        windows.append([st, ed])
+    return windows
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +77,7 @@ def run(args: argparse.Namespace) -> int:
     for path, what in ((args.out, "output"), (args.plot, "plot")):
         if path:
             check_writable(path, what)
+    gt = _parse_gt(args.gt)
     if args.plot and not args.plot.lower().endswith(".png"):
         raise MrhdError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot}")
 
@@ -94,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot:
         from mrhd.pipeline.plots import plot_predictions
 
-        plot_predictions(args.plot, preds, top_k=min(args.top_k, 3))
+        plot_predictions(args.plot, preds, top_k=min(args.top_k, 3),
+                         gt_windows=[gt] * len(preds) if gt else None)
         print(f"wrote {args.plot}")
     return 0

@@ -61,7 +61,13 @@ def format_table(pred: Prediction, top_k: int = 5) -> str:
     """A readable block: the query, its top moments (rank, start-end, score), the top clips."""
     lines = [f'query: "{pred.query}"  ({pred.vid}, {fmt_time(pred.duration)})',
              f"  {'rank':>4}  {'start-end':<15} {'score':>6}"]
-    for rank, (st, ed, score) in enumerate(pred.windows[:top_k], 1):
+    seen: set = set()
+    unique = []   # the official lines may repeat a window after rounding to clips; show it once
+    for st, ed, score in pred.windows:
+        if (st, ed) not in seen:
+            seen.add((st, ed))
+            unique.append((st, ed, score))
+    for rank, (st, ed, score) in enumerate(unique[:top_k], 1):
         lines.append(f"  {rank:>4}  {fmt_time(st) + '-' + fmt_time(ed):<15} {score:>6.4f}")
     if not pred.windows:
         lines.append("  (no moments)")

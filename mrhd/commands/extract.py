@@ -63,7 +63,7 @@ def _check_device(device: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mrhd.extract.encoders.factory import TEXT_STREAM_OF, VIDEO_ENCODERS, build_encoder
-    from mrhd.extract.jobs import ExtractJob, Failure, install_sigterm, read_queries
+    from mrhd.extract.jobs import ExtractJob, Failure, install_sigterm
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
 
     names = [n.strip() for n in args.encoders.split(",") if n.strip()]
@@ -81,8 +81,8 @@ def run(args: argparse.Namespace) -> int:
     _check_device(args.device)
     index, count = parse_shard(args.shard)
     weights = _parse_weights(args.weights)
-    if args.queries:
-        read_queries(args.queries, summary=None) if not os.path.isfile(args.queries) else None
+    if args.queries and not os.path.isfile(args.queries):
+        raise MrhdError(f"--queries {args.queries}: file not found")
 
     listing = expand_inputs(args.paths)
     sources = shard(listing.sources, index, count)

@@ -323,7 +323,10 @@ class FeatureStore:
             f = h5py.File(self.path, "a")
         except OSError as err:
             if "lock" in str(err).lower():
-                return None
+                return None  # another process has it open; the parts wait for a later merge
+            if not os.access(self.path, os.W_OK):
+                raise MrhdError(f"cannot write to {self.path}; make it writable or choose another --out "
+                                "folder") from err
             self._salvage(f"cannot be opened ({err})")
             return h5py.File(self.path, "a")
         if f.attrs.get(_MERGING, 0):

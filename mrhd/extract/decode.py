@@ -10,7 +10,9 @@ Streams (``input_kind`` of mrhd.extract.encoders.base), each yielded as ``(kind,
 - ``audio_chunk``    see ``audio.py``
 
 Why one pass: decoding dominates CPU time, so a video that feeds CLIP, SlowFast and InternVideo2 is
-decoded once; each frame is converted to RGB only when some stream takes it. Memory stays flat: a
+decoded once; each frame is converted to RGB only when some stream takes it. The CLIP stream alone
+(one frame in ~60) runs the fps rule on a packet index first and seeks to keyframes where that
+decodes fewer frames (``VideoDecoder(seek=True)``), falling back to the in-order pass. Memory stays flat: a
 stream holds at most one clip's frames (a 3-hour video is never held whole).
 
 Timeline (fixtures/sampling/README.md, ``rule_check_pyav_only``): ``t = pts * time_base - format

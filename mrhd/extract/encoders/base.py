@@ -16,9 +16,12 @@ import torch
 
 # What a video/audio encoder consumes per clip (the decoder prepares it):
 #   "clip_frame"      one RGB frame per 2-s clip, the ffmpeg fps=0.5 choice, uint8 [224, 224, 3]
-#   "slowfast_clip"   64 frames of the 30-fps stream per 2-s clip, uint8 [T, 224, 224, 3]
+#   "slowfast_clip"   the 32 fast-pathway frames of each 60-frame clip of the 30-fps stream (offsets
+#                     mrhd.extract.sampling.slowfast_fast_indices), uint8 [32, 224, 224, 3]; the
+#                     encoder takes the slow pathway from them (slowfast_slow_indices)
 #   "audio_chunk"     2 s of mono 32-kHz audio, float32 [64000]
-#   "window_frames"   8 frames sampled uniformly in each 2-s window, uint8 [8, 224, 224, 3]
+#   "window_frames"   every native frame with 2k <= t < 2k+2, uint8 [n_k, 224, 224, 3]; the encoder
+#                     picks its own frames (e.g. 8 uniformly) in preprocess
 INPUT_KINDS = ("clip_frame", "slowfast_clip", "audio_chunk", "window_frames")
 
 

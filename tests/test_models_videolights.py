@@ -238,3 +238,22 @@ def test_gradients_reach_every_trainable_parameter_and_loss_decreases():
         loss.backward()
         opt.step()
     assert float(loss.detach()) < first
+
+
+def test_negative_start_wraps_unless_clamped():
+    """A top-1 span starting before 0 slices src_vid[-k:end+1] upstream (usually empty)."""
+    cfg = _tiny()
+    model = create_model("videolights", cfg).eval()
+    fixed = create_model("videolights", _tiny(mr2hd_clamp_start=True)).eval()
+    fixed.load_state_dict(model.state_dict())
+    src_vid, vid_mem = torch.randn(1, 8, 16), torch.randn(1, 8, 16)
+    logits = torch.tensor([[[5.0, 0.0]] + [[0.0, 5.0]] * 9])
+    spans = torch.tensor([[[0.05, 0.5]] + [[0.5, 0.1]] * 9])        # top-1 window [-0.2, 0.3]
+    with torch.no_grad():
+        quirk = model.top_moment_saliency(src_vid, vid_mem, logits, spans)
+        clamped = fixed.top_moment_saliency(src_vid, vid_mem, logits, spans)
+        empty = model.gru_extractor(torch.zeros(1, 8, 16)).unsqueeze(1)
+        weight = torch.matmul(empty, src_vid.transpose(1, 2)).squeeze(1)
+        expected = torch.sum(model.saliency_proj_mr(vid_mem * weight.unsqueeze(-1) + vid_mem), -1) / 4.0
+    torch.testing.assert_close(quirk, expected)        # start -2, end 2: src_vid[-2:3] is empty
+    assert not torch.allclose(quirk, clamped)

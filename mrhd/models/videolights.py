@@ -11,7 +11,8 @@ saliency) with:
 - Uni-directional joint-task feedback (``mr_to_hd_loss``): the top-1 predicted moment, turned
   into clip indices with the padded length, is summarised by a GRU over the projected clips; its
   similarity to every clip re-weights the video memory into ``saliency_scores_mr``. As upstream, a
-  negative start index wraps (Python slicing) and can give an empty slice.
+  negative start index wraps (Python slicing) and can give an empty slice; ``mr2hd_clamp_start``
+  clamps it to 0 instead (off by default, as TR-DETR's option of the same name).
 - Contrastive alignment projections (``proj_queries``, ``proj_txt_mem`` from the projected text,
   ``proj_vid_mem``), also on every aux decoder layer.
 The anchor sine embedding uses ``sine_half_dim`` (None = hidden_dim // 2; upstream hard-codes 128,
@@ -34,13 +35,9 @@ from mrhd.models.mlp import input_projection
 from mrhd.models.qd_detr import QDDETR, QDDETRConfig, QDDETRTransformer
 from mrhd.models.registry import ModelSpec, register_model
 from mrhd.models.span_utils import inverse_sigmoid, span_cxw_to_xx
+from mrhd.models.tr_detr import GRUFeatureExtractor
 from mrhd.models.videolights_criterion import VideoLightsCriterion
-from mrhd.models.videolights_layers import (
-    BiCMFLayer,
-    FeatureRefinement,
-    GlobalFeatureExtractor,
-    conv_input_projection,
-)
+from mrhd.models.videolights_layers import BiCMFLayer, FeatureRefinement, conv_input_projection
 
 
 @dataclass
@@ -55,6 +52,7 @@ class VideoLightsConfig(QDDETRConfig):
     fra: bool = True                  # feature refinement + Conv1d input projections
     mr_to_hd_loss: bool = True
     mr_to_hd_loss_coef: float = 1.0
+    mr2hd_clamp_start: bool = False   # fix for the wrapped negative slice (off = official, as TR-DETR)
     hard_pos_neg_loss: bool = True
     hard_pos_neg_loss_coef: float = 10.0
     cos_sim_loss_coef: float = 1.0
@@ -91,7 +89,7 @@ class VideoLights(QDDETR):
             self.contrastive_align_projection_txt = nn.Linear(d, cfg.contrastive_hdim)
             self.contrastive_align_projection_vid = nn.Linear(d, cfg.contrastive_hdim)
         if cfg.mr_to_hd_loss:
-            self.gru_extractor = GlobalFeatureExtractor(d, d)
+            self.gru_extractor = GRUFeatureExtractor(d, d)
             self.saliency_proj_mr = nn.Linear(d, d)
 
     def top_moment_saliency(self, src_vid, vid_mem, pred_logits, pred_spans):
@@ -104,6 +102,8 @@ class VideoLights(QDDETR):
         slices = []
         for i in range(len(src_vid)):
             start, end = int(spans[i, 0]), int(spans[i, 1])
+            if self.cfg.mr2hd_clamp_start:
+                start = max(start, 0)
             clip = src_vid[i, start:end + 1]          # Python slicing: a negative start wraps around
             slices.append(F.pad(clip, (0, 0, 0, n_clips - clip.shape[0])) if clip.shape[0] < n_clips
                           else clip[:n_clips])

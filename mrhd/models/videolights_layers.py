@@ -13,7 +13,6 @@ video_lights/feature_refinement.py, video_lights/transformer.py ``BiCMFLayer``).
   video, then the updated video attends to the updated text; only the video is written back
   (text and global token pass through). Upstream quirks kept: ``norm2`` exists but is unused, and
   the feed-forward output has no residual: ``norm4(ffn + dropout(ffn))``.
-- :class:`GlobalFeatureExtractor`: last hidden state of a one-layer GRU (``gru_extractor.gru``).
 """
 
 from __future__ import annotations
@@ -124,14 +123,3 @@ class BiCMFLayer(nn.Module):
         ffn = self.linear5(self.dropout(self.activation(self.linear4(c_out))))
         v_new = self.norm4(ffn + self.dropout(ffn))
         return torch.cat([global_token, v_new, src[b:]], dim=0)
-
-
-class GlobalFeatureExtractor(nn.Module):
-    """Last hidden state of a batch-first GRU: (B, L, d) -> (B, hidden)."""
-
-    def __init__(self, input_dim: int, hidden_dim: int):
-        super().__init__()
-        self.gru = nn.GRU(input_dim, hidden_dim, num_layers=1, batch_first=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gru(x)[1][-1]

@@ -144,6 +144,11 @@ def test_unknown_model_and_weights():
         Predictor.from_pretrained("random", model="no_such_model", encoder_size="tiny", cache=False)
     with pytest.raises(MrhdError, match="unknown weights id"):
         Predictor.from_pretrained("no-such-checkpoint", cache=False)
+    # registry entries are checked before any download
+    with pytest.raises(MrhdError, match="not a grounding model"):
+        Predictor.from_pretrained("clip-vit-b32-openai", cache=False)
+    with pytest.raises(MrhdError, match="qd_detr checkpoint, not moment_detr"):
+        Predictor.from_pretrained("qd_detr-clip-qvhighlights", model="moment_detr", cache=False)
 
 
 @pytest.mark.parametrize("model", ["moment_detr", "qd_detr", "tr_detr", "cg_detr", "univtg"])

@@ -117,10 +117,15 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
         net = spec.build(cfg)
         return LoadedModel(name, cfg, net.eval(), prof, RANDOM)
 
-    entry = find_entry(weights)
+    entry = find_entry(weights) if not Path(weights).is_file() else None
+    if entry is not None and entry.kind != "model":
+        raise MrhdError(f"{weights} holds {entry.model} encoder weights, not a grounding model; "
+                        "see `mrhd weights list` for model checkpoints")
+    if entry is not None and model and entry.model != model:
+        raise MrhdError(f"{weights} holds a {entry.model} checkpoint, not {model}")
     path = resolve_weights(weights)
     ckpt = load_checkpoint(path)
-    label = entry.id if entry is not None and not Path(weights).is_file() else Path(path).name
+    label = entry.id if entry is not None else Path(path).name
     if is_mrhd_checkpoint(ckpt):
         name = ckpt["model"]
         if model and model != name:
@@ -134,8 +139,6 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
         if name is None:
             raise MrhdError(f"{path} is an authors' checkpoint; say which model it is with --model "
                             "(or convert it with `mrhd weights convert`)")
-        if entry is not None and model and entry.model != model:
-            raise MrhdError(f"{weights} holds a {entry.model} checkpoint, not {model}")
         spec = get_spec(name)
         opt = official_opt(ckpt)
         if not opt or spec.config_from_opt is None:

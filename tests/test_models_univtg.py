@@ -126,6 +126,14 @@ def test_registered_with_official_defaults():
     assert (cfg.hidden_dim, cfg.enc_layers, cfg.v_feat_dim, cfg.t_feat_dim) == (1024, 4, 2818, 512)
 
 
+def test_unsupported_official_options_are_one_line_errors():
+    from mrhd.errors import MrhdError
+
+    with pytest.raises(MrhdError, match="span_loss_type"):
+        config_from_opt({"span_loss_type": "ce"})
+    assert config_from_opt({"hidden_dim": 64, "clip_length": 1.0}).clip_len == 1.0
+
+
 def _tiny(**kw) -> UniVTGConfig:
     return UniVTGConfig(v_feat_dim=10, t_feat_dim=6, hidden_dim=16, nheads=2, enc_layers=2,
                         dim_feedforward=24, **kw)

@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrhd.errors import MrhdError
 from mrhd.models.mlp import input_projection
 from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
 from mrhd.models.registry import ModelSpec, register_model
@@ -127,6 +128,10 @@ _OPT_FIELDS = {  # official opt name -> config field
 
 def config_from_opt(opt: dict) -> UniVTGConfig:
     """Config from an official checkpoint's ``opt`` (v_feat_dim there already includes the tef +2)."""
+    if opt.get("span_loss_type", "l1") != "l1":
+        raise MrhdError(f"univtg: span_loss_type {opt['span_loss_type']!r} is not supported (only 'l1', as upstream)")
+    if opt.get("position_embedding", "sine") not in ("sine", "v2"):
+        raise MrhdError(f"univtg: position_embedding {opt['position_embedding']!r} is not supported (only 'sine')")
     return UniVTGConfig(**{ours: opt[theirs] for theirs, ours in _OPT_FIELDS.items() if theirs in opt})
 
 

@@ -1,0 +1,183 @@
+"""SG-DETR's losses, one small method per term, on top of the shared :class:`SetCriterion`.
+
+The shared criterion (label_loss="focal", QD-DETR saliency with rank-contrastive and negative-pair
+terms) gives the DETR head's matched span / GIoU / focal-label losses on every decoder layer and
+the saliency loss on the GLOBAL scores. Added here:
+
+- ``loss_saliency_local``: the same saliency loss on the local (sentence-cosine) scores.
+- ``loss_iou`` (+ ``_i`` per aux layer): BCE of the IoU head against the detached IoU between each
+  matched query's span and its ground truth.
+- ``loss_{span,giou,label}_enc``: the query-selection proposals, Hungarian-matched (DINO's
+  two-stage "interm" loss).
+- ``loss_{span,giou,label}_dn`` (+ ``_i``): denoising groups; positives regress to and classify as
+  their ground truth, negatives classify as background (DINO contrastive denoising).
+- ``loss_atss_{cls,giou,ctr}``: the dense head with ATSS assignment (Zhang et al. 2020, 1-D):
+  per ground truth, the ``atss_topk`` clips whose anchor centres are closest are candidates; those
+  whose anchor IoU >= mean + std of the candidates' IoUs and whose centre lies inside the ground
+  truth are positives (ties to the highest IoU). Focal classification normalised by the number of
+  positives, GIoU weighted by the centerness target, BCE centerness.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrhd.models.criterion import SetCriterion, sigmoid_focal_loss
+from mrhd.models.matcher import FOREGROUND
+from mrhd.models.span_utils import generalized_temporal_iou, span_cxw_to_xx, temporal_iou
+
+BACKGROUND = 1
+
+
+def matched_iou(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
+    """Elementwise IoU of (N, 2) cxw spans."""
+    if len(src) == 0:
+        return src.new_zeros(0)
+    return torch.diag(temporal_iou(span_cxw_to_xx(src), span_cxw_to_xx(tgt))[0])
+
+
+@torch.no_grad()
+def atss_assign(anchors: torch.Tensor, n_valid: int, gt: torch.Tensor, topk: int):
+    """anchors (L, 2) cxw (first ``n_valid`` valid), gt (M, 2) cxw -> (positive (L,) bool,
+    assigned gt index (L,) long)."""
+    length = anchors.shape[0]
+    positive = torch.zeros(length, dtype=torch.bool, device=anchors.device)
+    assigned = torch.zeros(length, dtype=torch.long, device=anchors.device)
+    if n_valid == 0 or len(gt) == 0:
+        return positive, assigned
+    valid = anchors[:n_valid]
+    iou = temporal_iou(span_cxw_to_xx(valid), span_cxw_to_xx(gt))[0]                 # (n, M)
+    distance = (valid[:, None, 0] - gt[None, :, 0]).abs()
+    k = min(topk, n_valid)
+    cand = distance.topk(k, dim=0, largest=False).indices                            # (k, M)
+    cand_iou = torch.gather(iou, 0, cand)
+    std = cand_iou.std(0) if k > 1 else torch.zeros_like(cand_iou[0])
+    threshold = cand_iou.mean(0) + std
+    is_cand = torch.zeros_like(iou, dtype=torch.bool).scatter_(0, cand, True)
+    gt_xx = span_cxw_to_xx(gt)
+    inside = (valid[:, None, 0] > gt_xx[None, :, 0]) & (valid[:, None, 0] < gt_xx[None, :, 1])
+    ok = is_cand & (iou >= threshold[None, :]) & inside
+    best = torch.where(ok, iou, torch.full_like(iou, -1.0)).max(1)
+    positive[:n_valid] = best.values >= 0
+    assigned[:n_valid] = best.indices
+    return positive, assigned
+
+
+class SGDETRCriterion(nn.Module):
+    def __init__(self, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.base = SetCriterion(cfg.criterion_config(label_loss="focal", rank_contrastive=True,
+                                                      neg_pair=True))
+        self.matcher = self.base.matcher
+        self.weight_dict = self.build_weight_dict()
+
+    def build_weight_dict(self) -> dict[str, float]:
+        c = self.cfg
+        w = dict(self.base.weight_dict)
+        per_layer = {"loss_iou": c.iou_loss_coef}
+        if c.dn_groups > 0:
+            per_layer.update({"loss_span_dn": c.span_loss_coef, "loss_giou_dn": c.giou_loss_coef,
+                              "loss_label_dn": c.label_loss_coef})
+        w.update(per_layer)
+        if c.aux_loss:
+            for i in range(c.dec_layers - 1):
+                w.update({f"{k}_{i}": v for k, v in per_layer.items()})
+        w.update({"loss_saliency_local": c.lw_local_saliency,
+                  "loss_span_enc": c.span_loss_coef, "loss_giou_enc": c.giou_loss_coef,
+                  "loss_label_enc": c.label_loss_coef,
+                  "loss_atss_cls": c.atss_cls_coef, "loss_atss_giou": c.atss_giou_coef,
+                  "loss_atss_ctr": c.atss_ctr_coef})
+        return w
+
+    # ---- terms -------------------------------------------------------------------------------
+    def loss_saliency_local(self, outputs, targets):
+        local = {"saliency_scores": outputs["local_saliency_scores"],
+                 "saliency_scores_neg": outputs["local_saliency_scores_neg"],
+                 "video_mask": outputs["video_mask"]}
+        return {"loss_saliency_local": self.base.loss_saliency(local, targets, None)["loss_saliency"]}
+
+    def loss_iou(self, outputs, targets, indices, suffix=""):
+        idx = self.base.src_permutation_idx(indices)
+        src = outputs["pred_spans"][idx]
+        tgt = torch.cat([t["spans"][i] for t, (_, i) in zip(targets["span_labels"], indices)], dim=0)
+        target_iou = matched_iou(src.detach(), tgt)
+        loss = F.binary_cross_entropy_with_logits(outputs["pred_iou"][idx], target_iou) if len(src) \
+            else outputs["pred_iou"].sum() * 0
+        return {f"loss_iou{suffix}": loss}
+
+    def loss_enc(self, outputs, targets):
+        enc = outputs["enc_outputs"]
+        indices = self.matcher(enc, targets)
+        losses = {**self.base.loss_spans(enc, targets, indices), **self.base.loss_labels(enc, targets, indices)}
+        return {f"{k}_enc": v for k, v in losses.items() if k != "class_error"}
+
+    def loss_dn(self, outputs):
+        dn = outputs["dn_outputs"]
+        valid = dn["valid"].bool()                                   # (B, 2n)
+        pos = valid & dn["positive"][None, :]
+        layers = dn["pred_logits"].shape[0]
+        target_classes = torch.full(valid.shape, BACKGROUND, dtype=torch.long, device=valid.device)
+        target_classes[pos] = FOREGROUND
+        onehot = F.one_hot(target_classes, 2).float()
+        losses = {}
+        for layer in range(layers):
+            suffix = "" if layer == layers - 1 else f"_{layer}"
+            logits = dn["pred_logits"][layer]                        # (G, B, 2n, 2)
+            spans = dn["pred_spans"][layer][:, pos]                  # (G, P, 2)
+            gt = dn["gt_spans"][pos].unsqueeze(0).expand_as(spans)
+            focal = sigmoid_focal_loss(logits[:, valid], onehot[valid].unsqueeze(0).expand(logits.shape[0], -1, -1))
+            if spans.shape[1]:
+                src, tgt = spans.reshape(-1, 2), gt.reshape(-1, 2)
+                l1 = F.l1_loss(src, tgt)
+                giou = (1 - torch.diag(generalized_temporal_iou(span_cxw_to_xx(src), span_cxw_to_xx(tgt)))).mean()
+            else:
+                l1 = giou = logits.sum() * 0
+            losses.update({f"loss_span_dn{suffix}": l1, f"loss_giou_dn{suffix}": giou,
+                           f"loss_label_dn{suffix}": focal.mean()})
+        return losses
+
+    def loss_atss(self, outputs, targets):
+        anchors = outputs["atss_anchors"]
+        mask = outputs["video_mask"]
+        positives, boxes = [], []
+        for b, t in enumerate(targets["span_labels"]):
+            pos, assigned = atss_assign(anchors[b], int(mask[b].sum()), t["spans"], self.cfg.atss_topk)
+            positives.append(pos)
+            boxes.append(t["spans"][assigned] if len(t["spans"]) else anchors[b])
+        pos = torch.stack(positives)                                  # (B, L)
+        gt = torch.stack(boxes)                                       # (B, L, 2) cxw
+        num_pos = pos.sum().clamp(min=1).float()
+        focal = sigmoid_focal_loss(outputs["atss_logits"], pos.float()) * mask
+        loss_cls = focal.sum() / num_pos
+        if not pos.any():
+            zero = outputs["atss_spans"].sum() * 0 + outputs["atss_centerness"].sum() * 0
+            return {"loss_atss_cls": loss_cls, "loss_atss_giou": zero, "loss_atss_ctr": zero}
+        centre = anchors[pos][:, 0]
+        gt_xx = span_cxw_to_xx(gt[pos])
+        left, right = centre - gt_xx[:, 0], gt_xx[:, 1] - centre
+        ctr_target = torch.minimum(left, right) / torch.maximum(left, right)
+        pred = outputs["atss_spans"][pos]
+        giou = torch.diag(generalized_temporal_iou(span_cxw_to_xx(pred), gt_xx))
+        loss_giou = ((1 - giou) * ctr_target).sum() / ctr_target.sum().clamp(min=1e-6)
+        loss_ctr = F.binary_cross_entropy_with_logits(outputs["atss_centerness"][pos], ctr_target)
+        return {"loss_atss_cls": loss_cls, "loss_atss_giou": loss_giou, "loss_atss_ctr": loss_ctr}
+
+    # ---- all ---------------------------------------------------------------------------------
+    def forward(self, outputs: dict, targets: dict, return_indices: bool = False):
+        """Raw loss terms (weight with ``weight_dict``)."""
+        losses, indices = self.base(outputs, targets, return_indices=True)
+        losses.update(self.loss_saliency_local(outputs, targets))
+        losses.update(self.loss_iou(outputs, targets, indices["final"]))
+        for i, aux in enumerate(outputs.get("aux_outputs") or []):
+            losses.update(self.loss_iou(aux, targets, indices[f"aux_{i}"], f"_{i}"))
+        losses.update(self.loss_enc(outputs, targets))
+        if "dn_outputs" in outputs:
+            losses.update(self.loss_dn(outputs))
+        losses.update(self.loss_atss(outputs, targets))
+        return (losses, indices) if return_indices else losses
+
+    def weighted_total(self, losses: dict) -> torch.Tensor:
+        return sum(losses[k] * self.weight_dict[k] for k in losses if k in self.weight_dict)

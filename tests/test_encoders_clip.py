@@ -89,18 +89,21 @@ def test_video_pixels_and_encode_image():
     enc = build_encoder("clip", random_weights=True, size="tiny")
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, size=(3, 224, 224, 3), dtype=np.uint8)
-    batch = enc.preprocess(list(frames))
-    assert batch.shape == (3, 3, 224, 224) and batch.dtype == torch.float32
+    batch = enc.preprocess(list(frames))   # workers ship uint8; pixels are made on the device
+    assert batch.shape == (3, 224, 224, 3) and batch.dtype == torch.uint8
     mean = np.array(clip_mod.CLIP_MEAN, dtype=np.float32)
     std = np.array(clip_mod.CLIP_STD, dtype=np.float32)
     expected = ((frames.astype(np.float32) / 255.0 - mean) / std).transpose(0, 3, 1, 2)
-    np.testing.assert_allclose(batch.numpy(), expected, atol=1e-5)
+    pixels = enc.pixels(batch)
+    assert pixels.shape == (3, 3, 224, 224) and pixels.dtype == torch.float32
+    np.testing.assert_allclose(pixels.numpy(), expected, atol=1e-5)
     feats = enc.encode(batch)
     assert feats.shape == (3, enc.dim) and enc.dim == 32
     with torch.no_grad():
-        torch.testing.assert_close(feats, enc.model.encode_image(batch), atol=1e-5, rtol=1e-5)
+        reference = enc.model.encode_image(torch.from_numpy(expected))
+    torch.testing.assert_close(feats, reference, atol=1e-5, rtol=1e-5)
     # the preprocessor goes to decoding workers on its own, without the model
-    assert pickle.loads(pickle.dumps(enc.preprocessor))(frames[:1]).shape == (1, 3, 224, 224)
+    assert pickle.loads(pickle.dumps(enc.preprocessor))(frames[:1]).shape == (1, 224, 224, 3)
     with pytest.raises(ValueError):
         enc.preprocess([np.zeros((100, 224, 3), np.uint8)])
 
@@ -178,9 +181,9 @@ def test_loads_openai_checkpoint(tmp_path, fmt):
     loaded = {k: v for k, v in video.model.state_dict().items()}
     for key, value in source.state_dict().items():
         assert torch.equal(loaded[key], value.float()), key
-    frames = torch.randn(2, 3, 224, 224)
+    frames = torch.randint(0, 256, (2, 224, 224, 3), dtype=torch.uint8)
     tokens = text.tokenize(TEXTS[:2])
-    img_ref, txt_ref = _outputs(source, frames, tokens)
+    img_ref, txt_ref = _outputs(source, clip_mod.clip_pixels(frames), tokens)
     torch.testing.assert_close(video.encode(frames), img_ref, atol=1e-5, rtol=1e-5)
     pooled = torch.stack([p for _, p in text.encode_texts(TEXTS[:2])])
     torch.testing.assert_close(pooled, txt_ref, atol=1e-5, rtol=1e-5)

@@ -213,15 +213,15 @@ def test_preprocess_and_encoder_contract():
     enc = build_encoder("slowfast", random_weights=True, size="tiny")
     assert enc.input_kind == "slowfast_clip" and enc.info.weights == "random" and enc.dim == 288
     clips = _clip_batch(3)
-    batch = enc.preprocess(list(clips))
-    assert batch.shape == (3, 3, 32, 64, 64)
+    batch = enc.preprocess(list(clips))   # workers ship uint8; pixels are made on the device
+    assert batch.shape == (3, 32, 64, 64, 3) and batch.dtype == torch.uint8
     expected = (clips.astype(np.float32) / 255.0 - 0.45) / 0.225
-    np.testing.assert_allclose(batch.numpy(), expected.transpose(0, 4, 1, 2, 3), atol=1e-5)
+    np.testing.assert_allclose(enc.pixels(batch).numpy(), expected.transpose(0, 4, 1, 2, 3), atol=1e-5)
     feats = enc.encode(batch)
     assert feats.shape == (3, 288) and feats.dtype == torch.float32
     # eval-mode BatchNorm: a clip's features do not depend on its batch
     torch.testing.assert_close(enc.encode(batch[1:2])[0], feats[1], atol=1e-5, rtol=1e-5)
-    assert pickle.loads(pickle.dumps(enc.preprocessor))(clips[:1]).shape == (1, 3, 32, 64, 64)
+    assert pickle.loads(pickle.dumps(enc.preprocessor))(clips[:1]).shape == (1, 32, 64, 64, 3)
     with pytest.raises(ValueError):
         enc.preprocess([np.zeros((8, 64, 64, 3), np.uint8)])
     recipe = enc.info.recipe
@@ -281,7 +281,8 @@ def test_forward_matches_pyslowfast_layer_order():
     w = {_ours_to_pyslowfast(k): v for k, v in model.state_dict().items()}
     enc = SlowFastEncoder(model, "x", "x")
     batch = enc.preprocess(_clip_batch(2, size=32))
-    slow = batch.index_select(2, torch.linspace(0, 31, 8).long())
+    fast = enc.pixels(batch)
+    slow = fast.index_select(2, torch.linspace(0, 31, 8).long())
     with torch.no_grad():
-        expected = _pyslowfast_forward(w, slow, batch, model.cfg.depths, model.cfg.alpha)
+        expected = _pyslowfast_forward(w, slow, fast, model.cfg.depths, model.cfg.alpha)
     torch.testing.assert_close(enc.encode(batch), expected, atol=1e-5, rtol=1e-5)

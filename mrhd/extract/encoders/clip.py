@@ -174,23 +174,27 @@ def _arch(cfg: ClipConfig) -> dict:
 
 
 @dataclass(frozen=True)
-class ClipPixels:
-    """uint8 [n, S, S, 3] frames -> normalised float [n, 3, S, S]; small and picklable so decoding
-    workers can run it without the model."""
+class ClipFrames:
+    """Decoded frames -> one uint8 [n, S, S, 3] tensor, checked. Small and picklable: the job
+    runner's decoding workers run it, and uint8 keeps what travels to the main process 4x smaller
+    than float pixels; normalisation happens on the encoder's device (:func:`clip_pixels`)."""
 
     image_size: int = 224
-    mean: tuple = CLIP_MEAN
-    std: tuple = CLIP_STD
 
     def __call__(self, clips) -> torch.Tensor:
         frames = torch.from_numpy(np.ascontiguousarray(np.stack([np.asarray(c) for c in clips])))
         if frames.dtype != torch.uint8 or frames.shape[1:] != (self.image_size, self.image_size, 3):
             raise ValueError(f"CLIP expects uint8 [{self.image_size}, {self.image_size}, 3] frames, "
                              f"got {frames.dtype} {tuple(frames.shape[1:])}")
-        x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-        mean = torch.tensor(self.mean).view(1, 3, 1, 1)
-        std = torch.tensor(self.std).view(1, 3, 1, 1)
-        return (x - mean) / std
+        return frames
+
+
+def clip_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [n, S, S, 3] (any device) -> float [n, 3, S, S]: /255, then CLIP mean/std."""
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
 
 
 class ClipVideoEncoder(VideoEncoder):
@@ -199,7 +203,7 @@ class ClipVideoEncoder(VideoEncoder):
     store_dtype = "float16"
 
     def __init__(self, model, cfg: ClipConfig, weights_label: str, device="cpu"):
-        self.preprocessor = ClipPixels(cfg.image_size)
+        self.preprocessor = ClipFrames(cfg.image_size)
         recipe = {
             "model": "open_clip CLIP", "arch": _arch(cfg), "weights": weights_label,
             "input": self.input_kind, "fps": 0.5, "frames_per_clip": 1, "clip_len": 2.0,
@@ -211,11 +215,16 @@ class ClipVideoEncoder(VideoEncoder):
         self.model = model.to(self.device)
 
     def preprocess(self, clips) -> torch.Tensor:
+        """Frames -> uint8 [n, S, S, 3] (see :class:`ClipFrames`)."""
         return self.preprocessor(clips)
+
+    def pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 frames -> the ViT input [n, 3, S, S] on the device."""
+        return clip_pixels(batch.to(self.device))
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(batch.to(self.device)).float()
+        return self.model.encode_image(self.pixels(batch)).float()
 
 
 class ClipTextEncoder(TextEncoder):

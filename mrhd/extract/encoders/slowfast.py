@@ -184,21 +184,25 @@ def slow_indices(fast_frames: int, alpha: int) -> torch.Tensor:
 
 
 @dataclass(frozen=True)
-class SlowFastPixels:
-    """uint8 [n, T, S, S, 3] fast-pathway frames -> float [n, 3, T, S, S], /255 then (x-0.45)/0.225.
-    Small and picklable so decoding workers run it without the model."""
+class SlowFastFrames:
+    """Decoded clips -> one uint8 [n, T, H, W, 3] tensor of fast-pathway frames, checked. Small and
+    picklable for the decoding workers; uint8 is 4x less to ship than pixels, and normalisation
+    runs on the encoder's device (:func:`slowfast_pixels`)."""
 
     frames: int = FAST_FRAMES
-    mean: float = MEAN
-    std: float = STD
 
     def __call__(self, clips) -> torch.Tensor:
         x = torch.from_numpy(np.ascontiguousarray(np.stack([np.asarray(c) for c in clips])))
         if x.dtype != torch.uint8 or x.ndim != 5 or x.shape[1] != self.frames or x.shape[-1] != 3:
             raise ValueError(f"SlowFast expects uint8 [{self.frames}, H, W, 3] clips, "
                              f"got {x.dtype} {tuple(x.shape[1:])}")
-        x = x.permute(0, 4, 1, 2, 3).float().div_(255.0)
-        return (x - self.mean) / self.std
+        return x
+
+
+def slowfast_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [n, T, H, W, 3] (any device) -> float [n, 3, T, H, W]: /255, then (x - 0.45) / 0.225."""
+    x = frames.permute(0, 4, 1, 2, 3).float().div_(255.0)
+    return (x - MEAN) / STD
 
 
 class SlowFastEncoder(VideoEncoder):
@@ -208,7 +212,7 @@ class SlowFastEncoder(VideoEncoder):
 
     def __init__(self, model: SlowFastR50, weights_label: str, weights_format: str, device="cpu"):
         cfg = model.cfg
-        self.preprocessor = SlowFastPixels(FAST_FRAMES)
+        self.preprocessor = SlowFastFrames(FAST_FRAMES)
         self.slow_index = slow_indices(FAST_FRAMES, cfg.alpha)
         recipe = {
             "model": "SlowFast R50 8x8 (PySlowFast SLOWFAST_8x8_R50)", "arch": asdict(cfg),
@@ -224,11 +228,16 @@ class SlowFastEncoder(VideoEncoder):
         self.model = model.to(self.device).eval().requires_grad_(False)
 
     def preprocess(self, clips) -> torch.Tensor:
+        """Clips -> uint8 [n, 32, H, W, 3] (see :class:`SlowFastFrames`)."""
         return self.preprocessor(clips)
+
+    def pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 clips -> the fast pathway's input [n, 3, 32, H, W] on the device."""
+        return slowfast_pixels(batch.to(self.device))
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        fast = batch.to(self.device)
+        fast = self.pixels(batch)
         slow = fast.index_select(2, self.slow_index.to(fast.device))
         return self.model.features(slow, fast).float()
 

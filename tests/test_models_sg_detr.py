@@ -1,0 +1,231 @@
+"""SG-DETR (no reference code, no fixture): properties of the model, its losses and its parts."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from mrhd.models.registry import get_spec, make_config
+from mrhd.models.sg_detr import SGDETRConfig, build, build_criterion
+from mrhd.models.sg_detr_criterion import atss_assign
+from mrhd.models.sg_detr_detector import clip_anchors
+from mrhd.models.sg_detr_fusion import fuse_spans
+from mrhd.models.span_utils import span_cxw_to_xx
+from mrhd.pipeline.profiles import load_profile
+from mrhd.pipeline.train import Trainer
+from mrhd.pipeline.train_config import load_train_config, model_defaults
+from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
+
+TINY = {"hidden_dim": 32, "nheads": 4, "dim_feedforward": 64, "enc_layers": 1, "dec_layers": 2,
+        "sgca_layers": 1, "atss_num_convs": 1, "dn_groups": 2}
+
+
+@pytest.fixture
+def one_thread():
+    """The suite shares 2 cores with other jobs; one thread is faster than two fighting."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def tiny_cfg(**kw) -> SGDETRConfig:
+    return SGDETRConfig(**{**TINY, "v_feat_dim": 20, "t_feat_dim": 12, **kw})
+
+
+def batch(lengths=(30, 22, 15), text_lengths=(8, 5, 7), v_dim=20, t_dim=12, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    bsz, lv, lt = len(lengths), max(lengths), max(text_lengths)
+    vmask, tmask = torch.zeros(bsz, lv), torch.zeros(bsz, lt)
+    for i, (n, m) in enumerate(zip(lengths, text_lengths)):
+        vmask[i, :n], tmask[i, :m] = 1, 1
+    return {"src_txt": torch.randn(bsz, lt, t_dim, generator=g) * tmask[..., None], "src_txt_mask": tmask,
+            "src_vid": torch.randn(bsz, lv, v_dim, generator=g) * vmask[..., None], "src_vid_mask": vmask}
+
+
+def targets_for(inputs, seed=0):
+    """Span labels, saliency pairs and per-clip labels inside each sample's valid length."""
+    g = torch.Generator().manual_seed(seed)
+    spans, pos, neg = [], [], []
+    lengths = inputs["src_vid_mask"].sum(1).long().tolist()
+    labels = torch.zeros_like(inputs["src_vid_mask"])
+    for i, n in enumerate(lengths):
+        st = int(torch.randint(0, n // 2, (1,), generator=g))
+        ed = st + max(2, n // 4)
+        spans.append({"spans": torch.tensor([[(st + ed) / 2 / n, (ed - st) / n]])})
+        labels[i, st:ed] = torch.randint(1, 5, (ed - st,), generator=g).float()
+        pos.append([st, ed - 1])
+        neg.append([(ed + 1) % n, (ed + 2) % n])
+    return {"span_labels": spans, "saliency_pos_labels": torch.tensor(pos),
+            "saliency_neg_labels": torch.tensor(neg), "saliency_all_labels": labels}
+
+
+def test_registered_with_the_internvideo2_profile():
+    spec = get_spec("sg_detr")
+    assert spec.config_cls is SGDETRConfig and spec.build_criterion is not None
+    assert spec.default_profile == "internvideo2"
+    profile = load_profile(spec.default_profile)
+    cfg = make_config("sg_detr", model_defaults("sg_detr"))
+    assert (cfg.v_feat_dim, cfg.t_feat_dim) == (profile.video_dim, profile.text_dim)
+    known = {f.name for f in dataclasses.fields(SGDETRConfig)}
+    assert set(model_defaults("sg_detr")) <= known      # the YAML names only real fields
+    assert cfg == SGDETRConfig()                          # and repeats the dataclass defaults
+
+
+def test_shapes_masks_and_confidence(one_thread):
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = build(cfg).eval()
+    inputs = batch()
+    with torch.no_grad():
+        out = model(**inputs)
+    bsz, lv = inputs["src_vid_mask"].shape
+    assert out["pred_spans"].shape == (bsz, cfg.num_queries, 2)
+    assert out["pred_logits"].shape == (bsz, cfg.num_queries, 2)
+    for key in ("saliency_scores", "saliency_scores_neg", "local_saliency_scores", "atss_logits"):
+        assert out[key].shape == (bsz, lv), key
+    assert out["atss_spans"].shape == (bsz, lv, 2)
+    # the shared post-processor's softmax(...)[0] is the class x IoU confidence
+    conf = torch.sigmoid(out["detr_logits"][..., 0]) * torch.sigmoid(out["pred_iou"])
+    torch.testing.assert_close(out["pred_logits"].softmax(-1)[..., 0], conf, atol=1e-5, rtol=0)
+    # query selection only picks valid clips: every decoder anchor starts inside its video
+    anchors = clip_anchors(inputs["src_vid_mask"], cfg.atss_anchor_clips)
+    assert (anchors[..., 0][inputs["src_vid_mask"].bool()] < 1).all()
+    sel = out["enc_outputs"]["pred_logits"][..., 0]
+    assert torch.isfinite(sel).all()
+    # a sample's predictions depend on its own query: swapping the query changes them
+    other = dict(inputs, src_txt=inputs["src_txt"].roll(1, dims=0), src_txt_mask=inputs["src_txt_mask"].roll(1, dims=0))
+    with torch.no_grad():
+        out2 = model(**other)
+    assert not torch.allclose(out["saliency_scores"], out2["saliency_scores"])
+
+
+@pytest.mark.parametrize("fuse", [True, False])
+def test_padding_does_not_change_predictions(fuse, one_thread):
+    torch.manual_seed(0)
+    model = build(tiny_cfg(fuse_at_inference=fuse)).eval()
+    inputs = batch(lengths=(30, 18), text_lengths=(6, 9))
+    n, m = 18, 9
+    alone = {"src_txt": inputs["src_txt"][1:, :m], "src_txt_mask": inputs["src_txt_mask"][1:, :m],
+             "src_vid": inputs["src_vid"][1:, :n], "src_vid_mask": inputs["src_vid_mask"][1:, :n]}
+    with torch.no_grad():
+        padded, single = model(**inputs), model(**alone)
+    for key in ("pred_logits", "pred_spans", "pred_iou"):
+        torch.testing.assert_close(padded[key][1:], single[key], atol=1e-5, rtol=1e-5, msg=key)
+    for key in ("saliency_scores", "local_saliency_scores", "atss_logits", "atss_centerness"):
+        torch.testing.assert_close(padded[key][1:, :n], single[key], atol=1e-5, rtol=1e-5, msg=key)
+
+
+@pytest.mark.slow
+def test_loss_decreases_and_every_parameter_gets_a_gradient(one_thread):
+    torch.manual_seed(0)
+    cfg = tiny_cfg(dropout=0.0, input_dropout=0.0)
+    model, criterion = build(cfg).train(), build_criterion(cfg)
+    inputs = batch()
+    targets = targets_for(inputs)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    totals = []
+    for step in range(12):
+        losses = criterion(model(**inputs, targets=targets), targets)
+        assert set(losses) - {k for k in losses if k.startswith("class_error")} == set(criterion.weight_dict)
+        total = criterion.weighted_total(losses)
+        opt.zero_grad()
+        total.backward()
+        if step == 1:   # step 0 has zero grads behind the decoder's zero-initialised refinement layer
+            silent = [n for n, p in model.named_parameters()
+                      if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+            assert not silent, silent
+        opt.step()
+        totals.append(float(total.detach()))
+    assert all(torch.isfinite(torch.tensor(totals)))
+    assert sum(totals[-3:]) / 3 < 0.8 * sum(totals[:3]) / 3, totals
+
+
+def test_denoising_groups_noise_within_bounds():
+    torch.manual_seed(0)
+    cfg = tiny_cfg(dn_groups=3, dn_span_noise=0.4, dn_label_noise=0.0)
+    model = build(cfg)
+    gt = torch.tensor([[0.5, 0.2], [0.3, 0.1]])
+    dn = model.detector.denoising_queries([{"spans": gt}, {"spans": gt[:1]}], "cpu")
+    assert dn["content"].shape == (3, 2, 4, cfg.hidden_dim)
+    assert dn["valid"].tolist() == [[1, 1, 1, 1], [1, 0, 1, 0]]
+    spans = dn["refs_unsig"].sigmoid()
+    gt2 = torch.cat([gt, gt])                                # positives, then negatives
+    noisy, clean = span_cxw_to_xx(spans[:, 0]), span_cxw_to_xx(gt2)
+    shift = (noisy - clean).abs() / (gt2[:, 1:] / 2)         # (groups, 4, 2) in half widths
+    pos, neg = shift[:, :2], shift[:, 2:]
+    assert (pos <= 0.4 + 1e-4).all()
+    # negatives move an endpoint by [0.4, 0.8) half widths unless clamped to the video
+    assert (neg.max(-1).values >= 0.4 - 1e-4).all()
+    # no label noise: every content query is the foreground label embedding
+    torch.testing.assert_close(dn["content"], model.detector.label_enc.weight[0].expand_as(dn["content"]))
+
+
+def test_atss_assignment_picks_clips_inside_the_moment():
+    mask = torch.ones(1, 20)
+    anchors = clip_anchors(mask, 4.0)[0]
+    gt = torch.tensor([[0.5, 0.3]])                          # clips 7..12
+    pos, assigned = atss_assign(anchors, 20, gt, topk=9)
+    centres = anchors[pos, 0]
+    assert pos.any() and (centres > 0.35).all() and (centres < 0.65).all()
+    assert (assigned[pos] == 0).all()
+    # with two moments each clip goes to the one it overlaps
+    gt2 = torch.tensor([[0.2, 0.2], [0.8, 0.2]])
+    pos2, assigned2 = atss_assign(anchors, 20, gt2, topk=5)
+    centres = anchors[:, 0]
+    assert (assigned2[pos2 & (centres < 0.5)] == 0).all() and (assigned2[pos2 & (centres > 0.5)] == 1).all()
+    assert pos2[centres < 0.5].any() and pos2[centres > 0.5].any()
+    # padded clips are never positive
+    pos3, _ = atss_assign(anchors, 10, torch.tensor([[0.4, 0.6]]), topk=9)
+    assert not pos3[10:].any()
+
+
+def test_span_fusion_is_a_weighted_mean_of_overlapping_spans():
+    detr = torch.tensor([[[0.5, 0.4], [0.1, 0.1]]])          # [0.3, 0.7], [0.05, 0.15]
+    conf = torch.tensor([[0.6, 0.9]])
+    dense = torch.tensor([[[0.52, 0.4], [0.9, 0.1], [0.5, 0.38]]])
+    dense_conf = torch.tensor([[0.3, 1.0, 0.5]])
+    mask = torch.tensor([[1.0, 1.0, 0.0]])                  # the third dense span is padding
+    fused = fuse_spans(detr, conf, dense, dense_conf, mask, iou_thr=0.5, detr_weight=1.0, dense_weight=2.0)
+    expect_xx = (0.6 * torch.tensor([0.3, 0.7]) + 0.6 * torch.tensor([0.32, 0.72])) / 1.2
+    torch.testing.assert_close(span_cxw_to_xx(fused[0, 0]), expect_xx)
+    torch.testing.assert_close(fused[0, 1], detr[0, 1])      # nothing overlaps: unchanged
+
+
+def test_save_load_round_trip(tmp_path, one_thread):
+    torch.manual_seed(0)
+    cfg = tiny_cfg()
+    model = build(cfg).eval()
+    path = save_checkpoint(tmp_path / "sg.ckpt", model="sg_detr", config=dataclasses.asdict(cfg),
+                           state_dict=model.state_dict(), profile="internvideo2")
+    ckpt = load_checkpoint(path)
+    assert ckpt["model"] == "sg_detr"
+    loaded = get_spec("sg_detr").build(make_config("sg_detr", ckpt["config"])).eval()
+    loaded.load_state_dict(ckpt["state_dict"], strict=True)
+    inputs = batch()
+    with torch.no_grad():
+        a, b = model(**inputs), loaded(**inputs)
+    for key in ("pred_logits", "pred_spans", "saliency_scores"):
+        assert torch.equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize("profile", ["internvideo2", "slowfast_clip"])
+@pytest.mark.slow
+def test_mrhd_train_runs_on_a_synthetic_store(profile, tmp_path, one_thread):
+    data = make_synthetic(tmp_path / "data", load_profile(profile),
+                          SyntheticSpec(n_train=16, n_val=8, min_clips=12, max_clips=16, n_concepts=4))
+    cfg = load_train_config("sg_detr", profile=profile, epochs=2, batch_size=8, num_workers=0,
+                            eval_every=100, progress=False, model_config=TINY)
+    trainer = Trainer(cfg, data["features"], data["train"], data["val"], tmp_path / "run", log=lambda m: None)
+    result = trainer.run()
+    assert result["epochs"] == 2 and len(trainer.step_losses) == 4
+    assert all(torch.isfinite(torch.tensor(trainer.step_losses)))
+    best = load_checkpoint(tmp_path / "run" / "best.ckpt")
+    assert best["model"] == "sg_detr" and best["profile"] == profile
+    assert best["config"]["v_feat_dim"] == load_profile(profile).video_dim
+    preds = [json.loads(x) for x in (tmp_path / "run" / "best_val_preds.jsonl").read_text().splitlines()]
+    assert len(preds) == 8 and all(len(p["pred_relevant_windows"]) == 10 for p in preds)

@@ -140,14 +140,20 @@ def main() -> None:
         job = ExtractJob([enc], out, batch_size=batch, num_workers=args.num_workers, progress=False)
         with GpuSampler(cuda) as gpu:
             summary = job.run_videos(sources)
+        # model alone again after the job, averaged: the load of a shared machine drifts
+        alone = (alone + model_only(enc, sources[0].path, batch, min_clips=max(4 * batch, 64))) / 2
         clips = summary.clips[enc.info.stream]
+        model_cpu = summary.encode_s * torch.get_num_threads()
         e2e = clips / summary.wall_s
         own, kids = peak_rss_mb(), summary.worker_rss_mb
         util = f"{gpu.mean:.0f}" if gpu.mean is not None else "-"
         rows.append(f"{name + ('/' + size if size != 'full' else ''):<13}{alone:>14.1f}{e2e:>12.1f}"
                     f"{e2e / alone:>10.0%}{summary.video_seconds / summary.wall_s:>10.1f}"
-                    f"{summary.wait_s / summary.wall_s:>12.0%}{summary.decode_s:>13.1f}{own:>12.0f}"
+                    f"{summary.wait_s / summary.wall_s:>12.0%}{summary.decode_cpu_s:>13.1f}{own:>12.0f}"
                     f"{kids:>15.0f}{util:>7}")
+        rows.append(f"  {clips} clips; per clip: decoding {1000 * summary.decode_cpu_s / max(clips, 1):.0f} ms CPU "
+                    f"in workers, model {1000 * summary.encode_s / max(clips, 1):.0f} ms wall "
+                    f"(~{1000 * model_cpu / max(clips, 1):.0f} ms CPU on {torch.get_num_threads()} threads)")
         if summary.failures:
             rows.append("  failures: " + "; ".join(f.reason for f in summary.failures))
         del enc, job

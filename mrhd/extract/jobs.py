@@ -69,7 +69,8 @@ class Summary:
     wall_s: float = 0.0
     encode_s: float = 0.0  # main process inside encoder.encode
     wait_s: float = 0.0  # main process idle, waiting for decoded clips (decoding not hidden)
-    decode_s: float = 0.0  # worker time decoding + preprocessing, summed over workers
+    decode_s: float = 0.0  # wall time spent decoding + preprocessing, summed over videos
+    decode_cpu_s: float = 0.0  # CPU time of the decoding workers (0 when decoding inline)
     queries: int = 0
     interrupted: bool = False
     worker_rss_mb: float = 0.0  # peak resident memory of a decoding worker
@@ -196,18 +197,20 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int) ->
 def timed_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int) -> Iterator[tuple]:
     """``decode_messages`` then ``("end", vid, seconds)``, seconds = time spent producing them (not
     time the consumer held the generator)."""
-    spent = 0.0
+    spent = cpu = 0.0
     gen = decode_messages(path, vid, specs, chunk)
     while True:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             msg = next(gen)
         except StopIteration:
-            spent += time.perf_counter() - t0
-            break
+            msg = None
         spent += time.perf_counter() - t0
+        cpu += time.process_time() - c0
+        if msg is None:
+            break
         yield msg
-    yield ("end", vid, spent, peak_rss_mb())
+    yield ("end", vid, spent, peak_rss_mb(), cpu)
 
 
 def _worker_main(tasks, results, chunk: int, threads: int) -> None:
@@ -434,7 +437,8 @@ class ExtractJob:
             self._fail(vid, msg[2], msg[3])
         elif kind == "end":
             self.summary.decode_s += msg[2]
-            if not self._inline:
+            if not self._inline:  # a worker's CPU time is its own (decoder threads included)
+                self.summary.decode_cpu_s += msg[4]
                 self.summary.worker_rss_mb = max(self.summary.worker_rss_mb, msg[3])
             video.ended = True
             self._maybe_close(vid)

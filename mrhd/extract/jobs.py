@@ -213,18 +213,48 @@ def timed_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int) -> 
     yield ("end", vid, spent, peak_rss_mb(), cpu)
 
 
-def _worker_main(tasks, results, chunk: int, threads: int) -> None:
+def _die_with_parent() -> None:
+    """Linux: the kernel kills this worker when the main process dies (even by kill -9), so no
+    orphan keeps decoding; elsewhere the ppid checks in :func:`_worker_main` do it."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _worker_main(tasks, results, chunk: int, threads: int, parent: int) -> None:
     """A decoding process: Ctrl-C is left to the main process, which stops the workers."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+    if os.getppid() != parent:  # the main process died while this one was starting
+        return
     torch.set_num_threads(max(1, threads))
+
+    def put(msg) -> None:
+        while True:
+            try:
+                results.put(msg, timeout=1.0)
+                return
+            except queue.Full:
+                if os.getppid() != parent:
+                    os._exit(0)
+
     while True:
-        task = tasks.get()
+        try:
+            task = tasks.get(timeout=1.0)
+        except queue.Empty:
+            if os.getppid() != parent:
+                return
+            continue
         if task is None:
             return
         path, vid, specs = task
-        results.put(("start", vid, os.getpid()))
+        put(("start", vid, os.getpid()))
         for msg in timed_messages(path, vid, specs, chunk):
-            results.put(msg)
+            put(msg)
 
 
 # ------------------------------------------------------------------------------------ main side
@@ -466,8 +496,8 @@ class ExtractJob:
         workers = {}
 
         def spawn():
-            p = ctx.Process(target=_worker_main, args=(task_q, results, self.chunk, self.worker_threads),
-                            daemon=True)
+            p = ctx.Process(target=_worker_main, daemon=True,
+                            args=(task_q, results, self.chunk, self.worker_threads, os.getpid()))
             p.start()
             workers[p.pid] = p
 

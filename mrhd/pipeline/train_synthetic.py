@@ -65,7 +65,8 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
     for i in range(spec.n_train + spec.n_val):
         n_clips = int(rng.integers(spec.min_clips, spec.max_clips + 1))
         concept = int(rng.integers(spec.n_concepts))
-        distractor = int((concept + rng.integers(1, spec.n_concepts)) % spec.n_concepts)
+        distractor = int((concept + rng.integers(1, spec.n_concepts)) % spec.n_concepts) \
+            if spec.n_concepts > 1 else None
         wins = _windows(rng, n_clips)
         inside = np.zeros(n_clips, bool)
         for st, ed in wins:
@@ -82,7 +83,8 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
             x = rng.normal(size=(n_clips, dim))
             scale = spec.signal * np.sqrt(dim)
             x[inside] += scale * dirs[s][concept]
-            x[dis] += scale * dirs[s][distractor]
+            if distractor is not None:
+                x[dis] += scale * dirs[s][distractor]
             videos[s][vid] = x.astype(np.float32)
         n_tok = int(rng.integers(6, 20))
         for s in profile.text:

@@ -1,63 +1,63 @@
 """SG-DETR: Saliency-Guided DETR for moment retrieval and highlight detection.
 
 Gordeev, Dokholyan, Tolstykh, Kuprashevich, arXiv 2410.01615 (2024). Published QVHighlights test:
-mAP 54.1 from scratch, 58.8 with pre-training on InterVid-MR. The authors' code (ai-forever/sg-detr)
-could not be read here, so this follows the paper; every choice it leaves open is listed below.
+mAP 54.1 from scratch, 58.8 with pre-training on InterVid-MR. ai-forever/sg-detr could not be
+fetched; parts of its code (``src/model/{model.py,blocks/encoder.py,blocks/pooling.py,
+blocks/layers.py,blocks/atss.py}``, class ``MRDETR``) were readable through the search index and give
+the facts marked [code]; the rest follows the paper, with the open choices listed below.
 
 Pipeline (batch-first outside the shared sequence-first blocks):
 1. Input projections (shared ``input_projection``) of video (InternVideo2 768 + tef = 770) and text
    (LLaMA tokens, 4096); sine positions on valid clips (shared ``PositionEmbeddingSine``).
-2. Local saliency head: a text encoder (``txt_enc_layers`` shared ``TransformerEncoderLayer``) and
-   attention pooling (one learned query) give a sentence token; local score of clip t =
-   exp(log_scale) * cos(W_v v_t, W_s s) + shift (:class:`~mrhd.models.sg_detr_layers.LocalSaliencyHead`).
-3. Saliency-guided cross attention (``sgca_layers``): video attends to text, and the attended text
-   of clip t is scaled by sigmoid(local score_t) before the residual.
-4. Encoder (``enc_layers`` shared ``TransformerEncoderLayer``) on [sentence token, video]; the
-   sentence token plays QD-DETR's global token.
-5. Saliency amplifier: global score = gain * local + proj1(memory_t) . proj2(memory_global) / sqrt(d)
-   -> ``saliency_scores`` (highlight detection output).
-6. Hybrid detector (:mod:`mrhd.models.sg_detr_detector`): DINO-style query selection from per-clip
-   proposals, the shared anchor decoder, contrastive denoising groups in training, an IoU head;
-   plus an ATSS-style dense head with centerness on the same memory.
-7. Inference: confidence = sigmoid(class) x sigmoid(IoU head); the DETR spans are fused with the
-   overlapping ATSS spans (:mod:`mrhd.models.sg_detr_fusion`). In eval mode ``pred_spans`` are the
-   fused spans and ``pred_logits`` = [logit(confidence), 0], so the shared post-processor's
-   softmax(...)[0] is the confidence; the raw head outputs stay in ``detr_logits`` / ``detr_spans``.
-   In training ``pred_*`` are the raw DETR outputs the criterion matches.
+2. Local saliency head [code]: learned aggregation (one learned query, layer scale 1e-4) pools the
+   projected text into a sentence token; local score_t = scale * cos(v_t, s) + shift, scale init 20,
+   shift init 0 (:class:`~mrhd.models.sg_detr_layers.LocalSaliencyHead`).
+3. Saliency-guided cross attention [code]: video attends to text and the attention weights of clip
+   t are multiplied by sigmoid(local score_t); a shared LayerNorm after every layer and at the end.
+4. Encoder (``enc_layers`` shared ``TransformerEncoderLayer``) on [sentence token, video].
+5. Saliency amplifier [code]: memory + memory * sigmoid(local); global score = local +
+   Linear(amplified memory) (zero-initialised); the memory is amplified again with the global
+   score and goes to the detector. ``saliency_scores`` (highlight output) = global scores.
+6. Hybrid detector (:mod:`mrhd.models.sg_detr_detector`): DINO-style query selection from proposals
+   with default widths (0.05, 0.2, 0.4, 0.85) of the video [code], the shared anchor decoder,
+   contrastive denoising groups in training, an IoU (quality) head; plus an ATSS-style dense head
+   with centerness (prior 0.3, 3 convs [code]) on the same memory.
+7. Inference: confidence = sigmoid(class) x sigmoid(IoU head); DETR spans fused with overlapping
+   ATSS spans (:mod:`mrhd.models.sg_detr_fusion`). In eval mode ``pred_spans`` are the fused spans
+   and ``pred_logits`` = [logit(confidence), 0], so the shared post-processor's softmax(...)[0] is
+   the confidence; raw outputs stay in ``detr_logits`` / ``detr_spans``. In training ``pred_*`` are
+   the raw DETR outputs the criterion matches.
 
 Losses (:mod:`mrhd.models.sg_detr_criterion`): DETR matched L1 + GIoU + sigmoid focal on every
 decoder layer; IoU-head BCE; query-selection (encoder) losses; denoising L1 + GIoU + focal; ATSS
 focal + centerness-weighted GIoU + centerness BCE; saliency (hinge + rank-contrastive +
 negative-pair, QD-DETR) on both local and global scores.
 
-Design choices the paper leaves open, and what we chose:
-- Text features: whether tef is appended and how tokens are normalised -> profile ``internvideo2``
-  (video 768 + tef); text tokens as stored. ``slowfast_clip`` (2818 / 512) works too.
-- Sentence token: 1 text-encoder layer, then attention pooling with a single learned query and
-  LayerNorm (``txt_enc_layers``); no text positions (``use_txt_pos`` false), as QD-DETR.
-- Local-score scale/shift init: scale 10, shift 0 (SigLIP's t = 10; its b = -10 suits almost-all-
-  negative batches, QVHighlights clips are relevant about a third of the time).
-- How saliency guides the cross attention: a multiplicative per-clip gate sigmoid(local score) on
-  the attention output (not on the attention logits), gradients flowing into the local head.
-- Saliency amplifier form: the learnable-gain residual in step 5 (gain init 1).
-- Layer counts: txt_enc 1, SGCA 2, encoder 2, decoder 3 (DINO uses 6 for COCO; QVHighlights
-  models use 2-3); hidden 256, 8 heads, FFN 1024, PReLU, dropout 0.1, input dropout 0.5 (QD-DETR).
-- Queries: 10 selected clips (QD-DETR's query count); if a batch has fewer clips, that many.
-- Proposal anchor per clip: centre of the clip, width ``atss_anchor_clips`` = 4 clips (also the
-  ATSS anchor); proposals of padded clips are never selected.
+Design choices left open (by the paper and the code we could not read), and what we chose:
+- Features: the default profile is ``internvideo2`` (768 + tef / LLaMA 4096). Third-party notes
+  say SG-DETR's released features are InternVideo2-1B, 512-d video and text, L2-normalised (+ tef),
+  query length 40; that needs its own profile. ``slowfast_clip`` (2818 / 512) also works.
+- Text positions: none (``use_txt_pos`` false, QD-DETR); no text encoder before pooling.
+- Encoder input: [sentence token, video] with a learned position for the sentence token (the code's
+  ``DetectorEncoder`` was not readable); CG-DETR's dummy tokens, modality embeddings and
+  sentence/moment encoders of the code are not used (they are CG-DETR's, already in cg_detr.py).
+- Layer counts: SGCA 2, encoder 2, decoder 3; hidden 256, 8 heads, FFN 1024, PReLU, dropout 0.1,
+  input dropout 0.5 (QD-DETR). Queries: 10 (QD-DETR); if fewer proposals exist, that many.
 - Denoising: 5 groups, each with a positive and a negative copy of every ground truth (DINO CDN),
-  endpoint noise scale 0.4 of the half width, label-flip probability 0.2 / 2. Groups run as extra
-  batch entries of the same decoder, so denoising queries do not see the matching queries (DINO
-  lets them); that keeps the shared anchor decoder unchanged (it has no self-attention mask).
-- IoU head: 2-layer MLP on every decoder layer's output, BCE to the detached matched IoU;
-  confidence = p_class x p_iou (no exponent).
-- ATSS head: 2 conv (k=3) + GroupNorm + ReLU towers, top-9 candidates, mean + std threshold,
-  centre-inside rule, distances exp(scale * x) anchor widths; score = p_cls x p_centerness.
+  endpoint noise 0.4 half widths, label-flip probability 0.2 / 2. The groups run as extra batch
+  entries of the shared decoder, so denoising queries do not see the matching queries (DINO lets
+  them; the shared anchor decoder has no self-attention mask).
+- Not built: the code's FPN (ATSS on 4 levels, strides 1/2/4/8, anchors 4/8/16/32 clips; we use
+  the first level), Co-DETR collaborative queries from ATSS anchors, its MR-to-HD module and audio.
+- IoU head: 2-layer MLP on every decoder layer, BCE to the detached matched IoU; confidence =
+  p_class x p_iou. ATSS: top-9 candidates, mean + std threshold, centre-inside rule, distances
+  exp(scale * x) anchor widths, score = p_cls x p_centerness.
 - Fusion: DETR-anchored weighted span fusion with ATSS spans of IoU > 0.5, head weights 1 : 1.
-- Loss weights: QD-DETR's (span 10, GIoU 1, label 4, saliency 1) for every DETR-style term, IoU
-  1, local saliency 1, ATSS cls 1 / GIoU 2 (ATSS) / centerness 1; Hungarian costs as QD-DETR.
-- Negative pairs for the saliency losses: the text rolled by one along the batch (QD-DETR); the
-  local negatives reuse the rolled sentence token, the global ones rerun SGCA + encoder.
+- Loss weights: QD-DETR's (span 10, GIoU 1, label 4, saliency 1) for every DETR-style term, IoU 1,
+  local saliency 1, ATSS cls 1 / GIoU 2 (ATSS) / centerness 1; Hungarian costs as QD-DETR.
+- Negative pairs: the text rolled by one along the batch (QD-DETR); local negatives reuse the rolled
+  sentence token, global negatives rerun SGCA + encoder (the code does the same for samples of
+  different videos only, read from ``vid``; we take every pair).
 """
 
 from __future__ import annotations
@@ -78,7 +78,7 @@ from mrhd.models.sg_detr_criterion import SGDETRCriterion
 from mrhd.models.sg_detr_detector import HybridDetector
 from mrhd.models.sg_detr_fusion import fuse_spans
 from mrhd.models.sg_detr_layers import (
-    AttentionPooling,
+    LearnedAggregation,
     LocalSaliencyHead,
     SaliencyAmplifier,
     SaliencyGuidedCrossAttentionLayer,
@@ -91,17 +91,19 @@ class SGDETRConfig(DetrConfig):
     t_feat_dim: int = 4096            # LLaMA-7B text tokens
     enc_layers: int = 2
     dec_layers: int = 3
-    txt_enc_layers: int = 1
+    txt_enc_layers: int = 0           # text self-attention before pooling (the code pools directly)
     sgca_layers: int = 2
-    local_scale_init: float = 10.0
-    local_shift_init: float = 0.0
+    local_scale_init: float = 20.0    # the code's B_PARAM
+    local_shift_init: float = 0.0     # the code's A_PARAM
     # hybrid detector
     dn_groups: int = 5
     dn_span_noise: float = 0.4
     dn_label_noise: float = 0.2
-    atss_anchor_clips: float = 4.0
+    proposal_widths: tuple = (0.05, 0.2, 0.4, 0.85)   # the code's QuerySelector default_widths
+    prior_prob: float = 0.3           # class-bias prior of the proposal and ATSS heads
+    atss_anchor_clips: float = 4.0    # first pyramid level of the code's anchor_sizes (4, 8, 16, 32)
     atss_topk: int = 9
-    atss_num_convs: int = 2
+    atss_num_convs: int = 3
     fuse_at_inference: bool = True
     fusion_iou_thr: float = 0.5
     fusion_detr_weight: float = 1.0
@@ -112,6 +114,9 @@ class SGDETRConfig(DetrConfig):
     atss_cls_coef: float = 1.0
     atss_giou_coef: float = 2.0
     atss_ctr_coef: float = 1.0
+
+    def __post_init__(self):
+        self.proposal_widths = tuple(float(w) for w in self.proposal_widths)   # YAML gives a list
 
 
 class SGDETR(nn.Module):
@@ -129,11 +134,12 @@ class SGDETR(nn.Module):
                                    if cfg.use_txt_pos else None)
         txt_layer = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
         self.text_encoder = TransformerEncoder(txt_layer, cfg.txt_enc_layers)
-        self.sentence_pool = AttentionPooling(d, cfg.nheads, cfg.dropout)
-        self.local_saliency = LocalSaliencyHead(d, cfg.local_scale_init, cfg.local_shift_init)
+        self.sentence_pool = LearnedAggregation(d, cfg.nheads, cfg.dropout)
+        self.local_saliency = LocalSaliencyHead(cfg.local_scale_init, cfg.local_shift_init)
         self.sgca = nn.ModuleList(
             SaliencyGuidedCrossAttentionLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
             for _ in range(cfg.sgca_layers))
+        self.sgca_norm = nn.LayerNorm(d)   # shared, after every SGCA layer and once more (the code's CATE encoder)
         enc_layer = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
         self.encoder = TransformerEncoder(enc_layer, cfg.enc_layers)
         self.global_pos = nn.Parameter(torch.randn(d))
@@ -149,18 +155,19 @@ class SGDETR(nn.Module):
         return tokens, self.sentence_pool(tokens, padding)
 
     def encode_video(self, vid, vid_mask, pos, tokens, txt_mask, sentence, local):
-        """SGCA then the encoder on [sentence, video] -> memory (B, Lv, d), global memory (B, d)."""
+        """SGCA then the encoder on [sentence, video] -> video memory (B, Lv, d)."""
         x = vid.transpose(0, 1)
         pos_seq = pos.transpose(0, 1)
         gate = torch.sigmoid(local)
         for layer in self.sgca:
-            x = layer(x, tokens, ~txt_mask.bool(), gate, vid_pos=pos_seq)
+            x = self.sgca_norm(layer(x, tokens, ~txt_mask.bool(), gate, vid_pos=pos_seq))
+        x = self.sgca_norm(x)
         bsz = vid.shape[0]
         src = torch.cat([sentence.unsqueeze(0), x], dim=0)
         src_pos = torch.cat([self.global_pos.reshape(1, 1, -1).expand(1, bsz, -1), pos_seq], dim=0)
         padding = torch.cat([torch.zeros(bsz, 1, dtype=torch.bool, device=vid.device), ~vid_mask.bool()], dim=1)
         memory = self.encoder(src, src_key_padding_mask=padding, pos=src_pos)
-        return memory[1:].transpose(0, 1), memory[0]
+        return memory[1:].transpose(0, 1)
 
     def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, targets=None):
         """Masks float (B, L), 1 = valid. ``targets`` (training, from the trainer) switches on the
@@ -172,20 +179,21 @@ class SGDETR(nn.Module):
         pos = self.position_embed(vid, src_vid_mask)
         tokens, sentence = self.encode_text(txt, src_txt_mask)
         local = self.local_saliency(vid, sentence)
-        memory, memory_global = self.encode_video(vid, src_vid_mask, pos, tokens, src_txt_mask, sentence, local)
+        memory = self.encode_video(vid, src_vid_mask, pos, tokens, src_txt_mask, sentence, local)
 
         # negative pairs: sample i gets the query of sample i + 1 (QD-DETR)
         tokens_neg, txt_mask_neg = tokens.roll(-1, dims=1), src_txt_mask.roll(-1, dims=0)
         sentence_neg = sentence.roll(-1, dims=0)
         local_neg = self.local_saliency(vid, sentence_neg)
-        memory_neg, memory_global_neg = self.encode_video(vid, src_vid_mask, pos, tokens_neg, txt_mask_neg,
+        memory_neg = self.encode_video(vid, src_vid_mask, pos, tokens_neg, txt_mask_neg,
                                                           sentence_neg, local_neg)
 
+        saliency, memory = self.amplifier(memory, local)
+        saliency_neg, _ = self.amplifier(memory_neg, local_neg)
         span_labels = targets.get("span_labels") if (self.training and targets) else None
         out = self.detector(memory, src_vid_mask, pos, span_labels)
         out.update({
-            "saliency_scores": self.amplifier(local, memory, memory_global),
-            "saliency_scores_neg": self.amplifier(local_neg, memory_neg, memory_global_neg),
+            "saliency_scores": saliency, "saliency_scores_neg": saliency_neg,
             "local_saliency_scores": local, "local_saliency_scores_neg": local_neg,
             "video_mask": src_vid_mask,
         })

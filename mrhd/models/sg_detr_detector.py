@@ -1,7 +1,7 @@
 """The hybrid detector of SG-DETR: a DINO-style DETR head plus an ATSS-style dense head.
 
-DETR part (DINO, Zhang et al. ICLR 2023, in 1-D): every valid clip of the encoder memory makes a
-proposal (class logits, span = sigmoid(delta + inverse_sigmoid(clip anchor))); the top-k clips by
+DETR part (DINO, Zhang et al. ICLR 2023, in 1-D): every valid clip of the encoder memory makes one
+proposal per default width (class logits, span = sigmoid(delta + inverse_sigmoid(anchor))); the top-k by
 foreground logit give the decoder's initial anchors (detached), and the content queries are
 learned embeddings ("mixed query selection"). The decoder is the shared anchor decoder of
 QD-DETR (:mod:`mrhd.models.anchor_decoder`), reused unchanged. In training, contrastive denoising
@@ -14,6 +14,8 @@ Dense part: :class:`mrhd.models.sg_detr_layers.ATSSHead` on the same memory, one
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import nn
@@ -39,6 +41,17 @@ def clip_anchors(mask: torch.Tensor, anchor_clips: float) -> torch.Tensor:
     return torch.where(mask.bool().unsqueeze(-1), anchors, pad)
 
 
+def width_anchors(mask: torch.Tensor, widths) -> torch.Tensor:
+    """(B, Lv) float mask -> (B, Lv * W, 2) cxw proposal anchors: every clip centre with each
+    default width (fractions of the video; the SG-DETR code's QuerySelector ``default_widths``).
+    Padded clips get (0.5, 0.5)."""
+    centres = clip_anchors(mask, 1.0)[..., :1]                              # (B, Lv, 1)
+    w = torch.tensor(list(widths), dtype=torch.float32, device=mask.device)
+    anchors = torch.stack([centres.expand(-1, -1, len(w)), w.expand(*mask.shape, -1)], dim=-1)
+    anchors = torch.where(mask.bool()[..., None, None], anchors, torch.full_like(anchors, 0.5))
+    return anchors.flatten(1, 2)
+
+
 def dense_spans(anchors: torch.Tensor, dists: torch.Tensor) -> torch.Tensor:
     """ATSS boundary distances (in anchor widths) around each anchor centre -> cxw spans."""
     start = anchors[..., 0] - dists[..., 0] * anchors[..., 1]
@@ -53,8 +66,12 @@ class HybridDetector(nn.Module):
         self.cfg = cfg
         self.enc_output = nn.Linear(d, d)
         self.enc_output_norm = nn.LayerNorm(d)
-        self.enc_class_embed = nn.Linear(d, 2)
-        self.enc_span_embed = MLP(d, d, 2, 3)
+        n_widths = len(cfg.proposal_widths)
+        self.enc_class_embed = nn.Linear(d, 2 * n_widths)
+        self.enc_span_embed = MLP(d, d, 2 * n_widths, 3)
+        prior_bias = -math.log((1 - cfg.prior_prob) / cfg.prior_prob)
+        with torch.no_grad():
+            self.enc_class_embed.bias.view(n_widths, 2)[:, FOREGROUND] = prior_bias
         self.tgt_embed = nn.Embedding(cfg.num_queries, d)
         self.label_enc = nn.Embedding(2, d)
         layer = AnchorDecoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
@@ -62,17 +79,21 @@ class HybridDetector(nn.Module):
         self.class_embed = nn.Linear(d, 2)
         self.span_embed = MLP(d, d, 2, 3)
         self.iou_embed = MLP(d, d, 1, 2)
-        self.atss = ATSSHead(d, cfg.atss_num_convs)
+        self.atss = ATSSHead(d, cfg.atss_num_convs, prior=cfg.prior_prob)
 
     # ---- DETR part ---------------------------------------------------------------------------
     def proposals(self, memory: torch.Tensor, mask: torch.Tensor):
-        """Per-clip proposals: logits (B, Lv, 2), unsigmoided spans (B, Lv, 2)."""
+        """W proposals per clip: logits (B, Lv * W, 2), unsigmoided spans (B, Lv * W, 2), mask."""
         out = self.enc_output_norm(self.enc_output(memory))
-        anchors = clip_anchors(mask, self.cfg.atss_anchor_clips)
-        return self.enc_class_embed(out), self.enc_span_embed(out) + inverse_sigmoid(anchors)
+        bsz, length, _ = memory.shape
+        anchors = width_anchors(mask, self.cfg.proposal_widths)
+        logits = self.enc_class_embed(out).reshape(bsz, -1, 2)
+        spans = self.enc_span_embed(out).reshape(bsz, -1, 2) + inverse_sigmoid(anchors)
+        n_widths = len(self.cfg.proposal_widths)
+        return logits, spans, mask.repeat_interleave(n_widths, dim=1)
 
     def select_queries(self, logits, spans_unsig, mask):
-        """Top-k valid clips by foreground logit (k = min(num_queries, Lv))."""
+        """Top-k valid proposals by foreground logit (k = min(num_queries, #proposals))."""
         k = min(self.cfg.num_queries, logits.shape[1])
         score = logits[..., FOREGROUND].masked_fill(~mask.bool(), float("-inf"))
         idx = score.topk(k, dim=1).indices
@@ -146,8 +167,8 @@ class HybridDetector(nn.Module):
                 span_labels: list | None = None) -> dict:
         """memory (B, Lv, d) video memory, mask (B, Lv) float, pos (B, Lv, d) clip positions;
         ``span_labels`` (training only) switches on the denoising groups."""
-        enc_logits, enc_spans_unsig = self.proposals(memory, mask)
-        _, sel_logits, sel_spans_unsig = self.select_queries(enc_logits, enc_spans_unsig, mask)
+        enc_logits, enc_spans_unsig, enc_mask = self.proposals(memory, mask)
+        _, sel_logits, sel_spans_unsig = self.select_queries(enc_logits, enc_spans_unsig, enc_mask)
         k = sel_logits.shape[1]
         tgt = self.tgt_embed.weight[:k].unsqueeze(0).expand(memory.shape[0], -1, -1)
         logits, spans, iou = self.decode(tgt, sel_spans_unsig.detach(), memory, mask, pos)

@@ -1,15 +1,15 @@
 """Building blocks of SG-DETR (Gordeev et al., arXiv 2410.01615) that the shared core does not have.
 
-- :class:`AttentionPooling`: one learned query attends over the encoded text tokens -> a sentence
-  token (the paper's "attention-pooling encoder").
+- :class:`LearnedAggregation`: attention pooling of the text tokens -> a sentence token.
 - :class:`LocalSaliencyHead`: clip-to-sentence cosine similarity with a learnable scale and shift.
-- :class:`SaliencyGuidedCrossAttentionLayer`: video attends to text; the attended text is gated per
-  clip by sigmoid(local saliency), so clips the query does not describe receive little text.
-- :class:`SaliencyAmplifier`: local scores -> global scores after the encoder.
+- :class:`SaliencyGuidedCrossAttentionLayer`: video attends to text; the attention weights are
+  gated per clip by sigmoid(local saliency), so clips the query does not describe take little text.
+- :func:`amplify` / :class:`SaliencyAmplifier`: local scores -> amplified memory -> global scores.
 - :class:`ATSSHead`: the dense auxiliary head (classification, boundary distances, centerness).
 
 Sequence-first (L, B, d) where the shared transformer blocks are, batch-first elsewhere; masks are
-float with 1 = valid unless named ``*_padding``.
+float with 1 = valid unless named ``*_padding``. Facts (constants, layer order) come from the SG-DETR
+code as found in the search index (``src/model/blocks/{encoder,pooling,layers,atss}.py``).
 """
 
 from __future__ import annotations
@@ -24,46 +24,60 @@ from mrhd.models.activation import make_activation
 from mrhd.models.encoder import with_pos
 
 
-class AttentionPooling(nn.Module):
-    """A learned query attends over valid text tokens; LayerNorm on the pooled vector."""
+class LearnedAggregation(nn.Module):
+    """One learned-aggregation block (Touvron et al., arXiv 2112.13692) pooling text tokens into a
+    sentence token, as the ``LearnedAggregation`` of the SG-DETR code: a learned query (trunc-normal
+    0.02) attends over the LayerNormed tokens (optional key/value projections), then a GELU FFN
+    (x4); both residuals are scaled by layer-scale vectors initialised to 1e-4, so the pooled
+    vector starts close to the query and learns how much of the sentence to take."""
 
-    def __init__(self, d_model: int, nhead: int, dropout: float = 0.0):
+    def __init__(self, d_model: int, nhead: int, dropout: float = 0.1, use_projections: bool = True,
+                 layer_scale_init: float = 1e-4):
         super().__init__()
-        self.query = nn.Parameter(torch.randn(d_model) * d_model ** -0.5)
-        self.attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.norm = nn.LayerNorm(d_model)
+        self.query = nn.Parameter(nn.init.trunc_normal_(torch.zeros(d_model), std=0.02))
+        self.attn_norm = nn.LayerNorm(d_model)
+        self.attn = nn.MultiheadAttention(d_model, nhead)
+        self.k_proj = nn.Linear(d_model, d_model) if use_projections else None
+        self.v_proj = nn.Linear(d_model, d_model) if use_projections else None
+        self.ffn_norm = nn.LayerNorm(d_model)
+        self.ffn = nn.Sequential(nn.Linear(d_model, 4 * d_model), nn.GELU(), nn.Dropout(dropout),
+                                 nn.Linear(4 * d_model, d_model), nn.Dropout(dropout))
+        self.gamma_1 = nn.Parameter(torch.full((d_model,), layer_scale_init))
+        self.gamma_2 = nn.Parameter(torch.full((d_model,), layer_scale_init))
 
     def forward(self, txt: torch.Tensor, txt_padding: torch.Tensor) -> torch.Tensor:
         """txt (Lt, B, d), txt_padding (B, Lt) True = pad -> (B, d)."""
+        x = self.attn_norm(txt)
+        k = self.k_proj(x) if self.k_proj is not None else x
+        v = self.v_proj(x) if self.v_proj is not None else x
         q = self.query.reshape(1, 1, -1).expand(1, txt.shape[1], -1)
-        pooled = self.attn(q, txt, txt, key_padding_mask=txt_padding)[0][0]
-        return self.norm(pooled)
+        out = q + self.gamma_1 * self.attn(q, k, v, key_padding_mask=txt_padding)[0]
+        out = out + self.gamma_2 * self.ffn(self.ffn_norm(out))
+        return out[0]
 
 
 class LocalSaliencyHead(nn.Module):
-    """score_t = exp(log_scale) * cos(W_v v_t, W_s s) + shift (the paper's learnable scale/shift).
+    """score_t = scale * cos(v_t, s) + shift on the projected clips and the pooled sentence token
+    (the SG-DETR code's "linear" logit mode: scale init 20, shift init 0)."""
 
-    Init: scale 10 (as SigLIP's t), shift 0 (SigLIP starts at -10 for batches that are almost all
-    negatives; a QVHighlights clip is relevant about a third of the time, so we start centred)."""
-
-    def __init__(self, d_model: int, init_scale: float = 10.0, init_shift: float = 0.0):
+    def __init__(self, init_scale: float = 20.0, init_shift: float = 0.0):
         super().__init__()
-        self.video_proj = nn.Linear(d_model, d_model)
-        self.sentence_proj = nn.Linear(d_model, d_model)
-        self.log_scale = nn.Parameter(torch.tensor(math.log(init_scale)))
+        self.scale = nn.Parameter(torch.tensor(float(init_scale)))
         self.shift = nn.Parameter(torch.tensor(float(init_shift)))
 
     def forward(self, vid: torch.Tensor, sentence: torch.Tensor) -> torch.Tensor:
         """vid (B, Lv, d), sentence (B, d) -> (B, Lv)."""
-        v = F.normalize(self.video_proj(vid), dim=-1)
-        s = F.normalize(self.sentence_proj(sentence), dim=-1)
-        return self.log_scale.exp() * torch.einsum("bld,bd->bl", v, s) + self.shift
+        cos = torch.einsum("bld,bd->bl", F.normalize(vid, dim=-1), F.normalize(sentence, dim=-1))
+        return self.scale * cos + self.shift
 
 
 class SaliencyGuidedCrossAttentionLayer(nn.Module):
-    """Video queries (+ positions) attend to text keys/values; the attention output of clip t is
-    multiplied by gate_t = sigmoid(local saliency_t) before the residual, then a post-norm FFN
-    (the layer order of QD-DETR's T2V layer, mrhd.models.encoder.T2VEncoderLayer)."""
+    """Video queries (+ positions) attend to text keys/values; the attention weights of clip t are
+    multiplied by gate_t = sigmoid(local saliency_t) after the softmax (the SG-DETR code's
+    ``weight_attn_with_saliency``), so a clip the query does not describe takes little text.
+    Gating the weights = gating the attention output before ``out_proj``'s bias, computed here as
+    gate * (attn - bias) + bias on nn.MultiheadAttention's output. Then the code's layer order:
+    x = v + drop(attn); x = norm2(x + drop(norm1(FFN(x))))."""
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 1024, dropout: float = 0.1,
                  activation: str = "prelu"):
@@ -82,39 +96,47 @@ class SaliencyGuidedCrossAttentionLayer(nn.Module):
         """vid (Lv, B, d), txt (Lt, B, d), txt_padding (B, Lt) True = pad, gate (B, Lv) in [0, 1]."""
         attended = self.cross_attn(with_pos(vid, vid_pos), with_pos(txt, txt_pos), txt,
                                    key_padding_mask=txt_padding)[0]
-        vid = self.norm1(vid + self.dropout1(attended * gate.transpose(0, 1).unsqueeze(-1)))
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(vid))))
+        bias = self.cross_attn.out_proj.bias
+        attended = gate.transpose(0, 1).unsqueeze(-1) * (attended - bias) + bias
+        vid = vid + self.dropout1(attended)
+        ffn = self.norm1(self.linear2(self.dropout(self.activation(self.linear1(vid)))))
         return self.norm2(vid + self.dropout2(ffn))
 
 
-class SaliencyAmplifier(nn.Module):
-    """global_t = gain * local_t + proj1(m_t) . proj2(m_global) / sqrt(d).
+def amplify(features: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+    """The SG-DETR code's ``SaliencyAmplifier`` (mode "sigmoid", no norm, no attention):
+    features (B, L, d) + features * sigmoid(scores (B, L))."""
+    return features + features * torch.sigmoid(scores).unsqueeze(-1)
 
-    The second term is QD-DETR's saliency head on the encoder memory; the learnable gain (init 1)
-    lets training amplify or damp the local evidence that the encoder has contextualised."""
+
+class SaliencyAmplifier(nn.Module):
+    """Local scores -> amplified memory -> global scores -> memory amplified by the global scores.
+
+    global = local + Linear(amplified memory) with the Linear zero-initialised (the code's
+    ``global_saliency_head``), so training starts from the local scores."""
 
     def __init__(self, d_model: int):
         super().__init__()
-        self.memory_proj = nn.Linear(d_model, d_model)
-        self.global_proj = nn.Linear(d_model, d_model)
-        self.gain = nn.Parameter(torch.tensor(1.0))
-        self.d_model = d_model
+        self.global_head = nn.Linear(d_model, 1)
+        nn.init.zeros_(self.global_head.weight)
+        nn.init.zeros_(self.global_head.bias)
 
-    def forward(self, local: torch.Tensor, memory: torch.Tensor, memory_global: torch.Tensor) -> torch.Tensor:
-        """local (B, Lv), memory (B, Lv, d), memory_global (B, d) -> (B, Lv)."""
-        context = torch.einsum("bld,bd->bl", self.memory_proj(memory), self.global_proj(memory_global))
-        return self.gain * local + context / math.sqrt(self.d_model)
+    def forward(self, memory: torch.Tensor, local: torch.Tensor):
+        """memory (B, Lv, d), local (B, Lv) -> global scores (B, Lv), amplified memory (B, Lv, d)."""
+        scores = local + self.global_head(amplify(memory, local)).squeeze(-1)
+        return scores, amplify(memory, scores)
 
 
 class ATSSHead(nn.Module):
     """Dense per-clip head (ATSS, Zhang et al. CVPR 2020, in 1-D): ``num_convs`` Conv1d(k=3)+GN+ReLU
     towers for classification and regression, then a class logit, two boundary distances and a
     centerness logit (on the regression tower, as ATSS). Distances are exp(scale * x) anchor widths.
+    One pyramid level only (the SG-DETR code runs it on 4 FPN levels, strides 1/2/4/8).
 
     Padded clips are zeroed after every conv, so a valid clip next to padding sees the same zeros
     as Conv1d's own zero padding at the sequence end (padding invariance)."""
 
-    def __init__(self, d_model: int, num_convs: int = 2, groups: int = 8):
+    def __init__(self, d_model: int, num_convs: int = 3, groups: int = 8, prior: float = 0.3):
         super().__init__()
         groups = math.gcd(groups, d_model)
 
@@ -129,7 +151,7 @@ class ATSSHead(nn.Module):
         self.reg_dists = nn.Conv1d(d_model, 2, 3, padding=1)
         self.centerness = nn.Conv1d(d_model, 1, 3, padding=1)
         self.scale = nn.Parameter(torch.tensor(1.0))
-        prior = 0.01  # RetinaNet / ATSS focal-loss prior on the class bias
+        # focal-loss prior on the class bias (RetinaNet); 0.3 is the SG-DETR code's ATSSHead default
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior) / prior))
 
     @staticmethod

@@ -125,3 +125,10 @@ def test_weights_list_shows_every_entry(capsys):
                 "moment_detr-clip-qvhighlights"}
     assert required <= {e.id for e in entries()}
     assert json.dumps([e.sha256 for e in entries()])  # sha256 only where published; None elsewhere
+
+
+def test_info_of_a_registry_id_not_downloaded(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MRHD_CACHE", str(tmp_path))
+    assert main(["weights", "info", "qd_detr-clip-qvhighlights"]) == 0
+    out = capsys.readouterr().out
+    assert "github.com/wjun0830/QD-DETR" in out and "MR-full-R1@0.5 60.58" in out and "cached:   no" in out

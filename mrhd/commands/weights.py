@@ -12,8 +12,6 @@ import argparse
 
 import torch
 
-from mrhd.errors import MrhdError
-
 # config fields worth showing in `info` (whichever the model has)
 _SUMMARY_FIELDS = ("hidden_dim", "nheads", "enc_layers", "dec_layers", "num_queries", "v_feat_dim",
                    "t_feat_dim", "a_feat_dim", "max_v_l", "max_q_l", "clip_len", "clip_length")
@@ -73,9 +71,11 @@ def _info(path_or_id: str) -> int:
     path = Path(path_or_id)
     entry = find_entry(path_or_id)
     if not path.is_file() and entry is not None:
+        _entry_info(entry)
         path = cached_path(entry)
         if not path.is_file():
-            raise MrhdError(f"{path_or_id} is not downloaded yet; run `mrhd weights download {path_or_id}`")
+            print(f"cached:   no (run `mrhd weights download {entry.id}`)")
+            return 0
     ckpt = load_checkpoint(path)
     if is_mrhd_checkpoint(ckpt):
         fmt, model, profile, config = ckpt["format"], ckpt["model"], ckpt["profile"], ckpt["config"]
@@ -95,6 +95,23 @@ def _info(path_or_id: str) -> int:
     if "versions" in ckpt:
         print("versions: " + ", ".join(f"{k} {v}" for k, v in ckpt["versions"].items()))
     return 0
+
+
+def _entry_info(entry) -> None:
+    """What the registry knows about an id: source, licence, the published numbers."""
+    print(f"id:       {entry.id} ({entry.kind} {entry.model})")
+    if entry.profile:
+        print(f"profile:  {entry.profile}   dataset: {entry.dataset or '-'}")
+    print(f"licence:  {entry.licence}")
+    print(f"page:     {entry.page or '-'}")
+    for url in entry.urls or ["(no direct download: get the file from the page above)"]:
+        print(f"url:      {url}")
+    print(f"sha256:   {entry.sha256 or 'not published'}")
+    for label, numbers in (("val", entry.val), ("paper", entry.paper)):
+        if numbers:
+            print(f"{label + ':':<9} " + ", ".join(f"{k} {v}" for k, v in numbers.items()))
+    if entry.notes:
+        print(f"notes:    {entry.notes}")
 
 
 def run(args: argparse.Namespace) -> int:

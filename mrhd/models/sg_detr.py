@@ -29,9 +29,9 @@ Pipeline (batch-first outside the shared sequence-first blocks):
    the raw DETR outputs the criterion matches.
 
 Losses (:mod:`mrhd.models.sg_detr_criterion`): DETR matched L1 + GIoU + sigmoid focal on every
-decoder layer; IoU-head BCE; query-selection (encoder) losses; denoising L1 + GIoU + focal; ATSS
-focal + centerness-weighted GIoU + centerness BCE; saliency (hinge + rank-contrastive +
-negative-pair, QD-DETR) on both local and global scores.
+decoder layer; IoU-head BCE; query-selection (encoder) losses; denoising L1 + GIoU + focal (x0.5
+[code]); ATSS focal + centerness-weighted GIoU + centerness BCE; saliency on both local and global
+scores [code]: BCE + negative-pair + sigmoid hinge (margin 0.15) + 0.25 x rank-contrastive.
 
 Design choices left open (by the paper and the code we could not read), and what we chose:
 - Features: the default profile is ``internvideo2`` (768 + tef / LLaMA 4096). Third-party notes
@@ -110,6 +110,9 @@ class SGDETRConfig(DetrConfig):
     fusion_atss_weight: float = 1.0
     # loss weights besides DetrConfig's
     lw_local_saliency: float = 1.0
+    saliency_margin: float = 0.15     # the code's SetCriterion defaults
+    contrastive_reducer: float = 0.25
+    denoise_reducer: float = 0.5
     iou_loss_coef: float = 1.0
     atss_cls_coef: float = 1.0
     atss_giou_coef: float = 2.0

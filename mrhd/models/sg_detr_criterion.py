@@ -1,16 +1,21 @@
 """SG-DETR's losses, one small method per term, on top of the shared :class:`SetCriterion`.
 
-The shared criterion (label_loss="focal", QD-DETR saliency with rank-contrastive and negative-pair
-terms) gives the DETR head's matched span / GIoU / focal-label losses on every decoder layer and
-the saliency loss on the GLOBAL scores. Added here:
+The shared criterion (label_loss="focal") gives the DETR head's matched span / GIoU / focal-label
+losses on every decoder layer. Added here:
 
-- ``loss_saliency_local``: the same saliency loss on the local (sentence-cosine) scores.
+- ``loss_saliency`` (global scores) and ``loss_saliency_local`` (local scores), each the sum of the
+  SG-DETR code's terms (``src/losses/saliency_losses.py``): BCE against clip relevance
+  (label > 0), the negative-pair term -log(1 - sigmoid(neg)) averaged over valid clips, the
+  margin hinge on SIGMOID scores (margin 0.15, x2 / #pairs), and QD-DETR's rank-contrastive loss
+  over [scores, negative scores] times 0.25. The code's attention-map terms need CG-DETR's dummy
+  tokens, which this model does not have.
 - ``loss_iou`` (+ ``_i`` per aux layer): BCE of the IoU head against the detached IoU between each
   matched query's span and its ground truth.
 - ``loss_{span,giou,label}_enc``: the query-selection proposals, Hungarian-matched (DINO's
   two-stage "interm" loss).
 - ``loss_{span,giou,label}_dn`` (+ ``_i``): denoising groups; positives regress to and classify as
-  their ground truth, negatives classify as background (DINO contrastive denoising).
+  their ground truth, negatives classify as background (DINO contrastive denoising); weighted
+  0.5 x the matched terms' weights (the code's ``denoise_reducer``).
 - ``loss_atss_{cls,giou,ctr}``: the dense head with ATSS assignment (Zhang et al. 2020, 1-D):
   per ground truth, the ``atss_topk`` clips whose anchor centres are closest are candidates; those
   whose anchor IoU >= mean + std of the candidates' IoUs and whose centre lies inside the ground
@@ -69,8 +74,8 @@ class SGDETRCriterion(nn.Module):
     def __init__(self, cfg):
         super().__init__()
         self.cfg = cfg
-        self.base = SetCriterion(cfg.criterion_config(label_loss="focal", rank_contrastive=True,
-                                                      neg_pair=True))
+        self.base = SetCriterion(cfg.criterion_config(label_loss="focal"))
+        self.base.losses = ["spans", "labels"]       # saliency is computed here (both score kinds)
         self.matcher = self.base.matcher
         self.weight_dict = self.build_weight_dict()
 
@@ -79,8 +84,9 @@ class SGDETRCriterion(nn.Module):
         w = dict(self.base.weight_dict)
         per_layer = {"loss_iou": c.iou_loss_coef}
         if c.dn_groups > 0:
-            per_layer.update({"loss_span_dn": c.span_loss_coef, "loss_giou_dn": c.giou_loss_coef,
-                              "loss_label_dn": c.label_loss_coef})
+            r = c.denoise_reducer
+            per_layer.update({"loss_span_dn": r * c.span_loss_coef, "loss_giou_dn": r * c.giou_loss_coef,
+                              "loss_label_dn": r * c.label_loss_coef})
         w.update(per_layer)
         if c.aux_loss:
             for i in range(c.dec_layers - 1):
@@ -93,11 +99,39 @@ class SGDETRCriterion(nn.Module):
         return w
 
     # ---- terms -------------------------------------------------------------------------------
-    def loss_saliency_local(self, outputs, targets):
-        local = {"saliency_scores": outputs["local_saliency_scores"],
-                 "saliency_scores_neg": outputs["local_saliency_scores_neg"],
-                 "video_mask": outputs["video_mask"]}
-        return {"loss_saliency_local": self.base.loss_saliency(local, targets, None)["loss_saliency"]}
+    def saliency_bce(self, scores, mask, targets):
+        relevant = targets["saliency_all_labels"].clamp(0, 1)
+        bce = F.binary_cross_entropy_with_logits(scores, relevant, reduction="none")
+        return bce[mask.bool()].mean()
+
+    @staticmethod
+    def saliency_neg_pair(scores_neg, mask):
+        loss = -torch.log((1.0 - torch.sigmoid(scores_neg)).clamp(min=1e-7))
+        return loss[mask.bool()].mean()
+
+    def saliency_margin(self, scores, targets):
+        """Hinge on sigmoid scores of sampled (positive, negative) clip pairs."""
+        prob = torch.sigmoid(scores)
+        pos = torch.gather(prob, 1, targets["saliency_pos_labels"])
+        neg = torch.gather(prob, 1, targets["saliency_neg_labels"])
+        return torch.clamp(self.cfg.saliency_margin + neg - pos, min=0).sum() / pos.numel() * 2
+
+    def saliency_terms(self, scores, scores_neg, mask, targets):
+        labels = targets["saliency_all_labels"]
+        rank = self.base.saliency_rank_contrastive(torch.cat([scores, scores_neg], dim=1),
+                                                   torch.cat([labels, torch.zeros_like(labels)], dim=1),
+                                                   mask.repeat(1, 2))
+        return (self.saliency_bce(scores, mask, targets) + self.saliency_neg_pair(scores_neg, mask)
+                + self.saliency_margin(scores, targets) + self.cfg.contrastive_reducer * rank)
+
+    def loss_saliency(self, outputs, targets):
+        if "saliency_pos_labels" not in targets:
+            return {}
+        mask = outputs["video_mask"]
+        return {"loss_saliency": self.saliency_terms(outputs["saliency_scores"], outputs["saliency_scores_neg"],
+                                                     mask, targets),
+                "loss_saliency_local": self.saliency_terms(outputs["local_saliency_scores"],
+                                                           outputs["local_saliency_scores_neg"], mask, targets)}
 
     def loss_iou(self, outputs, targets, indices, suffix=""):
         idx = self.base.src_permutation_idx(indices)
@@ -169,7 +203,7 @@ class SGDETRCriterion(nn.Module):
     def forward(self, outputs: dict, targets: dict, return_indices: bool = False):
         """Raw loss terms (weight with ``weight_dict``)."""
         losses, indices = self.base(outputs, targets, return_indices=True)
-        losses.update(self.loss_saliency_local(outputs, targets))
+        losses.update(self.loss_saliency(outputs, targets))
         losses.update(self.loss_iou(outputs, targets, indices["final"]))
         for i, aux in enumerate(outputs.get("aux_outputs") or []):
             losses.update(self.loss_iou(aux, targets, indices[f"aux_{i}"], f"_{i}"))

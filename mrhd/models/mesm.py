@@ -23,7 +23,7 @@ Design choices the paper (and code) leave open, and what was chosen:
 - Stream order [clip, slowfast] + tef (official feat_files order); v_feat_dim 2818 = official 2816 + 2.
 - Batching: the official loader batches videos with all their queries (``num_clips``); ours
   batches queries. Queries of the same video are regrouped by ``vid`` when the forward gets it
-  (SS-MESM rows, rec_ss positives); otherwise each query is its own group.
+  (negatives, rec_ss positives); otherwise each query is its own group.
 - Negative pair: a random query of another group in training (official ``sample_outclass_neg``);
   in eval the batch rolled by one (deterministic; only the loss reads it); itself when alone.
 - Word weights of the masking (official: 2 for NN/VB/JJ/RB POS tags by nltk, 1 otherwise, 0 for
@@ -33,8 +33,8 @@ Design choices the paper (and code) leave open, and what was chosen:
   token is <unknown> (then FW-MESM learns only unknown/start/end; give a vocabulary for training).
 - Random draws (masking, negatives) use torch's global RNG (official: numpy / torch), so a seeded
   ``mrhd train`` run is reproducible.
-- Sentence feature from stored features: mean of the L2-normalised tokens, normalised (official:
-  mean of the raw ``ln_final`` states, normalised; the ids path does exactly that).
+- Stored features are used as the profile normalises them (``x / (||x|| + 1e-5)``; official
+  ``F.normalize(eps=1e-5)`` of the raw states, which the ids path does).
 - Text tower precision: fp32 (official: fp16 weights on CUDA). Only ``share_MLP: true`` (the
   released configs) is built; ``T2VEncoder_TwoMLP`` is not.
 - SS-MESM's ``output_sent_proj`` feeds no loss in the released code (criterion "ablation 3") and
@@ -136,7 +136,8 @@ class MESM(nn.Module):
 
     # ---- text ------------------------------------------------------------------------------
     def encode_text(self, src_txt, src_txt_mask, words_id):
-        """-> words (B, Lt, t_dim), mask bool (B, Lt), sentence (B, t_dim), ids (B, Lt) or None."""
+        """-> words (B, Lt, t_dim), mask bool (B, Lt), ids (B, Lt) or None. (The official sentence
+        feature only fills SS-MESM's masked slot, so it is not computed.)"""
         if words_id is not None:
             if self.text_encoder is None:
                 raise MrhdError("mesm: words_id needs the CLIP text tower; build with text_encoder clip")
@@ -146,21 +147,15 @@ class MESM(nn.Module):
             words = self.text_encoder(words_id).float()[:, :n]
             ids, mask = words_id[:, :n], mask[:, :n]
             words = words.masked_fill(~mask.unsqueeze(-1), 0)
-            sentence = words.sum(dim=1) / mask.sum(dim=1, keepdim=True)
             if self.cfg.normalize_txt:
                 words = F.normalize(words, dim=-1, eps=1e-5)
-                sentence = F.normalize(sentence, dim=-1, eps=1e-5)
-            return words, mask, sentence, ids
+            return words, mask, ids
         if src_txt is None:
             raise MrhdError("mesm: give the query as src_txt features or words_id token ids")
         mask = src_txt_mask.bool()
         if not bool(mask.any(dim=1).all()):
             raise MrhdError("mesm: a query has no text tokens; give a non-empty query")
-        words = src_txt * mask.unsqueeze(-1)
-        sentence = words.sum(dim=1) / mask.sum(dim=1, keepdim=True)
-        if self.cfg.normalize_txt:
-            sentence = F.normalize(sentence, dim=-1, eps=1e-5)
-        return words, mask, sentence, None
+        return src_txt * mask.unsqueeze(-1), mask, None
 
     def projected_token(self, token: torch.Tensor) -> torch.Tensor:
         return self.input_txt_proj(token.reshape(1, 1, -1))
@@ -219,7 +214,7 @@ class MESM(nn.Module):
         (training) give the moments (``span_labels``) FW/SS-MESM read, optionally ``words_label``
         / ``words_weight`` (B, Lt)."""
         cfg = self.cfg
-        words, words_mask, sentence, ids = self.encode_text(src_txt, src_txt_mask, words_id)
+        words, words_mask, ids = self.encode_text(src_txt, src_txt_mask, words_id)
         vid_mask = src_vid_mask.bool()
         bs = src_vid.shape[0]
         if vid is not None:
@@ -238,8 +233,7 @@ class MESM(nn.Module):
         words_all, words_all_mask = proj_words, words_mask
         if cfg.rec_ss:
             # the official projects the clips again (its own dropout draw) for the reconstructor
-            recon = self.ss_reconstructor(self.input_vid_proj(src_vid), ~vid_mask,
-                                          self.input_txt_proj(sentence.unsqueeze(1))[:, 0], group)
+            recon = self.ss_reconstructor(self.input_vid_proj(src_vid), ~vid_mask)
             words_all = torch.cat([recon.unsqueeze(1), proj_words], dim=1)
             words_all_mask = torch.cat([torch.ones(bs, 1, dtype=torch.bool, device=words_mask.device),
                                         words_mask], dim=1)

@@ -84,10 +84,12 @@ class MESMTransformer(nn.Module):
 
 
 class SegmentSentenceReconstructor(nn.Module):
-    """SS-MESM (official ``SegSenRecon``): each query's sentence slot, among the sentences of the
-    same video, is replaced by a learned token and rebuilt from the video clips (no positions);
-    the rebuilt slot, L2-normalised, joins the words as an extra token. The official
-    ``output_sent_proj`` feeds no loss (its criterion uses the words, "ablation 3") and is left out."""
+    """SS-MESM (official ``SegSenRecon``): the query's sentence slot is replaced by a learned token
+    and rebuilt from the video clips (no positions); the result, L2-normalised, joins the words as
+    an extra token. The official row also holds the other sentences of the same video, but its T2V
+    layers have no attention among the slots, so nothing else reaches the masked slot: it is
+    computed alone here (same output). The official ``output_sent_proj`` feeds no loss (criterion
+    "ablation 3") and is left out."""
 
     def __init__(self, d_model: int, nhead: int, num_layers: int, dim_feedforward: int, dropout: float):
         super().__init__()
@@ -96,28 +98,13 @@ class SegmentSentenceReconstructor(nn.Module):
         self.recon_trans = CrossModalEncoder(d_model, nhead, num_layers, dim_feedforward, dropout,
                                              reset=False).t2v_encoder
 
-    def forward(self, vid, vid_pad, sentences, group):
-        """vid (B, Lv, d) projected clips, vid_pad (B, Lv), sentences (B, d) projected, group (B,)
-        video index of each query -> reconstructed sentence (B, d)."""
-        rows, slots = [], []
-        for i in range(len(group)):
-            members = torch.nonzero(group == group[i]).flatten()
-            rows.append(members)
-            slots.append(int((members == i).nonzero()[0, 0]))
-        n = max(len(r) for r in rows)
-        bs, d = sentences.shape
-        sent = sentences.new_zeros(bs, n, d)
-        sent_pad = torch.ones(bs, n, dtype=torch.bool, device=sentences.device)
-        for i, members in enumerate(rows):
-            sent[i, : len(members)] = sentences[members]
-            sent_pad[i, : len(members)] = False
-        slot = torch.zeros(bs, n, dtype=torch.bool, device=sentences.device)
-        slot[torch.arange(bs), torch.tensor(slots, device=sentences.device)] = True
-        sent = torch.where(slot.unsqueeze(-1), self.masked_sent_token.expand_as(sent), sent)
-        src = torch.cat([sent, vid], dim=1).transpose(0, 1)
-        pad = torch.cat([sent_pad, vid_pad], dim=1)
-        out = self.recon_trans(src, src_key_padding_mask=pad, pos=None, video_length=n)[:n].transpose(0, 1)
-        return F.normalize(out[slot], dim=-1)
+    def forward(self, vid: torch.Tensor, vid_pad: torch.Tensor) -> torch.Tensor:
+        """vid (B, Lv, d) projected clips, vid_pad (B, Lv) True = padding -> sentence (B, d)."""
+        slot = self.masked_sent_token.reshape(1, 1, -1).expand(vid.shape[0], 1, -1)
+        src = torch.cat([slot, vid], dim=1).transpose(0, 1)
+        pad = torch.cat([torch.zeros_like(vid_pad[:, :1]), vid_pad], dim=1)
+        out = self.recon_trans(src, src_key_padding_mask=pad, pos=None, video_length=1)
+        return F.normalize(out[0], dim=-1)
 
 
 def mask_words(words_mask: torch.Tensor, weight: torch.Tensor, generator: torch.Generator | None = None

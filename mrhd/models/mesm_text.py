@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -66,12 +67,17 @@ def build_text_encoder(kind: str, weights: str | None) -> ClipTokenEncoder | Non
     return ClipTokenEncoder(model)
 
 
+@lru_cache(maxsize=1)
+def _bpe():
+    from open_clip.tokenizer import SimpleTokenizer
+
+    return SimpleTokenizer()
+
+
 def tokenize_queries(texts: list[str], max_words_l: int) -> torch.Tensor:
     """CLIP ids (B, 77): SOT, the first ``max_words_l - 2`` body tokens, EOT, zeros (MESM's
     ``CLIPTokenizer.tokenize`` with ``max_valid_length = max_words_l``)."""
-    from open_clip.tokenizer import SimpleTokenizer
-
-    tok = SimpleTokenizer()
+    tok = _bpe()
     out = torch.zeros(len(texts), CLIP_CONTEXT, dtype=torch.long)
     for i, text in enumerate(texts):
         ids = [SOT_TOKEN] + tok.encode(text)[: max_words_l - 2] + [EOT_TOKEN]

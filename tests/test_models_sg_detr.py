@@ -13,6 +13,7 @@ from mrhd.models.sg_detr import SGDETRConfig, build, build_criterion
 from mrhd.models.sg_detr_criterion import atss_assign
 from mrhd.models.sg_detr_detector import clip_anchors
 from mrhd.models.sg_detr_fusion import fuse_spans
+from mrhd.models.sg_detr_layers import SaliencyAmplifier, SaliencyGuidedCrossAttentionLayer
 from mrhd.models.span_utils import span_cxw_to_xx
 from mrhd.pipeline.profiles import load_profile
 from mrhd.pipeline.train import Trainer
@@ -229,3 +230,38 @@ def test_mrhd_train_runs_on_a_synthetic_store(profile, tmp_path, one_thread):
     assert best["config"]["v_feat_dim"] == load_profile(profile).video_dim
     preds = [json.loads(x) for x in (tmp_path / "run" / "best_val_preds.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and all(len(p["pred_relevant_windows"]) == 10 for p in preds)
+
+
+def test_saliency_gate_and_amplifier():
+    torch.manual_seed(0)
+    layer = SaliencyGuidedCrossAttentionLayer(16, 4, 32, dropout=0.0).eval()
+    vid, pos = torch.randn(6, 2, 16), torch.randn(6, 2, 16)
+    txt_a, txt_b = torch.randn(5, 2, 16), torch.randn(5, 2, 16)
+    pad = torch.zeros(2, 5, dtype=torch.bool)
+    closed = torch.zeros(2, 6)
+    # a closed gate: the video takes nothing from the text
+    torch.testing.assert_close(layer(vid, txt_a, pad, closed, pos), layer(vid, txt_b, pad, closed, pos))
+    assert not torch.allclose(layer(vid, txt_a, pad, closed + 1, pos), layer(vid, txt_b, pad, closed + 1, pos))
+    # the global head starts at zero: global scores = local scores, memory x (1 + sigmoid(local))
+    amp = SaliencyAmplifier(16)
+    memory, local = torch.randn(2, 6, 16), torch.randn(2, 6)
+    scores, amplified = amp(memory, local)
+    torch.testing.assert_close(scores, local)
+    torch.testing.assert_close(amplified, memory * (1 + torch.sigmoid(local))[..., None])
+
+
+def test_saliency_loss_prefers_the_annotated_clips():
+    cfg = tiny_cfg()
+    criterion = build_criterion(cfg)
+    inputs = batch()
+    targets = targets_for(inputs)
+    mask = inputs["src_vid_mask"]
+    relevant = (targets["saliency_all_labels"] > 0).float()
+    good = (relevant * 2 - 1) * 6 + targets["saliency_all_labels"]     # ranked like the labels
+    neg = torch.full_like(good, -6.0)
+    right = criterion.saliency_terms(good, neg, mask, targets)
+    wrong = criterion.saliency_terms(-good, -neg, mask, targets)
+    assert 0 < right < 0.5 * wrong
+    # padded clips do not count: changing their scores changes nothing
+    noisy = good + (1 - mask) * torch.randn_like(good) * 100
+    torch.testing.assert_close(criterion.saliency_terms(noisy, neg, mask, targets), right)

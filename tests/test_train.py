@@ -131,6 +131,11 @@ def test_bad_input_is_a_one_line_error(tiny_data, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "holds 'slowfast' features" in err and len(err.strip().splitlines()) == 1
 
+    if not torch.cuda.is_available():
+        assert _cli("--model", "moment_detr", "--features", d["features"], "--out", tmp_path / "r6",
+                    "--device", "cuda", *common) == 2
+        assert "CUDA is not available" in capsys.readouterr().err
+
     # an empty split
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
@@ -144,6 +149,15 @@ def test_bad_input_is_a_one_line_error(tiny_data, tmp_path, capsys):
     save_checkpoint(run / "last.ckpt", model="qd_detr", config={}, state_dict={}, profile="slowfast_clip")
     assert _cli("--model", "moment_detr", "--features", d["features"], "--out", run, "--resume", *common) == 2
     assert "checkpoint of model 'qd_detr'" in capsys.readouterr().err
+
+
+def test_dataloader_workers_read_the_stores(tiny_data, tmp_path, one_thread):
+    d = tiny_data
+    tr = Trainer(_cfg(epochs=1, num_workers=2), d["features"], d["train"], d["val"], tmp_path / "run")
+    tr.evaluate()   # the parent process opens the stores first; forked workers must reopen them
+    tr.run()
+    assert len(tr.step_losses) == len(tr.train_loader) and all(map(torch.isfinite, map(torch.tensor, tr.step_losses)))
+    assert (tmp_path / "run" / "best.ckpt").is_file()
 
 
 def test_lines_with_missing_videos_are_reported_and_skipped(tiny_data, tmp_path, capsys):

@@ -150,7 +150,6 @@ class Trainer:
         if not self.resume and last.is_file():
             raise MrhdError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it "
                             "or choose another --out")
-        self.out.mkdir(parents=True, exist_ok=True)
 
     def _model_config(self):
         fields = {f.name for f in dataclasses.fields(self.spec.config_cls)}
@@ -283,6 +282,10 @@ class Trainer:
     def run(self) -> dict:
         from tqdm import tqdm
 
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)   # only now: a failed setup leaves nothing behind
+        except OSError as err:
+            raise MrhdError(f"cannot create --out {self.out} ({err.strerror}); choose a writable folder") from None
         if self.resume:
             self.load_last()
             self.log(f"resumed {self.out / 'last.ckpt'} after epoch {self.epoch}")

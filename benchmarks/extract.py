@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--num-workers", type=int, default=1)
     ap.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
+    ap.add_argument("--model-clips", type=int, default=None,
+                    help="clips for the model-alone timing (default: max(4 x batch, 64))")
     ap.add_argument("--keep", metavar="DIR", help="generate/keep the videos here instead of a temp folder")
     args = ap.parse_args()
     if args.threads:
@@ -134,14 +136,15 @@ def main() -> None:
     for name in [n.strip() for n in args.encoders.split(",") if n.strip()]:
         size = "tiny" if (name in ("blip2", "internvideo2") and not cuda) else args.size
         enc = build_encoder(name, device=args.device, random_weights=True, size=size)
-        alone = model_only(enc, sources[0].path, batch, min_clips=max(4 * batch, 64))
+        n_model = args.model_clips or max(4 * batch, 64)
+        alone = model_only(enc, sources[0].path, batch, min_clips=n_model)
         out = tmp / f"out-{name}"
         shutil.rmtree(out, ignore_errors=True)
         job = ExtractJob([enc], out, batch_size=batch, num_workers=args.num_workers, progress=False)
         with GpuSampler(cuda) as gpu:
             summary = job.run_videos(sources)
         # model alone again after the job, averaged: the load of a shared machine drifts
-        alone = (alone + model_only(enc, sources[0].path, batch, min_clips=max(4 * batch, 64))) / 2
+        alone = (alone + model_only(enc, sources[0].path, batch, min_clips=n_model)) / 2
         clips = summary.clips[enc.info.stream]
         model_cpu = summary.encode_s * torch.get_num_threads()
         e2e = clips / summary.wall_s

@@ -35,7 +35,28 @@ from mrhd.extract.decode import VideoDecoder  # noqa: E402
 from mrhd.extract.encoders.factory import build_encoder  # noqa: E402
 from mrhd.extract.jobs import ExtractJob, peak_rss_mb  # noqa: E402
 from mrhd.extract.sources import expand_inputs  # noqa: E402
-from mrhd.extract.synthetic import write_video  # noqa: E402
+from mrhd.extract.synthetic import frame_pattern, write_video  # noqa: E402
+
+
+def write_gop_video(path: Path, duration: float, fps: float, width: int, height: int, preset: str,
+                    gop: int) -> Path:
+    """Video only, like a web download: x264 ``preset`` (B-frames from veryfast up), keyframe every
+    ``gop`` frames; the default generator (ultrafast, no B-frames, keyint 250) is the worst case for
+    seeking and frame skipping."""
+    import av
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=round(fps))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        stream.options = {"crf": "23", "preset": preset, "g": str(gop)}
+        for i in range(int(round(duration * fps))):
+            frame = av.VideoFrame.from_ndarray(frame_pattern(i, width, height), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
 
 
 class GpuSampler:
@@ -105,6 +126,9 @@ def main() -> None:
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
     ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--gop", type=int, default=None,
+                    help="write video-only files with this keyframe interval and --preset (web-like)")
+    ap.add_argument("--preset", default="veryfast", help="x264 preset with --gop")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--num-workers", type=int, default=1)
@@ -123,9 +147,14 @@ def main() -> None:
     t0 = time.perf_counter()
     for i in range(args.videos):
         path = vids / f"bench{i}.mp4"
-        if not path.exists():
+        if path.exists():
+            continue
+        if args.gop:
+            write_gop_video(path, args.duration, args.fps, args.width, args.height, args.preset, args.gop)
+        else:
             write_video(path, duration=args.duration, fps=args.fps, width=args.width, height=args.height)
-    print(f"# {args.videos} videos x {args.duration:.0f} s, {args.width}x{args.height} @ {args.fps:g} fps "
+    kind = f"x264 {args.preset}, keyframe every {args.gop}" if args.gop else "x264 ultrafast, keyint 250"
+    print(f"# {args.videos} videos x {args.duration:.0f} s, {args.width}x{args.height} @ {args.fps:g} fps, {kind} "
           f"(generated in {time.perf_counter() - t0:.1f} s); device {args.device}, batch {batch}, "
           f"{args.num_workers} decoding worker(s), torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other jobs skew the figures)")

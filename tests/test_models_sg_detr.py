@@ -87,8 +87,9 @@ def test_shapes_masks_and_confidence(one_thread):
     bsz, lv = inputs["src_vid_mask"].shape
     assert out["pred_spans"].shape == (bsz, cfg.num_queries, 2)
     assert out["pred_logits"].shape == (bsz, cfg.num_queries, 2)
-    for key in ("saliency_scores", "saliency_scores_neg", "local_saliency_scores", "atss_logits"):
+    for key in ("saliency_scores", "local_saliency_scores", "atss_logits"):
         assert out[key].shape == (bsz, lv), key
+    assert "saliency_scores_neg" not in out            # the negative pass runs in training only
     assert out["atss_spans"].shape == (bsz, lv, 2)
     # the shared post-processor's softmax(...)[0] is the class x IoU confidence
     conf = torch.sigmoid(out["detr_logits"][..., 0]) * torch.sigmoid(out["pred_iou"])
@@ -103,6 +104,13 @@ def test_shapes_masks_and_confidence(one_thread):
     with torch.no_grad():
         out2 = model(**other)
     assert not torch.allclose(out["saliency_scores"], out2["saliency_scores"])
+    # training: negatives from the next sample's query, except pairs from one source video
+    model.train()
+    vids = ["abc_30.0_180.0", "abc_60.0_210.0", "xyz_0.0_150.0"]
+    with torch.no_grad():
+        out3 = model(**inputs, vid=vids)
+    assert out3["real_neg_mask"].tolist() == [False, True, True]
+    assert out3["saliency_scores_neg"].shape == out3["local_saliency_scores_neg"].shape == (bsz, lv)
 
 
 @pytest.mark.parametrize("fuse", [True, False])

@@ -55,9 +55,9 @@ Design choices left open (by the paper and the code we could not read), and what
 - Fusion: DETR-anchored weighted span fusion with ATSS spans of IoU > 0.5, head weights 1 : 1.
 - Loss weights: QD-DETR's (span 10, GIoU 1, label 4, saliency 1) for every DETR-style term, IoU 1,
   local saliency 1, ATSS cls 1 / GIoU 2 (ATSS) / centerness 1; Hungarian costs as QD-DETR.
-- Negative pairs: the text rolled by one along the batch (QD-DETR); local negatives reuse the rolled
-  sentence token, global negatives rerun SGCA + encoder (the code does the same for samples of
-  different videos only, read from ``vid``; we take every pair).
+- Negative pairs (training only): the text rolled by one along the batch; local negatives reuse the
+  rolled sentence token, global negatives rerun SGCA + encoder; with ``vid`` given, pairs from the
+  same source video are not negatives (the code's ``real_neg_mask``); without it every pair is.
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ import torch
 from torch import nn
 
 from mrhd.errors import MrhdError
+from mrhd.models.cg_detr import real_negative_mask
 from mrhd.models.detr_config import DetrConfig
 from mrhd.models.encoder import TransformerEncoder, TransformerEncoderLayer
 from mrhd.models.matcher import FOREGROUND
@@ -157,53 +158,58 @@ class SGDETR(nn.Module):
         tokens = self.text_encoder(txt.transpose(0, 1), src_key_padding_mask=padding, pos=pos.transpose(0, 1))
         return tokens, self.sentence_pool(tokens, padding)
 
-    def encode_video(self, vid, vid_mask, pos, tokens, txt_mask, sentence, local):
+    def encode_video(self, feats, vid_mask, pos, tokens, txt_mask, sentence, local):
         """SGCA then the encoder on [sentence, video] -> video memory (B, Lv, d)."""
-        x = vid.transpose(0, 1)
+        x = feats.transpose(0, 1)
         pos_seq = pos.transpose(0, 1)
         gate = torch.sigmoid(local)
         for layer in self.sgca:
             x = self.sgca_norm(layer(x, tokens, ~txt_mask.bool(), gate, vid_pos=pos_seq))
         x = self.sgca_norm(x)
-        bsz = vid.shape[0]
+        bsz = feats.shape[0]
         src = torch.cat([sentence.unsqueeze(0), x], dim=0)
         src_pos = torch.cat([self.global_pos.reshape(1, 1, -1).expand(1, bsz, -1), pos_seq], dim=0)
-        padding = torch.cat([torch.zeros(bsz, 1, dtype=torch.bool, device=vid.device), ~vid_mask.bool()], dim=1)
+        padding = torch.cat([torch.zeros(bsz, 1, dtype=torch.bool, device=feats.device), ~vid_mask.bool()], dim=1)
         memory = self.encoder(src, src_key_padding_mask=padding, pos=src_pos)
         return memory[1:].transpose(0, 1)
 
-    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, targets=None):
+    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, vid=None, targets=None):
         """Masks float (B, L), 1 = valid. ``targets`` (training, from the trainer) switches on the
-        denoising groups."""
+        denoising groups. ``vid`` (clip ids, optional) marks which rolled-text pairs are real
+        negatives (different source videos, CG-DETR's rule); without it every pair is one."""
         if src_txt.shape[1] == 0:
             raise MrhdError("sg_detr: the query has no text tokens; give a non-empty query")
-        vid = self.input_vid_proj(src_vid)
+        feats = self.input_vid_proj(src_vid)
         txt = self.input_txt_proj(src_txt)
-        pos = self.position_embed(vid, src_vid_mask)
+        pos = self.position_embed(feats, src_vid_mask)
         tokens, sentence = self.encode_text(txt, src_txt_mask)
-        local = self.local_saliency(vid, sentence)
-        memory = self.encode_video(vid, src_vid_mask, pos, tokens, src_txt_mask, sentence, local)
-
-        # negative pairs: sample i gets the query of sample i + 1 (QD-DETR)
-        tokens_neg, txt_mask_neg = tokens.roll(-1, dims=1), src_txt_mask.roll(-1, dims=0)
-        sentence_neg = sentence.roll(-1, dims=0)
-        local_neg = self.local_saliency(vid, sentence_neg)
-        memory_neg = self.encode_video(vid, src_vid_mask, pos, tokens_neg, txt_mask_neg,
-                                                          sentence_neg, local_neg)
-
+        local = self.local_saliency(feats, sentence)
+        memory = self.encode_video(feats, src_vid_mask, pos, tokens, src_txt_mask, sentence, local)
         saliency, memory = self.amplifier(memory, local)
-        saliency_neg, _ = self.amplifier(memory_neg, local_neg)
         span_labels = targets.get("span_labels") if (self.training and targets) else None
         out = self.detector(memory, src_vid_mask, pos, span_labels)
-        out.update({
-            "saliency_scores": saliency, "saliency_scores_neg": saliency_neg,
-            "local_saliency_scores": local, "local_saliency_scores_neg": local_neg,
-            "video_mask": src_vid_mask,
-        })
+        out.update({"saliency_scores": saliency, "local_saliency_scores": local, "video_mask": src_vid_mask})
+        if self.training:   # the negative pass only feeds the saliency losses
+            out.update(self.negative_pass(feats, src_vid_mask, pos, tokens, src_txt_mask, sentence, vid))
         out["pred_confidence"] = self.confidence(out["pred_logits"], out["pred_iou"])
         if not self.training and self.cfg.fuse_at_inference:
             self.fuse(out)
         return out
+
+    def negative_pass(self, feats, vid_mask, pos, tokens, txt_mask, sentence, vid) -> dict:
+        """Sample i with the query of sample i + 1 (QD-DETR's roll): local and global scores."""
+        bsz = feats.shape[0]
+        if vid is not None:
+            real_neg = real_negative_mask(list(vid), "hl", device=feats.device)
+        else:
+            real_neg = torch.full((bsz,), bsz > 1, dtype=torch.bool, device=feats.device)
+        sentence_neg = sentence.roll(-1, dims=0)
+        local_neg = self.local_saliency(feats, sentence_neg)
+        memory_neg = self.encode_video(feats, vid_mask, pos, tokens.roll(-1, dims=1), txt_mask.roll(-1, dims=0),
+                                       sentence_neg, local_neg)
+        saliency_neg, _ = self.amplifier(memory_neg, local_neg)
+        return {"saliency_scores_neg": saliency_neg, "local_saliency_scores_neg": local_neg,
+                "real_neg_mask": real_neg}
 
     @staticmethod
     def confidence(logits, iou_logits):

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrhd.errors import MrhdError
 from mrhd.models.criterion import SetCriterion, sigmoid_focal_loss
 from mrhd.models.matcher import FOREGROUND
 from mrhd.models.span_utils import generalized_temporal_iou, span_cxw_to_xx, temporal_iou
@@ -105,9 +106,10 @@ class SGDETRCriterion(nn.Module):
         return bce[mask.bool()].mean()
 
     @staticmethod
-    def saliency_neg_pair(scores_neg, mask):
+    def saliency_neg_pair(scores_neg, mask, real_neg):
         loss = -torch.log((1.0 - torch.sigmoid(scores_neg)).clamp(min=1e-7))
-        return loss[mask.bool()].mean()
+        valid = mask.bool() & real_neg[:, None]
+        return loss[valid].mean() if valid.any() else scores_neg.sum() * 0
 
     def saliency_margin(self, scores, targets):
         """Hinge on sigmoid scores of sampled (positive, negative) clip pairs."""
@@ -116,22 +118,39 @@ class SGDETRCriterion(nn.Module):
         neg = torch.gather(prob, 1, targets["saliency_neg_labels"])
         return torch.clamp(self.cfg.saliency_margin + neg - pos, min=0).sum() / pos.numel() * 2
 
-    def saliency_terms(self, scores, scores_neg, mask, targets):
+    def saliency_rank(self, scores, scores_neg, mask, labels, real_neg):
+        """Rank-contrastive over [scores, negative scores] for real-negative samples, over the
+        scores alone for the others (the code adds the two)."""
+        rank = scores.sum() * 0
+        if real_neg.any():
+            r = real_neg
+            rank = rank + self.base.saliency_rank_contrastive(
+                torch.cat([scores[r], scores_neg[r]], dim=1),
+                torch.cat([labels[r], torch.zeros_like(labels[r])], dim=1), mask[r].repeat(1, 2))
+        if (~real_neg).any():
+            f = ~real_neg
+            rank = rank + self.base.saliency_rank_contrastive(scores[f], labels[f], mask[f])
+        return rank
+
+    def saliency_terms(self, scores, scores_neg, mask, targets, real_neg=None):
         labels = targets["saliency_all_labels"]
-        rank = self.base.saliency_rank_contrastive(torch.cat([scores, scores_neg], dim=1),
-                                                   torch.cat([labels, torch.zeros_like(labels)], dim=1),
-                                                   mask.repeat(1, 2))
-        return (self.saliency_bce(scores, mask, targets) + self.saliency_neg_pair(scores_neg, mask)
+        if real_neg is None:
+            real_neg = torch.ones(len(scores), dtype=torch.bool, device=scores.device)
+        rank = self.saliency_rank(scores, scores_neg, mask, labels, real_neg)
+        return (self.saliency_bce(scores, mask, targets) + self.saliency_neg_pair(scores_neg, mask, real_neg)
                 + self.saliency_margin(scores, targets) + self.cfg.contrastive_reducer * rank)
 
     def loss_saliency(self, outputs, targets):
         if "saliency_pos_labels" not in targets:
             return {}
-        mask = outputs["video_mask"]
+        if "saliency_scores_neg" not in outputs:
+            raise MrhdError("sg_detr: the saliency losses need the training forward (model.train())")
+        mask, real_neg = outputs["video_mask"], outputs["real_neg_mask"]
         return {"loss_saliency": self.saliency_terms(outputs["saliency_scores"], outputs["saliency_scores_neg"],
-                                                     mask, targets),
+                                                     mask, targets, real_neg),
                 "loss_saliency_local": self.saliency_terms(outputs["local_saliency_scores"],
-                                                           outputs["local_saliency_scores_neg"], mask, targets)}
+                                                           outputs["local_saliency_scores_neg"], mask, targets,
+                                                           real_neg)}
 
     def loss_iou(self, outputs, targets, indices, suffix=""):
         idx = self.base.src_permutation_idx(indices)

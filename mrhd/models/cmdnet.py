@@ -27,14 +27,23 @@ Design choices the paper leaves open, and what is chosen here:
   supervised contrastive loss among clips (relevant clips are positives of each other). Weights
   0.3 / 0.5 / 0.3 (``align_vt_coef`` / ``align_ct_coef`` / ``align_intra_coef``), chosen as
   TR-DETR's VTC / CTC weights. Relevant clips are derived from the ground-truth spans.
+- Relevant clips (for the moment embedding and the positives): clips whose centre lies in a
+  ground-truth window, plus the clip under each window's centre; derived from the span labels, so
+  the ``qd_detr`` label recipe (the trainer's default) suffices.
 - Query-highlighted clip features = the video tokens after QD-DETR's T2V (text-to-video) encoder;
-  the MDP runs between the T2V encoder and the encoder, on video tokens only (global token and
-  padding untouched), in both the positive and the negative-pair pass.
-- Differences: ``x_t - x_{t-1}`` with 0 for the first clip, through a Linear and added to x.
-- Multi-scale: parallel Conv1d with kernels (1, 3, 5) (``mdp_kernel_sizes``), ReLU, averaged.
-- Graph: one GCN layer (``mdp_gcn_layers``) ``ReLU(A X W)``, A = row softmax of scaled cosine
-  similarity between valid clips (self loops included, a learnable sharpness).
-- Fusion: ``LayerNorm(x + Dropout(Linear([multi-scale | graph])))``.
+  one MDP runs between the T2V encoder and the encoder, on video tokens only (the global token
+  passes unchanged; padded clips are zeroed), in both the positive and the negative-pair pass.
+- Differences: ``x_t - x_{t-1}`` with 0 for the first clip (forward differences only), through a
+  Linear and added to x; the convolutions and the graph both read this difference-aware sequence.
+- Multi-scale: parallel Conv1d with kernels (1, 3, 5) (``mdp_kernel_sizes``), zero 'same' padding,
+  ReLU, averaged over the scales.
+- Graph: one GCN layer (``mdp_gcn_layers``) ``ReLU(A X W)``, A = row softmax of cosine similarity
+  between valid clips times sqrt(d) and a learnable sharpness (self loops included); a dense,
+  data-dependent graph rather than a fixed temporal one.
+- Fusion: ``LayerNorm(x + Dropout(Linear([multi-scale | graph])))``; positions are not re-added
+  (the encoder adds QD-DETR's sine positions to queries and keys as before).
+- Training schedule: QD-DETR's defaults (AdamW lr 1e-4, weight decay 1e-4, batch 32, 200 epochs,
+  grad clip 0.1), the trainer's defaults when no configs/train/cmdnet.yaml exists.
 - Audio (optional, profile ``slowfast_clip_pann``): concatenated to the video before the input
   projection, as QD-DETR's audio branch (``a_feat_dim`` 2050 = PANNs 2048 + tef); the default
   profile is ``slowfast_clip``.

@@ -30,11 +30,24 @@ def _stores_for(tmp_path, lines, profile, drop_vids=()):
     return open_stores(tmp_path, profile)
 
 
+@pytest.fixture(scope="module")
+def qvh_six(tmp_path_factory):
+    """Six real QVHighlights training lines and stores with random features for them."""
+    from tests.conftest import _shared_dir, require_dir
+
+    data = require_dir(_shared_dir() / "data", "annotation data")
+    lines = list(itertools.islice(load_annotations(data / "qvhighlights" / "highlight_train_release.jsonl"), 6))
+    folder = tmp_path_factory.mktemp("qvh")
+    _stores_for(folder, lines, load_profile("slowfast_clip"))
+    return lines, folder
+
+
 @pytest.mark.parametrize("labels", ["moment_detr", "qd_detr", "tr_detr", "cg_detr", "videolights", "univtg"])
-def test_qvhighlights_lines_make_official_batches(tmp_path, data_dir, labels):
-    lines = list(itertools.islice(load_annotations(data_dir / "qvhighlights" / "highlight_train_release.jsonl"), 6))
+def test_qvhighlights_lines_make_official_batches(qvh_six, labels):
+    lines, folder = qvh_six
+    lines = [dict(a) for a in lines]
     profile = load_profile("univtg" if labels == "univtg" else "slowfast_clip")
-    ds = MomentDataset(lines, _stores_for(tmp_path, lines, profile), profile, DatasetConfig(labels=labels))
+    ds = MomentDataset(lines, open_stores(folder, profile), profile, DatasetConfig(labels=labels))
     _, batched = collate([ds[i] for i in range(len(ds))])
     inputs, targets = prepare_batch(batched)
     b, lv, dv = inputs["src_vid"].shape

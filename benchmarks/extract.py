@@ -183,6 +183,9 @@ def main() -> None:
                     f"{e2e / alone:>10.0%}{summary.video_seconds / summary.wall_s:>10.1f}"
                     f"{summary.wait_s / summary.wall_s:>12.0%}{summary.decode_cpu_s:>13.1f}{own:>12.0f}"
                     f"{kids:>15.0f}{util:>7}")
+        steady = clips / max(summary.wall_s - summary.startup_s, 1e-9)
+        rows.append(f"  worker start-up {summary.startup_s:.1f} s; after it: {steady:.1f} clips/s = "
+                    f"{steady / alone:.0%} of the model alone")
         rows.append(f"  {clips} clips; per clip: decoding {1000 * summary.decode_cpu_s / max(clips, 1):.0f} ms CPU "
                     f"in workers, model {1000 * summary.encode_s / max(clips, 1):.0f} ms wall "
                     f"(~{1000 * model_cpu / max(clips, 1):.0f} ms CPU on {torch.get_num_threads()} threads)")

@@ -69,6 +69,7 @@ class Summary:
     wall_s: float = 0.0
     encode_s: float = 0.0  # main process inside encoder.encode
     wait_s: float = 0.0  # main process idle, waiting for decoded clips (decoding not hidden)
+    startup_s: float = 0.0  # waiting for the first decoded clips (worker start-up)
     decode_s: float = 0.0  # wall time spent decoding + preprocessing, summed over videos
     decode_cpu_s: float = 0.0  # CPU time of the decoding workers (0 when decoding inline)
     queries: int = 0
@@ -484,87 +485,106 @@ class ExtractJob:
                 self._encode_ready(force=False)
         self._encode_ready(force=True)
 
-    def _run_workers(self, tasks) -> None:
+    def _start_pool(self) -> None:
+        """Spawn the decoding workers first: they import torch and the preprocessors while the main
+        process opens the stores and checks what is already stored."""
         ctx = mp.get_context("spawn")
-        task_q = ctx.Queue()
-        results = ctx.Queue(maxsize=max(4, 4 * self.num_workers))
+        self._ctx = ctx
+        self._task_q = ctx.Queue()
+        self._results = ctx.Queue(maxsize=max(4, 4 * self.num_workers))
+        self._workers: dict[int, mp.Process] = {}
+        for _ in range(self.num_workers):
+            self._spawn()
+
+    def _spawn(self) -> None:
+        p = self._ctx.Process(target=_worker_main, daemon=True,
+                              args=(self._task_q, self._results, self.chunk, self.worker_threads, os.getpid()))
+        p.start()
+        self._workers[p.pid] = p
+
+    def _stop_pool(self) -> None:
+        for p in self._workers.values():
+            if p.is_alive():
+                p.terminate()
+        for p in self._workers.values():
+            p.join(timeout=5)
+        self._results.cancel_join_thread()
+        self._task_q.cancel_join_thread()
+
+    def _run_workers(self, tasks) -> None:
         for task in tasks:
-            task_q.put(task)
-        n_workers = min(self.num_workers, len(tasks))
-        for _ in range(n_workers):
-            task_q.put(None)
-        workers = {}
-
-        def spawn():
-            p = ctx.Process(target=_worker_main, daemon=True,
-                            args=(task_q, results, self.chunk, self.worker_threads, os.getpid()))
-            p.start()
-            workers[p.pid] = p
-
+            self._task_q.put(task)
+        for _ in range(self.num_workers):
+            self._task_q.put(None)
+        workers, results = self._workers, self._results
         current: dict[int, str] = {}
-        for _ in range(n_workers):
-            spawn()
         remaining = len(tasks)
-        try:
-            while remaining > 0:
+        started = False
+        idle_since = None
+        while remaining > 0:
+            try:
+                msg = results.get(timeout=0.05)
+            except queue.Empty:
+                if any(st.pending_rows for st in self._streams.values()):
+                    self._encode_ready(force=True)  # nothing new: encode what is there
+                    continue
+                if idle_since is None:
+                    idle_since = time.perf_counter()
                 try:
-                    msg = results.get(timeout=0.05)
+                    msg = results.get(timeout=1.0)
                 except queue.Empty:
-                    if any(st.pending_rows for st in self._streams.values()):
-                        self._encode_ready(force=True)
-                        continue
-                    t0 = time.perf_counter()
-                    try:
-                        msg = results.get(timeout=1.0)
-                    except queue.Empty:
-                        msg = None
-                    self.summary.wait_s += time.perf_counter() - t0
-                    if msg is None:
-                        for pid, p in list(workers.items()):
-                            if not p.is_alive() and p.exitcode not in (0, None):
-                                vid = current.pop(pid, None)
-                                del workers[pid]
-                                if vid is not None and vid in self._videos:
-                                    self._fail(vid, None, f"decoder crashed (exit code {p.exitcode})")
-                                    self._videos[vid].ended = True
-                                    self._maybe_close(vid)
-                                    remaining -= 1
-                                spawn()
-                        continue
-                if msg[0] == "start":
-                    current[msg[2]] = msg[1]
-                elif msg[0] == "end":
-                    remaining -= 1
-                    for pid, v in list(current.items()):
-                        if v == msg[1]:
-                            del current[pid]
-                self._handle(msg)
-                self._encode_ready(force=False)
-            self._encode_ready(force=True)
-        finally:
-            for p in workers.values():
-                if p.is_alive():
-                    p.terminate()
-            for p in workers.values():
-                p.join(timeout=5)
-            results.cancel_join_thread()
-            task_q.cancel_join_thread()
+                    msg = None
+                if msg is None:
+                    for pid, p in list(workers.items()):
+                        if not p.is_alive() and p.exitcode not in (0, None):
+                            vid = current.pop(pid, None)
+                            del workers[pid]
+                            if vid is not None and vid in self._videos:
+                                self._fail(vid, None, f"decoder crashed (exit code {p.exitcode})")
+                                self._videos[vid].ended = True
+                                self._maybe_close(vid)
+                                remaining -= 1
+                            self._spawn()
+                    continue
+            if idle_since is not None:  # the model had nothing to do: decoding was not hidden
+                waited = time.perf_counter() - idle_since
+                if started:
+                    self.summary.wait_s += waited
+                else:
+                    self.summary.startup_s += waited
+                idle_since = None
+            started = True
+            if msg[0] == "start":
+                current[msg[2]] = msg[1]
+            elif msg[0] == "end":
+                remaining -= 1
+                for pid, v in list(current.items()):
+                    if v == msg[1]:
+                        del current[pid]
+            self._handle(msg)
+            self._encode_ready(force=False)
+        self._encode_ready(force=True)
 
     def run_videos(self, sources: list[Source]) -> Summary:
-        self._open_stores()
-        tasks = self._plan(sources)
         self._t0 = time.perf_counter()
-        if self.progress and tasks:
-            from tqdm import tqdm
-
-            self._bar = tqdm(total=len(tasks), unit="video", desc="extract", dynamic_ncols=True,
-                             file=sys.stderr)
+        pool = self.num_workers > 0 and len(sources) > 0
+        if pool:
+            self._start_pool()
         try:
-            if self.num_workers == 0 or len(tasks) == 0:
+            self._open_stores()
+            tasks = self._plan(sources)
+            if self.progress and tasks:
+                from tqdm import tqdm
+
+                self._bar = tqdm(total=len(tasks), unit="video", desc="extract", dynamic_ncols=True,
+                                 file=sys.stderr)
+            if not pool:
                 self._run_inline(tasks)
             else:
                 self._run_workers(tasks)
         finally:
+            if pool:
+                self._stop_pool()
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None

@@ -38,6 +38,7 @@ def _one_line_error(capsys, rc, *needles):
     return lines[0]
 
 
+@pytest.mark.slow
 def test_offline_demo_run_writes_json_and_png(video, tmp_path, monkeypatch, capsys, tiny_encoders):
     monkeypatch.setenv("MRHD_CACHE", str(tmp_path / "cache"))
     out, png = tmp_path / "preds.json", tmp_path / "sal.png"

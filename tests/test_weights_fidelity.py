@@ -15,7 +15,7 @@ from mrhd.models.registry import get_spec
 from mrhd.weights.checkpoint import load_checkpoint
 from tests.conftest import fixture_cases, open_case
 
-pytestmark = pytest.mark.fidelity
+pytestmark = [pytest.mark.fidelity, pytest.mark.slow]
 
 
 def _tensors(tree, prefix=""):

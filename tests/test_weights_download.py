@@ -179,3 +179,15 @@ def test_server_ignoring_range_restarts_cleanly(server, ckpt_bytes, tmp_path):
     download(f"http://127.0.0.1:{server.server_port}/n.ckpt", dest,
              sha256=hashlib.sha256(ckpt_bytes).hexdigest(), progress=False)
     assert dest.read_bytes() == ckpt_bytes
+
+
+def test_companion_files_land_beside_the_main_file(server, ckpt_bytes, monkeypatch, tmp_path):
+    monkeypatch.setenv("MRHD_CACHE", str(tmp_path / "cache"))
+    base = f"http://127.0.0.1:{server.server_port}"
+    server.files["/main.pth"] = ckpt_bytes
+    server.files["/vit.pth"] = b"vit weights"
+    monkeypatch.setitem(_REGISTRY, "two-files", WeightsEntry(
+        id="two-files", kind="encoder", model="blip2", filename="main.pth", urls=(f"{base}/main.pth",),
+        companions=(("vit.pth", f"{base}/vit.pth"),)))
+    path = resolve_weights("two-files", progress=False)
+    assert path.read_bytes() == ckpt_bytes and (path.parent / "vit.pth").read_bytes() == b"vit weights"

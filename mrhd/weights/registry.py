@@ -32,6 +32,9 @@ class WeightsEntry:
     val: dict = field(default_factory=dict)
     paper: dict = field(default_factory=dict)
     notes: str = ""
+    # files that must lie beside the main file (same folder), as (filename, url): LAVIS' BLIP-2
+    # checkpoint leaves the frozen EVA ViT-g in its own file
+    companions: tuple[tuple[str, str], ...] = ()
 
 
 def _gh_raw(repo: str, branch: str, path: str) -> str:
@@ -144,7 +147,9 @@ _ENTRIES: tuple[WeightsEntry, ...] = (
         id="blip2-pretrain", kind="encoder", model="blip2", filename="blip2_pretrained.pth",
         urls=("https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/blip2_pretrained.pth",),
         licence="BSD-3-Clause (LAVIS)", page="https://github.com/salesforce/LAVIS (blip2_feature_extractor, pretrain)",
-        notes="Q-Former weights; the EVA ViT-g tower is a separate LAVIS file (eva_vit_g.pth)"),
+        companions=(("eva_vit_g.pth",
+                     "https://storage.googleapis.com/sfr-vision-language-research/LAVIS/models/BLIP2/eva_vit_g.pth"),),
+        notes="Q-Former weights; the frozen EVA ViT-g comes beside it as eva_vit_g.pth (LAVIS eva_vit.py)"),
     WeightsEntry(
         id="internvideo2-1b-stage2", kind="encoder", model="internvideo2", filename="InternVideo2-stage2_1b-224p-f4.pt",
         urls=("https://huggingface.co/OpenGVLab/InternVideo2-Stage2_1B-224p-f4/resolve/main/"

@@ -30,6 +30,9 @@ def resolve_weights(id_or_path: str, *, progress: bool = True) -> Path:
                             "(`mrhd weights list`)")
         raise MrhdError(f"unknown weights id {id_or_path!r}; see `mrhd weights list`, or give a file path")
     dest = cached_path(entry)
+    for filename, url in entry.companions:
+        if not (dest.parent / filename).is_file():
+            download(url, dest.parent / filename, progress=progress)
     if dest.is_file():
         return dest
     if not entry.urls:

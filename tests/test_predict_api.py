@@ -137,6 +137,10 @@ def test_over_long_query_is_truncated_with_warning(predictor, video):
         pred = predictor.predict(predictor.encode_video(video), [long_query])[0]
     assert any(issubclass(w.category, QueryTruncatedWarning) for w in caught)
     assert pred.windows and pred.query == long_query
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor.encode_queries(["a short query"])
+    assert not any(issubclass(w.category, QueryTruncatedWarning) for w in caught)
 
 
 def test_unknown_model_and_weights():

@@ -261,17 +261,19 @@ class Predictor:
 
     def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
         """Per-query token features ``[Lq, text_dim]`` assembled by the profile (first ``max_q_l``
-        tokens, each L2-normalised). Queries beyond the encoder's context are cut with a warning."""
+        tokens, each L2-normalised). A query longer than what the model reads (the encoder's context,
+        or ``max_q_l`` tokens, 32 for the official checkpoints) is cut, with a warning."""
         queries = self._check_queries(queries)
         per_stream = {}
         for stream, enc in self.text_encoders.items():
-            limit = getattr(getattr(enc, "tokenizer", None), "context_length", None)
-            if limit is not None and hasattr(enc.tokenizer, "encode"):
+            context = getattr(getattr(enc, "tokenizer", None), "context_length", None)
+            if context is not None and hasattr(enc.tokenizer, "encode"):
+                limit = min(context, self.profile.max_q_l or context)
                 for q in queries:
-                    n = len(enc.tokenizer.encode(q)) + 2
+                    n = len(enc.tokenizer.encode(q)) + 2   # + start and end tokens
                     if n > limit:
-                        warnings.warn(f"query of {n} tokens cut to the {stream} limit of {limit}: \"{q[:40]}...\"",
-                                      QueryTruncatedWarning, stacklevel=2)
+                        warnings.warn(f"query of {n} {stream} tokens cut to the first {limit} the model reads: "
+                                      f"\"{q[:40]}...\"", QueryTruncatedWarning, stacklevel=2)
             per_stream[stream] = [t.float().numpy() for t, _pooled in enc.encode_texts(queries)]
         return [self.profile.assemble_text({s: per_stream[s][i] for s in per_stream}) for i in range(len(queries))]
 

@@ -17,7 +17,7 @@ from mrhd.models.mesm_layers import mask_words
 from mrhd.models.mesm_text import EOT_TOKEN, SOT_TOKEN, frequent_token_ids, tokenize_queries
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.profiles import load_profile
-from mrhd.pipeline.train_config import model_defaults
+from mrhd.pipeline.train_config import load_train_config, model_defaults
 from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
 
 QUERIES = ["a man walks his dog along the beach at sunset", "a woman cooks pasta in a small kitchen",
@@ -76,6 +76,8 @@ def test_registered_with_official_configs():
     for key in ("v_feat_dim", "max_q_l", "max_v_l", "clip_length", "vocab_size", "use_triplet", "lw_saliency",
                 "loss_recfw_coef", "num_recss_layers"):
         assert getattr(yaml_cfg, key) == getattr(charades, key), key
+    train = load_train_config("mesm")   # official C+SF_C.json training options
+    assert (train.lr, train.batch_size, train.lr_drop, train.lr_gamma, train.grad_clip) == (2e-4, 12, 400, 0.5, 0.1)
     with pytest.raises(MrhdError, match="GloVe"):
         config_from_opt({"tokenizer_type": "GloVeSimple"})
     with pytest.raises(MrhdError, match="share_MLP"):
@@ -286,7 +288,6 @@ def test_checkpoint_round_trip(tmp_path):
 @pytest.mark.slow
 def test_mrhd_train_runs_with_the_model(tmp_path):
     from mrhd.pipeline.train import Trainer
-    from mrhd.pipeline.train_config import load_train_config
     from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
 
     data = make_synthetic(tmp_path / "data", load_profile("mesm"),

@@ -303,3 +303,34 @@ def test_mrhd_train_runs_with_the_model(tmp_path):
     preds = [json.loads(x) for x in (tmp_path / "run" / "best_val_preds.jsonl").read_text().splitlines()]
     assert len(preds) == 8 and preds[0]["pred_relevant_windows"]
     assert load_checkpoint(tmp_path / "run" / "best.ckpt")["model"] == "mesm"
+
+
+def test_official_checkpoint_converts(tmp_path):
+    """A checkpoint as lntzm/MESM train.py saves it (``model`` without ``text_encoder.*``,
+    ``opt`` Namespace with the official option names) converts and predicts as the source."""
+    import argparse
+
+    from mrhd.weights.convert import convert_checkpoint
+
+    opt = argparse.Namespace(dataset_name="qvhighlights", feat_files=["clip_image.hdf5", "slowfast.hdf5"],
+                             use_tef=True, clip_len=2, max_words_l=32, max_video_l=75, tokenizer_type="CLIP",
+                             vocab_size=12, hidden_dim=32, nheads=4, dim_feedforward=64, num_recfw_layers=1,
+                             t2v_layers=1, enc_layers=1, dec_layers=2, num_recss_layers=1, v_feat_dim=22,
+                             t_feat_dim=16, num_queries=5, rec_fw=True, rec_ss=True, share_MLP=True,
+                             span_loss_type="l1", position_embedding="sine", loss_span_coef=10,
+                             loss_saliency_coef=1, loss_recfw_coef=0.5, use_triplet=True, pre_norm=False)
+    source = build(config_from_opt(vars(opt))).eval()
+    d = source.hidden_dim
+    sd = {**source.state_dict(), "ss_reconstructor.output_sent_proj.0.LayerNorm.weight": torch.ones(d),
+          "ss_reconstructor.output_sent_proj.0.net.1.weight": torch.ones(d, d)}
+    torch.save({"model": sd, "optimizer": {}, "lr_scheduler": {}, "epoch": 3, "opt": opt}, tmp_path / "best.ckpt")
+    summary = convert_checkpoint(tmp_path / "best.ckpt", tmp_path / "mesm.ckpt", model="mesm")
+    assert summary["profile"] == "mesm"
+    ckpt = load_checkpoint(tmp_path / "mesm.ckpt")
+    assert ckpt["config"]["v_feat_dim"] == 24 and ckpt["config"]["vocab_size"] == 12
+    model = build(make_config("mesm", ckpt["config"])).eval()
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    inputs = batch(model.cfg)
+    with torch.no_grad():
+        a, b = source(**inputs), model(**inputs)
+    assert torch.equal(a["pred_spans"], b["pred_spans"]) and torch.equal(a["saliency_scores"], b["saliency_scores"])

@@ -11,7 +11,7 @@ import torch
 from mrhd.models.registry import get_spec, make_config
 from mrhd.models.sg_detr import SGDETRConfig, build, build_criterion
 from mrhd.models.sg_detr_criterion import atss_assign
-from mrhd.models.sg_detr_detector import clip_anchors
+from mrhd.models.sg_detr_detector import level_anchors
 from mrhd.models.sg_detr_fusion import fuse_spans
 from mrhd.models.sg_detr_layers import SaliencyAmplifier, SaliencyGuidedCrossAttentionLayer
 from mrhd.models.span_utils import span_cxw_to_xx
@@ -87,18 +87,22 @@ def test_shapes_masks_and_confidence(one_thread):
     bsz, lv = inputs["src_vid_mask"].shape
     assert out["pred_spans"].shape == (bsz, cfg.num_queries, 2)
     assert out["pred_logits"].shape == (bsz, cfg.num_queries, 2)
-    for key in ("saliency_scores", "local_saliency_scores", "atss_logits"):
+    for key in ("saliency_scores", "local_saliency_scores"):
         assert out[key].shape == (bsz, lv), key
+    dense = 2 * lv + lv + -(-lv // 2) + -(-lv // 4)      # pyramid levels of strides 0.5, 1, 2, 4
+    assert out["atss_logits"].shape == out["atss_mask"].shape == (bsz, dense)
+    assert out["atss_level_sizes"] == [2 * lv, lv, -(-lv // 2), -(-lv // 4)]
+    n = inputs["src_vid_mask"].sum(1)
+    assert out["atss_mask"].sum(1).tolist() == (2 * n + n + torch.ceil(n / 2) + torch.ceil(n / 4)).tolist()
     assert "saliency_scores_neg" not in out            # the negative pass runs in training only
-    assert out["atss_spans"].shape == (bsz, lv, 2)
+    assert out["atss_spans"].shape == (bsz, dense, 2)
     # the shared post-processor's softmax(...)[0] is the class x IoU confidence
     conf = torch.sigmoid(out["detr_logits"][..., 0]) * torch.sigmoid(out["pred_iou"])
     torch.testing.assert_close(out["pred_logits"].softmax(-1)[..., 0], conf, atol=1e-5, rtol=0)
-    # query selection only picks valid clips: every decoder anchor starts inside its video
-    anchors = clip_anchors(inputs["src_vid_mask"], cfg.atss_anchor_clips)
-    assert (anchors[..., 0][inputs["src_vid_mask"].bool()] < 1).all()
-    sel = out["enc_outputs"]["pred_logits"][..., 0]
-    assert torch.isfinite(sel).all()
+    # dense anchors of valid positions lie inside their video; query selection picks valid proposals
+    centres = out["atss_anchors"][..., 0][out["atss_mask"].bool()]
+    assert (centres > 0).all() and (centres < 1).all()
+    assert torch.isfinite(out["enc_outputs"]["pred_logits"]).all()
     # a sample's predictions depend on its own query: swapping the query changes them
     other = dict(inputs, src_txt=inputs["src_txt"].roll(1, dims=0), src_txt_mask=inputs["src_txt_mask"].roll(1, dims=0))
     with torch.no_grad():
@@ -125,8 +129,12 @@ def test_padding_does_not_change_predictions(fuse, one_thread):
         padded, single = model(**inputs), model(**alone)
     for key in ("pred_logits", "pred_spans", "pred_iou"):
         torch.testing.assert_close(padded[key][1:], single[key], atol=1e-5, rtol=1e-5, msg=key)
-    for key in ("saliency_scores", "local_saliency_scores", "atss_logits", "atss_centerness"):
+    for key in ("saliency_scores", "local_saliency_scores"):
         torch.testing.assert_close(padded[key][1:, :n], single[key], atol=1e-5, rtol=1e-5, msg=key)
+    valid, valid1 = padded["atss_mask"][1].bool(), single["atss_mask"][0].bool()
+    assert valid1.all()
+    for key in ("atss_logits", "atss_centerness", "atss_spans", "atss_anchors"):
+        torch.testing.assert_close(padded[key][1][valid], single[key][0], atol=1e-5, rtol=1e-5, msg=key)
 
 
 @pytest.mark.slow
@@ -174,23 +182,27 @@ def test_denoising_groups_noise_within_bounds():
     torch.testing.assert_close(dn["content"], model.detector.label_enc.weight[0].expand_as(dn["content"]))
 
 
-def test_atss_assignment_picks_clips_inside_the_moment():
+def test_atss_assignment_picks_anchors_inside_the_moment():
     mask = torch.ones(1, 20)
-    anchors = clip_anchors(mask, 4.0)[0]
+    fine, coarse = level_anchors(mask, mask, 1, 4)[0], level_anchors(mask, mask[:, ::2], 2, 8)[0]
+    anchors, sizes = torch.cat([fine, coarse]), [20, 10]
+    valid = torch.ones(30, dtype=torch.bool)
     gt = torch.tensor([[0.5, 0.3]])                          # clips 7..12
-    pos, assigned = atss_assign(anchors, 20, gt, topk=9)
+    pos, assigned = atss_assign(anchors, valid, sizes, gt, topk=9)
     centres = anchors[pos, 0]
-    assert pos.any() and (centres > 0.35).all() and (centres < 0.65).all()
+    assert pos[:20].any() and (centres > 0.35).all() and (centres < 0.65).all()
     assert (assigned[pos] == 0).all()
-    # with two moments each clip goes to the one it overlaps
+    # with two moments each anchor goes to the one it overlaps
     gt2 = torch.tensor([[0.2, 0.2], [0.8, 0.2]])
-    pos2, assigned2 = atss_assign(anchors, 20, gt2, topk=5)
+    pos2, assigned2 = atss_assign(anchors, valid, sizes, gt2, topk=5)
     centres = anchors[:, 0]
     assert (assigned2[pos2 & (centres < 0.5)] == 0).all() and (assigned2[pos2 & (centres > 0.5)] == 1).all()
     assert pos2[centres < 0.5].any() and pos2[centres > 0.5].any()
-    # padded clips are never positive
-    pos3, _ = atss_assign(anchors, 10, torch.tensor([[0.4, 0.6]]), topk=9)
-    assert not pos3[10:].any()
+    # invalid (padded) anchors are never positive
+    valid3 = valid.clone()
+    valid3[10:20] = False
+    pos3, _ = atss_assign(anchors, valid3, sizes, torch.tensor([[0.6, 0.6]]), topk=9)
+    assert not pos3[10:20].any() and pos3.any()
 
 
 def test_span_fusion_is_a_weighted_mean_of_overlapping_spans():

@@ -102,7 +102,7 @@ class SGDETRConfig(DetrConfig):
     dn_label_noise: float = 0.2
     proposal_widths: tuple = (0.05, 0.2, 0.4, 0.85)   # the code's QuerySelector default_widths
     prior_prob: float = 0.3           # class-bias prior of the proposal and ATSS heads
-    atss_anchor_clips: float = 4.0    # first pyramid level of the code's anchor_sizes (4, 8, 16, 32)
+    atss_anchor_sizes: tuple = (4, 16, 32, 64)   # clips, per pyramid level (the code's ATSSHead default)
     atss_topk: int = 9
     atss_num_convs: int = 3
     fuse_at_inference: bool = True
@@ -120,7 +120,8 @@ class SGDETRConfig(DetrConfig):
     atss_ctr_coef: float = 1.0
 
     def __post_init__(self):
-        self.proposal_widths = tuple(float(w) for w in self.proposal_widths)   # YAML gives a list
+        self.proposal_widths = tuple(float(w) for w in self.proposal_widths)   # YAML gives lists
+        self.atss_anchor_sizes = tuple(float(a) for a in self.atss_anchor_sizes)
 
 
 class SGDETR(nn.Module):
@@ -220,7 +221,7 @@ class SGDETR(nn.Module):
         cfg = self.cfg
         dense_conf = torch.sigmoid(out["atss_logits"]) * torch.sigmoid(out["atss_centerness"])
         fused = fuse_spans(out["pred_spans"], out["pred_confidence"], out["atss_spans"], dense_conf,
-                           out["video_mask"], cfg.fusion_iou_thr, cfg.fusion_detr_weight, cfg.fusion_atss_weight)
+                           out["atss_mask"], cfg.fusion_iou_thr, cfg.fusion_detr_weight, cfg.fusion_atss_weight)
         conf = out["pred_confidence"].clamp(1e-6, 1 - 1e-6)
         out["detr_logits"], out["detr_spans"] = out["pred_logits"], out["pred_spans"]
         out["pred_spans"] = fused

@@ -11,13 +11,15 @@ losses on every decoder layer. Added here:
   tokens, which this model does not have.
 - ``loss_iou`` (+ ``_i`` per aux layer): BCE of the IoU head against the detached IoU between each
   matched query's span and its ground truth.
-- ``loss_{span,giou,label}_enc``: the query-selection proposals, Hungarian-matched (DINO's
-  two-stage "interm" loss).
+- ``loss_{span,giou,label}_enc``: the query-selection proposals, Hungarian-matched per sample over
+  ALL valid proposals (DINO supervises only the selected top-k; with 10 queries that lets
+  never-trained proposals overtake the suppressed ones every step and the selection churns).
 - ``loss_{span,giou,label}_dn`` (+ ``_i``): denoising groups; positives regress to and classify as
   their ground truth, negatives classify as background (DINO contrastive denoising); weighted
   0.5 x the matched terms' weights (the code's ``denoise_reducer``).
 - ``loss_atss_{cls,giou,ctr}``: the dense head with ATSS assignment (Zhang et al. 2020, 1-D):
-  per ground truth, the ``atss_topk`` clips whose anchor centres are closest are candidates; those
+  per ground truth and pyramid level, the ``atss_topk`` positions whose anchor centres are closest
+  are candidates; those
   whose anchor IoU >= mean + std of the candidates' IoUs and whose centre lies inside the ground
   truth are positives (ties to the highest IoU). Focal classification normalised by the number of
   positives, GIoU weighted by the centerness target, BCE centerness.
@@ -45,30 +47,33 @@ def matched_iou(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def atss_assign(anchors: torch.Tensor, n_valid: int, gt: torch.Tensor, topk: int):
-    """anchors (L, 2) cxw (first ``n_valid`` valid), gt (M, 2) cxw -> (positive (L,) bool,
-    assigned gt index (L,) long)."""
-    length = anchors.shape[0]
-    positive = torch.zeros(length, dtype=torch.bool, device=anchors.device)
-    assigned = torch.zeros(length, dtype=torch.long, device=anchors.device)
-    if n_valid == 0 or len(gt) == 0:
+def atss_assign(anchors: torch.Tensor, valid: torch.Tensor, level_sizes: list, gt: torch.Tensor, topk: int):
+    """anchors (L, 2) cxw of all pyramid levels concatenated (sizes ``level_sizes``), valid (L,)
+    bool, gt (M, 2) cxw -> (positive (L,) bool, assigned gt index (L,) long)."""
+    positive = torch.zeros(len(anchors), dtype=torch.bool, device=anchors.device)
+    assigned = torch.zeros(len(anchors), dtype=torch.long, device=anchors.device)
+    if not valid.any() or len(gt) == 0:
         return positive, assigned
-    valid = anchors[:n_valid]
-    iou = temporal_iou(span_cxw_to_xx(valid), span_cxw_to_xx(gt))[0]                 # (n, M)
-    distance = (valid[:, None, 0] - gt[None, :, 0]).abs()
-    k = min(topk, n_valid)
-    cand = distance.topk(k, dim=0, largest=False).indices                            # (k, M)
-    cand_iou = torch.gather(iou, 0, cand)
-    std = cand_iou.std(0) if k > 1 else torch.zeros_like(cand_iou[0])
-    threshold = cand_iou.mean(0) + std
-    is_cand = torch.zeros_like(iou, dtype=torch.bool).scatter_(0, cand, True)
+    iou = temporal_iou(span_cxw_to_xx(anchors), span_cxw_to_xx(gt))[0]                 # (L, M)
+    distance = (anchors[:, None, 0] - gt[None, :, 0]).abs().masked_fill(~valid[:, None], float("inf"))
+    is_cand = torch.zeros_like(iou, dtype=torch.bool)
+    start = 0
+    for size in level_sizes:                                   # top-k closest centres per level
+        k = min(topk, int(valid[start:start + size].sum()))
+        if k:
+            idx = distance[start:start + size].topk(k, dim=0, largest=False).indices + start
+            is_cand.scatter_(0, idx, True)
+        start += size
+    cand_iou = torch.where(is_cand, iou, torch.zeros_like(iou))
+    n_cand = is_cand.sum(0).clamp(min=1)
+    mean = cand_iou.sum(0) / n_cand
+    std = torch.sqrt((((iou - mean) ** 2) * is_cand).sum(0) / (n_cand - 1).clamp(min=1))   # unbiased, as torch.std
     gt_xx = span_cxw_to_xx(gt)
-    inside = (valid[:, None, 0] > gt_xx[None, :, 0]) & (valid[:, None, 0] < gt_xx[None, :, 1])
-    ok = is_cand & (iou >= threshold[None, :]) & inside
+    inside = (anchors[:, None, 0] > gt_xx[None, :, 0]) & (anchors[:, None, 0] < gt_xx[None, :, 1])
+    ok = is_cand & (iou >= (mean + std)[None, :]) & inside & valid[:, None]
     best = torch.where(ok, iou, torch.full_like(iou, -1.0)).max(1)
-    positive[:n_valid] = best.values >= 0
-    assigned[:n_valid] = best.indices
-    return positive, assigned
+    positive = best.values >= 0
+    return positive, best.indices
 
 
 class SGDETRCriterion(nn.Module):
@@ -162,10 +167,19 @@ class SGDETRCriterion(nn.Module):
         return {f"loss_iou{suffix}": loss}
 
     def loss_enc(self, outputs, targets):
+        """Hungarian-matched span / GIoU / focal losses over every valid proposal of each sample
+        (valid proposals are a prefix: clip-major order); the mean over samples."""
         enc = outputs["enc_outputs"]
-        indices = self.matcher(enc, targets)
-        losses = {**self.base.loss_spans(enc, targets, indices), **self.base.loss_labels(enc, targets, indices)}
-        return {f"{k}_enc": v for k, v in losses.items() if k != "class_error"}
+        n_valid = enc["mask"].sum(1).long().tolist()
+        totals: dict = {}
+        for b, (n, t) in enumerate(zip(n_valid, targets["span_labels"])):
+            one = {"pred_logits": enc["pred_logits"][b:b + 1, :n], "pred_spans": enc["pred_spans"][b:b + 1, :n]}
+            tgt = {"span_labels": [t]}
+            indices = self.matcher(one, tgt)
+            for k, v in {**self.base.loss_spans(one, tgt, indices), **self.base.loss_labels(one, tgt, indices)}.items():
+                if k != "class_error":
+                    totals[k] = totals.get(k, 0) + v / len(n_valid)
+        return {f"{k}_enc": v for k, v in totals.items()}
 
     def loss_dn(self, outputs):
         dn = outputs["dn_outputs"]
@@ -194,10 +208,11 @@ class SGDETRCriterion(nn.Module):
 
     def loss_atss(self, outputs, targets):
         anchors = outputs["atss_anchors"]
-        mask = outputs["video_mask"]
+        mask = outputs["atss_mask"]
         positives, boxes = [], []
         for b, t in enumerate(targets["span_labels"]):
-            pos, assigned = atss_assign(anchors[b], int(mask[b].sum()), t["spans"], self.cfg.atss_topk)
+            pos, assigned = atss_assign(anchors[b], mask[b].bool(), outputs["atss_level_sizes"], t["spans"],
+                                        self.cfg.atss_topk)
             positives.append(pos)
             boxes.append(t["spans"][assigned] if len(t["spans"]) else anchors[b])
         pos = torch.stack(positives)                                  # (B, L)

@@ -10,7 +10,8 @@ run through the same decoder as extra batch entries: batching the groups is equi
 attention mask, except that denoising queries cannot see the matching queries (see sg_detr.py).
 An IoU head predicts each query's IoU with its target.
 
-Dense part: :class:`mrhd.models.sg_detr_layers.ATSSHead` on the same memory, one anchor per clip.
+Dense part: :class:`mrhd.models.sg_detr_layers.ATSSHead` on four temporal pyramid levels of the same
+memory (:class:`~mrhd.models.sg_detr_layers.TemporalPyramid`), one anchor per level position.
 """
 
 from __future__ import annotations
@@ -20,10 +21,11 @@ import math
 import torch
 from torch import nn
 
+from mrhd.errors import MrhdError
 from mrhd.models.anchor_decoder import AnchorDecoder, AnchorDecoderLayer
 from mrhd.models.matcher import FOREGROUND
 from mrhd.models.mlp import MLP
-from mrhd.models.sg_detr_layers import ATSSHead
+from mrhd.models.sg_detr_layers import ATSSHead, TemporalPyramid
 from mrhd.models.span_utils import inverse_sigmoid
 
 BACKGROUND = 1
@@ -39,6 +41,19 @@ def clip_anchors(mask: torch.Tensor, anchor_clips: float) -> torch.Tensor:
     anchors = torch.stack([centre, width], dim=-1)
     pad = torch.full_like(anchors, 0.5)
     return torch.where(mask.bool().unsqueeze(-1), anchors, pad)
+
+
+def level_anchors(mask: torch.Tensor, level_mask: torch.Tensor, stride: float, size: float) -> torch.Tensor:
+    """Anchors of one pyramid level, ``size`` clips wide (at most the whole video), in units of
+    each video's valid length n. A stride-s level (s >= 1, stride-2 convs with padding 1) has
+    position j centred on clip j * s, i.e. at j * s + 0.5 clips; the upsampled level (s = 0.5)
+    splits every clip in halves centred at (j + 0.5) / 2. (B, L_l, 2) cxw; padding gets (0.5, 0.5)."""
+    n = mask.sum(1, keepdim=True).clamp(min=1)
+    j = torch.arange(level_mask.shape[1], device=mask.device, dtype=torch.float32).unsqueeze(0)
+    centre = (j * stride + min(stride, 1.0) / 2) / n
+    width = (size / n).clamp(max=1.0).expand_as(centre)
+    anchors = torch.stack([centre, width], dim=-1)
+    return torch.where(level_mask.bool().unsqueeze(-1), anchors, torch.full_like(anchors, 0.5))
 
 
 def width_anchors(mask: torch.Tensor, widths) -> torch.Tensor:
@@ -79,7 +94,11 @@ class HybridDetector(nn.Module):
         self.class_embed = nn.Linear(d, 2)
         self.span_embed = MLP(d, d, 2, 3)
         self.iou_embed = MLP(d, d, 1, 2)
-        self.atss = ATSSHead(d, cfg.atss_num_convs, prior=cfg.prior_prob)
+        if len(cfg.atss_anchor_sizes) != len(TemporalPyramid.strides):
+            raise MrhdError(f"sg_detr: atss_anchor_sizes needs {len(TemporalPyramid.strides)} sizes (one per "
+                            f"pyramid level), got {list(cfg.atss_anchor_sizes)}")
+        self.pyramid = TemporalPyramid(d)
+        self.atss = ATSSHead(d, cfg.atss_num_convs, len(TemporalPyramid.strides), prior=cfg.prior_prob)
 
     # ---- DETR part ---------------------------------------------------------------------------
     def proposals(self, memory: torch.Tensor, mask: torch.Tensor):
@@ -175,12 +194,21 @@ class HybridDetector(nn.Module):
         out = {"pred_logits": logits[-1], "pred_spans": spans[-1], "pred_iou": iou[-1],
                "aux_outputs": [{"pred_logits": a, "pred_spans": b, "pred_iou": c}
                                for a, b, c in zip(logits[:-1], spans[:-1], iou[:-1])],
-               "enc_outputs": {"pred_logits": sel_logits, "pred_spans": sel_spans_unsig.sigmoid()}}
+               # every proposal (not only the selected ones) is supervised, see sg_detr_criterion.loss_enc
+               "enc_outputs": {"pred_logits": enc_logits, "pred_spans": enc_spans_unsig.sigmoid(),
+                               "mask": enc_mask, "selected_logits": sel_logits}}
         if span_labels is not None and self.cfg.dn_groups > 0:
             out["dn_outputs"] = self.denoise(self.denoising_queries(span_labels, memory.device),
                                              memory, mask, pos)
-        atss_logits, dists, ctr = self.atss(memory, mask)
-        anchors = clip_anchors(mask, self.cfg.atss_anchor_clips)
-        out.update({"atss_logits": atss_logits, "atss_spans": dense_spans(anchors, dists),
-                    "atss_centerness": ctr, "atss_anchors": anchors})
+        out.update(self.dense(memory, mask))
         return out
+
+    def dense(self, memory: torch.Tensor, mask: torch.Tensor) -> dict:
+        """The ATSS head over the pyramid, every level's positions concatenated."""
+        levels, masks = self.pyramid(memory, mask)
+        logits, dists, ctr = self.atss(levels, masks)
+        anchors = torch.cat([level_anchors(mask, m, stride, size) for m, stride, size
+                             in zip(masks, TemporalPyramid.strides, self.cfg.atss_anchor_sizes)], dim=1)
+        return {"atss_logits": logits, "atss_spans": dense_spans(anchors, dists), "atss_centerness": ctr,
+                "atss_anchors": anchors, "atss_mask": torch.cat(masks, dim=1),
+                "atss_level_sizes": [m.shape[1] for m in masks]}

@@ -5,6 +5,7 @@
 - :class:`SaliencyGuidedCrossAttentionLayer`: video attends to text; the attention weights are
   gated per clip by sigmoid(local saliency), so clips the query does not describe take little text.
 - :func:`amplify` / :class:`SaliencyAmplifier`: local scores -> amplified memory -> global scores.
+- :class:`TemporalPyramid`: four temporal levels of the memory for the dense head.
 - :class:`ATSSHead`: the dense auxiliary head (classification, boundary distances, centerness).
 
 Sequence-first (L, B, d) where the shared transformer blocks are, batch-first elsewhere; masks are
@@ -127,16 +128,83 @@ class SaliencyAmplifier(nn.Module):
         return scores, amplify(memory, scores)
 
 
+class SeparableConv1d(nn.Module):
+    """Depthwise (k=3) then pointwise Conv1d, no bias (the code's ``DWSCond1d``); input zeroed at
+    padding first, so a valid position next to padding sees what Conv1d's own zero padding gives."""
+
+    def __init__(self, d_model: int, stride: int = 1):
+        super().__init__()
+        self.depthwise = nn.Conv1d(d_model, d_model, 3, stride=stride, padding=1, groups=d_model, bias=False)
+        self.pointwise = nn.Conv1d(d_model, d_model, 1, bias=False)
+        for conv in (self.depthwise, self.pointwise):
+            nn.init.normal_(conv.weight, std=0.02)
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """x (B, d, L), mask (B, 1, L) float."""
+        return self.pointwise(self.depthwise(x * mask))
+
+
+class PyramidLevel(nn.Module):
+    """[GELU] -> separable conv (stride 1 or 2) -> LayerNorm -> GELU -> separable conv -> LayerNorm."""
+
+    def __init__(self, d_model: int, stride: int = 1, gelu_first: bool = False):
+        super().__init__()
+        self.conv1 = SeparableConv1d(d_model, stride)
+        self.conv2 = SeparableConv1d(d_model)
+        self.norm1 = nn.LayerNorm(d_model)
+        self.norm2 = nn.LayerNorm(d_model)
+        self.gelu_first = gelu_first
+
+    def forward(self, x, mask_in, mask_out):
+        """x (B, d, L_in) -> (B, d, L_out); LayerNorm over channels, per position."""
+        if self.gelu_first:
+            x = F.gelu(x)
+        x = self.norm1(self.conv1(x, mask_in).transpose(1, 2)).transpose(1, 2)
+        x = self.norm2(self.conv2(F.gelu(x), mask_out).transpose(1, 2)).transpose(1, 2)
+        return x * mask_out
+
+
+class TemporalPyramid(nn.Module):
+    """Four temporal levels of the encoder memory, strides 0.5 / 1 / 2 / 4 clips (the code's
+    ``FPNSequence``: an upsampled level, the memory's own, and two stride-2 reductions)."""
+
+    strides = (0.5, 1, 2, 4)
+
+    def __init__(self, d_model: int):
+        super().__init__()
+        self.up = PyramidLevel(d_model)
+        self.level0 = PyramidLevel(d_model)
+        self.level1 = PyramidLevel(d_model, stride=2)
+        self.level2 = PyramidLevel(d_model, stride=2, gelu_first=True)
+
+    @staticmethod
+    def level_masks(mask: torch.Tensor) -> list[torch.Tensor]:
+        """(B, L) -> masks of the four levels: x2 repeated, itself, every 2nd, every 4th clip."""
+        return [mask.repeat_interleave(2, dim=1), mask, mask[:, ::2], mask[:, ::4]]
+
+    def forward(self, memory: torch.Tensor, mask: torch.Tensor):
+        """memory (B, L, d), mask (B, L) float -> ([(B, L_l, d)] x 4, [(B, L_l)] x 4)."""
+        masks = self.level_masks(mask)
+        m = [k.unsqueeze(1) for k in masks]
+        x = memory.transpose(1, 2) * m[1]
+        up = self.up(x.repeat_interleave(2, dim=2), m[0], m[0])
+        l0 = self.level0(x, m[1], m[1])
+        l1 = self.level1(x, m[1], m[2])
+        l2 = self.level2(l1, m[2], m[3])
+        return [y.transpose(1, 2) for y in (up, l0, l1, l2)], masks
+
+
 class ATSSHead(nn.Module):
-    """Dense per-clip head (ATSS, Zhang et al. CVPR 2020, in 1-D): ``num_convs`` Conv1d(k=3)+GN+ReLU
-    towers for classification and regression, then a class logit, two boundary distances and a
-    centerness logit (on the regression tower, as ATSS). Distances are exp(scale * x) anchor widths.
-    One pyramid level only (the SG-DETR code runs it on 4 FPN levels, strides 1/2/4/8).
+    """Dense head over the pyramid levels (ATSS, Zhang et al. CVPR 2020, in 1-D): ``num_convs``
+    Conv1d(k=3) + GroupNorm + ReLU towers shared by all levels for classification and regression,
+    then a class logit, two boundary distances and a centerness logit (on the regression tower, as
+    ATSS). Distances are exp(scale_l * x) anchor widths with one learnable scale per level.
 
-    Padded clips are zeroed after every conv, so a valid clip next to padding sees the same zeros
-    as Conv1d's own zero padding at the sequence end (padding invariance)."""
+    Padded positions are zeroed after every conv and GroupNorm statistics use valid positions only,
+    so padding never changes a valid output."""
 
-    def __init__(self, d_model: int, num_convs: int = 3, groups: int = 8, prior: float = 0.3):
+    def __init__(self, d_model: int, num_convs: int = 3, num_levels: int = 4, groups: int = 8,
+                 prior: float = 0.3):
         super().__init__()
         groups = math.gcd(groups, d_model)
 
@@ -150,7 +218,7 @@ class ATSSHead(nn.Module):
         self.cls_logits = nn.Conv1d(d_model, 1, 3, padding=1)
         self.reg_dists = nn.Conv1d(d_model, 2, 3, padding=1)
         self.centerness = nn.Conv1d(d_model, 1, 3, padding=1)
-        self.scale = nn.Parameter(torch.tensor(1.0))
+        self.scales = nn.Parameter(torch.ones(num_levels))
         # focal-loss prior on the class bias (RetinaNet); 0.3 is the SG-DETR code's ATSSHead default
         nn.init.constant_(self.cls_logits.bias, -math.log((1 - prior) / prior))
 
@@ -159,21 +227,23 @@ class ATSSHead(nn.Module):
         for block in tower:
             conv, norm, act = block
             x = conv(x) * mask
-            # GroupNorm statistics over valid clips only, so padding never shifts them
             x = act(masked_group_norm(x, norm, mask)) * mask
         return x
 
-    def forward(self, memory: torch.Tensor, mask: torch.Tensor):
-        """memory (B, Lv, d), mask (B, Lv) float -> logits (B, Lv), dists (B, Lv, 2) >= 0 in anchor
-        widths, centerness logits (B, Lv)."""
+    def level(self, feats: torch.Tensor, mask: torch.Tensor, index: int):
         m = mask.unsqueeze(1)
-        x = memory.transpose(1, 2) * m
+        x = feats.transpose(1, 2) * m
         cls = self.masked_tower(x, self.cls_tower, m)
         reg = self.masked_tower(x, self.reg_tower, m)
         logits = self.cls_logits(cls).squeeze(1)
-        dists = torch.exp((self.scale * self.reg_dists(reg)).clamp(max=10.0)).transpose(1, 2)
-        ctr = self.centerness(reg).squeeze(1)
-        return logits, dists, ctr
+        dists = torch.exp((self.scales[index] * self.reg_dists(reg)).clamp(max=10.0)).transpose(1, 2)
+        return logits, dists, self.centerness(reg).squeeze(1)
+
+    def forward(self, levels: list, masks: list):
+        """Per level (B, L_l, d) and (B, L_l) -> logits (B, sum L_l), dists (B, sum L_l, 2) in
+        anchor widths, centerness logits (B, sum L_l); levels concatenated in order."""
+        outs = [self.level(f, m, i) for i, (f, m) in enumerate(zip(levels, masks))]
+        return tuple(torch.cat(parts, dim=1) for parts in zip(*outs))
 
 
 def masked_group_norm(x: torch.Tensor, norm: nn.GroupNorm, mask: torch.Tensor) -> torch.Tensor:

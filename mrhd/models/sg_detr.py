@@ -3,7 +3,8 @@
 Gordeev, Dokholyan, Tolstykh, Kuprashevich, arXiv 2410.01615 (2024). Published QVHighlights test:
 mAP 54.1 from scratch, 58.8 with pre-training on InterVid-MR. ai-forever/sg-detr could not be
 fetched; parts of its code (``src/model/{model.py,blocks/encoder.py,blocks/pooling.py,
-blocks/layers.py,blocks/atss.py}``, class ``MRDETR``) were readable through the search index and give
+blocks/layers.py,blocks/multiscale.py,losses/saliency_losses.py}``, class ``MRDETR``) were readable
+through the search index and give
 the facts marked [code]; the rest follows the paper, with the open choices listed below.
 
 Pipeline (batch-first outside the shared sequence-first blocks):
@@ -21,7 +22,8 @@ Pipeline (batch-first outside the shared sequence-first blocks):
 6. Hybrid detector (:mod:`mrhd.models.sg_detr_detector`): DINO-style query selection from proposals
    with default widths (0.05, 0.2, 0.4, 0.85) of the video [code], the shared anchor decoder,
    contrastive denoising groups in training, an IoU (quality) head; plus an ATSS-style dense head
-   with centerness (prior 0.3, 3 convs [code]) on the same memory.
+   with centerness (prior 0.3, 3 convs [code]) on a 4-level temporal pyramid of the same memory
+   (strides 0.5 / 1 / 2 / 4 clips, separable convs + LayerNorm + GELU [code]).
 7. Inference: confidence = sigmoid(class) x sigmoid(IoU head); DETR spans fused with overlapping
    ATSS spans (:mod:`mrhd.models.sg_detr_fusion`). In eval mode ``pred_spans`` are the fused spans
    and ``pred_logits`` = [logit(confidence), 0], so the shared post-processor's softmax(...)[0] is
@@ -47,10 +49,14 @@ Design choices left open (by the paper and the code we could not read), and what
   endpoint noise 0.4 half widths, label-flip probability 0.2 / 2. The groups run as extra batch
   entries of the shared decoder, so denoising queries do not see the matching queries (DINO lets
   them; the shared anchor decoder has no self-attention mask).
-- Not built: the code's FPN (ATSS on 4 levels, strides 1/2/4/8, anchors 4/8/16/32 clips; we use
-  the first level), Co-DETR collaborative queries from ATSS anchors, its MR-to-HD module and audio.
+- Not built: the code's Co-DETR collaborative queries (ATSS positives fed to the decoder), its
+  MR-to-HD module, audio merger, and the pyramid as input of the query selector (ours selects from
+  the stride-1 memory). ATSS anchor sizes 4 / 16 / 32 / 64 clips (the ATSSHead defaults), capped
+  at the video length.
+- Proposal loss: over ALL valid proposals of a sample, not only the selected top-k (DINO): with 10
+  queries, supervising only the selected ones lets untrained proposals overtake them every step.
 - IoU head: 2-layer MLP on every decoder layer, BCE to the detached matched IoU; confidence =
-  p_class x p_iou. ATSS: top-9 candidates, mean + std threshold, centre-inside rule, distances
+  p_class x p_iou. ATSS: top-9 candidates per level, mean + std threshold, centre-inside rule, distances
   exp(scale * x) anchor widths, score = p_cls x p_centerness.
 - Fusion: DETR-anchored weighted span fusion with ATSS spans of IoU > 0.5, head weights 1 : 1.
 - Loss weights: QD-DETR's (span 10, GIoU 1, label 4, saliency 1) for every DETR-style term, IoU 1,

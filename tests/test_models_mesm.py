@@ -334,3 +334,29 @@ def test_official_checkpoint_converts(tmp_path):
     with torch.no_grad():
         a, b = source(**inputs), model(**inputs)
     assert torch.equal(a["pred_spans"], b["pred_spans"]) and torch.equal(a["saliency_scores"], b["saliency_scores"])
+
+
+def test_stored_clip_text_features_equal_the_token_id_path():
+    """The profile ``mesm`` assembles stored ``clip_text`` states into what the frozen tower gives
+    the model from ids (queries within 32 tokens), so both inputs predict the same."""
+    import numpy as np
+
+    from mrhd.extract.encoders.clip import build_clip_text
+
+    queries = QUERIES[:3]
+    encoder = build_clip_text(random_weights=True, size="tiny")
+    profile = load_profile("mesm")
+    feats = [torch.from_numpy(profile.assemble_text({"clip_text": np.asarray(states)}))
+             for states, _ in encoder.encode_texts(queries)]
+    lt = max(len(f) for f in feats)
+    src_txt, src_txt_mask = torch.zeros(len(feats), lt, feats[0].shape[1]), torch.zeros(len(feats), lt)
+    for i, f in enumerate(feats):
+        src_txt[i, : len(f)], src_txt_mask[i, : len(f)] = f, 1
+    cfg = tiny(t_feat_dim=32, text_encoder="clip_tiny")
+    model = build(cfg).eval()
+    video = {"src_vid": torch.randn(3, 9, cfg.v_feat_dim), "src_vid_mask": torch.ones(3, 9)}
+    with torch.no_grad():
+        from_ids = model(**video, words_id=tokenize_queries(queries, cfg.max_q_l))
+        from_store = model(**video, src_txt=src_txt, src_txt_mask=src_txt_mask)
+    for key in ("pred_logits", "pred_spans", "saliency_scores"):
+        torch.testing.assert_close(from_ids[key], from_store[key], atol=1e-4, rtol=0)

@@ -33,6 +33,9 @@ Design choices the paper (and code) leave open, and what was chosen:
   token is <unknown> (then FW-MESM learns only unknown/start/end; give a vocabulary for training).
 - Random draws (masking, negatives) use torch's global RNG (official: numpy / torch), so a seeded
   ``mrhd train`` run is reproducible.
+- Queries over 32 tokens: the store encodes the whole query and the profile keeps its first 31
+  states + EOT, so that EOT state has seen the whole query; the official (and the ids path)
+  encodes the cut ids, whose EOT has seen 31 tokens. Equal for queries within 32 tokens.
 - Stored features are used as the profile normalises them (``x / (||x|| + 1e-5)``; official
   ``F.normalize(eps=1e-5)`` of the raw states, which the ids path does).
 - Text tower precision: fp32 (official: fp16 weights on CUDA). Only ``share_MLP: true`` (the

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 # config fields worth showing in `info` (whichever the model has)
 _SUMMARY_FIELDS = ("hidden_dim", "nheads", "enc_layers", "dec_layers", "num_queries", "v_feat_dim",
                    "t_feat_dim", "a_feat_dim", "max_v_l", "max_q_l", "clip_len", "clip_length")
@@ -63,6 +61,8 @@ def _convert(src: str, dst: str, model: str) -> int:
 
 def _info(path_or_id: str) -> int:
     from pathlib import Path
+
+    import torch
 
     from mrhd.weights import cached_path, find_entry
     from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict

@@ -76,6 +76,11 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+def json_safe(d: dict) -> dict:
+    """NaN (an empty length range in the metrics) as null, so every line is strict JSON."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text)
@@ -314,7 +319,7 @@ class Trainer:
                                     f"{sorted(brief)}")
                 row = {"epoch": self.epoch, "train_loss": train_loss, "seconds": round(time.time() - t0, 2), **brief}
                 with (self.out / "metrics.jsonl").open("a") as fh:
-                    fh.write(json.dumps(row) + "\n")
+                    fh.write(json.dumps(json_safe(row)) + "\n")
                 if self.tb:
                     for k, v in brief.items():
                         self.tb.add_scalar(f"Eval/{k}", float(v), self.epoch)
@@ -331,4 +336,4 @@ class Trainer:
         epochs.close()
         if self.tb:
             self.tb.close()
-        return {"epochs": self.epoch, "best_score": self.best_score, "last_metrics": last_metrics}
+        return {"epochs": self.epoch, "best_score": self.best_score, "last_metrics": json_safe(last_metrics)}

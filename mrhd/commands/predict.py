@@ -17,7 +17,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from mrhd.errors import MrhdError
+from mrhd.errors import MrhdError, OfflineError
 
 
 @contextlib.contextmanager
@@ -95,8 +95,11 @@ def run(args: argparse.Namespace) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         with _quiet_root_logger(args.weights == "random"):   # open_clip logs "initialized randomly"
-            predictor = Predictor.from_pretrained(args.weights, device=args.device, model=args.model,
-                                                  profile=args.profile, cache=not args.no_cache)
+            try:
+                predictor = Predictor.from_pretrained(args.weights, device=args.device, model=args.model,
+                                                      profile=args.profile, cache=not args.no_cache)
+            except OfflineError as err:
+                raise OfflineError(f"{err} (or run the whole pipeline offline with --weights random)") from None
         features = predictor.encode_video(video)
         preds = predictor.predict(features, args.queries)
     for w in caught:

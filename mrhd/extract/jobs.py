@@ -389,8 +389,11 @@ class ExtractJob:
             self.summary.encode_s += time.perf_counter() - t0
         offset = 0
         for vid, start, _payload, n in live:
-            self._videos[vid].rows[name][start] = feats[offset: offset + n]
-            offset += n
+            rows, offset = feats[offset: offset + n], offset + n
+            video = self._videos.get(vid)
+            if video is None or name not in video.streams:
+                continue
+            video.rows[name][start] = rows
             self.summary.clips[name] += n
             self._maybe_finish(vid, name)
 

@@ -155,7 +155,8 @@ def test_slowfast_stream_follows_the_30fps_choice(rec):
     duration = float(probe["duration"]) if probe.get("nb_frames") and probe.get("duration") else -1
     fast = sampling.slowfast_fast_indices(Fraction(probe["avg_frame_rate"]))
     n_clips = sampling.slowfast_n_clips(len(fps30), duration)
-    want = [[fps30[min(c * 60 + off, len(fps30) - 1)] for off in fast] for c in range(n_clips)]
+    block = sampling.CLIP_LEN * sampling.SLOWFAST_FPS  # 60 frames of the 30-fps stream per clip
+    want = [[fps30[min(c * block + off, len(fps30) - 1)] for off in fast] for c in range(n_clips)]
     got = [[_frame_index(f) for f in clip] for _, _, clip in VideoDecoder(path, ["slowfast_clip"], size=None)]
     assert got == want
 

@@ -285,3 +285,24 @@ def test_saliency_loss_prefers_the_annotated_clips():
     # padded clips do not count: changing their scores changes nothing
     noisy = good + (1 - mask) * torch.randn_like(good) * 100
     torch.testing.assert_close(criterion.saliency_terms(noisy, neg, mask, targets), right)
+
+
+def test_eval_outputs_feed_the_shared_post_processor(one_thread):
+    from mrhd.models.postprocess import PostProcessorDETR, predict_lines
+
+    torch.manual_seed(0)
+    model = build(tiny_cfg()).eval()
+    inputs = batch()
+    with torch.no_grad():
+        out = model(**inputs)
+    lengths = inputs["src_vid_mask"].sum(1).tolist()
+    metas = [{"qid": i, "query": "q", "vid": f"v{i}", "duration": 2.0 * n} for i, n in enumerate(lengths)]
+    lines = predict_lines(out, inputs["src_vid_mask"], metas, PostProcessorDETR(clamp_to_duration=True))
+    for line, meta, conf in zip(lines, metas, out["pred_confidence"]):
+        windows = line["pred_relevant_windows"]
+        assert len(windows) == model.cfg.num_queries
+        scores = [w[2] for w in windows]
+        assert scores == sorted(scores, reverse=True)
+        assert scores[0] == pytest.approx(float(conf.max()), abs=1e-4)   # ranked by class x IoU
+        assert all(0 <= st <= ed <= meta["duration"] for st, ed, _ in windows)
+        assert len(line["pred_saliency_scores"]) == meta["duration"] / 2

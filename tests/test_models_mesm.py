@@ -12,7 +12,7 @@ import torch
 
 from mrhd.errors import MrhdError
 from mrhd.models.mesm import MESMConfig, build, build_criterion, config_from_opt, convert_state_dict
-from mrhd.models.mesm_criterion import moment_clip_mask
+from mrhd.models.mesm_criterion import moment_clip_mask, query_clip_mask
 from mrhd.models.mesm_layers import mask_words
 from mrhd.models.mesm_text import EOT_TOKEN, SOT_TOKEN, frequent_token_ids, tokenize_queries
 from mrhd.models.registry import get_spec, make_config
@@ -223,6 +223,11 @@ def test_word_masking_and_moment_clip_mask():
     clip = moment_clip_mask(spans, vmask)
     assert clip[0].nonzero().flatten().tolist() == list(range(2, 8))    # merged 0.2 .. 0.8 of 10 clips
     assert clip[1].nonzero().flatten().tolist() == [2]                  # 0.4 .. 0.6 of 5 clips
+    labels = torch.zeros(2, 10)
+    labels[0, [3, 5]] = 2.0
+    labels[1, 7] = 4.0    # beyond the valid length: no labelled clip, the moment is used
+    clip = query_clip_mask({"span_labels": spans, "saliency_all_labels": labels}, vmask)
+    assert clip[0].nonzero().flatten().tolist() == [3, 5] and clip[1].nonzero().flatten().tolist() == [2]
 
 
 def test_fw_loss_needs_word_labels():

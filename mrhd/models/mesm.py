@@ -42,8 +42,13 @@ Design choices the paper (and code) leave open, and what was chosen:
   released configs) is built; ``T2VEncoder_TwoMLP`` is not.
 - SS-MESM's ``output_sent_proj`` feeds no loss in the released code (criterion "ablation 3") and
   is left out; converting an official checkpoint drops its keys.
-- Moment clip mask (FW reconstruction source, rec_ss clip mean): clips floor(st*L) ..
-  ceil(ed*L)-1 of the merged (first start, last end) moment.
+- Clip mask (FW reconstruction source, rec_ss clip mean): as the official datasets, the clips
+  with a non-zero saliency label (QVHighlights), else clips floor(st*L) .. ceil(ed*L)-1 of the
+  merged (first start, last end) moment (Charades-STA / TACoS, or a query with no labelled clip).
+
+Checked once against the authors' model (lntzm/MESM code, not part of this repository) on shared
+random weights: eval outputs, and training outputs with the same masked words and negatives, agree
+to 5e-7; every loss term of ``MESMCriterion`` equals the official ``Criterion``'s.
 
 Official checkpoint keys are ours (``enhance_encoder.t2v_encoder.layers.N.*``, ``t2v_encoder.*``,
 ``ss_reconstructor.recon_trans.layers.N.*``, ``transformer.{encoder,decoder}.*``, ...); official
@@ -61,7 +66,7 @@ from torch import nn
 
 from mrhd.errors import MrhdError
 from mrhd.models.detr_config import DetrConfig, fields_from_opt
-from mrhd.models.mesm_criterion import MESMCriterion, moment_clip_mask
+from mrhd.models.mesm_criterion import MESMCriterion, query_clip_mask
 from mrhd.models.mesm_layers import (
     CrossModalEncoder,
     MESMTransformer,
@@ -265,7 +270,7 @@ class MESM(nn.Module):
             out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
                                   for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
         if targets is not None and "span_labels" in targets:
-            out["clip_mask"] = moment_clip_mask(targets["span_labels"], src_vid_mask)
+            out["clip_mask"] = query_clip_mask(targets, src_vid_mask)
             labels = targets.get("words_label")
             if labels is None and ids is not None:
                 labels = self.word_label_map[ids]

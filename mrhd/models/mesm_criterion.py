@@ -8,7 +8,7 @@
 - ``loss_rec_fw`` (FW-MESM): label-smoothed (0.1) NLL of the word classes of every valid token,
   mean per query then over the batch (official ``cal_nll_loss``).
 - ``loss_rec_ss`` (SS-MESM): InfoNCE (tau ``recss_tau``) between each query's mean projected clip
-  inside its moment and the mean of its words + reconstructed sentence token, over the batch;
+  of :func:`query_clip_mask` and the mean of its words + reconstructed sentence token, over the batch;
   positives are queries of the same video whose merged moments have GIoU >= ``iou_gamma``.
 """
 
@@ -44,6 +44,22 @@ def moment_clip_mask(span_labels: list[dict], video_mask: torch.Tensor) -> torch
     return mask.to(video_mask.device)
 
 
+def query_clip_mask(targets: dict, video_mask: torch.Tensor) -> torch.Tensor:
+    """The clips FW-MESM rebuilds words from and rec_ss averages: QVHighlights (official
+    ``dataset/qvhighlights.py``) takes the clips with a non-zero saliency label; Charades-STA / TACoS
+    (``dataset/base.py``) the merged moment's clips, also used where a query has no labelled clip."""
+    mask = moment_clip_mask(targets["span_labels"], video_mask)
+    labels = targets.get("saliency_all_labels")
+    if labels is None:
+        return mask
+    width = video_mask.shape[1]
+    labelled = torch.zeros_like(mask)
+    n = min(width, labels.shape[1])
+    labelled[:, :n] = (labels[:, :n] != 0) & video_mask[:, :n].bool()
+    has = labelled.any(dim=1, keepdim=True)
+    return torch.where(has, labelled, mask)
+
+
 class MESMCriterion(SetCriterion):
     def __init__(self, cfg: CriterionConfig, rank_coef: float = 12, use_triplet: bool = True,
                  rec_fw: bool = True, rec_ss: bool = True, recfw_coef: float = 0.5, recss_coef: float = 0.1,
@@ -67,7 +83,7 @@ class MESMCriterion(SetCriterion):
     def clip_mask(self, outputs, targets) -> torch.Tensor:
         if "clip_mask" in outputs:
             return outputs["clip_mask"]
-        return moment_clip_mask(targets["span_labels"], outputs["video_mask"])
+        return query_clip_mask(targets, outputs["video_mask"])
 
     def loss_saliency(self, outputs, targets, indices):
         vid_mask = outputs["video_mask"]

@@ -357,11 +357,19 @@ def test_stored_clip_text_features_equal_the_token_id_path():
     src_txt, src_txt_mask = torch.zeros(len(feats), lt, feats[0].shape[1]), torch.zeros(len(feats), lt)
     for i, f in enumerate(feats):
         src_txt[i, : len(f)], src_txt_mask[i, : len(f)] = f, 1
-    cfg = tiny(t_feat_dim=32, text_encoder="clip_tiny")
+    ids = tokenize_queries(queries, 32)
+    cfg = tiny(t_feat_dim=32, text_encoder="clip_tiny", word_vocab=frequent_token_ids(ids.tolist(), 12))
     model = build(cfg).eval()
     video = {"src_vid": torch.randn(3, 9, cfg.v_feat_dim), "src_vid_mask": torch.ones(3, 9)}
     with torch.no_grad():
-        from_ids = model(**video, words_id=tokenize_queries(queries, cfg.max_q_l))
+        from_ids = model(**video, words_id=ids)
         from_store = model(**video, src_txt=src_txt, src_txt_mask=src_txt_mask)
     for key in ("pred_logits", "pred_spans", "saliency_scores"):
         torch.testing.assert_close(from_ids[key], from_store[key], atol=1e-4, rtol=0)
+    # with stored features, the query texts give FW-MESM its word classes
+    stored = {**video, "src_txt": src_txt, "src_txt_mask": src_txt_mask, "targets": targets_for(3, 9)}
+    out = model.train()(**stored, query=queries)
+    assert torch.equal(out["words_label"], model.word_label_map[ids[:, :lt]])
+    assert out["recfw_words_logit"].shape == (3, lt, cfg.vocab_size + 3)
+    with pytest.raises(MrhdError, match="stored token counts"):
+        model(**stored, query=["a", "b", "c"])

@@ -14,8 +14,9 @@ enhancement encoder (roles swapped) and ``output_txt_proj`` (``vocab_size`` + 3 
 Text input: either stored CLIP token features (``src_txt``, profile ``mesm``: ``ln_final`` states,
 first 32 tokens with EOT kept, each L2-normalised) or CLIP token ids (``words_id``) through the frozen
 CLIP text tower (``text_encoder: clip``), as the official model. Word-class targets of FW-MESM need
-ids: with stored features only (``mrhd train``), ``loss_rec_fw`` is not computed (the enhancement
-still runs) unless ``targets["words_label"]`` is given.
+ids: with stored features they come from the query texts (``query``) or ``targets["words_label"]``;
+without either (``mrhd train`` today passes no texts) ``loss_rec_fw`` is not computed (the
+enhancement still runs).
 
 Design choices the paper (and code) leave open, and what was chosen:
 - Official training settings are the released configs (config/QVHighlights/C+SF_C.json,
@@ -73,7 +74,7 @@ from mrhd.models.mesm_layers import (
     SegmentSentenceReconstructor,
     mask_words,
 )
-from mrhd.models.mesm_text import build_text_encoder, label_map, read_count_file
+from mrhd.models.mesm_text import build_text_encoder, label_map, read_count_file, tokenize_queries
 from mrhd.models.mlp import MLP, LinearLayer, input_projection
 from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
 from mrhd.models.registry import ModelSpec, register_model
@@ -216,9 +217,19 @@ class MESM(nn.Module):
         return self.output_txt_proj(out)
 
     # ---- forward ---------------------------------------------------------------------------
+    def query_token_ids(self, query: list[str], words_mask: torch.Tensor) -> torch.Tensor:
+        """CLIP ids of the query texts aligned with stored tokens (same BPE, EOT kept at max_q_l)."""
+        ids = tokenize_queries(list(query), self.cfg.max_q_l)[:, : words_mask.shape[1]].to(words_mask.device)
+        lengths = (ids.argmax(dim=-1) + 1).clamp(max=words_mask.shape[1])
+        if not torch.equal(lengths, words_mask.sum(dim=1).long()):
+            raise MrhdError("mesm: the query texts do not tokenise to the stored token counts; were the "
+                            "clip_text features extracted from these queries with CLIP's tokenizer?")
+        return ids
+
     def forward(self, src_txt=None, src_txt_mask=None, src_vid=None, src_vid_mask=None, words_id=None,
-                vid=None, targets=None):
-        """Masks float (B, L), 1 = valid. ``vid`` (list) groups queries of one video; ``targets``
+                vid=None, query=None, targets=None):
+        """Masks float (B, L), 1 = valid. ``vid`` (list) groups queries of one video; ``query``
+        (list of str, optional) gives FW-MESM its word classes with stored features; ``targets``
         (training) give the moments (``span_labels``) FW/SS-MESM read, optionally ``words_label``
         / ``words_weight`` (B, Lt)."""
         cfg = self.cfg
@@ -272,6 +283,8 @@ class MESM(nn.Module):
         if targets is not None and "span_labels" in targets:
             out["clip_mask"] = query_clip_mask(targets, src_vid_mask)
             labels = targets.get("words_label")
+            if labels is None and ids is None and query is not None and cfg.rec_fw and self.training:
+                ids = self.query_token_ids(query, words_mask)
             if labels is None and ids is not None:
                 labels = self.word_label_map[ids]
             if cfg.rec_fw and self.training and labels is not None:
@@ -320,5 +333,5 @@ def convert_state_dict(sd: dict) -> dict:
 SPEC = register_model(ModelSpec(
     name="mesm", config_cls=MESMConfig, build=build, build_criterion=build_criterion,
     default_profile="mesm", config_from_opt=config_from_opt, convert_state_dict=convert_state_dict,
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "words_id", "vid")},
+    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "words_id", "vid", "query")},
 ))

@@ -205,6 +205,8 @@ def test_clip_ids_keep_eot_and_the_text_tower_stays_frozen():
     labels = out["words_label"]
     assert labels[0, 0] == cfg.vocab_size + 1 and labels[0, 31] == cfg.vocab_size + 2   # <start>, <end>
     assert out["recfw_words_logit"].shape == (2, 32, cfg.vocab_size + 3)
+    with pytest.raises(MrhdError, match="t_feat_dim"):
+        build(tiny(text_encoder="clip_tiny"))   # a 32-d tower, 16-d text input
     with pytest.raises(MrhdError, match="text tower"):
         build(tiny()).eval()(src_vid=torch.randn(1, 5, 24), src_vid_mask=torch.ones(1, 5), words_id=ids[:1])
 

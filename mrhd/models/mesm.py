@@ -114,6 +114,10 @@ class MESM(nn.Module):
         self.cfg = cfg
         d = self.hidden_dim = cfg.hidden_dim
         self.text_encoder = build_text_encoder(cfg.text_encoder, cfg.text_encoder_weights)
+        if self.text_encoder is not None and self.text_encoder.ln_final.normalized_shape[0] != cfg.t_feat_dim:
+            raise MrhdError(f"mesm: the {cfg.text_encoder} text tower gives "
+                            f"{self.text_encoder.ln_final.normalized_shape[0]}-d tokens but t_feat_dim is "
+                            f"{cfg.t_feat_dim}; set t_feat_dim to match")
         self.enhance_encoder = CrossModalEncoder(d, cfg.nheads, cfg.num_recfw_layers, cfg.dim_feedforward,
                                                  cfg.dropout)
         self.t2v_encoder = CrossModalEncoder(d, cfg.nheads, cfg.t2v_layers, cfg.dim_feedforward, cfg.dropout)

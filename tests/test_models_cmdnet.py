@@ -267,3 +267,23 @@ def test_mrhd_train_runs_with_the_model(tmp_path):
     assert best["model"] == "cmdnet" and best["profile"] == "slowfast_clip"
     assert best["config"]["v_feat_dim"] == load_profile("slowfast_clip").video_dim
     assert any(k.startswith("transformer.mdp.") for k in best["state_dict"])
+
+
+@pytest.mark.slow
+def test_mrhd_train_cli_with_audio_profile(tmp_path):
+    """`mrhd train --profile slowfast_clip_pann`: the trainer sizes the audio input from the profile."""
+    from mrhd.cli import main
+
+    d = make_synthetic(tmp_path / "data", load_profile("slowfast_clip_pann"),
+                       SyntheticSpec(n_train=8, n_val=4, min_clips=8, max_clips=12, n_concepts=2))
+    sets = ["hidden_dim=16", "nheads=2", "enc_layers=1", "dim_feedforward=32", "mdp_kernel_sizes=[3]"]
+    rc = main(["train", "--model", "cmdnet", "--profile", "slowfast_clip_pann", "--features", str(d["features"]),
+               "--train", str(d["train"]), "--val", str(d["val"]), "--out", str(tmp_path / "run"), "--epochs", "1",
+               "--batch-size", "4", "--num-workers", "0", "--quiet", *[x for s in sets for x in ("--set", s)]])
+    assert rc in (0, None)
+    best = load_checkpoint(tmp_path / "run" / "best.ckpt")
+    assert best["profile"] == "slowfast_clip_pann"
+    assert best["config"]["a_feat_dim"] == load_profile("slowfast_clip_pann").audio_dim
+    assert list(best["config"]["mdp_kernel_sizes"]) == [3]
+    assert best["state_dict"]["input_vid_proj.0.LayerNorm.weight"].shape == (
+        load_profile("slowfast_clip_pann").video_dim + load_profile("slowfast_clip_pann").audio_dim,)

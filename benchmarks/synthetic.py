@@ -6,7 +6,10 @@ distractor segment of another concept, noise elsewhere), trains each model (smal
 its official loss and optimiser, and reports the held-out split's R1@0.5, R1@0.7, mAP and HIT@1
 (HL-min-VeryGood-Hit1) of the best evaluation, next to the untrained model's numbers (chance).
 
-    .venv/bin/python benchmarks/synthetic.py --models moment_detr,qd_detr --epochs 30
+    .venv/bin/python benchmarks/synthetic.py [--models moment_detr,qd_detr] [--epochs 3]
+
+Many distinct videos matter more than many epochs: on 192 videos the models fit the training set
+(moment_detr: train R1@0.5 58 vs held-out 19) but do not generalise.
 """
 
 from __future__ import annotations
@@ -50,11 +53,13 @@ def trainable_models() -> list[str]:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default=None, help="comma-separated (default: every trainable model)")
-    p.add_argument("--epochs", type=int, default=30)
-    p.add_argument("--n-train", type=int, default=256)
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--n-train", type=int, default=768)
     p.add_argument("--n-val", type=int, default=64)
     p.add_argument("--lr", type=float, default=5e-4, help="small models learn faster than at 1e-4")
-    p.add_argument("--eval-every", type=int, default=5)
+    p.add_argument("--eval-every", type=int, default=1)
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="more, smaller steps: DETR span heads need many updates")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--out", default=None, help="keep data and runs here (default: a temp folder)")
     p.add_argument("--json", default=None, help="write the table as JSON")
@@ -72,7 +77,7 @@ def main(argv=None) -> int:
             datasets[profile.name] = make_synthetic(root / f"data_{profile.name}", profile, data_spec)
         d = datasets[profile.name]
         fields = {f.name for f in dataclasses.fields(spec.config_cls)}
-        cfg = load_train_config(name, epochs=args.epochs, batch_size=32, num_workers=0, eval_every=args.eval_every,
+        cfg = load_train_config(name, epochs=args.epochs, batch_size=args.batch_size, num_workers=0, eval_every=args.eval_every,
                                 lr=args.lr, progress=False,
                                 model_config={k: v for k, v in SMALL.items() if k in fields})
         run = root / f"run_{name}"

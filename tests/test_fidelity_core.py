@@ -8,7 +8,6 @@ list. Sizes, options and metadata come from the fixture's own files.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -16,61 +15,31 @@ import torch
 
 from mrhd.models.postprocess import PostProcessorDETR, prediction_lines
 from mrhd.models.registry import get_spec
-from tests.conftest import fixture_cases, open_case
+from tests.conftest import open_case
+from tests.helpers.model_fixtures import (
+    assert_full_size_keys,
+    assert_lines_close,
+    assert_tree_close,
+    load_fixture_model,
+    load_pt,
+    model_cases,
+    read_config,
+    read_json,
+    read_jsonl,
+)
 
 MODELS = ("moment_detr", "qd_detr", "tr_detr")
 TOL = 1e-5
 
-
-def core_cases() -> list:
-    out = []
-    for param in fixture_cases("models", "config.json"):
-        case = Path(param.values[0])
-        cfg_file = case / "config.json"
-        if cfg_file.exists() and json.loads(cfg_file.read_text()).get("model") not in MODELS:
-            continue
-        out.append(param)
-    return out
-
-
-CASES = core_cases()
+CASES = model_cases(*MODELS)
 pytestmark = pytest.mark.fidelity
 
 
 def load_case(case: Path):
-    open_case(case, "config.json")
-    cfg_json = json.loads((case / "config.json").read_text())
-    spec = get_spec(cfg_json["model"])
-    cfg = spec.config_from_opt(cfg_json["opt_small"])
-    model = spec.build(cfg).eval()
-    state = torch.load(case / "state_dict.pt", map_location="cpu")
-    if spec.convert_state_dict is not None:
-        state = spec.convert_state_dict(state)
-    model.load_state_dict(state, strict=True)
-    inputs = torch.load(case / "inputs.pt", map_location="cpu")
+    spec = get_spec(read_config(open_case(case, "config.json"))["model"])
+    _, cfg_json, cfg, model, inputs = load_fixture_model(case, spec.config_from_opt, spec.build,
+                                                         spec.convert_state_dict)
     return cfg_json, spec, cfg, model, inputs
-
-
-def assert_tree_close(ours, ref, path="outputs"):
-    if torch.is_tensor(ref):
-        assert torch.is_tensor(ours), path
-        assert ours.shape == ref.shape, f"{path}: {tuple(ours.shape)} != {tuple(ref.shape)}"
-        assert ours.dtype == ref.dtype, path
-        if ref.is_floating_point():
-            diff = (ours.float() - ref.float()).abs().max().item() if ref.numel() else 0.0
-            assert diff <= TOL, f"{path}: max abs diff {diff}"
-        else:
-            assert torch.equal(ours, ref), path
-    elif isinstance(ref, dict):
-        for k, v in ref.items():
-            assert k in ours, f"{path}: missing key {k}"
-            assert_tree_close(ours[k], v, f"{path}.{k}")
-    elif isinstance(ref, (list, tuple)):
-        assert len(ours) == len(ref), path
-        for i, (a, b) in enumerate(zip(ours, ref)):
-            assert_tree_close(a, b, f"{path}[{i}]")
-    else:
-        assert ours == ref, path
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +60,15 @@ def ran():
 @pytest.mark.parametrize("case", CASES)
 def test_forward_matches(case, ran):
     _, _, _, _, _, outputs = ran(case)
-    ref = torch.load(case / "outputs.pt", map_location="cpu")
-    assert_tree_close(outputs, ref)
+    ref = load_pt(case, "outputs.pt")
+    assert_tree_close(outputs, ref, atol=TOL, exact_keys=False)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_criterion_matches(case, ran):
     cfg_json, spec, cfg, _, _, outputs = ran(case)
-    ref = json.loads((case / "losses.json").read_text())
-    targets = dict(torch.load(case / "targets.pt", map_location="cpu"))
+    ref = read_json(case, "losses.json")
+    targets = dict(load_pt(case, "targets.pt"))
     criterion = spec.build_criterion(cfg)
     with torch.no_grad():
         losses, indices = criterion(outputs, targets, return_indices=True)
@@ -127,10 +96,6 @@ def metas_of(cfg_json: dict) -> list[dict]:
     return [{k: a[k] for k in ("qid", "query", "vid", "duration")} for a in cfg_json["fixture_annotations"]]
 
 
-def read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def assert_lines_equal(ours: list[dict], ref: list[dict], raw_scores: torch.Tensor):
     assert len(ours) == len(ref)
     for i, (a, b) in enumerate(zip(ours, ref)):
@@ -149,9 +114,9 @@ def test_predictions_match(case):
     """Exact: the official outputs.pt (bit-identical to the forward inside the official
     compute_mr_results, see the fixture README) through our prediction + post-processing code."""
     open_case(case, "predictions.jsonl")
-    cfg_json = json.loads((case / "config.json").read_text())
-    inputs = torch.load(case / "inputs.pt", map_location="cpu")
-    outputs = torch.load(case / "outputs.pt", map_location="cpu")
+    cfg_json = read_config(case)
+    inputs = load_pt(case, "inputs.pt")
+    outputs = load_pt(case, "outputs.pt")
     raw_scores = torch.softmax(outputs["pred_logits"], -1)[..., 0]
     lines = prediction_lines(outputs, inputs["src_vid_mask"], metas_of(cfg_json))
     before = case / "predictions_before_postprocess.jsonl"
@@ -168,30 +133,17 @@ def test_predictions_from_our_forward(case, ran):
     cfg_json, _, _, _, inputs, outputs = ran(case)
     open_case(case, "predictions_before_postprocess.jsonl")
     lines = prediction_lines(outputs, inputs["src_vid_mask"], metas_of(cfg_json))
-    ref = read_jsonl(case / "predictions_before_postprocess.jsonl")
-    for a, b in zip(lines, ref, strict=True):
-        assert (a["qid"], a["query"], a["vid"]) == (b["qid"], b["query"], b["vid"])
-        assert torch.tensor(a["pred_saliency_scores"]).allclose(
-            torch.tensor(b["pred_saliency_scores"]), rtol=2e-3, atol=1e-4)
-        wa = sorted(map(tuple, a["pred_relevant_windows"]))
-        wb = sorted(map(tuple, b["pred_relevant_windows"]))
-        assert torch.tensor(wa).allclose(torch.tensor(wb), rtol=0, atol=2e-4)
+    assert_lines_close(lines, read_jsonl(case / "predictions_before_postprocess.jsonl"), sort_windows=True,
+                       window_atol=2e-4, saliency_atol=1e-4, saliency_rtol=2e-3)
 
 
 @pytest.mark.parametrize("case", CASES)
 def test_full_size_keys(case):
     open_case(case, "keys_full.json")
-    cfg_json = json.loads((case / "config.json").read_text())
+    cfg_json = read_config(case)
     spec = get_spec(cfg_json["model"])
     model = spec.build(spec.config_from_opt(cfg_json["opt_full"]))
-    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    ref = {k: list(s) for k, s in json.loads((case / "keys_full.json").read_text())}
-    if spec.convert_state_dict is not None:
-        ref = {k: list(v.shape) for k, v in spec.convert_state_dict(
-            {k: torch.empty(s) for k, s in ref.items()}).items()}
-    assert sorted(set(ref) - set(ours)) == [], "missing keys"
-    assert sorted(set(ours) - set(ref)) == [], "unexpected keys"
-    assert ours == ref
+    assert_full_size_keys(model, case, spec.convert_state_dict)
     if "n_params_full" in cfg_json:
         assert sum(p.numel() for p in model.state_dict().values()) == cfg_json["n_params_full"]
 
@@ -204,7 +156,7 @@ def test_shipped_config_is_the_official_one(case):
     from mrhd.models.registry import make_config
 
     open_case(case, "config.json")
-    cfg_json = json.loads((case / "config.json").read_text())
+    cfg_json = read_config(case)
     name = cfg_json["model"]
     shipped = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "models" / f"{name}.yaml").read_text())
     assert shipped["model"] == name

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -18,71 +15,42 @@ from mrhd.models.cg_detr import (
 )
 from mrhd.models.cg_detr_postprocess import postprocessor_for, predict_lines, prediction_lines
 from mrhd.models.registry import create_model, get_spec
-from tests.conftest import fixture_cases, open_case
+from tests.conftest import open_case
+from tests.helpers.model_fixtures import (
+    assert_full_size_keys,
+    assert_losses_match,
+    assert_tree_close,
+    first_and_last_loss,
+    indices_as_lists,
+    load_fixture_model,
+    load_pt,
+    model_cases,
+    params_without_grad,
+    read_config,
+    read_json,
+    read_jsonl,
+)
 
-
-def _cases(model: str) -> list:
-    cases = []
-    for param in fixture_cases("models", "config.json"):
-        case = param.values[0]
-        cfg_file = case / "config.json"
-        if not cfg_file.exists() or json.loads(cfg_file.read_text()).get("model") == model:
-            cases.append(param)
-    return cases or fixture_cases(f"models/{model}")
-
-
-CASES = _cases("cg_detr")
-
-
-def _assert_tree_close(ours, ref, path="outputs"):
-    """Tensors to 1e-5, relative to the tensor's magnitude where that exceeds 1 (fp32 sums of ~10s)."""
-    if isinstance(ref, dict):
-        assert set(ours) == set(ref), f"{path}: keys {sorted(ours)} != {sorted(ref)}"
-        for k in ref:
-            _assert_tree_close(ours[k], ref[k], f"{path}.{k}")
-    elif isinstance(ref, (list, tuple)):
-        assert len(ours) == len(ref), path
-        for i, (a, b) in enumerate(zip(ours, ref)):
-            _assert_tree_close(a, b, f"{path}[{i}]")
-    elif isinstance(ref, torch.Tensor):
-        assert isinstance(ours, torch.Tensor) and ours.shape == ref.shape, path
-        assert ours.dtype == ref.dtype, f"{path}: {ours.dtype} != {ref.dtype}"
-        scale = max(1.0, float(ref.float().abs().max())) if ref.numel() else 1.0
-        torch.testing.assert_close(ours.float(), ref.float(), atol=1e-5 * scale, rtol=0, msg=path)
-    else:
-        assert ours == ref, f"{path}: {ours!r} != {ref!r}"
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _load(case: Path):
-    case = open_case(case, "config.json")
-    config = json.loads((case / "config.json").read_text())
-    cfg = config_from_opt(config["opt_small"])
-    model = build(cfg).eval()
-    model.load_state_dict(torch.load(case / "state_dict.pt"), strict=True)
-    return case, config, cfg, model, torch.load(case / "inputs.pt")
+CASES = model_cases("cg_detr")
 
 
 @pytest.mark.fidelity
 @pytest.mark.parametrize("case", CASES)
 def test_inference_outputs_and_predictions_match_official(case):
-    case, config, cfg, model, inputs = _load(case)
-    ref = torch.load(case / "outputs.pt")
+    case, config, cfg, model, inputs = load_fixture_model(case, config_from_opt, build)
+    ref = load_pt(case, "outputs.pt")
     with torch.no_grad():
         out = model(**inputs)
-    _assert_tree_close(out, ref)
+    assert_tree_close(out, ref, relative=True)
     metas = config["fixture_annotations"]
     mask = inputs["src_vid_mask"]
     if (case / "predictions_before_postprocess.jsonl").exists():
-        assert prediction_lines(ref, mask, metas) == _read_jsonl(case / "predictions_before_postprocess.jsonl")
+        assert prediction_lines(ref, mask, metas) == read_jsonl(case / "predictions_before_postprocess.jsonl")
     pp = config["postprocessor"]
     ours_pp = postprocessor_for(cfg.dset_name, cfg.clip_length, cfg.v_feat_dim)
     assert (ours_pp.max_ts_val, ours_pp.min_w_l, ours_pp.max_w_l, list(ours_pp.process_func_names)) == \
         (pp["max_ts_val"], pp["min_w_l"], pp["max_w_l"], pp["process_func_names"])
-    expected = _read_jsonl(case / "predictions.jsonl")
+    expected = read_jsonl(case / "predictions.jsonl")
     assert predict_lines(ref, mask, metas, cfg.dset_name, cfg.clip_length, cfg.v_feat_dim) == expected
     assert predict_lines(out, mask, metas, cfg.dset_name, cfg.clip_length, cfg.v_feat_dim) == expected
     # the hook the training loop's validation uses
@@ -92,41 +60,33 @@ def test_inference_outputs_and_predictions_match_official(case):
 @pytest.mark.fidelity
 @pytest.mark.parametrize("case", CASES)
 def test_training_branch_and_every_loss_match_official(case):
-    case, config, cfg, model, inputs = _load(case)
-    targets = torch.load(case / "targets.pt")
+    case, config, cfg, model, inputs = load_fixture_model(case, config_from_opt, build)
+    targets = load_pt(case, "targets.pt")
     with torch.no_grad():
         out = model(**inputs, targets=targets)
-    _assert_tree_close(out, torch.load(case / "outputs_with_targets.pt"))
+    assert_tree_close(out, load_pt(case, "outputs_with_targets.pt"), relative=True)
 
-    ref = json.loads((case / "losses.json").read_text())
+    ref = read_json(case, "losses.json")
     criterion = build_criterion(cfg)
     assert criterion.weight_dict == ref["weight_dict"]
     losses, indices = criterion(out, targets, return_indices=True)
     assert set(losses) == set(ref["losses"])
-    for name, value in ref["losses"].items():
-        assert float(losses[name].detach() if torch.is_tensor(losses[name]) else losses[name]) == \
-            pytest.approx(value, abs=1e-5, rel=1e-6), name
+    assert_losses_match(losses, ref["losses"])
     assert float(criterion.weighted_total(losses).detach()) == pytest.approx(ref["weighted_total"], abs=1e-5, rel=1e-6)
-    ours_indices = {k: [[a.tolist(), b.tolist()] for a, b in v] for k, v in indices.items()}
-    assert ours_indices == ref["matcher_indices"]
+    assert indices_as_lists(indices) == ref["matcher_indices"]
     # on the inference outputs the training-only terms are 0, the rest unchanged
     with torch.no_grad():
         inference = criterion(model(**inputs), targets)
-    for name, value in ref["criterion_on_inference_outputs"].items():
-        assert float(inference[name]) == pytest.approx(value, abs=1e-5, rel=1e-6), name
+    assert_losses_match(inference, ref["criterion_on_inference_outputs"])
 
 
 @pytest.mark.fidelity
 @pytest.mark.parametrize("case", CASES)
 def test_full_size_keys_match_official(case):
     case = open_case(case, "keys_full.json")
-    config = json.loads((case / "config.json").read_text())
     with torch.device("meta"):
-        model = build(config_from_opt(config["opt_full"]))
-    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    ref = {k: shape for k, shape in json.loads((case / "keys_full.json").read_text())}
-    assert sorted(set(ref) - set(ours)) == [] and sorted(set(ours) - set(ref)) == []
-    assert ours == ref
+        model = build(config_from_opt(read_config(case)["opt_full"]))
+    assert_full_size_keys(model, case)
 
 
 def test_registered_with_official_defaults():
@@ -254,15 +214,8 @@ def test_gradients_reach_every_trainable_parameter_and_loss_decreases():
     criterion.weighted_total(losses).backward()
     # never used by the official forward; kept for checkpoint compatibility
     unused = ("txt_proj_linear.", "txt_position_embed.")
-    missing = [n for n, p in model.named_parameters() if p.grad is None and not n.startswith(unused)]
-    assert missing == []
+    assert params_without_grad(model, unused) == []
     model.eval()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = None
-    for _ in range(4):
-        opt.zero_grad()
-        loss = criterion.weighted_total(criterion(model(**batch, targets=targets), targets))
-        first = float(loss.detach()) if first is None else first
-        loss.backward()
-        opt.step()
-    assert float(loss.detach()) < first
+    first, last = first_and_last_loss(
+        model, lambda: criterion.weighted_total(criterion(model(**batch, targets=targets), targets)), steps=4)
+    assert last < first

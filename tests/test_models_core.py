@@ -16,6 +16,7 @@ from mrhd.models.span_utils import (
     span_xx_to_cxw,
     temporal_iou,
 )
+from tests.helpers.model_fixtures import params_without_grad
 
 MODELS = ("moment_detr", "qd_detr", "tr_detr")
 TINY = dict(v_feat_dim=10, t_feat_dim=6, hidden_dim=16, nheads=2, dim_feedforward=24, num_queries=5,
@@ -144,9 +145,7 @@ def test_gradients_reach_every_trainable_parameter(name):
     losses = criterion(model(**inputs), targets_for(inputs))
     criterion.weighted_total(losses).backward()
     # txt_position_embed exists only for checkpoint compatibility (use_txt_pos False, official)
-    missing = [n for n, p in model.named_parameters()
-               if p.requires_grad and p.grad is None and not n.startswith("txt_position_embed.")]
-    assert missing == []
+    assert params_without_grad(model, ("txt_position_embed.",), trainable_only=True) == []
     assert all(torch.isfinite(p.grad).all() for p in model.parameters() if p.grad is not None)
 
 

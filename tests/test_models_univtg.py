@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -12,68 +9,40 @@ from mrhd.models.registry import create_model, get_spec
 from mrhd.models.univtg import UniVTGConfig, build, build_criterion, config_from_opt
 from mrhd.models.univtg_postprocess import apply_nms, clip_timestamps, predictions, temporal_nms
 from mrhd.models.univtg_targets import batch_targets
-from tests.conftest import fixture_cases, open_case
+from tests.conftest import open_case
+from tests.helpers.model_fixtures import (
+    assert_full_size_keys,
+    assert_lines_close,
+    assert_losses_match,
+    assert_tree_close,
+    first_and_last_loss,
+    load_fixture_model,
+    load_pt,
+    model_cases,
+    params_without_grad,
+    read_config,
+    read_json,
+    read_jsonl,
+)
 
-
-def _univtg_cases() -> list:
-    cases = []
-    for param in fixture_cases("models", "config.json"):
-        case = param.values[0]
-        cfg_file = case / "config.json"
-        if not cfg_file.exists() or json.loads(cfg_file.read_text()).get("model") == "univtg":
-            cases.append(param)
-    return cases or fixture_cases("models/univtg")
-
-
-CASES = _univtg_cases()
-
-
-def _load(case: Path):
-    case = open_case(case, "config.json")
-    config = json.loads((case / "config.json").read_text())
-    cfg = config_from_opt(config["opt_small"])
-    model = build(cfg).eval()
-    model.load_state_dict(torch.load(case / "state_dict.pt"), strict=True)
-    inputs = torch.load(case / "inputs.pt")
-    return case, config, cfg, model, inputs
-
-
-def _assert_tree_close(ours, ref, path="outputs"):
-    if isinstance(ref, dict):
-        assert set(ours) == set(ref), f"{path}: keys {sorted(ours)} != {sorted(ref)}"
-        for k in ref:
-            _assert_tree_close(ours[k], ref[k], f"{path}.{k}")
-    elif isinstance(ref, (list, tuple)):
-        assert len(ours) == len(ref), path
-        for i, (a, b) in enumerate(zip(ours, ref)):
-            _assert_tree_close(a, b, f"{path}[{i}]")
-    elif isinstance(ref, torch.Tensor):
-        assert ours.shape == ref.shape, f"{path}: {tuple(ours.shape)} != {tuple(ref.shape)}"
-        torch.testing.assert_close(ours.float(), ref.float(), atol=1e-5, rtol=0, msg=path)
-    else:
-        assert ours == ref, path
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+CASES = model_cases("univtg")
 
 
 @pytest.mark.fidelity
 @pytest.mark.parametrize("case", CASES)
 def test_forward_losses_and_predictions_match_official(case):
-    case, config, cfg, model, inputs = _load(case)
-    ref_out = torch.load(case / "outputs.pt")
+    case, config, cfg, model, inputs = load_fixture_model(case, config_from_opt, build)
+    ref_out = load_pt(case, "outputs.pt")
     with torch.no_grad():
         out = model(**inputs)
-    _assert_tree_close(out, ref_out)
+    assert_tree_close(out, ref_out, check_dtype=False)
 
-    targets = torch.load(case / "targets.pt")
-    ref_losses = json.loads((case / "losses.json").read_text())
+    targets = load_pt(case, "targets.pt")
+    ref_losses = read_json(case, "losses.json")
     assert ref_losses["matcher_indices"] is None  # dense model: no Hungarian matching
     criterion = build_criterion(cfg)
     losses = criterion(out, targets)
-    for name, value in ref_losses["losses"].items():
-        assert float(losses[name]) == pytest.approx(value, abs=1e-5, rel=1e-6), name
+    assert_losses_match(losses, ref_losses["losses"])
     assert criterion.weight_dict == ref_losses["weight_dict"]
     assert float(criterion.total(losses)) == pytest.approx(ref_losses["weighted_total"], abs=1e-5, rel=1e-6)
 
@@ -87,36 +56,26 @@ def test_forward_losses_and_predictions_match_official(case):
 
     # post-processing on the official outputs: exactly the official lines (before and after NMS)
     metas = config["fixture_annotations"]
-    ref_preds = _read_jsonl(case / "predictions.jsonl")
+    ref_preds = read_jsonl(case / "predictions.jsonl")
     preds = predictions({k: v.clone() for k, v in ref_out.items()}, mask, metas, cfg.clip_len, cfg.eval_mode)
     assert preds == ref_preds
     assert apply_nms(preds, cfg.nms_thd, cfg.max_before_nms, cfg.max_after_nms) == \
-        _read_jsonl(case / "predictions_nms.jsonl")
+        read_jsonl(case / "predictions_nms.jsonl")
 
     # end to end from our own forward: same windows up to the last printed decimal (fp32 summation
     # order differs across CPUs/BLAS builds, so a value on a rounding boundary may flip one digit;
     # saliency is cast to fp16 upstream, where one step is 2**-11 relative)
     ours = predictions(out, mask, metas, cfg.clip_len, cfg.eval_mode)
-    for a, b in zip(ours, ref_preds):
-        assert (a["qid"], a["vid"]) == (b["qid"], b["vid"])
-        assert len(a["pred_relevant_windows"]) == len(b["pred_relevant_windows"])
-        torch.testing.assert_close(torch.tensor(a["pred_relevant_windows"]),
-                                   torch.tensor(b["pred_relevant_windows"]), atol=2e-4, rtol=0)
-        torch.testing.assert_close(torch.tensor(a["pred_saliency_scores"]),
-                                   torch.tensor(b["pred_saliency_scores"]), atol=1e-3, rtol=0)
+    assert_lines_close(ours, ref_preds, ids=("qid", "vid"), window_atol=2e-4, saliency_atol=1e-3)
 
 
 @pytest.mark.fidelity
 @pytest.mark.parametrize("case", CASES)
 def test_full_size_keys_match_official(case):
     case = open_case(case, "keys_full.json")
-    config = json.loads((case / "config.json").read_text())
     with torch.device("meta"):
-        model = build(config_from_opt(config["opt_full"]))
-    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    ref = {k: shape for k, shape in json.loads((case / "keys_full.json").read_text())}
-    assert sorted(set(ref) - set(ours)) == [] and sorted(set(ours) - set(ref)) == []
-    assert ours == ref
+        model = build(config_from_opt(read_config(case)["opt_full"]))
+    assert_full_size_keys(model, case)
 
 
 def test_registered_with_official_defaults():
@@ -197,19 +156,10 @@ def test_gradients_reach_every_trainable_parameter_and_loss_decreases():
     assert set(losses) == set(criterion.weight_dict)
     criterion.total(losses).backward()
     # the text position table exists only for checkpoint compatibility (use_txt_pos is False upstream)
-    missing = [n for n, p in model.named_parameters()
-               if p.grad is None and not n.startswith("txt_position_embed.")]
-    assert missing == []
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    assert params_without_grad(model, ("txt_position_embed.",)) == []
     model.eval()  # no dropout / drop path: a deterministic objective
-    first = None
-    for _ in range(15):
-        opt.zero_grad()
-        loss = criterion.total(criterion(model(**batch), targets))
-        first = float(loss.detach()) if first is None else first
-        loss.backward()
-        opt.step()
-    assert float(loss.detach()) < first
+    first, last = first_and_last_loss(model, lambda: criterion.total(criterion(model(**batch), targets)), steps=15)
+    assert last < first
 
 
 def test_temporal_nms_keeps_the_best_of_overlapping_windows():

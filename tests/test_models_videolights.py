@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -12,73 +9,46 @@ from mrhd.models.cg_detr_postprocess import postprocessor_for
 from mrhd.models.postprocess import prediction_lines
 from mrhd.models.registry import create_model, get_spec
 from mrhd.models.videolights import VideoLightsConfig, build, build_criterion, config_from_opt
-from tests.conftest import fixture_cases, open_case
+from tests.conftest import open_case
+from tests.helpers.model_fixtures import (
+    assert_full_size_keys,
+    assert_lines_close,
+    assert_losses_match,
+    assert_tree_close,
+    first_and_last_loss,
+    indices_as_lists,
+    load_fixture_model,
+    load_pt,
+    loss_value,
+    model_cases,
+    params_without_grad,
+    read_config,
+    read_json,
+    read_jsonl,
+)
 
-
-def _cases(model: str) -> list:
-    cases = []
-    for param in fixture_cases("models", "config.json"):
-        case = param.values[0]
-        cfg_file = case / "config.json"
-        if not cfg_file.exists() or json.loads(cfg_file.read_text()).get("model") == model:
-            cases.append(param)
-    return cases or fixture_cases(f"models/{model}")
-
-
-CASES = _cases("videolights")
-
-
-def _assert_tree_close(ours, ref, path="outputs"):
-    """Tensors to 1e-5, relative to the tensor's magnitude where that exceeds 1."""
-    if isinstance(ref, dict):
-        assert set(ours) == set(ref), f"{path}: keys {sorted(ours)} != {sorted(ref)}"
-        for k in ref:
-            _assert_tree_close(ours[k], ref[k], f"{path}.{k}")
-    elif isinstance(ref, (list, tuple)):
-        assert len(ours) == len(ref), path
-        for i, (a, b) in enumerate(zip(ours, ref)):
-            _assert_tree_close(a, b, f"{path}[{i}]")
-    elif isinstance(ref, torch.Tensor):
-        assert isinstance(ours, torch.Tensor) and ours.shape == ref.shape, path
-        scale = max(1.0, float(ref.float().abs().max())) if ref.numel() else 1.0
-        torch.testing.assert_close(ours.float(), ref.float(), atol=1e-5 * scale, rtol=0, msg=path)
-    else:
-        assert ours == ref, f"{path}: {ours!r} != {ref!r}"
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def _value(x) -> float:
-    return float(x.detach().sum()) if torch.is_tensor(x) else float(x)
+CASES = model_cases("videolights")
 
 
 @pytest.mark.fidelity
 @pytest.mark.parametrize("case", CASES)
 def test_forward_losses_and_predictions_match_official(case):
-    case = open_case(case, "config.json")
-    config = json.loads((case / "config.json").read_text())
-    cfg = config_from_opt(config["opt_small"])
+    case, config, cfg, model, inputs = load_fixture_model(case, config_from_opt, build)
     assert (cfg.v_feat_dim, cfg.t_feat_dim) == (config["opt_small"]["v_feat_dim"], config["opt_small"]["t_feat_dim"])
-    model = build(cfg).eval()
-    model.load_state_dict(torch.load(case / "state_dict.pt"), strict=True)
-    inputs = torch.load(case / "inputs.pt")
-    ref = torch.load(case / "outputs.pt")
+    ref = load_pt(case, "outputs.pt")
     with torch.no_grad():
         out = model(**inputs)
-    _assert_tree_close(out, ref)
+    assert_tree_close(out, ref, relative=True, check_dtype=False)
 
-    targets = torch.load(case / "targets.pt")
-    ref_losses = json.loads((case / "losses.json").read_text())
+    targets = load_pt(case, "targets.pt")
+    ref_losses = read_json(case, "losses.json")
     criterion = build_criterion(cfg)
     assert criterion.weight_dict == ref_losses["weight_dict"]
     losses, indices = criterion(out, targets, return_indices=True)
     assert set(losses) == set(ref_losses["losses"])
-    for name, value in ref_losses["losses"].items():
-        assert _value(losses[name]) == pytest.approx(value, abs=1e-5, rel=1e-6), name
-    assert _value(criterion.weighted_total(losses)) == pytest.approx(ref_losses["weighted_total"], abs=1e-5, rel=1e-6)
-    assert {k: [[a.tolist(), b.tolist()] for a, b in v] for k, v in indices.items()} == ref_losses["matcher_indices"]
+    assert_losses_match(losses, ref_losses["losses"])
+    assert loss_value(criterion.weighted_total(losses)) == pytest.approx(ref_losses["weighted_total"], abs=1e-5, rel=1e-6)
+    assert indices_as_lists(indices) == ref_losses["matcher_indices"]
 
     # post-processing: exact from the official outputs; from ours equal up to one fp16 step of the
     # saliency (fp32 summation order differs across CPUs/BLAS builds)
@@ -88,28 +58,21 @@ def test_forward_losses_and_predictions_match_official(case):
     assert (pp.max_ts_val, pp.min_w_l, pp.max_w_l, list(pp.process_func_names)) == \
         (pp_ref["max_ts_val"], pp_ref["min_w_l"], pp_ref["max_w_l"], pp_ref["process_func_names"])
     if (case / "predictions_before_postprocess.jsonl").exists():
-        assert prediction_lines(ref, mask, metas) == _read_jsonl(case / "predictions_before_postprocess.jsonl")
-    expected = _read_jsonl(case / "predictions.jsonl")
+        assert prediction_lines(ref, mask, metas) == read_jsonl(case / "predictions_before_postprocess.jsonl")
+    expected = read_jsonl(case / "predictions.jsonl")
     assert pp(prediction_lines(ref, mask, metas)) == expected
-    for a, b in zip(pp(prediction_lines(out, mask, metas)), expected):
-        assert a["pred_relevant_windows"] == b["pred_relevant_windows"]
-        torch.testing.assert_close(torch.tensor(a["pred_saliency_scores"]), torch.tensor(b["pred_saliency_scores"]),
-                                   atol=1e-3, rtol=0)
+    assert_lines_close(pp(prediction_lines(out, mask, metas)), expected, ids=(), saliency_atol=1e-3)
 
 
 @pytest.mark.fidelity
 @pytest.mark.parametrize("case", CASES)
 def test_full_size_keys_match_official(case):
     case = open_case(case, "keys_full.json")
-    config = json.loads((case / "config.json").read_text())
-    cfg = config_from_opt(config["opt_full"])
+    cfg = config_from_opt(read_config(case)["opt_full"])
     assert (cfg.v_feat_dim, cfg.t_feat_dim) == (3586, 1280)
     with torch.device("meta"):
         model = build(cfg)
-    ours = {k: list(v.shape) for k, v in model.state_dict().items()}
-    ref = {k: shape for k, shape in json.loads((case / "keys_full.json").read_text())}
-    assert sorted(set(ref) - set(ours)) == [] and sorted(set(ours) - set(ref)) == []
-    assert ours == ref
+    assert_full_size_keys(model, case)
 
 
 def test_registered_with_official_defaults():
@@ -226,18 +189,11 @@ def test_gradients_reach_every_trainable_parameter_and_loss_decreases():
     def unused(name: str) -> bool:
         return (name.startswith(("txt_position_embed.", "contrastive_align_projection_vid."))
                 or (name.startswith("transformer.t2v_encoder.") and ".norm2." in name))
-    missing = [n for n, p in model.named_parameters() if p.grad is None and not unused(n)]
-    assert missing == []
+    assert params_without_grad(model, unused) == []
     model.eval()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
-    first = None
-    for _ in range(4):
-        opt.zero_grad()
-        loss = criterion.weighted_total(criterion(model(**batch), targets)).sum()
-        first = float(loss.detach()) if first is None else first
-        loss.backward()
-        opt.step()
-    assert float(loss.detach()) < first
+    first, last = first_and_last_loss(
+        model, lambda: criterion.weighted_total(criterion(model(**batch), targets)).sum(), steps=4)
+    assert last < first
 
 
 def test_negative_start_wraps_unless_clamped():

@@ -5,7 +5,6 @@ keys, keep the run's feature profile, and the converted network reproduces the a
 from __future__ import annotations
 
 import argparse
-import json
 
 import pytest
 import torch
@@ -14,32 +13,22 @@ from mrhd.errors import MrhdError
 from mrhd.models.registry import get_spec
 from mrhd.weights.checkpoint import load_checkpoint
 from tests.conftest import fixture_cases, open_case
+from tests.helpers.model_fixtures import load_pt, read_config, tensor_leaves
 
 pytestmark = [pytest.mark.fidelity, pytest.mark.slow]
-
-
-def _tensors(tree, prefix=""):
-    if torch.is_tensor(tree):
-        yield prefix, tree
-    elif isinstance(tree, dict):
-        for k, v in tree.items():
-            yield from _tensors(v, f"{prefix}.{k}" if prefix else str(k))
-    elif isinstance(tree, (list, tuple)):
-        for i, v in enumerate(tree):
-            yield from _tensors(v, f"{prefix}[{i}]")
 
 
 @pytest.mark.parametrize("case", fixture_cases("models", "state_dict.pt"))
 def test_convert_fixture_checkpoint(case, tmp_path):
     case = open_case(case, "state_dict.pt")
-    config = json.loads((case / "config.json").read_text())
+    config = read_config(case)
     try:
         spec = get_spec(config["model"])
     except MrhdError as err:
         pytest.skip(str(err))
     if spec.config_from_opt is None:
         pytest.skip(f"{config['model']} has no conversion from official options")
-    state_dict = torch.load(case / "state_dict.pt", map_location="cpu", weights_only=True)
+    state_dict = load_pt(case, "state_dict.pt")
     src = tmp_path / "model_best.ckpt"
     torch.save({"model": state_dict, "optimizer": None, "epoch": 0,
                 "opt": argparse.Namespace(**config["opt_small"])}, src)
@@ -61,12 +50,12 @@ def test_convert_fixture_checkpoint(case, tmp_path):
     net = spec.build(make_config(config["model"], ckpt["config"]))
     net.load_state_dict(ckpt["state_dict"], strict=True)
     net.eval()
-    inputs = torch.load(case / "inputs.pt", map_location="cpu", weights_only=True)
-    expected = torch.load(case / "outputs.pt", map_location="cpu", weights_only=True)
+    inputs = load_pt(case, "inputs.pt")
+    expected = load_pt(case, "outputs.pt")
     with torch.no_grad():
         got = net(**inputs)
-    want = dict(_tensors({k: expected[k] for k in ("pred_logits", "pred_spans", "saliency_scores") if k in expected}))
-    have = dict(_tensors({k: got[k] for k in want}))
+    want = dict(tensor_leaves({k: expected[k] for k in ("pred_logits", "pred_spans", "saliency_scores") if k in expected}))
+    have = dict(tensor_leaves({k: got[k] for k in want}))
     assert want, "no comparable outputs"
     for key, tensor in want.items():
         assert torch.allclose(have[key].float(), tensor.float(), atol=1e-5, rtol=0), key

@@ -333,3 +333,17 @@ def test_real_audio_encoder_through_the_job(tmp_path, videos):
         chunks = [x for _, x in iter_audio_chunks(videos[v])]
         want = enc.encode(enc.preprocess(chunks)).numpy().astype(np.dtype(enc.store_dtype)).astype(np.float32)
         np.testing.assert_allclose(got, want, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.slow
+def test_a_crashed_worker_fails_one_video_and_is_replaced(tmp_path, videos):
+    from tests.helpers.extract_encoders import CrashOnce
+
+    enc = StatsEncoder("clip", "clip_frame")
+    enc.preprocessor = CrashOnce(str(tmp_path / "crashed.marker"))
+    job = ExtractJob([enc], tmp_path / "out", num_workers=1, progress=False, batch_size=2, chunk=1)
+    summary = job.run_videos(_sources(videos["a"], videos["c"]))
+    assert [(Path(f.path).name, f.reason) for f in summary.failures] == [("a.mp4", "decoder crashed (exit code 3)")]
+    store = FeatureStore(store_path(tmp_path / "out", "clip"))
+    assert store.video_ids() == ["c"]
+    np.testing.assert_allclose(store.read("c"), _expected(videos["c"], "clip"), rtol=1e-5, atol=1e-5)

@@ -48,3 +48,20 @@ class StatsEncoder(VideoEncoder):
         if x.ndim == 2:
             return torch.stack([x.mean(1), x.std(1, unbiased=False), x.abs().amax(1)], 1)
         return x.reshape(x.shape[0], -1, 3).mean(1)
+
+
+@dataclass(frozen=True)
+class CrashOnce:
+    """Preprocessor that kills its worker process the first time any worker calls it (the marker file
+    remembers), to test that a crashed decoder fails one video and the job goes on."""
+
+    marker: str
+
+    def __call__(self, clips) -> torch.Tensor:
+        import os
+        from pathlib import Path
+
+        if not Path(self.marker).exists():
+            Path(self.marker).write_text("crashed")
+            os._exit(3)
+        return StackToFloat()(clips)

@@ -179,6 +179,7 @@ class MESM(nn.Module):
 
     # ---- pieces ----------------------------------------------------------------------------
     def negative_index(self, group: torch.Tensor) -> torch.Tensor:
+        """Per query, the query whose text makes its negative pair (see the module docstring)."""
         bs = len(group)
         if not self.training:
             return torch.roll(torch.arange(bs, device=group.device), -1)

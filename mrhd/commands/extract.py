@@ -63,7 +63,7 @@ def _check_device(device: str) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from mrhd.extract.encoders.factory import TEXT_STREAM_OF, VIDEO_ENCODERS, build_encoder
-    from mrhd.extract.jobs import ExtractJob, Failure, install_sigterm
+    from mrhd.extract.jobs import DecodePool, ExtractJob, Failure, install_sigterm
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
 
     names = [n.strip() for n in args.encoders.split(",") if n.strip()]
@@ -87,19 +87,28 @@ def run(args: argparse.Namespace) -> int:
     listing = expand_inputs(args.paths)
     sources = shard(listing.sources, index, count)
 
+    cuda = args.device.startswith("cuda")
+    batch_size = args.batch_size or (64 if cuda else 16)
+    num_workers = args.num_workers if args.num_workers is not None else max(1, (os.cpu_count() or 2) - 1)
+    # decoding workers start now, so their imports overlap with loading the models
+    pool = DecodePool(num_workers, ExtractJob.default_chunk(batch_size)).start() \
+        if num_workers > 0 and sources else None
+
     def build(name):
         return build_encoder(name, device=args.device, weights=weights.get(name),
                              random_weights=args.random_weights, size=args.encoder_size)
 
-    encoders = [build(n) for n in dict.fromkeys(names)]
-    text_encoders = [build(TEXT_STREAM_OF[n]) for n in dict.fromkeys(names) if n in TEXT_STREAM_OF] \
-        if args.queries else []
-    cuda = args.device.startswith("cuda")
+    try:
+        encoders = [build(n) for n in dict.fromkeys(names)]
+        text_encoders = [build(TEXT_STREAM_OF[n]) for n in dict.fromkeys(names) if n in TEXT_STREAM_OF] \
+            if args.queries else []
+    except BaseException:
+        if pool is not None:
+            pool.stop()
+        raise
     job = ExtractJob(
-        encoders, args.out, text_encoders=text_encoders,
-        batch_size=args.batch_size or (64 if cuda else 16),
-        num_workers=args.num_workers if args.num_workers is not None else max(1, (os.cpu_count() or 2) - 1),
-        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(),
+        encoders, args.out, text_encoders=text_encoders, batch_size=batch_size, num_workers=num_workers,
+        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(), pool=pool,
     )
     job.summary.failures.extend(Failure(path, None, reason) for path, reason in listing.problems)
     undo = install_sigterm()

@@ -282,6 +282,48 @@ class _Video:
     ended: bool = False
 
 
+class DecodePool:
+    """The spawned decoding workers. Start it early (``mrhd extract`` starts it before building the
+    encoders): each worker imports torch and the preprocessors, which takes seconds, and that can
+    overlap with loading the models."""
+
+    def __init__(self, num_workers: int, chunk: int, threads: int = 1):
+        self.num_workers = num_workers
+        self.chunk = chunk
+        self.threads = threads
+        self.workers: dict[int, mp.Process] = {}
+        self.started = False
+
+    def start(self) -> DecodePool:
+        if not self.started:
+            self.ctx = mp.get_context("spawn")
+            self.tasks = self.ctx.Queue()
+            self.results = self.ctx.Queue(maxsize=max(4, 4 * self.num_workers))
+            for _ in range(self.num_workers):
+                self.spawn()
+            self.started = True
+        return self
+
+    def spawn(self) -> None:
+        p = self.ctx.Process(target=_worker_main, daemon=True,
+                             args=(self.tasks, self.results, self.chunk, self.threads, os.getpid()))
+        p.start()
+        self.workers[p.pid] = p
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        for p in self.workers.values():
+            if p.is_alive():
+                p.terminate()
+        for p in self.workers.values():
+            p.join(timeout=5)
+        self.results.cancel_join_thread()
+        self.tasks.cancel_join_thread()
+        self.workers.clear()
+        self.started = False
+
+
 class ExtractJob:
     """One ``mrhd extract`` run over already-built encoders (see ``mrhd.commands.extract``).
 
@@ -291,7 +333,7 @@ class ExtractJob:
     def __init__(self, encoders: list, out_dir: str | Path, *, text_encoders: list | None = None,
                  batch_size: int = 16, num_workers: int = 1, overwrite: bool = False,
                  progress: bool = True, chunk: int | None = None, worker_threads: int = 1,
-                 log=None):
+                 log=None, pool: DecodePool | None = None):
         self.encoders = list(encoders)
         self.text_encoders = list(text_encoders or [])
         self.out_dir = Path(out_dir)
@@ -299,7 +341,7 @@ class ExtractJob:
         self.num_workers = max(0, int(num_workers))
         self.overwrite = overwrite
         self.progress = progress
-        self.chunk = chunk or max(1, min(self.batch_size, 16))
+        self.chunk = chunk or self.default_chunk(self.batch_size)
         self.worker_threads = worker_threads
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.summary = Summary()
@@ -308,6 +350,13 @@ class ExtractJob:
         self._last_commit = time.monotonic()
         self._bar = None
         self._inline = self.num_workers == 0
+        self._pool = pool
+
+    @staticmethod
+    def default_chunk(batch_size: int) -> int:
+        """Clips per message from a worker: small enough to start encoding early, large enough to
+        keep the queue overhead low."""
+        return max(1, min(batch_size, 16))
 
     # -- stores
     def _open_stores(self) -> None:
@@ -488,38 +537,13 @@ class ExtractJob:
                 self._encode_ready(force=False)
         self._encode_ready(force=True)
 
-    def _start_pool(self) -> None:
-        """Spawn the decoding workers first: they import torch and the preprocessors while the main
-        process opens the stores and checks what is already stored."""
-        ctx = mp.get_context("spawn")
-        self._ctx = ctx
-        self._task_q = ctx.Queue()
-        self._results = ctx.Queue(maxsize=max(4, 4 * self.num_workers))
-        self._workers: dict[int, mp.Process] = {}
-        for _ in range(self.num_workers):
-            self._spawn()
-
-    def _spawn(self) -> None:
-        p = self._ctx.Process(target=_worker_main, daemon=True,
-                              args=(self._task_q, self._results, self.chunk, self.worker_threads, os.getpid()))
-        p.start()
-        self._workers[p.pid] = p
-
-    def _stop_pool(self) -> None:
-        for p in self._workers.values():
-            if p.is_alive():
-                p.terminate()
-        for p in self._workers.values():
-            p.join(timeout=5)
-        self._results.cancel_join_thread()
-        self._task_q.cancel_join_thread()
-
     def _run_workers(self, tasks) -> None:
+        pool = self._pool
         for task in tasks:
-            self._task_q.put(task)
-        for _ in range(self.num_workers):
-            self._task_q.put(None)
-        workers, results = self._workers, self._results
+            pool.tasks.put(task)
+        for _ in range(pool.num_workers):
+            pool.tasks.put(None)
+        workers, results = pool.workers, pool.results
         current: dict[int, str] = {}
         remaining = len(tasks)
         started = False
@@ -547,7 +571,7 @@ class ExtractJob:
                                 self._videos[vid].ended = True
                                 self._maybe_close(vid)
                                 remaining -= 1
-                            self._spawn()
+                            pool.spawn()
                     continue
             if idle_since is not None:  # the model had nothing to do: decoding was not hidden
                 waited = time.perf_counter() - idle_since
@@ -572,7 +596,13 @@ class ExtractJob:
         self._t0 = time.perf_counter()
         pool = self.num_workers > 0 and len(sources) > 0
         if pool:
-            self._start_pool()
+            if self._pool is None or self._pool.chunk != self.chunk:
+                if self._pool is not None:
+                    self._pool.stop()
+                self._pool = DecodePool(self.num_workers, self.chunk, self.worker_threads)
+            self._pool.start()
+        elif self._pool is not None:
+            self._pool.stop()
         try:
             self._open_stores()
             tasks = self._plan(sources)
@@ -587,7 +617,7 @@ class ExtractJob:
                 self._run_workers(tasks)
         finally:
             if pool:
-                self._stop_pool()
+                self._pool.stop()
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
@@ -677,5 +707,5 @@ def install_sigterm() -> Callable[[], None]:
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-__all__ = ["ExtractJob", "Summary", "Failure", "StreamSpec", "decode_messages", "read_queries",
+__all__ = ["DecodePool", "ExtractJob", "Summary", "Failure", "StreamSpec", "decode_messages", "read_queries",
            "peak_rss_mb", "install_sigterm"]

@@ -103,6 +103,21 @@ def test_audio_chunks_are_mono_32k_and_floor_d_over_2(media):
     assert len(list(iter_audio_chunks(media["mono48k"]))) == 2
 
 
+def test_audio_stream_equals_one_shot_resampling(media):
+    """Streaming gives what librosa.load(sr=32000, mono=True) does on the whole file: channel mean,
+    then soxr HQ, cut into whole 2-s chunks."""
+    import soxr
+
+    with av.open(str(media["landscape"])) as c:
+        rate = c.streams.audio[0].rate
+        planes = np.concatenate([f.to_ndarray() for f in c.decode(audio=0)], axis=1)
+    ref = soxr.resample(planes.mean(0).astype(np.float32), rate, sampling.AUDIO_RATE, quality="HQ")
+    got = np.concatenate([x for _, x in iter_audio_chunks(media["landscape"])])
+    n = (ref.shape[0] // sampling.AUDIO_CHUNK) * sampling.AUDIO_CHUNK
+    assert got.shape == (n,)
+    np.testing.assert_allclose(got, ref[:n], atol=1e-6)
+
+
 def test_no_audio_is_reported_for_the_audio_stream_only(media):
     with pytest.raises(NoAudioError, match="no audio track"):
         list(iter_audio_chunks(media["portrait"]))

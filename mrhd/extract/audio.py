@@ -38,17 +38,26 @@ def iter_audio_chunks(path: str | Path, rate: int = sampling.AUDIO_RATE,
         # planar float keeps every channel apart so they can be averaged (librosa to_mono)
         to_float = av.AudioResampler(format="fltp")
         resampler = soxr.ResampleStream(in_rate, rate, 1, dtype="float32", quality="HQ")
-        buffer = np.zeros(0, np.float32)
+        pieces: list[np.ndarray] = []  # resampled audio not yet cut into chunks
+        held = 0
         index = 0
 
         def take(mono: np.ndarray, last: bool = False):
-            nonlocal buffer, index
+            nonlocal pieces, held, index
             out = resampler.resample_chunk(mono, last=last)
-            buffer = np.concatenate([buffer, out]) if buffer.size else out
-            while buffer.shape[0] >= chunk:
-                yield index, np.ascontiguousarray(buffer[:chunk], dtype=np.float32)
-                buffer = buffer[chunk:]
+            if out.size:
+                pieces.append(out)
+                held += out.shape[0]
+            if held < chunk:
+                return
+            buffer = np.concatenate(pieces)  # joined once per chunk, not once per audio frame
+            start = 0
+            while buffer.shape[0] - start >= chunk:
+                yield index, np.ascontiguousarray(buffer[start: start + chunk], dtype=np.float32)
+                start += chunk
                 index += 1
+            pieces = [buffer[start:]] if start < buffer.shape[0] else []
+            held = buffer.shape[0] - start
 
         try:
             for packet in container.demux(stream):

@@ -18,6 +18,13 @@ ids: with stored features they come from the query texts (``query``) or ``target
 without either (``mrhd train`` today passes no texts) ``loss_rec_fw`` is not computed (the
 enhancement still runs).
 
+Settings the paper does not state, taken from the released code: a third of the words masked
+(at least one, never SOT/EOT), label smoothing 0.1 on the word classes, rec_ss positives at GIoU
+>= 0.9 within a video and tau 0.5, rank-contrastive divided by 12, the negative pair's
+enhancement run with the negative's words, the reconstructed sentence as one extra always-valid
+text token, the global token flagged as padding for the encoder's keys (a quirk, kept), PReLU in
+every transformer layer, xavier init of the aligner, enhancer and DETR but not the SS stack.
+
 Design choices the paper (and code) leave open, and what was chosen:
 - Official training settings are the released configs (config/QVHighlights/C+SF_C.json,
   config/charades/C+SF_C.json): ``configs/models/mesm.yaml`` / ``mesm_charades.yaml``.

@@ -187,6 +187,7 @@ def test_video_groups_steer_negatives_and_rec_ss_positives():
     assert together["video_group"].tolist() == [0, 0, 1]
 
 
+@pytest.mark.slow   # first import of open_clip
 def test_clip_ids_keep_eot_and_the_text_tower_stays_frozen():
     long_query = " ".join(["walking"] * 60)
     ids = tokenize_queries([long_query, "a dog"], max_words_l=32)

@@ -204,9 +204,12 @@ def test_merge_waits_while_another_process_reads(tmp_path):
         if merged:
             pytest.skip("HDF5 file locking is disabled here (HDF5_USE_FILE_LOCKING)")
         assert store.has("second") and list((tmp_path / ".clip.parts").glob("*.h5"))
+        with pytest.raises(MrhdError, match="another recipe"):  # still checked while the file is held
+            FeatureStore(path, "a", _info(recipe={"other": 2}))
     finally:
         reader.kill()
         reader.wait()
     assert store.commit() == 1
     assert FeatureStore(path).video_ids() == ["first", "second"]
     np.testing.assert_array_equal(FeatureStore(path).read("second"), np.full((2, 4), 3.0))
+    assert not list(tmp_path.glob("clip.h5.corrupt-*"))  # a busy file is never mistaken for a damaged one

@@ -294,6 +294,12 @@ class FeatureStore:
                         if not existing:
                             f.attrs.update(self._want)
                             existing = None
+                else:  # held by a reader: reading its attributes is still allowed
+                    try:
+                        with h5py.File(self.path, "r") as fr:
+                            existing = _attrs_of(fr) or None
+                    except OSError:
+                        existing = None
             if existing is None:
                 for part in self._part_files():
                     try:
@@ -322,13 +328,20 @@ class FeatureStore:
         try:
             f = h5py.File(self.path, "a")
         except OSError as err:
-            if "lock" in str(err).lower():
-                return None  # another process has it open; the parts wait for a later merge
+            if _busy(err):
+                return None  # a reader (this or another process) has it open; parts wait for a later merge
             if not os.access(self.path, os.W_OK):
                 raise MrhdError(f"cannot write to {self.path}; make it writable or choose another --out "
                                 "folder") from err
-            self._salvage(f"cannot be opened ({err})")
-            return h5py.File(self.path, "a")
+            try:  # only a file that cannot even be read is damaged
+                with h5py.File(self.path, "r"):
+                    pass
+            except OSError as err_read:
+                if _busy(err_read):
+                    return None
+                self._salvage(f"cannot be opened ({err_read})")
+                return h5py.File(self.path, "a")
+            raise MrhdError(f"cannot open {self.path} for writing ({err}); close what holds it and re-run") from err
         if f.attrs.get(_MERGING, 0):
             try:
                 for obj in list(f.values()):
@@ -470,6 +483,13 @@ class FeatureStore:
             self.close()
         else:
             self.close_reader()
+
+
+def _busy(err: OSError) -> bool:
+    """HDF5's refusals while someone else has the file open (file locks, or an open handle in this
+    process), as opposed to a damaged file."""
+    text = str(err).lower()
+    return "lock" in text or "already open" in text
 
 
 def _complete_names(f: h5py.File) -> Iterator[str]:

@@ -13,7 +13,8 @@ from mrhd.models.cg_detr import (
     real_negative_mask,
     source_video_ids,
 )
-from mrhd.models.cg_detr_postprocess import postprocessor_for, predict_lines, prediction_lines
+from mrhd.models.cg_detr_postprocess import predict_lines, prediction_lines
+from mrhd.models.postprocess import postprocessor_for
 from mrhd.models.registry import create_model, get_spec
 from tests.conftest import open_case
 from tests.helpers.model_fixtures import (

@@ -183,7 +183,7 @@ def test_predictions_clamp_to_duration_and_zero_padding_scores():
 
 
 def test_drop_path_drops_whole_samples_only_in_training():
-    from mrhd.models.univtg_layers import DropPath
+    from mrhd.models.drop_path import DropPath
 
     torch.manual_seed(0)
     layer = DropPath(0.5)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mrhd.models.cg_detr_postprocess import postprocessor_for
-from mrhd.models.postprocess import prediction_lines
+from mrhd.models.postprocess import postprocessor_for, prediction_lines
 from mrhd.models.registry import create_model, get_spec
 from mrhd.models.videolights import VideoLightsConfig, build, build_criterion, config_from_opt
 from tests.conftest import open_case

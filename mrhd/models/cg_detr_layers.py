@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from mrhd.models.attention import ProjectionFreeAttention
+from mrhd.models.drop_path import DropPath
 from mrhd.models.encoder import T2VEncoderLayer, TransformerEncoder, TransformerEncoderLayer, with_pos
-from mrhd.models.univtg_layers import DropPath
 
 
 def with_drop_path(layer: nn.Module, drop_prob: float) -> nn.Module:

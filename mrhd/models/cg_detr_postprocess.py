@@ -2,7 +2,7 @@
 
 As the shared Moment-DETR routine, except that windows are clamped to [0, duration] *before* the
 4-decimal rounding; then the shared :class:`~mrhd.models.postprocess.PostProcessorDETR` with the
-per-dataset settings upstream picks (QVHighlights: clamp to 150, round to clip multiples).
+per-dataset settings upstream picks (:func:`~mrhd.models.postprocess.postprocessor_for`).
 """
 
 from __future__ import annotations
@@ -12,19 +12,8 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from mrhd.models.postprocess import PostProcessorDETR
+from mrhd.models.postprocess import postprocessor_for
 from mrhd.models.span_utils import span_cxw_to_xx
-
-
-def postprocessor_for(dset_name: str, clip_length: float, v_feat_dim: int = 2818) -> PostProcessorDETR:
-    """The PostProcessorDETR ``compute_mr_results`` builds for ``dset_name``."""
-    if dset_name == "hl":
-        return PostProcessorDETR(clip_length, 0, 150, 2, 150, "left", ("clip_ts", "round_multiple"))
-    if dset_name == "charadesSTA":
-        if v_feat_dim == 4096:  # VGG features
-            return PostProcessorDETR(clip_length, 0, 360, 12, 360, "left", ("clip_ts", "round_multiple"))
-        return PostProcessorDETR(clip_length, 0, 150, 2, 60, "left", ("clip_ts", "round_multiple"))
-    return PostProcessorDETR(clip_length, 0, 50000, 0, 50000, "left", ("round_multiple",))
 
 
 def prediction_lines(outputs: dict, src_vid_mask: torch.Tensor, metas: Sequence[dict]) -> list[dict]:

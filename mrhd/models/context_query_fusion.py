@@ -13,10 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-
-def mask_logits(inputs: torch.Tensor, mask: torch.Tensor, mask_value: float = -1e30) -> torch.Tensor:
-    """Add a large negative value where mask == 0 (additive, as the official code)."""
-    return inputs + (1.0 - mask.float()) * mask_value
+from mrhd.models.pooling import WeightedPool, mask_logits
 
 
 class Conv1D(nn.Module):
@@ -55,16 +52,6 @@ class CQAttention(nn.Module):
         c2q = torch.matmul(score_, query)
         q2c = torch.matmul(torch.matmul(score_, score_t), context)
         return self.cqa_linear(torch.cat([context, c2q, context * c2q, context * q2c], dim=2))
-
-
-class WeightedPool(nn.Module):
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dim, 1)))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        alpha = mask_logits(torch.tensordot(x, self.weight, dims=1), mask.unsqueeze(2))
-        return torch.matmul(x.transpose(1, 2), torch.softmax(alpha, dim=1)).squeeze(2)
 
 
 class CQConcatenate(nn.Module):

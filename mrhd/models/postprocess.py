@@ -82,6 +82,19 @@ class PostProcessorDETR:
         return out
 
 
+def postprocessor_for(dset_name: str, clip_length: float, v_feat_dim: int = 2818) -> PostProcessorDETR:
+    """The PostProcessorDETR ``compute_mr_results`` builds for ``dset_name`` in CG-DETR
+    (wjun0830/CGDETR@212b2e4 cg_detr/inference.py; VideoLights' fixture uses the same settings):
+    QVHighlights clamps to 150 s and rounds to clip multiples; Charades-STA by its feature kind."""
+    if dset_name == "hl":
+        return PostProcessorDETR(clip_length, 0, 150, 2, 150, "left", ("clip_ts", "round_multiple"))
+    if dset_name == "charadesSTA":
+        if v_feat_dim == 4096:  # VGG features
+            return PostProcessorDETR(clip_length, 0, 360, 12, 360, "left", ("clip_ts", "round_multiple"))
+        return PostProcessorDETR(clip_length, 0, 150, 2, 60, "left", ("clip_ts", "round_multiple"))
+    return PostProcessorDETR(clip_length, 0, 50000, 0, 50000, "left", ("round_multiple",))
+
+
 def prediction_lines(outputs: dict, src_vid_mask: torch.Tensor, metas: Sequence[dict],
                      sort_results: bool = True) -> list[dict]:
     """Model outputs + per-sample meta (qid, query, vid, duration) -> official lines before

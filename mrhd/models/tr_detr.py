@@ -24,7 +24,6 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from mrhd.errors import MrhdError
@@ -34,10 +33,11 @@ from mrhd.models.criterion import SetCriterion
 from mrhd.models.detr_config import DetrConfig, fields_from_opt
 from mrhd.models.encoder import T2VEncoderLayer, TransformerEncoder, TransformerEncoderLayer
 from mrhd.models.mlp import MLP, input_projection
+from mrhd.models.moment_feedback import GRUFeatureExtractor, top1_clip_span, top_moment_saliency
 from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
 from mrhd.models.qd_detr import check_anchor_config
 from mrhd.models.registry import ModelSpec, register_model
-from mrhd.models.span_utils import inverse_sigmoid, span_cxw_to_xx
+from mrhd.models.span_utils import inverse_sigmoid
 
 
 @dataclass
@@ -48,17 +48,6 @@ class TRDETRConfig(DetrConfig):
     ctc_loss_coef: float = 0.5        # official --CTC_loss_coef
     vtc_loss_coef: float = 0.3        # official --VTC_loss_coef
     mr2hd_clamp_start: bool = False   # fix for the wrapped negative slice (off = official)
-
-
-class GRUFeatureExtractor(nn.Module):
-    """Last hidden state of a 1-layer GRU over (B, L, d); key ``gru.*``."""
-
-    def __init__(self, input_dim: int, hidden_dim: int):
-        super().__init__()
-        self.gru = nn.GRU(input_dim, hidden_dim, num_layers=1, bidirectional=False, batch_first=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.gru(x)[1][-1]
 
 
 class TRDETRTransformer(nn.Module):
@@ -124,27 +113,12 @@ class TRDETR(nn.Module):
 
     def top1_clip_span(self, pred_logits, pred_spans, padded_len: int) -> torch.Tensor:
         """(B, 2) clip indices [start, end] of the most confident query, scaled by the padded length."""
-        scores = F.softmax(pred_logits, -1)[..., 0]
-        best = torch.sort(scores, dim=-1, descending=True)[1][:, :1]
-        spans = torch.floor(span_cxw_to_xx(pred_spans) * (padded_len * self.clip_len) / self.clip_len)
-        return spans[torch.arange(spans.size(0)).unsqueeze(1), best].squeeze(1)
+        return top1_clip_span(pred_logits, pred_spans, padded_len, self.clip_len)
 
     def mr2hd(self, pred_logits, pred_spans, memory, src_vid_ed):
         """Refine the saliency with the features of the retrieved top-1 moment."""
-        padded_len = memory.size(1)
-        clip_span = self.top1_clip_span(pred_logits, pred_spans, padded_len)
-        slices = []
-        for i in range(memory.size(0)):
-            start, end = int(clip_span[i, 0]), int(clip_span[i, 1])
-            if self.cfg.mr2hd_clamp_start:
-                start = max(start, 0)
-            piece = src_vid_ed[i, start:end + 1, :]  # negative start wraps around (official quirk)
-            pad = padded_len - piece.size(0)
-            slices.append(F.pad(piece, (0, 0, 0, pad), value=0) if pad > 0 else piece[:padded_len])
-        moment = self.gru_extractor(torch.stack(slices, dim=0)).unsqueeze(1)
-        weight = torch.matmul(moment, src_vid_ed.transpose(1, 2)).squeeze(1)
-        memory = memory * weight.unsqueeze(-1) + memory
-        return torch.sum(self.saliency_proj1(memory), dim=-1) / math.sqrt(self.hidden_dim)
+        return top_moment_saliency(memory, src_vid_ed, pred_logits, pred_spans, self.gru_extractor,
+                                   self.saliency_proj1, self.clip_len, self.cfg.mr2hd_clamp_start)
 
     def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None):
         """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio."""

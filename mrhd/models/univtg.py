@@ -18,10 +18,11 @@ from torch import nn
 
 from mrhd.errors import MrhdError
 from mrhd.models.mlp import input_projection
+from mrhd.models.pooling import WeightedPool
 from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
 from mrhd.models.registry import ModelSpec, register_model
 from mrhd.models.univtg_criterion import UniVTGCriterion
-from mrhd.models.univtg_layers import ConvHead, UniVTGTransformer, WeightedPool
+from mrhd.models.univtg_layers import ConvHead, UniVTGTransformer
 
 
 @dataclass

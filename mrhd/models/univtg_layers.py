@@ -1,4 +1,5 @@
-"""UniVTG's own layers: the drop-path encoder, the Conv1d heads and the weighted text pool.
+"""UniVTG's own layers: the drop-path encoder and the Conv1d heads (drop path and the weighted text
+pool are shared blocks: :mod:`mrhd.models.drop_path`, :mod:`mrhd.models.pooling`).
 
 Facts from showlab/UniVTG@32659ac (model/transformer_encoder_droppath.py, model/univtg.py): the
 encoder is post-norm, has no dropout on its residual branches but per-sample drop path, uses GELU
@@ -11,29 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrhd.models.drop_path import DropPath
 from mrhd.models.encoder import TransformerEncoder, TransformerEncoderLayer
-
-
-def drop_path(x: torch.Tensor, drop_prob: float, training: bool, batch_dim: int = 0) -> torch.Tensor:
-    """Stochastic depth: zero whole samples of a residual branch while training."""
-    if drop_prob == 0.0 or not training:
-        return x
-    keep_prob = 1.0 - drop_prob
-    shape = [1] * x.ndim
-    shape[batch_dim] = x.shape[batch_dim]
-    keep = (keep_prob + torch.rand(shape, dtype=x.dtype, device=x.device)).floor_()
-    return x.div(keep_prob) * keep
-
-
-class DropPath(nn.Module):
-    """Drop path on sequence-first (L, B, d) tensors (one draw per sample, as upstream)."""
-
-    def __init__(self, drop_prob: float):
-        super().__init__()
-        self.drop_prob = drop_prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return drop_path(x, self.drop_prob, self.training, batch_dim=1)
 
 
 def droppath_encoder_layer(d_model: int, nhead: int, dim_feedforward: int, dropout: float,
@@ -85,17 +65,3 @@ class ConvHead(nn.Module):
             if i < len(self.layers) - 1:
                 x = F.relu(x)
         return x.transpose(1, 2)
-
-
-class WeightedPool(nn.Module):
-    """Attention pooling of tokens with one learned score vector; padding gets -1e30 before softmax."""
-
-    def __init__(self, dim: int):
-        super().__init__()
-        self.weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dim, 1)))
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        alpha = torch.tensordot(x, self.weight, dims=1)                 # (B, L, 1)
-        alpha = alpha + (1.0 - mask.float().unsqueeze(2)) * -1e30
-        alpha = torch.softmax(alpha, dim=1)
-        return torch.matmul(x.transpose(1, 2), alpha).squeeze(2)         # (B, D)

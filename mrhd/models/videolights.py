@@ -21,7 +21,6 @@ which equals it at the released hidden_dim 256).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
@@ -32,10 +31,10 @@ from mrhd.errors import MrhdError
 from mrhd.models.detr_config import fields_from_opt
 from mrhd.models.encoder import TransformerEncoder
 from mrhd.models.mlp import input_projection
+from mrhd.models.moment_feedback import GRUFeatureExtractor, top_moment_saliency
 from mrhd.models.qd_detr import QDDETR, QDDETRConfig, QDDETRTransformer
 from mrhd.models.registry import ModelSpec, register_model
-from mrhd.models.span_utils import inverse_sigmoid, span_cxw_to_xx
-from mrhd.models.tr_detr import GRUFeatureExtractor
+from mrhd.models.span_utils import inverse_sigmoid
 from mrhd.models.videolights_criterion import VideoLightsCriterion
 from mrhd.models.videolights_layers import BiCMFLayer, FeatureRefinement, conv_input_projection
 
@@ -94,23 +93,8 @@ class VideoLights(QDDETR):
 
     def top_moment_saliency(self, src_vid, vid_mem, pred_logits, pred_spans):
         """Saliency re-weighted by the top-1 predicted moment (uni-directional MR -> HD feedback)."""
-        n_clips = src_vid.shape[1]
-        clip_len = self.cfg.clip_length
-        top = torch.sort(F.softmax(pred_logits, -1)[..., 0], dim=-1, descending=True)[1][:, 0]
-        spans = torch.floor(span_cxw_to_xx(pred_spans) * (n_clips * clip_len) / clip_len)
-        spans = spans[torch.arange(len(spans)), top]
-        slices = []
-        for i in range(len(src_vid)):
-            start, end = int(spans[i, 0]), int(spans[i, 1])
-            if self.cfg.mr2hd_clamp_start:
-                start = max(start, 0)
-            clip = src_vid[i, start:end + 1]          # Python slicing: a negative start wraps around
-            slices.append(F.pad(clip, (0, 0, 0, n_clips - clip.shape[0])) if clip.shape[0] < n_clips
-                          else clip[:n_clips])
-        summary = self.gru_extractor(torch.stack(slices)).unsqueeze(1)            # (B, 1, d)
-        weight = torch.matmul(summary, src_vid.transpose(1, 2)).squeeze(1)         # (B, Lv)
-        memory = vid_mem * weight.unsqueeze(-1) + vid_mem
-        return torch.sum(self.saliency_proj_mr(memory), dim=-1) / math.sqrt(self.hidden_dim)
+        return top_moment_saliency(vid_mem, src_vid, pred_logits, pred_spans, self.gru_extractor,
+                                   self.saliency_proj_mr, self.cfg.clip_length, self.cfg.mr2hd_clamp_start)
 
     def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None):
         """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio."""

@@ -24,7 +24,7 @@ from torch import nn
 from mrhd.models.activation import make_activation
 from mrhd.models.encoder import with_pos
 from mrhd.models.mlp import LinearLayer
-from mrhd.models.univtg_layers import WeightedPool
+from mrhd.models.pooling import WeightedPool
 
 
 class Conv1D(nn.Module):

@@ -376,3 +376,24 @@ def test_stored_clip_text_features_equal_the_token_id_path():
     assert out["recfw_words_logit"].shape == (3, lt, cfg.vocab_size + 3)
     with pytest.raises(MrhdError, match="stored token counts"):
         model(**stored, query=["a", "b", "c"])
+
+
+def test_text_tower_loads_mesm_clip_text_encoder_pth(tmp_path):
+    """MESM ships the CLIP text tower alone (``pretrained_models/clip_text_encoder.pth``: OpenAI's
+    text tensors in fp16, heads = width / 64); ``text_encoder_weights`` reads it."""
+    from open_clip.model import CLIP, CLIPTextCfg
+
+    from mrhd.models.mesm_text import ClipTokenEncoder
+
+    torch.manual_seed(0)
+    source = ClipTokenEncoder(CLIP(64, vision_cfg={"layers": 1, "width": 64, "patch_size": 32, "head_width": 64},
+                                   text_cfg=CLIPTextCfg(width=128, heads=2, layers=1), quick_gelu=True))
+    sd = {k: v.half() for k, v in source.state_dict().items()}
+    torch.save({**sd, "context_length": torch.tensor(77), "vocab_size": torch.tensor(49408)}, tmp_path / "t.pth")
+    model = build(tiny(t_feat_dim=128, text_encoder="clip", text_encoder_weights=str(tmp_path / "t.pth")))
+    ids = tokenize_queries(QUERIES, 32)
+    source.half().float()
+    assert torch.equal(model.text_encoder(ids), source(ids))
+    torch.save({"ln_final.weight": torch.ones(8)}, tmp_path / "bad.pth")
+    with pytest.raises(MrhdError, match="not a CLIP text tower"):
+        build(tiny(text_encoder="clip", text_encoder_weights=str(tmp_path / "bad.pth")))

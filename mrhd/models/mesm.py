@@ -106,7 +106,7 @@ class MESMConfig(DetrConfig):
     loss_recfw_coef: float = 0.5
     loss_recss_coef: float = 0.1
     text_encoder: str = "none"        # none (stored features) | clip | clip_tiny (tests)
-    text_encoder_weights: str | None = None   # CLIP weights for text_encoder: clip ("random" for none)
+    text_encoder_weights: str | None = None   # ViT-B-32.pt, MESM's clip_text_encoder.pth, id, or "random"
     word_vocab: list | None = None    # FW-MESM vocabulary: CLIP ids by frequency
     word_vocab_file: str | None = None
 

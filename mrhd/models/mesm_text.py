@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from mrhd.errors import MrhdError
-from mrhd.extract.encoders.clip import EOT_TOKEN, SOT_TOKEN, load_clip
+from mrhd.extract.encoders.clip import EOT_TOKEN, SOT_TOKEN, load_clip, read_openai_state_dict
 
 CLIP_VOCAB = 49408
 CLIP_CONTEXT = 77
@@ -52,16 +52,48 @@ class ClipTokenEncoder(nn.Module):
         return self.ln_final(x)
 
 
+TEXT_KEYS = ("token_embedding.", "positional_embedding", "transformer.", "ln_final.", "text_projection")
+
+
+def load_text_only(path: Path) -> ClipTokenEncoder:
+    """The official ``pretrained_models/clip_text_encoder.pth``: OpenAI's text-tower tensors only
+    (``runner.py build_CLIP_text_encoder`` reads the sizes off them, heads = width / 64)."""
+    from open_clip.model import CLIP, CLIPTextCfg
+
+    sd = {k: v.float() for k, v in read_openai_state_dict(path).items() if k.startswith(TEXT_KEYS)}
+    try:
+        width = sd["ln_final.weight"].shape[0]
+        text = CLIPTextCfg(context_length=sd["positional_embedding"].shape[0],
+                           vocab_size=sd["token_embedding.weight"].shape[0], width=width, heads=width // 64,
+                           layers=len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}))
+        model = CLIP(sd["text_projection"].shape[1], vision_cfg={"layers": 1, "width": 64, "patch_size": 32,
+                                                               "head_width": 64}, text_cfg=text, quick_gelu=True)
+    except KeyError as err:
+        raise MrhdError(f"{path} is not a CLIP text tower (no {err.args[0]!r}); give OpenAI's ViT-B-32.pt "
+                        "or MESM's clip_text_encoder.pth") from None
+    tower = ClipTokenEncoder(model)
+    missing, unexpected = tower.load_state_dict(sd, strict=False)
+    if missing or unexpected:
+        raise MrhdError(f"{path} does not match a CLIP text tower: missing {sorted(missing)[:3]}, "
+                        f"unexpected {sorted(unexpected)[:3]}")
+    return tower
+
+
 def build_text_encoder(kind: str, weights: str | None) -> ClipTokenEncoder | None:
-    """``none`` (stored token features are fed instead), ``clip`` (ViT-B/32 text tower; OpenAI
-    weights from ``weights`` or the registry, random when ``weights == 'random'``), ``clip_tiny``
-    (a small random tower for tests). Built under a forked RNG so it never shifts the model's init."""
+    """``none`` (stored token features are fed instead), ``clip`` (ViT-B/32 text tower; weights from
+    ``weights``: OpenAI's ViT-B-32.pt, MESM's text-only clip_text_encoder.pth, a registry id, the
+    default CLIP when None, random when ``'random'``), ``clip_tiny`` (a small random tower for
+    tests). Built under a forked RNG so it never shifts the model's init."""
     if kind == "none":
         return None
     if kind not in ("clip", "clip_tiny"):
         raise MrhdError(f"mesm: text_encoder {kind!r} is unknown; choose none, clip or clip_tiny")
     random_weights = kind == "clip_tiny" or weights == "random"
     with torch.random.fork_rng(devices=[]):
+        if not random_weights and weights and Path(weights).expanduser().is_file():
+            sd_keys = read_openai_state_dict(Path(weights).expanduser()).keys()
+            if not any(k.startswith("visual.") for k in sd_keys):
+                return load_text_only(Path(weights).expanduser())
         model, _, _ = load_clip(None if random_weights else weights, random_weights,
                                 "tiny" if kind == "clip_tiny" else "full")
     return ClipTokenEncoder(model)

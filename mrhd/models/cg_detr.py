@@ -29,10 +29,10 @@ from mrhd.models.cg_detr_criterion import CGDETRCriterion
 from mrhd.models.cg_detr_layers import helper_encoder
 from mrhd.models.cg_detr_transformer import CGDETRTransformer
 from mrhd.models.detr_config import DetrConfig, fields_from_opt
+from mrhd.models.detr_heads import DetrHeads, aux_outputs
 from mrhd.models.mlp import MLP, LinearLayer, input_projection
 from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
 from mrhd.models.registry import ModelSpec, register_model
-from mrhd.models.span_utils import inverse_sigmoid
 
 
 @dataclass
@@ -81,7 +81,7 @@ def real_negative_mask(vids: list[str], dset_name: str, device=None) -> torch.Te
     return torch.tensor([a != b for a, b in zip(ori, rolled)], dtype=torch.bool, device=device)
 
 
-class CGDETR(nn.Module):
+class CGDETR(DetrHeads):
     def __init__(self, cfg: CGDETRConfig):
         super().__init__()
         if cfg.hidden_dim % cfg.nheads or cfg.hidden_dim % 8:
@@ -167,8 +167,7 @@ class CGDETR(nn.Module):
         src_txt = self.input_txt_proj(src_txt)
         src_vid = src_vid + self.token_type_embeddings(torch.ones_like(src_vid_mask, dtype=torch.long))
         src_txt = src_txt + self.token_type_embeddings(torch.zeros_like(src_txt_mask, dtype=torch.long))
-        pos_vid = self.position_embed(src_vid, src_vid_mask)
-        pos_txt = self.txt_position_embed(src_txt) if self.cfg.use_txt_pos else torch.zeros_like(src_txt)
+        pos_vid, pos_txt = self.positions(src_vid, src_vid_mask, src_txt)
         n = self.num_dummies
         video_length = src_vid.shape[1]
 
@@ -213,8 +212,7 @@ class CGDETR(nn.Module):
                         "moment_mask", "src_vid"):
                 out[key] = None
 
-        outputs_class = self.class_embed(t["hs"])
-        outputs_coord = (self.span_embed(t["hs"]) + inverse_sigmoid(t["references"])).sigmoid()
+        outputs_class, outputs_coord = self.anchor_predictions(t["hs"], t["references"])
         out["pred_logits"], out["pred_spans"] = outputs_class[-1], outputs_coord[-1]
 
         out.update(saliency_scores_neg=None, t2vattnvalues_neg=None, real_neg_mask=None)
@@ -234,8 +232,7 @@ class CGDETR(nn.Module):
         out["global_rep_tokens"] = self.global_rep_token
         out["video_mask"] = src_vid_mask
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
-                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+            out["aux_outputs"] = aux_outputs(outputs_class, outputs_coord)
         return out
 
     def negative_pass(self, src_vid, src_vid_mask, src_txt_dummy, src_txt_mask_dummy, pos, ctx_token, vlen,

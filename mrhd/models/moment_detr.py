@@ -18,9 +18,8 @@ from mrhd.errors import MrhdError
 from mrhd.models.criterion import SetCriterion
 from mrhd.models.decoder import TransformerDecoder, TransformerDecoderLayer
 from mrhd.models.detr_config import DetrConfig, fields_from_opt
+from mrhd.models.detr_heads import DetrHeads, aux_outputs
 from mrhd.models.encoder import TransformerEncoder, TransformerEncoderLayer
-from mrhd.models.mlp import MLP, input_projection
-from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
 from mrhd.models.registry import ModelSpec, register_model
 
 
@@ -57,20 +56,14 @@ class DetrTransformer(nn.Module):
         return hs.transpose(1, 2), memory.transpose(0, 1)
 
 
-class MomentDETR(nn.Module):
+class MomentDETR(DetrHeads):
     def __init__(self, cfg: MomentDETRConfig):
         super().__init__()
         self.cfg = cfg
         d = cfg.hidden_dim
         self.num_queries = cfg.num_queries
         self.transformer = DetrTransformer(cfg)
-        self.position_embed = PositionEmbeddingSine(d, normalize=True)
-        self.txt_position_embed = TrainablePositionalEncoding(cfg.max_q_l, d, cfg.input_dropout)
-        self.span_embed = MLP(d, d, 2, 3)
-        self.class_embed = nn.Linear(d, 2)
-        self.query_embed = nn.Embedding(cfg.num_queries, d)
-        self.input_txt_proj = input_projection(cfg.t_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
-        self.input_vid_proj = input_projection(cfg.v_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
+        self.init_heads(cfg, query_dim=d, vid_in_dim=cfg.v_feat_dim)
         self.saliency_proj = nn.Linear(d, 1)
         self.aux_loss = cfg.aux_loss
 
@@ -80,9 +73,7 @@ class MomentDETR(nn.Module):
         src_txt = self.input_txt_proj(src_txt)
         src = torch.cat([src_vid, src_txt], dim=1)
         mask = torch.cat([src_vid_mask, src_txt_mask], dim=1).bool()
-        pos_vid = self.position_embed(src_vid, src_vid_mask)
-        pos_txt = self.txt_position_embed(src_txt) if self.cfg.use_txt_pos else torch.zeros_like(src_txt)
-        pos = torch.cat([pos_vid, pos_txt], dim=1)
+        pos = torch.cat(self.positions(src_vid, src_vid_mask, src_txt), dim=1)
         hs, memory = self.transformer(src, ~mask, self.query_embed.weight, pos)
         outputs_class = self.class_embed(hs)
         outputs_coord = self.span_embed(hs).sigmoid()
@@ -90,8 +81,7 @@ class MomentDETR(nn.Module):
         vid_mem = memory[:, :src_vid.shape[1]]
         out["saliency_scores"] = self.saliency_proj(vid_mem).squeeze(-1)
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
-                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+            out["aux_outputs"] = aux_outputs(outputs_class, outputs_coord)
         return out
 
 

@@ -19,14 +19,11 @@ import torch
 from torch import nn
 
 from mrhd.errors import MrhdError
-from mrhd.models.anchor_decoder import AnchorDecoder, AnchorDecoderLayer
 from mrhd.models.criterion import SetCriterion
 from mrhd.models.detr_config import DetrConfig, fields_from_opt
-from mrhd.models.encoder import T2VEncoderLayer, TransformerEncoder, TransformerEncoderLayer
-from mrhd.models.mlp import MLP, input_projection
-from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
+from mrhd.models.detr_heads import DetrHeads, aux_outputs
 from mrhd.models.registry import ModelSpec, register_model
-from mrhd.models.span_utils import inverse_sigmoid
+from mrhd.models.t2v_anchor_transformer import T2VAnchorTransformer, check_anchor_config  # kept for cmdnet.py
 
 
 @dataclass
@@ -36,38 +33,11 @@ class QDDETRConfig(DetrConfig):
     sine_half_dim: int | None = None  # None = hidden_dim // 2 (official hard-codes 128)
 
 
-def check_anchor_config(cfg: DetrConfig, model: str) -> None:
-    if getattr(cfg, "pre_norm", False):
-        raise MrhdError(f"{model}: pre_norm is not supported by the official code; set pre_norm false")
-    if cfg.hidden_dim % cfg.nheads:
-        raise MrhdError(f"{model}: hidden_dim {cfg.hidden_dim} must be divisible by nheads {cfg.nheads}")
-
-
-class QDDETRTransformer(nn.Module):
+class QDDETRTransformer(T2VAnchorTransformer):
     """T2V encoder, encoder on [global, video], anchor decoder; keys as the official ``Transformer``."""
 
     def __init__(self, cfg: QDDETRConfig, n_prefix: int = 1):
-        super().__init__()
-        d = cfg.hidden_dim
-        t2v = T2VEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu", n_prefix=n_prefix)
-        self.t2v_encoder = TransformerEncoder(t2v, cfg.enc_layers)
-        enc = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
-        self.encoder = TransformerEncoder(enc, cfg.enc_layers)
-        dec = AnchorDecoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
-        self.decoder = AnchorDecoder(dec, cfg.dec_layers, d, sine_half_dim=cfg.sine_half_dim)
-        for p in self.parameters():  # official _reset_parameters (also overrides bbox zero-init)
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        self.d_model = d
-        self.n_prefix = n_prefix
-
-    def decode(self, memory_local, mask_local, pos_local, query_embed):
-        bs = memory_local.shape[1]
-        refpoint = query_embed.unsqueeze(1).repeat(1, bs, 1)
-        tgt = torch.zeros(refpoint.shape[0], bs, self.d_model, device=memory_local.device,
-                          dtype=memory_local.dtype)
-        return self.decoder(tgt, memory_local, memory_key_padding_mask=mask_local, pos=pos_local,
-                            refpoints_unsigmoid=refpoint)
+        super().__init__(cfg, n_prefix)
 
     def forward(self, src, mask, query_embed, pos_embed, video_length: int):
         """src (B, 1 + Lv + Lt, d) with the global token first; mask True = padding.
@@ -83,7 +53,7 @@ class QDDETRTransformer(nn.Module):
         return hs, references, memory_local.transpose(0, 1), memory_global
 
 
-class QDDETR(nn.Module):
+class QDDETR(DetrHeads):
     def __init__(self, cfg: QDDETRConfig):
         super().__init__()
         check_anchor_config(cfg, "qd_detr")
@@ -92,14 +62,7 @@ class QDDETR(nn.Module):
         self.hidden_dim = d
         self.num_queries = cfg.num_queries
         self.transformer = QDDETRTransformer(cfg)
-        self.position_embed = PositionEmbeddingSine(d, normalize=True)
-        self.txt_position_embed = TrainablePositionalEncoding(cfg.max_q_l, d, cfg.input_dropout)
-        self.span_embed = MLP(d, d, 2, 3)
-        self.class_embed = nn.Linear(d, 2)
-        self.query_embed = nn.Embedding(cfg.num_queries, 2)
-        self.input_txt_proj = input_projection(cfg.t_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
-        self.input_vid_proj = input_projection(cfg.v_feat_dim + cfg.a_feat_dim, d, cfg.n_input_proj,
-                                               cfg.input_dropout)
+        self.init_heads(cfg, query_dim=2, vid_in_dim=cfg.v_feat_dim + cfg.a_feat_dim)
         self.saliency_proj1 = nn.Linear(d, d)
         self.saliency_proj2 = nn.Linear(d, d)
         self.aux_loss = cfg.aux_loss
@@ -126,17 +89,14 @@ class QDDETR(nn.Module):
             raise MrhdError("qd_detr: the query has no text tokens; give a non-empty query")
         src_vid = self.input_vid_proj(src_vid)
         src_txt = self.input_txt_proj(src_txt)
-        pos_vid = self.position_embed(src_vid, src_vid_mask)
-        pos_txt = self.txt_position_embed(src_txt) if self.cfg.use_txt_pos else torch.zeros_like(src_txt)
-        pos = torch.cat([pos_vid, pos_txt], dim=1)
+        pos = torch.cat(self.positions(src_vid, src_vid_mask, src_txt), dim=1)
         src, mask, pos = self.with_global_token(
             torch.cat([src_vid, src_txt], dim=1), torch.cat([src_vid_mask, src_txt_mask], dim=1).bool(), pos)
         video_length = src_vid.shape[1]
 
         hs, reference, vid_mem, memory_global = self.transformer(
             src, ~mask, self.query_embed.weight, pos, video_length=video_length)
-        outputs_class = self.class_embed(hs)
-        outputs_coord = (self.span_embed(hs) + inverse_sigmoid(reference)).sigmoid()
+        outputs_class, outputs_coord = self.anchor_predictions(hs, reference)
         out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1]}
 
         # negative pairs: sample i gets the text of sample i+1 (the last gets the first)
@@ -152,8 +112,7 @@ class QDDETR(nn.Module):
         out["saliency_scores_neg"] = self.saliency(vid_mem_neg, memory_global_neg)
         out["video_mask"] = src_vid_mask
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
-                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+            out["aux_outputs"] = aux_outputs(outputs_class, outputs_coord)
         return out
 
 

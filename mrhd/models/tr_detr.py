@@ -27,17 +27,13 @@ import torch
 from torch import nn
 
 from mrhd.errors import MrhdError
-from mrhd.models.anchor_decoder import AnchorDecoder, AnchorDecoderLayer
 from mrhd.models.context_query_fusion import ContextQueryFuser
 from mrhd.models.criterion import SetCriterion
 from mrhd.models.detr_config import DetrConfig, fields_from_opt
-from mrhd.models.encoder import T2VEncoderLayer, TransformerEncoder, TransformerEncoderLayer
-from mrhd.models.mlp import MLP, input_projection
+from mrhd.models.detr_heads import DetrHeads, aux_outputs
 from mrhd.models.moment_feedback import GRUFeatureExtractor, top1_clip_span, top_moment_saliency
-from mrhd.models.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
-from mrhd.models.qd_detr import check_anchor_config
 from mrhd.models.registry import ModelSpec, register_model
-from mrhd.models.span_utils import inverse_sigmoid
+from mrhd.models.t2v_anchor_transformer import T2VAnchorTransformer, check_anchor_config
 
 
 @dataclass
@@ -50,20 +46,11 @@ class TRDETRConfig(DetrConfig):
     mr2hd_clamp_start: bool = False   # fix for the wrapped negative slice (off = official)
 
 
-class TRDETRTransformer(nn.Module):
+class TRDETRTransformer(T2VAnchorTransformer):
+    """QD-DETR's layers without the global token, and HD2MR between the encoder and the decoder."""
+
     def __init__(self, cfg: TRDETRConfig):
-        super().__init__()
-        d = cfg.hidden_dim
-        t2v = T2VEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu", n_prefix=0)
-        self.t2v_encoder = TransformerEncoder(t2v, cfg.enc_layers)
-        enc = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
-        self.encoder = TransformerEncoder(enc, cfg.enc_layers)
-        dec = AnchorDecoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
-        self.decoder = AnchorDecoder(dec, cfg.dec_layers, d, sine_half_dim=cfg.sine_half_dim)
-        for p in self.parameters():
-            if p.dim() > 1:
-                nn.init.xavier_uniform_(p)
-        self.d_model = d
+        super().__init__(cfg, n_prefix=0)
 
     def hd2mr(self, memory, saliency_proj1, src_vid, mask, pos):
         """Highlight scores re-weight the memory, then the same encoder runs again."""
@@ -74,21 +61,17 @@ class TRDETRTransformer(nn.Module):
 
     def forward(self, src, mask, query_embed, pos_embed, saliency_proj1, video_length: int):
         """src (B, Lv + Lt, d), mask True = padding -> hs, references, video memory (B, Lv, d)."""
-        bs = src.shape[0]
         src = src.permute(1, 0, 2)
         pos_embed = pos_embed.permute(1, 0, 2)
         src = self.t2v_encoder(src, src_key_padding_mask=mask, pos=pos_embed, video_length=video_length)
         src, mask, pos_embed = src[:video_length], mask[:, :video_length], pos_embed[:video_length]
         memory = self.encoder(src, src_key_padding_mask=mask, pos=pos_embed)
         memory = self.hd2mr(memory, saliency_proj1, src, mask, pos_embed)
-        refpoint = query_embed.unsqueeze(1).repeat(1, bs, 1)
-        tgt = torch.zeros(refpoint.shape[0], bs, self.d_model, device=src.device, dtype=src.dtype)
-        hs, references = self.decoder(tgt, memory, memory_key_padding_mask=mask, pos=pos_embed,
-                                      refpoints_unsigmoid=refpoint)
+        hs, references = self.decode(memory, mask, pos_embed, query_embed)
         return hs, references, memory.transpose(0, 1)
 
 
-class TRDETR(nn.Module):
+class TRDETR(DetrHeads):
     def __init__(self, cfg: TRDETRConfig):
         super().__init__()
         check_anchor_config(cfg, "tr_detr")
@@ -98,14 +81,7 @@ class TRDETR(nn.Module):
         self.clip_len = cfg.clip_length
         self.num_queries = cfg.num_queries
         self.transformer = TRDETRTransformer(cfg)
-        self.position_embed = PositionEmbeddingSine(d, normalize=True)
-        self.txt_position_embed = TrainablePositionalEncoding(cfg.max_q_l, d, cfg.input_dropout)
-        self.span_embed = MLP(d, d, 2, 3)
-        self.class_embed = nn.Linear(d, 2)
-        self.query_embed = nn.Embedding(cfg.num_queries, 2)
-        self.input_txt_proj = input_projection(cfg.t_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
-        self.input_vid_proj = input_projection(cfg.v_feat_dim + cfg.a_feat_dim, d, cfg.n_input_proj,
-                                               cfg.input_dropout)
+        self.init_heads(cfg, query_dim=2, vid_in_dim=cfg.v_feat_dim + cfg.a_feat_dim)
         self.aux_loss = cfg.aux_loss
         self.saliency_proj1 = nn.Linear(d, d)
         self.fuser = ContextQueryFuser(d)
@@ -133,19 +109,15 @@ class TRDETR(nn.Module):
         src_vid = self.fuser(src_vid, src_txt, src_vid_mask, src_txt_mask)
         src = torch.cat([src_vid, src_txt], dim=1)
         mask = torch.cat([src_vid_mask, src_txt_mask], dim=1).bool()
-        pos_vid = self.position_embed(src_vid, src_vid_mask)
-        pos_txt = self.txt_position_embed(src_txt) if self.cfg.use_txt_pos else torch.zeros_like(src_txt)
-        pos = torch.cat([pos_vid, pos_txt], dim=1)
+        pos = torch.cat(self.positions(src_vid, src_vid_mask, src_txt), dim=1)
         hs, reference, memory = self.transformer(src, ~mask, self.query_embed.weight, pos, self.saliency_proj1,
                                                  video_length=src_vid.shape[1])
-        outputs_class = self.class_embed(hs)
-        outputs_coord = (self.span_embed(hs) + inverse_sigmoid(reference)).sigmoid()
+        outputs_class, outputs_coord = self.anchor_predictions(hs, reference)
         out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1]}
         out["saliency_scores"] = self.mr2hd(out["pred_logits"], out["pred_spans"], memory, src_vid_ed)
         out["video_mask"] = src_vid_mask
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
-                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+            out["aux_outputs"] = aux_outputs(outputs_class, outputs_coord)
         out["src_txt_ed"] = src_txt_ed
         out["src_vid_ed"] = src_vid_ed
         out["src_vid_cls_ed"] = src_vid_cls_ed

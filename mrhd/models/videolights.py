@@ -29,12 +29,12 @@ from torch import nn
 
 from mrhd.errors import MrhdError
 from mrhd.models.detr_config import fields_from_opt
+from mrhd.models.detr_heads import aux_outputs
 from mrhd.models.encoder import TransformerEncoder
 from mrhd.models.mlp import input_projection
 from mrhd.models.moment_feedback import GRUFeatureExtractor, top_moment_saliency
 from mrhd.models.qd_detr import QDDETR, QDDETRConfig, QDDETRTransformer
 from mrhd.models.registry import ModelSpec, register_model
-from mrhd.models.span_utils import inverse_sigmoid
 from mrhd.models.videolights_criterion import VideoLightsCriterion
 from mrhd.models.videolights_layers import BiCMFLayer, FeatureRefinement, conv_input_projection
 
@@ -107,8 +107,7 @@ class VideoLights(QDDETR):
         src_vid_projected = src_vid
         if self.cfg.fra:
             src_vid = self.feature_refinement(src_vid, src_txt, src_vid_mask, src_txt_mask)
-        pos_vid = self.position_embed(src_vid, src_vid_mask)
-        pos_txt = self.txt_position_embed(src_txt) if self.cfg.use_txt_pos else torch.zeros_like(src_txt)
+        pos_vid, pos_txt = self.positions(src_vid, src_vid_mask, src_txt)
         src, mask, pos = self.with_global_token(
             torch.cat([src_vid, src_txt], dim=1), torch.cat([src_vid_mask, src_txt_mask], dim=1).bool(),
             torch.cat([pos_vid, pos_txt], dim=1))
@@ -116,8 +115,7 @@ class VideoLights(QDDETR):
 
         hs, reference, vid_mem, memory_global = self.transformer(
             src, ~mask, self.query_embed.weight, pos, video_length=video_length)
-        outputs_class = self.class_embed(hs)
-        outputs_coord = (self.span_embed(hs) + inverse_sigmoid(reference)).sigmoid()
+        outputs_class, outputs_coord = self.anchor_predictions(hs, reference)
         out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1]}
         if self.cfg.contrastive_align_loss:
             proj_queries = F.normalize(self.contrastive_align_projection_query(hs), p=2, dim=-1)
@@ -141,8 +139,7 @@ class VideoLights(QDDETR):
         out["src_txt"] = src_txt
         out["src_vid"] = src_vid
         if self.aux_loss:
-            out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
-                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+            out["aux_outputs"] = aux_outputs(outputs_class, outputs_coord)
             if self.cfg.contrastive_align_loss:
                 for aux, q in zip(out["aux_outputs"], proj_queries[:-1]):
                     aux.update(proj_queries=q, proj_txt_mem=out["proj_txt_mem"], proj_vid_mem=out["proj_vid_mem"])

@@ -20,7 +20,13 @@ from torch import nn
 
 from mrhd.models.attention import ProjectionFreeAttention
 from mrhd.models.drop_path import DropPath
-from mrhd.models.encoder import T2VEncoderLayer, TransformerEncoder, TransformerEncoderLayer, with_pos
+from mrhd.models.encoder import (
+    T2VEncoderLayer,
+    TransformerEncoder,
+    TransformerEncoderLayer,
+    t2v_attention_mask,
+    with_pos,
+)
 
 
 def with_drop_path(layer: nn.Module, drop_prob: float) -> nn.Module:
@@ -82,14 +88,12 @@ class DummyT2VEncoderLayer(T2VEncoderLayer):
     def forward(self, src, src_key_padding_mask, pos, video_length: int, dummy: bool = True):
         pos_src = with_pos(src, pos)
         q, k, v = pos_src[:video_length], pos_src[video_length:], src[video_length:]
-        qmask = src_key_padding_mask[:, :video_length].unsqueeze(2).float()
-        kmask = src_key_padding_mask[:, video_length:].unsqueeze(1).float()
-        attn_mask = torch.matmul(qmask, kmask).bool().repeat(self.nhead, 1, 1)
+        attn_mask = t2v_attention_mask(src_key_padding_mask, slice(None, video_length), slice(video_length, None),
+                                       self.nhead)
         src2, weights = self.self_attn(q, k, v, attn_mask=attn_mask,
                                        key_padding_mask=src_key_padding_mask[:, video_length:], dummy=dummy)
         vid = src[:video_length] + self.dropout1(src2)
-        ffn = self.linear2(self.dropout(self.activation(self.linear1(self.norm1(vid)))))
-        vid = self.norm2(vid + self.dropout2(ffn))
+        vid = self.norm2(vid + self.dropout2(self.feed_forward(self.norm1(vid))))
         return torch.cat([vid, src[video_length:]]), weights
 
 

@@ -54,7 +54,15 @@ class TransformerEncoderLayer(nn.Module):
         return self.norm2(src + self.dropout2(self.feed_forward(src)))
 
 
-class T2VEncoderLayer(nn.Module):
+def t2v_attention_mask(src_key_padding_mask: torch.Tensor, video: slice, text: slice, nhead: int) -> torch.Tensor:
+    """The official T2V attention mask: outer product of the video and text padding flags, per head
+    (redundant with the key padding mask, kept for exactness)."""
+    qmask = src_key_padding_mask[:, video].unsqueeze(2).float()
+    kmask = src_key_padding_mask[:, text].unsqueeze(1).float()
+    return torch.matmul(qmask, kmask).bool().repeat(nhead, 1, 1)
+
+
+class T2VEncoderLayer(TransformerEncoderLayer):
     """Video queries attend to text keys/values only (QD-DETR ``T2V_TransformerEncoderLayer``).
 
     The sequence is ``[global?, video (video_length), text]``; ``n_prefix`` is 1 when a global token
@@ -65,16 +73,7 @@ class T2VEncoderLayer(nn.Module):
 
     def __init__(self, d_model: int, nhead: int, dim_feedforward: int = 2048, dropout: float = 0.1,
                  activation: str = "prelu", n_prefix: int = 1):
-        super().__init__()
-        self.self_attn = nn.MultiheadAttention(d_model, nhead, dropout=dropout)
-        self.linear1 = nn.Linear(d_model, dim_feedforward)
-        self.dropout = nn.Dropout(dropout)
-        self.linear2 = nn.Linear(dim_feedforward, d_model)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.activation = make_activation(activation)
+        super().__init__(d_model, nhead, dim_feedforward, dropout, activation)  # same modules and keys
         self.nhead = nhead
         self.n_prefix = n_prefix
 
@@ -82,14 +81,11 @@ class T2VEncoderLayer(nn.Module):
         a, b = self.n_prefix, self.n_prefix + video_length
         pos_src = with_pos(src, pos)
         q, k, v = pos_src[a:b], pos_src[b:], src[b:]
-        qmask = src_key_padding_mask[:, a:b].unsqueeze(2).float()
-        kmask = src_key_padding_mask[:, b:].unsqueeze(1).float()
-        attn_mask = torch.matmul(qmask, kmask).bool().repeat(self.nhead, 1, 1)
+        attn_mask = t2v_attention_mask(src_key_padding_mask, slice(a, b), slice(b, None), self.nhead)
         src2 = self.self_attn(q, k, value=v, attn_mask=attn_mask,
                               key_padding_mask=src_key_padding_mask[:, b:])[0]
         vid = src[a:b] + self.dropout1(src2)
-        vid = self.norm2(vid + self.dropout2(self.linear2(self.dropout(self.activation(
-            self.linear1(self.norm1(vid)))))))
+        vid = self.norm2(vid + self.dropout2(self.feed_forward(self.norm1(vid))))
         return torch.cat([src[:a], vid, src[b:]], dim=0)
 
 

@@ -354,7 +354,10 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
 # --- through the job runner (mrhd extract) -------------------------------------------------------
 
 @pytest.mark.slow
-def test_extract_job_stores_what_the_encoders_compute(tmp_path):
+def test_extract_job_stores_what_the_encoders_compute(tmp_path, monkeypatch):
+    """The job decodes with the encoder's window_frame_picker (only 8 frames per window converted) and
+    stores what the encoder computes from the whole windows of the old path."""
+    from mrhd.extract import decode
     from mrhd.extract.decode import VideoDecoder
     from mrhd.extract.jobs import ExtractJob
     from mrhd.extract.sources import expand_inputs
@@ -366,7 +369,12 @@ def test_extract_job_stores_what_the_encoders_compute(tmp_path):
     video = build_encoder("internvideo2", random_weights=True, size="tiny")
     text = build_encoder("internvideo2_text", random_weights=True, size="tiny")
     job = ExtractJob([video], tmp_path / "out", text_encoders=[text], batch_size=2, num_workers=0, progress=False)
+    converted = []
+    real_to_rgb = decode.to_rgb
+    monkeypatch.setattr(decode, "to_rgb", lambda frame, size=224: converted.append(frame.pts) or real_to_rgb(frame, size))
     job.run_videos(expand_inputs([video_path]).sources)
+    monkeypatch.undo()
+    assert len(converted) == 8 + 8 + 8   # the picked frames only, of 20 + 20 + 10
     job.run_queries(tmp_path / "ann.jsonl")
     assert not job.summary.failures
 

@@ -160,3 +160,66 @@ def test_long_video_streams_with_flat_memory(tmp_path):
         tracemalloc.stop()
     assert n == {"slowfast_clip": 30, "window_frames": 30, "clip_frame": 30} and n_audio == 30
     assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB"
+
+
+# --------------------------------------------------------------- window_frames with a frame picker
+def _count_conversions(monkeypatch):
+    import mrhd.extract.decode as decode
+
+    calls = []
+    real = decode.to_rgb
+    monkeypatch.setattr(decode, "to_rgb", lambda frame, size=224: calls.append(frame.pts) or real(frame, size))
+    return calls
+
+
+@pytest.mark.parametrize("name", ["landscape", "mono48k"])
+def test_picked_windows_equal_the_picks_of_whole_windows(media, monkeypatch, name):
+    """The decoder converts only the frames the encoder's picker takes, and they are exactly the frames
+    the old whole-window path gave the encoder to pick from (8 of 50 per window at 25 fps, of 20 at 10)."""
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+
+    picker = SegmentMiddles(8)
+    whole = [a for _, _, a in VideoDecoder(media[name], ["window_frames"])]
+    calls = _count_conversions(monkeypatch)
+    dec = VideoDecoder(media[name], ["window_frames"], window_picker=picker)
+    picked = [(i, a) for _, i, a in dec]
+    assert [i for i, _ in picked] == list(range(len(whole))) and dec.restarts == 0
+    for w, (_, p) in zip(whole, picked):
+        assert p.shape == (8, 224, 224, 3)
+        np.testing.assert_array_equal(p, w[picker(len(w))])
+    assert len(calls) == sum(len(set(picker(len(w)))) for w in whole) < sum(len(w) for w in whole) / 2
+
+
+def test_picking_shares_the_pass_with_other_streams(media):
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+
+    kinds = ["clip_frame", "slowfast_clip", "window_frames"]
+    old = list(VideoDecoder(media["landscape"], kinds))
+    new = list(VideoDecoder(media["landscape"], kinds, window_picker=SegmentMiddles(8)))
+    assert [(k, i) for k, i, _ in old] == [(k, i) for k, i, _ in new]
+    for (kind, _, a), (_, _, b) in zip(old, new):
+        np.testing.assert_array_equal(a[SegmentMiddles(8)(len(a))] if kind == "window_frames" else a, b)
+
+
+def test_frames_unlike_the_packet_index_restart_with_whole_windows(media, monkeypatch):
+    """A file whose decoded frames differ from its packet index (here: one timestamp shifted) must not
+    get wrong picks: the pass starts over, and nothing is yielded twice."""
+    import mrhd.extract.decode as decode
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+
+    real = decode.PacketIndex.read
+
+    def shifted(path):
+        index = real(path)
+        index.times[70] += Fraction(1, 1000)  # a frame of window 1 (25 fps)
+        return index
+
+    kinds = ["clip_frame", "window_frames"]
+    whole = list(VideoDecoder(media["landscape"], kinds))
+    monkeypatch.setattr(decode.PacketIndex, "read", staticmethod(shifted))
+    dec = VideoDecoder(media["landscape"], kinds, window_picker=SegmentMiddles(8))
+    got = list(dec)
+    assert dec.restarts == 1
+    assert [(k, i) for k, i, _ in got] == [(k, i) for k, i, _ in whole]
+    for (kind, _, a), (_, _, b) in zip(whole, got):
+        np.testing.assert_array_equal(a[SegmentMiddles(8)(len(a))] if kind == "window_frames" else a, b)

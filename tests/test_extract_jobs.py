@@ -3,6 +3,7 @@ worker processes, and a job killed with SIGKILL / stopped with SIGTERM then re-r
 
 from __future__ import annotations
 
+import argparse
 import json
 import signal
 import subprocess
@@ -238,10 +239,50 @@ def test_cli_user_errors_are_one_line(tmp_path, videos, capsys):
 
     for argv, msg in ((["--encoders", "nope"], "unknown encoder"), (["--shard", "2/2"], "--shard"),
                       (["--encoder-size", "tiny"], "--random-weights"), (["--device", "tpu"], "cpu or cuda"),
-                      (["--weights", "clip"], "STREAM=ID|PATH")):
+                      (["--weights", "clip"], "STREAM=ID|PATH"),
+                      (["--weights", "blip2=/m/blip2.pth"], "not a stream of --encoders")):
         assert main(["extract", str(videos["a"]), "--out", str(tmp_path), *argv]) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and msg in err, err
+
+
+def test_cli_text_streams_take_the_video_weights_and_only_shard_0_writes_them(tmp_path, videos, monkeypatch,
+                                                                             capsys):
+    """--weights STREAM= also reaches STREAM_text unless that has its own; --shard 1/2 says that it
+    leaves the queries to shard 0 (and writes no text store). The builder is replaced by a recorder."""
+    import mrhd.extract.encoders.factory as factory
+    from mrhd.cli import main
+    from mrhd.commands.extract import add_arguments
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+
+    built = {}
+
+    def recorder(name, *, device="cpu", weights=None, random_weights=False, size="full"):
+        built[name] = weights
+        if name.endswith("_text"):
+            return object()  # never asked: shard 1 encodes no query
+        enc = StatsEncoder(name, {"clip": "clip_frame", "internvideo2": "window_frames"}[name])
+        enc.window_frame_picker = SegmentMiddles(8) if name == "internvideo2" else None  # same-size windows
+        return enc
+
+    monkeypatch.setattr(factory, "build_encoder", recorder)
+    ann = tmp_path / "ann.jsonl"
+    ann.write_text(json.dumps({"qid": 1, "query": "a bar"}) + "\n")
+    out = tmp_path / "out"
+    rc = main(["extract", str(videos["a"]), str(videos["c"]), "--encoders", "clip,internvideo2", "--out", str(out),
+               "--weights", "clip=/m/ViT-B-32.pt", "--weights", "internvideo2=/m/iv2.pt",
+               "--weights", "internvideo2_text=/m/iv2-text.pt", "--queries", str(ann), "--shard", "1/2",
+               "--num-workers", "0"])
+    stdout = capsys.readouterr().out
+    assert rc == 0, stdout
+    assert built == {"clip": "/m/ViT-B-32.pt", "clip_text": "/m/ViT-B-32.pt", "internvideo2": "/m/iv2.pt",
+                     "internvideo2_text": "/m/iv2-text.pt"}
+    assert "stored 1 video(s)" in stdout and "shard 1/2 leaves the text stores to shard 0" in stdout
+    assert sorted(p.name for p in out.glob("*.h5")) == ["clip.h5", "internvideo2.h5"]
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    helps = {a.dest: a.help for a in parser._actions}
+    assert "shard 0 only" in helps["shard"] and "internvideo2_text" in helps["weights"]
 
 
 _KILLABLE = """

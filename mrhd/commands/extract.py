@@ -26,12 +26,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="clips per device batch, packed across videos (default: 64 on CUDA, 16 on CPU)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="decoding worker processes; 0 decodes in the main process (default: CPUs - 1, at least 1)")
-    p.add_argument("--shard", default=None, metavar="I/N", help="process only shard I of N (0-based)")
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="process only shard I of N (0-based); the --queries text stores are written by "
+                        "shard 0 only")
     p.add_argument("--overwrite", action="store_true", help="recompute videos that are already stored")
     p.add_argument("--random-weights", action="store_true",
                    help="random encoders with a fixed seed, no download (tests and benchmarks)")
     p.add_argument("--weights", action="append", default=[], metavar="STREAM=ID|PATH",
-                   help="weights of one encoder (e.g. clip=/models/ViT-B-32.pt); repeatable")
+                   help="weights of one encoder (e.g. clip=/models/ViT-B-32.pt), also used by its text "
+                        "stream (clip_text, blip2_text, internvideo2_text) unless STREAM_text= is given; "
+                        "repeatable")
     p.add_argument("--encoder-size", choices=("full", "tiny"), default="full",
                    help="'tiny' builds reduced random encoders (with --random-weights; tests)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -81,6 +85,11 @@ def run(args: argparse.Namespace) -> int:
     _check_device(args.device)
     index, count = parse_shard(args.shard)
     weights = _parse_weights(args.weights)
+    known = set(names) | {TEXT_STREAM_OF[n] for n in names if n in TEXT_STREAM_OF}
+    for stream in weights:
+        if stream not in known:
+            raise MrhdError(f"--weights {stream}=...: {stream!r} is not a stream of --encoders "
+                            f"({', '.join(sorted(known))})")
     if args.queries and not os.path.isfile(args.queries):
         raise MrhdError(f"--queries {args.queries}: file not found")
 
@@ -94,14 +103,15 @@ def run(args: argparse.Namespace) -> int:
     pool = DecodePool(num_workers, ExtractJob.default_chunk(batch_size)).start() \
         if num_workers > 0 and sources else None
 
-    def build(name):
-        return build_encoder(name, device=args.device, weights=weights.get(name),
+    def build(name, weights_of=None):
+        return build_encoder(name, device=args.device, weights=weights_of or weights.get(name),
                              random_weights=args.random_weights, size=args.encoder_size)
 
     try:
         encoders = [build(n) for n in dict.fromkeys(names)]
-        text_encoders = [build(TEXT_STREAM_OF[n]) for n in dict.fromkeys(names) if n in TEXT_STREAM_OF] \
-            if args.queries else []
+        # a text stream reads the checkpoint of its video encoder unless given its own
+        text_encoders = [build(TEXT_STREAM_OF[n], weights.get(TEXT_STREAM_OF[n]) or weights.get(n))
+                         for n in dict.fromkeys(names) if n in TEXT_STREAM_OF] if args.queries else []
     except BaseException:
         if pool is not None:
             pool.stop()
@@ -116,6 +126,8 @@ def run(args: argparse.Namespace) -> int:
         job.run_videos(sources)
         if args.queries and index == 0:  # one shard writes the text stores
             job.run_queries(args.queries)
+        elif args.queries:
+            job.summary.queries_note = f"queries not encoded: shard {index}/{count} leaves the text stores to shard 0"
     except KeyboardInterrupt:
         job.summary.interrupted = True
         print(job.summary.report(), file=sys.stderr)

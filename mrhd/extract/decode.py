@@ -6,7 +6,10 @@ Streams (``input_kind`` of mrhd.extract.encoders.base), each yielded as ``(kind,
 - ``slowfast_clip``  per clip the 32 FAST-pathway frames of the 30-fps stream, uint8 [32, 224, 224, 3]
                      (offsets ``sampling.slowfast_fast_indices``); the encoder takes the slow pathway
                      from these with ``sampling.slowfast_slow_indices``
-- ``window_frames``  every native frame whose time falls in window ``[2k, 2k+2)``, uint8 [n_k, 224, 224, 3]
+- ``window_frames``  every native frame whose time falls in window ``[2k, 2k+2)``, uint8 [n_k, 224, 224, 3];
+                     with the encoder's ``window_frame_picker`` only the frames it picks,
+                     ``window[picker(n_k)]``, and only those are converted (8 of 60 at 30 fps for
+                     InternVideo2): ``n_k`` is read ahead from the packet index
 - ``audio_chunk``    see ``audio.py``
 
 Why one pass: decoding dominates CPU time, so a video that feeds CLIP, SlowFast and InternVideo2 is
@@ -281,32 +284,70 @@ class _SlowFastClips:
 
 class _WindowFrames:
     """window_frames: every native frame with ``2k <= t < 2k+2``; a window that no frame starts in
-    (a gap in a variable-rate file) gets the frame shown at that time, so every window has frames."""
+    (a gap in a variable-rate file) gets the frame shown at that time, so every window has frames.
+
+    With a ``picker`` (the encoder's ``window_frame_picker``) a window is ``frames[picker(n_k)]``.
+    Its frame count ``n_k`` is known only when the next window starts, so ``counts`` (frames per
+    window, from the packet index) decides in advance which frames to convert; the others are
+    decoded but never converted. Every frame is checked against the index (``times``): a frame that
+    is not where the index says raises :class:`_WindowMiss` and the decoder starts over without the
+    index. Without ``counts`` the whole window is converted and the picker applied at its end."""
 
     kind = "window_frames"
 
-    def __init__(self, info: VideoInfo, convert):
+    def __init__(self, info: VideoInfo, convert, picker=None, index: PacketIndex | None = None):
         self.convert = convert
+        self.picker = picker
+        self.index = index if picker is not None else None
+        self.counts: dict[int, int] = {}
+        if self.index is not None:
+            for t in self.index.times:
+                k = sampling.window_of(t)
+                self.counts[k] = self.counts.get(k, 0) + 1
         self.window = 0
-        self.frames: list[np.ndarray] = []
+        self.frames: dict[int, np.ndarray] = {}  # index in the window -> rgb
+        self.seen = 0  # frames of the current window so far
+        self.wanted: set[int] = set()
         self.last = None
+        self._open(0)
+
+    def _open(self, window: int) -> None:
+        self.window, self.frames, self.seen = window, {}, 0
+        if self.index is not None:
+            n = self.counts.get(window, 0)
+            self.wanted = set(self.picker(n)) if n else set()
+
+    def _emit(self):
+        if self.index is not None and self.seen != self.counts.get(self.window, 0):
+            raise _WindowMiss
+        if not self.seen:
+            if self.last is None:
+                return
+            self.frames, self.seen = {0: self.convert(*self.last)}, 1  # a gap: the frame shown now
+        order = range(self.seen) if self.picker is None else self.picker(self.seen)
+        yield self.kind, self.window, np.stack([self.frames[i] for i in order])
 
     def _close_until(self, window: int):
         while self.window < window:
-            if not self.frames and self.last is not None:
-                self.frames = [self.convert(*self.last)]
-            if self.frames:
-                yield self.kind, self.window, np.stack(self.frames)
-            self.frames = []
-            self.window += 1
+            yield from self._emit()
+            self._open(self.window + 1)
 
     def feed(self, pos, t, frame):
-        yield from self._close_until(sampling.window_of(t))
-        self.frames.append(self.convert(pos, frame))
+        k = sampling.window_of(t)
+        if self.index is not None and (pos >= len(self.index.times) or self.index.times[pos] != t):
+            raise _WindowMiss
+        yield from self._close_until(k)
+        if self.index is None or self.seen in self.wanted:
+            self.frames[self.seen] = self.convert(pos, frame)
+        self.seen += 1
         self.last = (pos, frame)
 
     def finish(self, t_end):
         yield from self._close_until(sampling.n_windows(t_end))
+
+
+class _WindowMiss(Exception):
+    """The decoded frames differ from the packet index: the window picks cannot be trusted."""
 
 
 SEEK_COST_FRAMES = 8  # a seek (demuxer jump + decoder flush) costs about as much as decoding this many frames
@@ -385,7 +426,7 @@ class VideoDecoder:
     """
 
     def __init__(self, path: str | Path, kinds, size: int | None = FRAME_SIZE, threads: int = 0,
-                 seek: bool = True):
+                 seek: bool = True, window_picker=None):
         unknown = set(kinds) - set(VIDEO_KINDS)
         if unknown:
             raise ValueError(f"not a video stream kind: {sorted(unknown)}")
@@ -400,6 +441,9 @@ class VideoDecoder:
         # the CLIP stream alone needs one frame in ~60: jump between keyframes where that decodes less
         self.seek = seek and self.kinds == ("clip_frame",)
         self.seeks = 0  # how many seeks the last pass made (tests, benchmarks)
+        # window_frames: the encoder's window_frame_picker (base.py); only its frames are converted
+        self.window_picker = window_picker if "window_frames" in self.kinds else None
+        self.restarts = 0  # passes begun again because frames differed from the packet index
 
     def __iter__(self) -> Iterator[tuple[str, int, np.ndarray]]:
         if self.seek:
@@ -407,7 +451,28 @@ class VideoDecoder:
             if index is not None:
                 yield from self._clip_by_seeking(index)
                 return
+        if self.window_picker is not None:
+            index = PacketIndex.read(self.path)
+            if index is not None:
+                yield from self._picking_windows(index)
+                return
         yield from self._sequential()
+
+    def _picking_windows(self, index: PacketIndex) -> Iterator[tuple[str, int, np.ndarray]]:
+        """The in-order pass with window frames picked ahead from the packet index. If the decoded
+        frames turn out to differ from the index (a damaged file), the pass starts over converting
+        whole windows, and yields only what the first attempt had not."""
+        done: dict[str, int] = {}
+        try:
+            for kind, i, array in self._sequential(index):
+                done[kind] = i + 1
+                yield kind, i, array
+            return
+        except _WindowMiss:
+            self.restarts += 1
+        for kind, i, array in self._sequential():
+            if i >= done.get(kind, 0):
+                yield kind, i, array
 
     def _clip_by_seeking(self, index: PacketIndex) -> Iterator[tuple[str, int, np.ndarray]]:
         """clip_frame from the packet index: the fps rule runs on packet timestamps (equal to the
@@ -477,12 +542,13 @@ class VideoDecoder:
             except av.error.FFmpegError:
                 continue
 
-    def _sequential(self) -> Iterator[tuple[str, int, np.ndarray]]:
+    def _sequential(self, index: PacketIndex | None = None) -> Iterator[tuple[str, int, np.ndarray]]:
         container = _open(self.path)
         try:
             stream = container.streams.video[0]
             convert = _Converted(self.size)
-            sinks = [_SINKS[k](self.info, convert) for k in self.kinds]
+            sinks = [_WindowFrames(self.info, convert, self.window_picker, index) if k == "window_frames"
+                     else _SINKS[k](self.info, convert) for k in self.kinds]
             timeline = FrameTimeline(container, stream, self.threads)
             try:
                 for pos, t, frame in timeline:

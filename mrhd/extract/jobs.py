@@ -50,6 +50,7 @@ class StreamSpec:
     stream: str
     kind: str
     preprocessor: Callable | None  # None: the main process runs encoder.preprocess
+    window_picker: Callable | None = None  # window_frames: the encoder's window_frame_picker
 
 
 @dataclass
@@ -75,6 +76,7 @@ class Summary:
     queries: int = 0
     interrupted: bool = False
     worker_rss_mb: float = 0.0  # peak resident memory of a decoding worker
+    queries_note: str = ""  # why --queries were not encoded in this run (e.g. left to shard 0)
 
     @property
     def failed_paths(self) -> list[str]:
@@ -84,6 +86,7 @@ class Summary:
         lines = [f"stored {self.stored} video(s), skipped {self.skipped} already stored, "
                  f"failed {len(self.failed_paths)}"
                  + (f"; {self.queries} quer{'y' if self.queries == 1 else 'ies'} encoded" if self.queries else "")
+                 + (f"; {self.queries_note}" if self.queries_note else "")
                  + (" (interrupted: re-run the same command to finish)" if self.interrupted else "")]
         by_path: dict[str, list[Failure]] = defaultdict(list)
         for f in self.failures:
@@ -113,6 +116,13 @@ def _short(reason: str, path: str) -> str:
     return reason[len(prefix):] if reason.startswith(prefix) else reason
 
 
+def _shared_picker(specs: list[StreamSpec]) -> Callable | None:
+    """The window picker when every window_frames stream picks the same frames; otherwise None
+    (whole windows, which each encoder's preprocess picks from: pickers are idempotent)."""
+    pickers = {s.window_picker for s in specs}
+    return pickers.pop() if len(pickers) == 1 else None
+
+
 def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int) -> Iterator[tuple]:
     """Everything one video sends to the main process, in order:
     ``("chunk", vid, stream, start, payload, n)``, ``("done", vid, stream, n_clips, duration)`` or
@@ -137,7 +147,7 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int) ->
             by_kind[s.kind].append(s)
         sent: list[tuple] = []
         try:
-            decoder = VideoDecoder(path, list(by_kind))
+            decoder = VideoDecoder(path, list(by_kind), window_picker=_shared_picker(by_kind.get("window_frames", [])))
             duration = decoder.info.duration
             for kind, _index, array in decoder:
                 for spec in by_kind[kind]:
@@ -382,7 +392,10 @@ class ExtractJob:
         specs = {}
         for name, st in self._streams.items():
             pre = getattr(st.encoder, "preprocessor", None)
-            specs[name] = StreamSpec(name, st.encoder.input_kind, pre if pre is not None and _picklable(pre) else None)
+            picker = getattr(st.encoder, "window_frame_picker", None) if st.encoder.input_kind == "window_frames" \
+                else None
+            specs[name] = StreamSpec(name, st.encoder.input_kind, pre if pre is not None and _picklable(pre) else None,
+                                     picker if picker is not None and _picklable(picker) else None)
         return specs
 
     def _plan(self, sources: list[Source]) -> list[tuple[str, str, list[StreamSpec]]]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -20,8 +21,9 @@ import torch
 #                     mrhd.extract.sampling.slowfast_fast_indices), uint8 [32, 224, 224, 3]; the
 #                     encoder takes the slow pathway from them (slowfast_slow_indices)
 #   "audio_chunk"     2 s of mono 32-kHz audio, float32 [64000]
-#   "window_frames"   every native frame with 2k <= t < 2k+2, uint8 [n_k, 224, 224, 3]; the encoder
-#                     picks its own frames (e.g. 8 uniformly) in preprocess
+#   "window_frames"   the native frames with 2k <= t < 2k+2, uint8 [n_k, 224, 224, 3]; an encoder that
+#                     uses only some of them declares ``window_frame_picker`` (below) and then gets
+#                     only those, uint8 [len(picker(n_k)), 224, 224, 3]
 INPUT_KINDS = ("clip_frame", "slowfast_clip", "audio_chunk", "window_frames")
 
 
@@ -44,6 +46,14 @@ class VideoEncoder(ABC):
     input_kind: str = "clip_frame"
     autocast_dtype: torch.dtype | None = torch.float16   # on CUDA; None keeps fp32
     store_dtype: str = "float16"
+    # "window_frames" only. Converting a frame to 224 RGB costs more than decoding it, so an encoder
+    # that uses a few frames of each window says which: ``picker(n_frames) -> indices`` into the
+    # window's n_frames frames (in the order wanted, repeats allowed). The decoder then converts only
+    # those and delivers ``window[picker(n_k)]``. It must be picklable (it runs in the decoding
+    # workers), compare equal when it picks the same frames, and be idempotent:
+    # ``picker(len(picker(n))) == range(len(picker(n)))``, so that ``preprocess`` may apply the same
+    # rule and accept whole and picked windows alike. None: the whole window.
+    window_frame_picker: Callable[[int], list[int]] | None = None
 
     def __init__(self, info: EncoderInfo, device: str | torch.device = "cpu"):
         self.info = info

@@ -11,7 +11,13 @@ from mrhd.errors import MrhdError
 from mrhd.extract.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
 from mrhd.extract.encoders.internvideo2 import checkpoint as ckpt_io
 from mrhd.extract.encoders.internvideo2.config import CLIP6B, STAGE2, InternVideo2Config, variant_config
-from mrhd.extract.encoders.internvideo2.frames import IMAGENET_MEAN, IMAGENET_STD, normalise, pick_frames
+from mrhd.extract.encoders.internvideo2.frames import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SegmentMiddles,
+    normalise,
+    pick_frames,
+)
 from mrhd.extract.encoders.internvideo2.model import build
 from mrhd.extract.encoders.internvideo2.text_llama import PREFIX
 from mrhd.extract.encoders.internvideo2.tokenizer import bert_tokenizer, llama_tokenizer
@@ -41,11 +47,14 @@ class InternVideo2VideoEncoder(VideoEncoder):
         self.model = _place(model, self.device, self.autocast_dtype)
         self.num_frames = model.cfg.vision.num_frames
         self.size = model.cfg.vision.img_size
+        # the decoder converts only these frames of a window (8 of ~60 at 30 fps)
+        self.window_frame_picker = SegmentMiddles(self.num_frames)
         # picklable: the job runner's decode workers run it, so only 8 uint8 frames per window travel
         self.preprocessor = functools.partial(pick_frames, num_frames=self.num_frames, size=self.size)
 
     def preprocess(self, clips) -> torch.Tensor:
-        """Windows of uint8 ``[n_k, 224, 224, 3]`` frames -> the 8 picked, uint8 ``[n, 8, 224, 224, 3]``."""
+        """Windows of uint8 ``[n_k, 224, 224, 3]`` frames (whole, or already picked by the decoder)
+        -> the 8 picked, uint8 ``[n, 8, 224, 224, 3]``."""
         return pick_frames(clips, self.num_frames, self.size)
 
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:

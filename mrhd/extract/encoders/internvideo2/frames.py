@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -23,8 +25,21 @@ def window_frame_indices(n_frames: int, num: int = 8) -> list[int]:
     return picked + [picked[-1]] * (num - count)
 
 
+@dataclass(frozen=True)
+class SegmentMiddles:
+    """``window_frame_indices`` as the encoder's ``window_frame_picker``: a value (picklable, equal
+    when ``num`` is) so the decoder converts only these frames of each window. Idempotent: applied
+    to its own ``num`` picks it returns ``range(num)``, so ``pick_frames`` on picked windows is a no-op."""
+
+    num: int = 8
+
+    def __call__(self, n_frames: int) -> list[int]:
+        return window_frame_indices(n_frames, self.num)
+
+
 def pick_frames(windows, num_frames: int, size: int) -> torch.Tensor:
-    """Windows of uint8 ``[n_k, H, W, 3]`` frames -> uint8 ``[B, num_frames, size, size, 3]``: the
+    """Windows of uint8 ``[n_k, H, W, 3]`` frames (whole windows, or the ``num_frames`` the decoder
+    already picked with :class:`SegmentMiddles`) -> uint8 ``[B, num_frames, size, size, 3]``: the
     picked frames, bicubic-resized (and rounded, as a PIL resize would) only where the size differs
     (the decoder's 224 crops pass untouched). Runs in the decode workers: uint8 keeps the batches
     that travel to the main process 4x smaller than float pixels."""

@@ -6,8 +6,9 @@ import pytest
 import torch
 
 from mrhd.models.registry import create_model, get_spec
+from mrhd.models.temporal_nms import apply_nms, temporal_nms
 from mrhd.models.univtg import UniVTGConfig, build, build_criterion, config_from_opt
-from mrhd.models.univtg_postprocess import apply_nms, clip_timestamps, predictions, temporal_nms
+from mrhd.models.univtg_postprocess import clip_timestamps, predictions
 from mrhd.models.univtg_targets import batch_targets
 from tests.conftest import open_case
 from tests.helpers.model_fixtures import (

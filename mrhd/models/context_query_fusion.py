@@ -13,18 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mrhd.models.mlp import Conv1D
 from mrhd.models.pooling import WeightedPool, mask_logits
-
-
-class Conv1D(nn.Module):
-    """1x1 convolution over (B, L, C) tensors; key ``conv1d.*``."""
-
-    def __init__(self, in_dim: int, out_dim: int):
-        super().__init__()
-        self.conv1d = nn.Conv1d(in_dim, out_dim, kernel_size=1, stride=1, padding=0, bias=True)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1d(x.transpose(1, 2)).transpose(1, 2)
 
 
 class CQAttention(nn.Module):

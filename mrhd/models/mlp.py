@@ -22,6 +22,18 @@ class MLP(nn.Module):
         return x
 
 
+class Conv1D(nn.Module):
+    """Conv1d along time over (B, L, C) tensors; key ``conv1d.*`` (VSLNet's ``Conv1D``, used with
+    kernel 1 by TR-DETR's context-query fusion and VideoLights' projections and FRA mixer)."""
+
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 1):
+        super().__init__()
+        self.conv1d = nn.Conv1d(in_dim, out_dim, kernel_size=kernel_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv1d(x.transpose(1, 2)).transpose(1, 2)
+
+
 class LinearLayer(nn.Module):
     """LayerNorm(in) -> Dropout -> Linear -> optional ReLU, as the official ``LinearLayer``.
 

@@ -3,12 +3,15 @@
 Every clip proposes one window: ``(timestamp + offsets) * duration`` clamped to [0, duration],
 scored by its foreground probability (0 on padding, so padded clips still appear, last). The
 QVHighlights setting uses no rounding post-processor (round_multiple -1); the official evaluation
-then applies temporal NMS at 0.7 (:func:`apply_nms`).
+then applies temporal NMS at 0.7 (:func:`mrhd.models.temporal_nms.apply_nms`).
 """
 
 from __future__ import annotations
 
 import torch
+
+# kept for pipeline/predict.py and pipeline/train_eval.py
+from mrhd.models.temporal_nms import apply_nms  # noqa: F401
 
 
 def clip_timestamps(vid_mask: torch.Tensor, clip_len: float) -> torch.Tensor:
@@ -51,40 +54,3 @@ def predictions(outputs: dict, vid_mask: torch.Tensor, metas: list[dict], clip_l
         entry["pred_saliency_scores"] = saliency[i, :lengths[i]].tolist()
         results.append(entry)
     return results
-
-
-def apply_nms(results: list[dict], nms_thd: float = 0.7, max_before_nms: int = 1000,
-              max_after_nms: int = 10) -> list[dict]:
-    """The official ``post_processing_mr_nms``: NMS over the top ``max_before_nms`` windows."""
-    out = []
-    for entry in results:
-        entry = dict(entry)
-        entry["pred_relevant_windows"] = temporal_nms(entry["pred_relevant_windows"][:max_before_nms],
-                                                      nms_thd, max_after_nms)
-        out.append(entry)
-    return out
-
-
-def temporal_nms(windows: list[list[float]], nms_thd: float, max_after_nms: int = 100) -> list[list[float]]:
-    """Greedy NMS of [start, end, score] rows (utils/temporal_nms.py of moment_detr / UniVTG).
-
-    Quirks kept for exactness: the "union" is the span from the earliest start to the latest end,
-    a lone window is returned untouched, and one window beyond the loop is appended at the end.
-    """
-    if len(windows) == 1:
-        return windows
-    rest = sorted(windows, key=lambda w: w[2], reverse=True)
-    kept = []
-    while len(rest) > 1 and len(kept) < max_after_nms:
-        top = rest[0]
-        rest = [top] + [w for w in rest[1:] if _hull_iou(top, w) <= nms_thd]
-        kept.append(rest.pop(0))
-    if len(kept) < max_after_nms and rest:
-        kept.append(rest.pop(0))
-    return [[w[0], w[1], w[2]] for w in kept]
-
-
-def _hull_iou(a: list[float], b: list[float]) -> float:
-    inter = max(0, min(a[1], b[1]) - max(a[0], b[0]))
-    hull = max(a[1], b[1]) - min(a[0], b[0])
-    return 0 if hull == 0 else 1.0 * inter / hull

@@ -23,19 +23,8 @@ from torch import nn
 
 from mrhd.models.activation import make_activation
 from mrhd.models.encoder import with_pos
-from mrhd.models.mlp import LinearLayer
+from mrhd.models.mlp import Conv1D, LinearLayer
 from mrhd.models.pooling import WeightedPool
-
-
-class Conv1D(nn.Module):
-    """Kernel-size-k Conv1d over (B, L, D) tensors (key ``conv1d.*``)."""
-
-    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 1):
-        super().__init__()
-        self.conv1d = nn.Conv1d(in_dim, out_dim, kernel_size=kernel_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv1d(x.transpose(1, 2)).transpose(1, 2)
 
 
 class ConvLinearLayer(LinearLayer):

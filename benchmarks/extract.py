@@ -96,7 +96,8 @@ def model_only(enc, video: Path, batch_size: int, min_clips: int) -> float:
     if enc.input_kind == "audio_chunk":
         clips = [x for _, x in iter_audio_chunks(video)]
     else:
-        clips = [x for _, _, x in VideoDecoder(video, [enc.input_kind])]
+        clips = [x for _, _, x in VideoDecoder(video, [enc.input_kind],
+                                               window_picker=getattr(enc, "window_frame_picker", None))]
     while len(clips) < min_clips:
         clips = clips + clips
     clips = clips[:min_clips]

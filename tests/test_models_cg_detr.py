@@ -25,6 +25,7 @@ from tests.helpers.model_fixtures import (
     indices_as_lists,
     load_fixture_model,
     load_pt,
+    masked_batch,
     model_cases,
     params_without_grad,
     read_config,
@@ -114,15 +115,8 @@ def _tiny(**kw) -> CGDETRConfig:
 
 
 def _batch(lengths_v=(9, 6, 7), lengths_t=(4, 3, 5), pad_v=0, pad_t=0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lv, lt = max(lengths_v) + pad_v, max(lengths_t) + pad_t
     b = len(lengths_v)
-    vmask, tmask = torch.zeros(b, lv), torch.zeros(b, lt)
-    for i, (a, c) in enumerate(zip(lengths_v, lengths_t)):
-        vmask[i, :a] = 1
-        tmask[i, :c] = 1
-    return {"src_txt": torch.randn(b, lt, 6, generator=g) * tmask[..., None], "src_txt_mask": tmask,
-            "src_vid": torch.randn(b, lv, 10, generator=g) * vmask[..., None], "src_vid_mask": vmask,
+    return {**masked_batch(lengths_v, lengths_t, seed=seed, pad_v=pad_v, pad_t=pad_t, video_first=False),
             "vid": ["a_0_10", "b_0_10", "c_0_10"][:b], "qid": list(range(b))}
 
 

@@ -16,7 +16,7 @@ from mrhd.models.span_utils import (
     span_xx_to_cxw,
     temporal_iou,
 )
-from tests.helpers.model_fixtures import params_without_grad
+from tests.helpers.model_fixtures import masked_batch, params_without_grad
 
 MODELS = ("moment_detr", "qd_detr", "tr_detr")
 TINY = dict(v_feat_dim=10, t_feat_dim=6, hidden_dim=16, nheads=2, dim_feedforward=24, num_queries=5,
@@ -29,17 +29,7 @@ def tiny(name, **kw):
 
 
 def batch(lv=(9, 6), lt=(4, 3), v_dim=10, t_dim=6, pad_v=0, pad_t=0, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    bv, bt = max(lv) + pad_v, max(lt) + pad_t
-    b = len(lv)
-    src_vid = torch.randn(b, bv, v_dim, generator=g)
-    src_txt = torch.randn(b, bt, t_dim, generator=g)
-    vmask = torch.zeros(b, bv)
-    tmask = torch.zeros(b, bt)
-    for i in range(b):
-        vmask[i, :lv[i]] = 1
-        tmask[i, :lt[i]] = 1
-    return dict(src_txt=src_txt, src_txt_mask=tmask, src_vid=src_vid, src_vid_mask=vmask)
+    return masked_batch(lv, lt, v_dim, t_dim, seed=seed, pad_v=pad_v, pad_t=pad_t, zero_padding=False)
 
 
 def targets_for(inputs):

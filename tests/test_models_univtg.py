@@ -19,6 +19,7 @@ from tests.helpers.model_fixtures import (
     first_and_last_loss,
     load_fixture_model,
     load_pt,
+    masked_batch,
     model_cases,
     params_without_grad,
     read_config,
@@ -100,17 +101,7 @@ def _tiny(**kw) -> UniVTGConfig:
 
 
 def _batch(lengths_v=(9, 6), lengths_t=(4, 3), pad_v=0, pad_t=0, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    lv, lt = max(lengths_v) + pad_v, max(lengths_t) + pad_t
-    vid = torch.randn(len(lengths_v), lv, 10, generator=g)
-    txt = torch.randn(len(lengths_t), lt, 6, generator=g)
-    vmask = torch.zeros(len(lengths_v), lv)
-    tmask = torch.zeros(len(lengths_t), lt)
-    for i, (a, b) in enumerate(zip(lengths_v, lengths_t)):
-        vmask[i, :a] = 1
-        tmask[i, :b] = 1
-    return {"src_txt": txt * tmask[..., None], "src_txt_mask": tmask,
-            "src_vid": vid * vmask[..., None], "src_vid_mask": vmask}
+    return masked_batch(lengths_v, lengths_t, seed=seed, pad_v=pad_v, pad_t=pad_t)
 
 
 def test_text_padding_does_not_change_outputs():

@@ -19,6 +19,7 @@ from tests.helpers.model_fixtures import (
     load_fixture_model,
     load_pt,
     loss_value,
+    masked_batch,
     model_cases,
     params_without_grad,
     read_config,
@@ -89,14 +90,7 @@ def _tiny(**kw) -> VideoLightsConfig:
 
 
 def _batch(lengths_v=(9, 6, 7), lengths_t=(4, 3, 5), seed=0):
-    g = torch.Generator().manual_seed(seed)
-    b, lv, lt = len(lengths_v), max(lengths_v), max(lengths_t)
-    vmask, tmask = torch.zeros(b, lv), torch.zeros(b, lt)
-    for i, (a, c) in enumerate(zip(lengths_v, lengths_t)):
-        vmask[i, :a] = 1
-        tmask[i, :c] = 1
-    return {"src_txt": torch.randn(b, lt, 6, generator=g) * tmask[..., None], "src_txt_mask": tmask,
-            "src_vid": torch.randn(b, lv, 10, generator=g) * vmask[..., None], "src_vid_mask": vmask}
+    return masked_batch(lengths_v, lengths_t, seed=seed, video_first=False)
 
 
 def _targets(batch):

@@ -167,6 +167,31 @@ def assert_full_size_keys(model: torch.nn.Module, case: Path, convert_state_dict
     assert ours == ref
 
 
+# ---- tiny random inputs -------------------------------------------------------------------------
+
+def masked_batch(lengths_v: Sequence[int], lengths_t: Sequence[int], v_dim: int = 10, t_dim: int = 6, *,
+                 seed: int = 0, pad_v: int = 0, pad_t: int = 0, video_first: bool = True,
+                 zero_padding: bool = True) -> dict:
+    """Random video / text features with float masks (1 = valid) for the given valid lengths, plus
+    ``pad_v`` / ``pad_t`` extra padded positions. ``video_first`` is the draw order (each test keeps
+    its own inputs); ``zero_padding`` zeroes the features at padded positions."""
+    g = torch.Generator().manual_seed(seed)
+    b, lv, lt = len(lengths_v), max(lengths_v) + pad_v, max(lengths_t) + pad_t
+    if video_first:
+        vid = torch.randn(b, lv, v_dim, generator=g)
+        txt = torch.randn(b, lt, t_dim, generator=g)
+    else:
+        txt = torch.randn(b, lt, t_dim, generator=g)
+        vid = torch.randn(b, lv, v_dim, generator=g)
+    vmask, tmask = torch.zeros(b, lv), torch.zeros(b, lt)
+    for i, (nv, nt) in enumerate(zip(lengths_v, lengths_t)):
+        vmask[i, :nv] = 1
+        tmask[i, :nt] = 1
+    if zero_padding:
+        vid, txt = vid * vmask[..., None], txt * tmask[..., None]
+    return {"src_txt": txt, "src_txt_mask": tmask, "src_vid": vid, "src_vid_mask": vmask}
+
+
 # ---- training properties ------------------------------------------------------------------------
 
 def params_without_grad(model: torch.nn.Module, unused: Callable[[str], bool] | tuple[str, ...] = (),

@@ -64,7 +64,7 @@ def bench_one(model: str, device: str, steps: int, warmup: int, threads: int, ro
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--models", default="moment_detr,qd_detr,tr_detr,cg_detr,univtg,videolights")
+    p.add_argument("--models", default="moment_detr,qd_detr,tr_detr,cg_detr,univtg,videolights,cmdnet,sg_detr,mesm")
     p.add_argument("--device", default="cpu")
     p.add_argument("--steps", type=int, default=5)
     p.add_argument("--warmup", type=int, default=2)

@@ -28,10 +28,11 @@ class ProjectionFreeAttention(nn.Module):
         self.out_proj = nn.Linear(self.vdim, self.vdim)
         nn.init.constant_(self.out_proj.bias, 0.0)
 
-    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
-                key_padding_mask: torch.Tensor | None = None,
-                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
-        """query (Lq, B, E), key (Lk, B, E), value (Lk, B, V); key_padding_mask (B, Lk) True = pad."""
+    def masked_logits(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      key_padding_mask: torch.Tensor | None = None,
+                      attn_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scaled q.k per head with the masks applied as -inf -> logits (B*H, Lq, Lk), values
+        (B*H, Lk, V/H); subclasses differ only in what they do after (CG-DETR's dummy attention)."""
         tgt_len, bsz, embed_dim = query.shape
         heads = self.num_heads
         head_dim = embed_dim // heads
@@ -52,6 +53,14 @@ class ProjectionFreeAttention(nn.Module):
             weights = weights.view(bsz, heads, tgt_len, src_len)
             weights = weights.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
             weights = weights.view(bsz * heads, tgt_len, src_len)
+        return weights, v
+
+    def forward(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                key_padding_mask: torch.Tensor | None = None,
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """query (Lq, B, E), key (Lk, B, E), value (Lk, B, V); key_padding_mask (B, Lk) True = pad."""
+        tgt_len, bsz, _ = query.shape
+        weights, v = self.masked_logits(query, key, value, key_padding_mask, attn_mask)
         weights = torch.softmax(weights - weights.max(dim=-1, keepdim=True)[0], dim=-1)
         weights = F.dropout(weights, p=self.dropout, training=self.training)
         out = torch.bmm(weights, v).transpose(0, 1).contiguous().view(tgt_len, bsz, self.vdim)

@@ -54,18 +54,8 @@ class DummyAwareAttention(ProjectionFreeAttention):
         """(Lq, B, E), (Lk, B, E), (Lk, B, E) -> output (Lq, B, E), weights (B, Lq, Lk) head mean."""
         tgt_len, bsz, embed_dim = query.shape
         heads = self.num_heads
-        head_dim = embed_dim // heads
-        q = (query * float(head_dim) ** -0.5).contiguous().view(tgt_len, bsz * heads, head_dim).transpose(0, 1)
-        k = key.contiguous().view(-1, bsz * heads, head_dim).transpose(0, 1)
-        v = value.contiguous().view(-1, bsz * heads, head_dim).transpose(0, 1)
-        src_len = k.size(1)
-        weights = torch.bmm(q, k.transpose(1, 2))
-        if attn_mask is not None:
-            weights = weights.masked_fill(attn_mask, float("-inf"))
-        if key_padding_mask is not None:
-            weights = weights.view(bsz, heads, tgt_len, src_len)
-            weights = weights.masked_fill(key_padding_mask[:, None, None, :].bool(), float("-inf"))
-            weights = weights.view(bsz * heads, tgt_len, src_len)
+        weights, v = self.masked_logits(query, key, value, key_padding_mask, attn_mask)  # bool attn_mask
+        src_len = weights.size(-1)
         weights = F.softmax(weights, dim=-1)
         dropped = F.dropout(weights, p=self.dropout, training=self.training)
         if dummy:

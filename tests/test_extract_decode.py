@@ -223,3 +223,51 @@ def test_frames_unlike_the_packet_index_restart_with_whole_windows(media, monkey
     assert [(k, i) for k, i, _ in got] == [(k, i) for k, i, _ in whole]
     for (kind, _, a), (_, _, b) in zip(whole, got):
         np.testing.assert_array_equal(a[SegmentMiddles(8)(len(a))] if kind == "window_frames" else a, b)
+
+
+def _write_bframes_with_gap(path, fps=10, shown=((0, 30), (60, 90)), size=(64, 48)):
+    """x264 'veryfast' (B-frames, as web videos have) whose frames jump from 3 s to 6 s: the window
+    [4, 6) has no frame of its own."""
+    from mrhd.extract.synthetic import frame_pattern
+
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = *size, "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast", "g": "40"}
+        for first, stop in shown:
+            for i in range(first, stop):
+                frame = av.VideoFrame.from_ndarray(frame_pattern(i, *size), format="rgb24")
+                frame.pts = i
+                for packet in stream.encode(frame):
+                    container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_window_stream_alone_skips_unpicked_nonreference_frames(tmp_path, monkeypatch):
+    """window_frames alone on a B-frame file: unpicked frames that nothing references are not decoded,
+    and the windows (a gap window included) are still exactly the picks of the whole windows."""
+    import mrhd.extract.decode as decode
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+
+    path = _write_bframes_with_gap(tmp_path / "bframes.mp4")
+    picker = SegmentMiddles(8)
+    whole = [a for _, _, a in VideoDecoder(path, ["window_frames"])]
+    assert [len(w) for w in whole] == [20, 10, 1, 20, 10]  # [4, 6): the frame shown at 4 s (t = 2.9)
+    decoded = []
+    real = decode.VideoDecoder._frames
+
+    def counting(container, stream, needed):
+        for frame in real(container, stream, needed):
+            decoded.append(frame.pts)
+            yield frame
+
+    monkeypatch.setattr(decode.VideoDecoder, "_frames", staticmethod(counting))
+    dec = VideoDecoder(path, ["window_frames"], window_picker=picker)
+    picked = [a for _, _, a in dec]
+    assert dec.restarts == 0 and len(picked) == len(whole)
+    for w, p in zip(whole, picked):
+        np.testing.assert_array_equal(p, w[picker(len(w))])
+    assert sorted(set(decoded)) == decoded and len(decoded) < 60  # some of the 60 frames never decoded
+    assert dec.t_end == Fraction(9)

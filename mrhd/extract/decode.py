@@ -454,15 +454,79 @@ class VideoDecoder:
         if self.window_picker is not None:
             index = PacketIndex.read(self.path)
             if index is not None:
-                yield from self._picking_windows(index)
+                done: dict[str, int] = {}
+                if self.kinds == ("window_frames",):
+                    try:
+                        for kind, i, array in self._windows_skipping(index):
+                            done[kind] = i + 1
+                            yield kind, i, array
+                        return
+                    except _WindowMiss:
+                        self.restarts += 1
+                yield from self._picking_windows(index, done)
                 return
         yield from self._sequential()
 
-    def _picking_windows(self, index: PacketIndex) -> Iterator[tuple[str, int, np.ndarray]]:
+    def _windows_skipping(self, index: PacketIndex) -> Iterator[tuple[str, int, np.ndarray]]:
+        """window_frames alone: the picks of every window are known from the packet index, so frames
+        that no other frame references and that are not picked are not even decoded
+        (``skip_frame=NONREF``, as ``_clip_by_seeking`` does; about half of a B-frame stream).
+        Each decoded frame must sit where the index says and every picked frame must come out,
+        else :class:`_WindowMiss` (the caller goes on with the checked in-order pass)."""
+        self.t_end = index.t_end
+        per_window: dict[int, int] = {}
+        for t in index.times:
+            k = sampling.window_of(t)
+            per_window[k] = per_window.get(k, 0) + 1
+        plan: list[list[int] | None] = []  # the positions each window delivers; None: no window
+        start = 0  # position of the window's first frame
+        for k in range(max(sampling.n_windows(index.t_end), max(per_window) + 1)):
+            n = per_window.get(k, 0)
+            if n:
+                plan.append([start + i for i in self.window_picker(n)])
+            else:  # a gap: the frame shown at that time (the last one before it), as in _WindowFrames
+                plan.append([start - 1 + i for i in self.window_picker(1)] if start > 0 else None)
+            start += n
+        needed = {index.pts[p] for positions in plan if positions for p in positions}
+        convert = _Converted(self.size)
+        rgb: dict[int, np.ndarray] = {}
+        window = 0
+        last = -1
+        container = _open(self.path)
+        try:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            if self.threads:
+                stream.codec_context.thread_count = self.threads
+            for frame in self._frames(container, stream, needed):
+                pos = index.position_of.get(frame.pts)
+                if pos is None or pos <= last:
+                    raise _WindowMiss
+                last = pos
+                if frame.pts in needed:
+                    rgb[pos] = convert(pos, frame)
+                while window < len(plan) and (plan[window] is None or max(plan[window]) <= last):
+                    yield from self._deliver(window, plan[window], rgb)
+                    window += 1
+            while window < len(plan):
+                yield from self._deliver(window, plan[window], rgb)
+                window += 1
+        finally:
+            container.close()
+
+    def _deliver(self, window: int, positions: list[int] | None, rgb: dict[int, np.ndarray]):
+        if positions is None:
+            return
+        if any(p not in rgb for p in positions):
+            raise _WindowMiss
+        yield "window_frames", window, np.stack([rgb[p] for p in positions])
+        for p in [p for p in rgb if p < min(positions)]:  # the next windows start later
+            del rgb[p]
+
+    def _picking_windows(self, index: PacketIndex, done: dict[str, int]) -> Iterator[tuple[str, int, np.ndarray]]:
         """The in-order pass with window frames picked ahead from the packet index. If the decoded
         frames turn out to differ from the index (a damaged file), the pass starts over converting
         whole windows, and yields only what the first attempt had not."""
-        done: dict[str, int] = {}
         try:
             for kind, i, array in self._sequential(index):
                 done[kind] = i + 1

@@ -271,3 +271,24 @@ def test_window_stream_alone_skips_unpicked_nonreference_frames(tmp_path, monkey
         np.testing.assert_array_equal(p, w[picker(len(w))])
     assert sorted(set(decoded)) == decoded and len(decoded) < 60  # some of the 60 frames never decoded
     assert dec.t_end == Fraction(9)
+
+
+def test_a_picked_frame_that_does_not_come_out_falls_back_to_the_checked_pass(tmp_path, monkeypatch):
+    import mrhd.extract.decode as decode
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+
+    path = _write_bframes_with_gap(tmp_path / "bframes.mp4")
+    picker = SegmentMiddles(8)
+    whole = [a for _, _, a in VideoDecoder(path, ["window_frames"])]
+    real = decode.VideoDecoder._frames
+    lost = decode.PacketIndex.read(path).pts[35]  # picked in window [6, 8)
+
+    def losing(container, stream, needed):
+        return (frame for frame in real(container, stream, needed) if frame.pts != lost)
+
+    monkeypatch.setattr(decode.VideoDecoder, "_frames", staticmethod(losing))
+    dec = VideoDecoder(path, ["window_frames"], window_picker=picker)
+    got = [(i, a) for _, i, a in dec]
+    assert dec.restarts == 1 and [i for i, _ in got] == list(range(len(whole)))
+    for w, (_, p) in zip(whole, got):
+        np.testing.assert_array_equal(p, w[picker(len(w))])

@@ -9,7 +9,8 @@ Streams (``input_kind`` of mrhd.extract.encoders.base), each yielded as ``(kind,
 - ``window_frames``  every native frame whose time falls in window ``[2k, 2k+2)``, uint8 [n_k, 224, 224, 3];
                      with the encoder's ``window_frame_picker`` only the frames it picks,
                      ``window[picker(n_k)]``, and only those are converted (8 of 60 at 30 fps for
-                     InternVideo2): ``n_k`` is read ahead from the packet index
+                     InternVideo2): ``n_k`` is read ahead from the packet index; alone, the stream
+                     also leaves unpicked non-reference frames undecoded (``skip_frame=NONREF``)
 - ``audio_chunk``    see ``audio.py``
 
 Why one pass: decoding dominates CPU time, so a video that feeds CLIP, SlowFast and InternVideo2 is
@@ -526,11 +527,13 @@ class VideoDecoder:
     def _picking_windows(self, index: PacketIndex, done: dict[str, int]) -> Iterator[tuple[str, int, np.ndarray]]:
         """The in-order pass with window frames picked ahead from the packet index. If the decoded
         frames turn out to differ from the index (a damaged file), the pass starts over converting
-        whole windows, and yields only what the first attempt had not."""
+        whole windows. ``done`` (kind -> outputs yielded so far, also by an earlier attempt) keeps
+        anything from being yielded twice."""
         try:
             for kind, i, array in self._sequential(index):
-                done[kind] = i + 1
-                yield kind, i, array
+                if i >= done.get(kind, 0):
+                    done[kind] = i + 1
+                    yield kind, i, array
             return
         except _WindowMiss:
             self.restarts += 1

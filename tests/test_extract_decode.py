@@ -292,3 +292,23 @@ def test_a_picked_frame_that_does_not_come_out_falls_back_to_the_checked_pass(tm
     assert dec.restarts == 1 and [i for i, _ in got] == list(range(len(whole)))
     for w, (_, p) in zip(whole, got):
         np.testing.assert_array_equal(p, w[picker(len(w))])
+
+
+@pytest.mark.parametrize("kind", ["empty", "text", "garbage", "truncated"])
+def test_bad_files_fail_alike_with_a_picker(media, tmp_path, kind):
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+
+    bad = write_broken(tmp_path / f"{kind}.mp4", kind, source=media["landscape"])
+    outcomes = []
+    for picker in (None, SegmentMiddles(8)):
+        try:
+            outcomes.append([a for _, _, a in VideoDecoder(bad, ["window_frames"], window_picker=picker)])
+        except DecodeError as err:
+            outcomes.append(str(err))
+    whole, picked = outcomes
+    if isinstance(whole, str):
+        assert picked == whole
+    else:  # a truncated file may still decode its first frames: the picks of the same windows
+        assert len(picked) == len(whole)
+        for w, p in zip(whole, picked):
+            np.testing.assert_array_equal(p, w[SegmentMiddles(8)(len(w))])

@@ -512,8 +512,11 @@ class VideoDecoder:
             while window < len(plan):
                 yield from self._deliver(window, plan[window], rgb)
                 window += 1
+        except av.error.FFmpegError as err:  # the checked pass reports what is wrong with the file
+            raise _WindowMiss from err
         finally:
             container.close()
+        self.positions["window_frames"] = []
 
     def _deliver(self, window: int, positions: list[int] | None, rgb: dict[int, np.ndarray]):
         if positions is None:

@@ -388,3 +388,17 @@ def test_a_crashed_worker_fails_one_video_and_is_replaced(tmp_path, videos):
     store = FeatureStore(store_path(tmp_path / "out", "clip"))
     assert store.video_ids() == ["c"]
     np.testing.assert_allclose(store.read("c"), _expected(videos["c"], "clip"), rtol=1e-5, atol=1e-5)
+
+
+def test_window_streams_share_a_picker_only_when_they_pick_alike():
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.extract.jobs import StreamSpec, _shared_picker
+
+    a, b, c = (StreamSpec(n, "window_frames", None, p) for n, p in
+               (("a", SegmentMiddles(8)), ("b", SegmentMiddles(8)), ("c", SegmentMiddles(4))))
+    assert _shared_picker([a, b]) == SegmentMiddles(8)
+    assert _shared_picker([a, c]) is None and _shared_picker([]) is None  # whole windows: each picks its own
+    assert _shared_picker([a, StreamSpec("d", "window_frames", None)]) is None
+    import pickle
+
+    assert pickle.loads(pickle.dumps(a)) == a  # travels to the decoding workers

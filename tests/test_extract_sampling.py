@@ -182,3 +182,31 @@ def test_scaled_and_cropped_frames_keep_the_choice(rec):
                 continue
             patch = rgb[cy - 4: cy + 4, cx - 4: cx + 4].mean()
             assert int(patch > 127.5) == want[b], (index, b)
+
+
+@pytest.mark.fidelity
+@pytest.mark.parametrize("rec", _records())
+def test_picked_windows_are_the_picks_of_whole_windows(rec):
+    """window_frames with InternVideo2's picker, alone (unpicked non-reference frames skipped) and beside
+    clip_frame (picks planned from the packet index, every frame checked), deliver the picks of the
+    whole windows that the recorded frame timestamps (``decoded``) give: on every fixture file (VFR,
+    B-frames, edit lists, odd starts). Trailing windows past the last frame repeat it."""
+    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+
+    path = _video(rec)
+    picker = SegmentMiddles(8)
+    tb = Fraction(rec["decoded"]["time_base"])
+    start = Fraction(rec["pyav_probe"]["container_start_time_us"] or 0, 1_000_000)
+    whole: dict[int, list[int]] = {}
+    for pts, index in zip(rec["decoded"]["pts"], rec["decoded"]["indices"]):
+        whole.setdefault(sampling.window_of(pts * tb - start), []).append(index)
+    for kinds in (["window_frames"], ["clip_frame", "window_frames"]):
+        decoder = VideoDecoder(path, kinds, size=None, window_picker=picker)
+        got = [[_frame_index(f) for f in w] for kind, _, w in decoder if kind == "window_frames"]
+        shown, want = None, []
+        for k in range(sampling.n_windows(decoder.t_end)):
+            window = whole.get(k) or [shown]  # a gap: the frame shown at that time
+            shown = window[-1]
+            want.append([window[i] for i in picker(len(window))])
+        assert got == want, kinds
+        assert decoder.restarts == 0, kinds  # the packet index agrees with the decoded frames

@@ -258,8 +258,8 @@ def test_window_stream_alone_skips_unpicked_nonreference_frames(tmp_path, monkey
     decoded = []
     real = decode.VideoDecoder._frames
 
-    def counting(container, stream, needed):
-        for frame in real(container, stream, needed):
+    def counting(container, stream, needed, **kw):
+        for frame in real(container, stream, needed, **kw):
             decoded.append(frame.pts)
             yield frame
 
@@ -283,8 +283,8 @@ def test_a_picked_frame_that_does_not_come_out_falls_back_to_the_checked_pass(tm
     real = decode.VideoDecoder._frames
     lost = decode.PacketIndex.read(path).pts[35]  # picked in window [6, 8)
 
-    def losing(container, stream, needed):
-        return (frame for frame in real(container, stream, needed) if frame.pts != lost)
+    def losing(container, stream, needed, **kw):
+        return (frame for frame in real(container, stream, needed, **kw) if frame.pts != lost)
 
     monkeypatch.setattr(decode.VideoDecoder, "_frames", staticmethod(losing))
     dec = VideoDecoder(path, ["window_frames"], window_picker=picker)

@@ -499,7 +499,7 @@ class VideoDecoder:
             stream.thread_type = "AUTO"
             if self.threads:
                 stream.codec_context.thread_count = self.threads
-            for frame in self._frames(container, stream, needed):
+            for frame in self._frames(container, stream, needed, strict=True):
                 pos = index.position_of.get(frame.pts)
                 if pos is None or pos <= last:
                     raise _WindowMiss
@@ -600,16 +600,20 @@ class VideoDecoder:
             container.close()
 
     @staticmethod
-    def _frames(container, stream, needed: set):
+    def _frames(container, stream, needed: set, strict: bool = False):
         """Decoded frames from the current position. Frames that no other frame references and that
         are not wanted are not decoded at all (``skip_frame=NONREF`` for their packets): about half
-        the frames of a typical B-frame stream, and the others decode to the same pixels."""
+        the frames of a typical B-frame stream, and the others decode to the same pixels.
+        ``strict``: a packet that fails to decode raises (it may have held an unwanted frame that
+        the in-order pass would drop, changing a window's frame count); else it is skipped."""
         ctx = stream.codec_context
         for packet in container.demux(stream):
             ctx.skip_frame = "DEFAULT" if packet.pts in needed else "NONREF"
             try:
                 yield from packet.decode()
             except av.error.FFmpegError:
+                if strict:
+                    raise
                 continue
 
     def _sequential(self, index: PacketIndex | None = None) -> Iterator[tuple[str, int, np.ndarray]]:

@@ -183,3 +183,18 @@ def test_features_of_other_encoders_are_refused(predictor, video):
     foreign = dataclasses.replace(feats, encoders={"clip": "clip-vit-b32-openai"})
     with pytest.raises(MrhdError, match="other"):
         predictor.predict(foreign, QUERIES[:1])
+
+
+@pytest.mark.parametrize("model, profile", [("sg_detr", "internvideo2"), ("mesm", "mesm"), ("cmdnet", "clip"),
+                                            ("videolights", "videolights")])
+def test_models_on_their_own_profiles_predict(tmp_path, model, profile):
+    """Each profile's streams are extracted (InternVideo2's picked window frames, BLIP-2, PANNs audio)
+    and its model predicts from them."""
+    clip = write_video(tmp_path / "av.mp4", duration=9.0, fps=10, audio=True)
+    pred = Predictor.from_pretrained("random", model=model, profile=profile, encoder_size="tiny", cache=False,
+                                     random_config=SMALL)
+    feats = pred.encode_video(clip)
+    assert set(feats.streams) >= set(pred.profile.video + pred.profile.audio)
+    for p in pred.predict(feats, QUERIES):
+        assert p.model == model
+        _check(p, feats.duration, feats.n_clips)

@@ -131,7 +131,12 @@ def decode_streams(path: str | Path, encoders: dict, batch_size: int = 32) -> tu
 
     duration = None
     if video_kinds:
-        decoder = VideoDecoder(path, video_kinds)
+        pickers = {getattr(e, "window_frame_picker", None) for e in encoders.values()
+                   if e.input_kind == "window_frames"}
+        # convert only the frames a window encoder uses (InternVideo2: 8 per window); whole windows
+        # where two encoders would pick differently
+        picker = pickers.pop() if len(pickers) == 1 else None
+        decoder = VideoDecoder(path, video_kinds, window_picker=picker)
         for kind, _index, array in decoder:
             feed(kind, array)
         duration = float(decoder.t_end) if decoder.t_end is not None else decoder.info.duration

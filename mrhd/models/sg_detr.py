@@ -246,5 +246,6 @@ def build_criterion(cfg: SGDETRConfig) -> SGDETRCriterion:
 SPEC = register_model(ModelSpec(
     name="sg_detr", config_cls=SGDETRConfig, build=build, build_criterion=build_criterion,
     default_profile="internvideo2",
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask")},
+    # vid: training excludes same-video pairs from the negatives (real_neg_mask); eval ignores it
+    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "vid")},
 ))

@@ -12,8 +12,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-# keys the official collate keeps as Python lists
-_LIST_KEYS = ("vid", "qid")
+# keys kept as Python lists (official collate: vid, qid; query: the text, for MESM's FW-MESM)
+_LIST_KEYS = ("vid", "qid", "query")
 _PAIR_KEYS = ("saliency_pos_labels", "saliency_neg_labels")
 # per-clip labels padded by value only (no mask): QD-DETR's numpy branch; VideoLights casts to long
 _NUMPY_PADDED = {"saliency_all_labels": torch.float32, "relevant_clips": torch.float32,

@@ -15,6 +15,10 @@ official dataset classes, which differ per model (``LabelRecipe``):
 
 Every random draw (``random.sample``/``random.shuffle``) happens in the official order, so with the
 same seeds a batch equals the authors' batch exactly (tests/test_datasets_fidelity.py).
+Meta inputs: a model whose forward() reads annotation fields (``vid``, ``qid``, the ``query``
+text) lists them in ``ModelSpec.extras["forward_inputs"]``; ``DatasetConfig.inputs`` (filled by
+the trainer from that list, :func:`meta_inputs`) copies them into ``model_inputs``, and the collate
+keeps them as lists. E.g. MESM's word reconstruction (FW-MESM) needs the query texts.
 Annotation formats: QVHighlights (``relevant_clip_ids``/``saliency_scores``), Charades-STA and TACoS
 (windows only: pairs sampled inside/outside the first window, CG-DETR's ``duration / n_clips`` clip
 length), TVSum (``label`` matrix of 20 raters, QD-DETR's ``(sum(label-1))/80*12``).
@@ -58,6 +62,15 @@ LABEL_RECIPES: dict[str, LabelRecipe] = {
 }
 
 
+# annotation fields a model may take as forward() inputs (kept as Python lists by the collate)
+META_INPUTS = ("vid", "qid", "query")
+
+
+def meta_inputs(forward_inputs) -> tuple[str, ...]:
+    """The annotation fields among a model's ``ModelSpec.extras["forward_inputs"]``."""
+    return tuple(k for k in META_INPUTS if k in tuple(forward_inputs or ()))
+
+
 def get_recipe(name: str) -> LabelRecipe:
     if name not in LABEL_RECIPES:
         raise MrhdError(f"unknown label recipe {name!r}; choose one of: {', '.join(LABEL_RECIPES)}")
@@ -74,6 +87,7 @@ class DatasetConfig:
     load_labels: bool = True
     domain: str | None = None      # TVSum category (BK, BT, ...): keep only that domain's lines
     skip: list = field(default_factory=list)
+    inputs: tuple = ()             # META_INPUTS the model reads (vid, qid, query): passed as inputs
 
 
 # ---- annotation files ----------------------------------------------------------------------
@@ -244,6 +258,9 @@ class MomentDataset(Dataset):
                  cfg: DatasetConfig | None = None, name: str = "annotations"):
         self.cfg = cfg or DatasetConfig()
         self.recipe = get_recipe(self.cfg.labels)
+        unknown = [k for k in self.cfg.inputs if k not in META_INPUTS]
+        if unknown:
+            raise MrhdError(f"unknown dataset inputs {unknown}; choose from {', '.join(META_INPUTS)}")
         self.profile = profile
         self.stores = stores
         self.name = name
@@ -258,6 +275,10 @@ class MomentDataset(Dataset):
             if missing_v or missing_q:
                 what = ", ".join([f"video in {s}" for s in missing_v] + [f"query in {s}" for s in missing_q])
                 self.skipped.append((meta["qid"], meta["vid"], f"missing {what}"))
+                continue
+            absent = [k for k in self.cfg.inputs if meta.get(k) is None]
+            if absent:
+                self.skipped.append((meta["qid"], meta["vid"], f"no {', '.join(absent)} (the model reads it)"))
                 continue
             if self.cfg.load_labels and annotation_kind(meta) == "none":
                 self.skipped.append((meta["qid"], meta["vid"], "no relevant_windows / labels"))
@@ -288,6 +309,8 @@ class MomentDataset(Dataset):
         if self.recipe.ids:
             inputs["vid"] = meta["vid"]
             inputs["qid"] = meta["qid"]
+        for key in self.cfg.inputs:
+            inputs[key] = meta[key]
         return {"meta": meta, "model_inputs": inputs}
 
     def _add_labels(self, meta: dict, ctx_l: int, inputs: dict) -> None:

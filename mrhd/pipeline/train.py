@@ -10,6 +10,13 @@ epoch, a first evaluation always saved as best (upstream starts from a best scor
 resumable ``last.ckpt`` files that carry optimizer, scheduler, scaler and every RNG state, so a
 resumed run continues exactly as an uninterrupted one.
 
+Generic hooks a model opts into: annotation fields among ``ModelSpec.extras["forward_inputs"]``
+(``vid``, ``qid``, ``query``) reach forward() (:func:`mrhd.pipeline.datasets.meta_inputs`; the
+query text goes to the training set only, as it feeds training targets such as MESM's FW-MESM);
+a criterion with an ``epoch`` attribute gets the 0-based epoch before each training epoch
+(VideoLights' hard pos/neg losses grow with it: dpaul06/VideoLights ``video_lights/train.py``
+calls ``criterion(outputs, targets, epoch_i)`` with the 0-based epoch).
+
 Outputs in RUN_DIR: best.ckpt, last.ckpt, metrics.jsonl, best_val_preds.jsonl, tensorboard/.
 """
 
@@ -37,6 +44,7 @@ from mrhd.pipeline.datasets import (
     MomentDataset,
     annotation_kind,
     load_annotations,
+    meta_inputs,
 )
 from mrhd.pipeline.profiles import load_profile, open_stores
 from mrhd.pipeline.train_config import TrainConfig, model_defaults
@@ -114,13 +122,16 @@ class Trainer:
         self.profile = load_profile(cfg.profile or self.spec.default_profile)
         self.stores = open_stores(features, self.profile)
         labels = cfg.labels or (cfg.model if cfg.model in LABEL_RECIPES else "qd_detr")
-        dcfg = DatasetConfig(labels=labels, clip_len=cfg.clip_len, max_windows=cfg.max_windows)
+        wanted = meta_inputs(self.spec.extras.get("forward_inputs"))
+        dcfg = DatasetConfig(labels=labels, clip_len=cfg.clip_len, max_windows=cfg.max_windows, inputs=wanted)
         self.train_set = MomentDataset(load_annotations(train), self.stores, self.profile, dcfg, name=f"--train {train}")
         val_lines = [a for a in load_annotations(val) if annotation_kind(a) in ("hl", "sta")]
         if not val_lines:
             raise MrhdError(f"--val {val} has no line with ground-truth windows; give an annotated split")
         self.val_set = MomentDataset(val_lines, self.stores, self.profile,
-                                     dataclasses.replace(dcfg, load_labels=False), name=f"--val {val}")
+                                     dataclasses.replace(dcfg, load_labels=False,
+                                                         inputs=tuple(k for k in wanted if k != "query")),
+                                     name=f"--val {val}")
         for ds in (self.train_set, self.val_set):
             self.log(ds.summary())
             for qid, vid, why in ds.skipped[:20]:
@@ -215,6 +226,8 @@ class Trainer:
 
         self.model.train()
         self.criterion.train()
+        if hasattr(self.criterion, "epoch"):   # epoch-dependent loss weights (VideoLights)
+            self.criterion.epoch = self.epoch
         losses = []
         bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
                    disable=not self.cfg.progress, file=sys.stderr)

@@ -97,7 +97,10 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
             st, ed = next(w for w in wins if w[0] <= c < w[1])
             centre = 1.0 - abs((c + 0.5) - (st + ed) / 2) / max(1.0, (ed - st) / 2)
             scores.append([int(np.clip(round(2 + 2 * centre + rng.normal(0, 0.5)), 0, 4)) for _ in range(3)])
-        line = {"qid": i, "query": f"concept {concept}", "duration": 2.0 * n_clips, "vid": vid,
+        # as many CLIP BPE tokens as stored text tokens (SOT + body + EOT), so MESM can map the
+        # query text onto its stored token features (FW-MESM word classes)
+        query = " ".join([f"concept {concept}"] + ["clip"] * (n_tok - 4))
+        line = {"qid": i, "query": query, "duration": 2.0 * n_clips, "vid": vid,
                 "relevant_windows": [[2.0 * st, 2.0 * ed] for st, ed in wins],
                 "relevant_clip_ids": clip_ids, "saliency_scores": scores}
         splits["train" if i < spec.n_train else "val"].append(line)

@@ -116,25 +116,39 @@ def test_sg_detr_batches_carry_vid_and_it_reaches_forward(tmp_path):
 
 
 # ---- epoch-dependent criteria ----------------------------------------------------------------
-def test_videolights_hard_losses_use_the_current_epoch(tmp_path):
-    trainer = _trainer("videolights", tmp_path, VL_TINY, epochs=3)
-    crit = trainer.criterion
-    assert crit.model_cfg.hard_pos_neg_loss and crit.epoch == 0
+def _record_hard_scales(crit) -> list:
+    """The factor (epoch + 1) each training-mode hard pos/neg loss was scaled with."""
     scales = []
     original = crit._hard_loss
 
-    def recording(pred, gt, keep):   # the factor (epoch + 1) the hard losses are scaled with
+    def recording(pred, gt, keep):
         out = original(pred, gt, keep)
         if crit.training:
-            base = torch.nn.functional.mse_loss(gt * keep, pred * keep) * crit.model_cfg.hard_pos_neg_loss_coef
-            scales.append(round(float(out / base)) if float(base) > 0 else None)
+            with torch.no_grad():
+                base = torch.nn.functional.mse_loss(gt * keep, pred * keep) * crit.model_cfg.hard_pos_neg_loss_coef
+                scales.append(round(float(out / base)) if float(base) > 0 else None)
         return out
 
     crit._hard_loss = recording
+    return scales
+
+
+def test_videolights_hard_losses_use_the_current_epoch(tmp_path):
+    trainer = _trainer("videolights", tmp_path, VL_TINY, epochs=2)
+    crit = trainer.criterion
+    assert crit.model_cfg.hard_pos_neg_loss and crit.epoch == 0
+    scales = _record_hard_scales(crit)
     trainer.run()
     steps = len(trainer.train_loader)
-    per_epoch = [scales[i * 2 * steps:(i + 1) * 2 * steps] for i in range(3)]   # hard pos + hard neg per step
-    assert len(scales) == 3 * 2 * steps
-    for k, values in enumerate(per_epoch):
+    assert len(scales) == 2 * 2 * steps   # hard pos + hard neg per step
+    for k in range(2):
+        values = scales[k * 2 * steps:(k + 1) * 2 * steps]
         assert {v for v in values if v is not None} == {k + 1}, (k, values)
-    assert crit.epoch == 2
+    # a resumed run trains its next epoch (index 2) with that epoch's weights, not epoch 0's
+    cfg = dataclasses.replace(trainer.cfg, epochs=3)
+    resumed = Trainer(cfg, tmp_path / "data", tmp_path / "data" / "train.jsonl", tmp_path / "data" / "val.jsonl",
+                      tmp_path / "run", resume=True, log=lambda m: None)
+    scales = _record_hard_scales(resumed.criterion)
+    resumed.run()
+    assert len(scales) == 2 * steps and {v for v in scales if v is not None} == {3}
+    assert resumed.criterion.epoch == 2

@@ -14,9 +14,9 @@ enhancement encoder (roles swapped) and ``output_txt_proj`` (``vocab_size`` + 3 
 Text input: either stored CLIP token features (``src_txt``, profile ``mesm``: ``ln_final`` states,
 first 32 tokens with EOT kept, each L2-normalised) or CLIP token ids (``words_id``) through the frozen
 CLIP text tower (``text_encoder: clip``), as the official model. Word-class targets of FW-MESM need
-ids: with stored features they come from the query texts (``query``) or ``targets["words_label"]``;
-without either (``mrhd train`` today passes no texts) ``loss_rec_fw`` is not computed (the
-enhancement still runs).
+ids: with stored features they come from the query texts (``query``, which ``mrhd train`` passes
+because ``forward_inputs`` lists it) or ``targets["words_label"]``; without either ``loss_rec_fw``
+is not computed (the enhancement still runs).
 
 Settings the paper does not state, taken from the released code: a third of the words masked
 (at least one, never SOT/EOT), label smoothing 0.1 on the word classes, rec_ss positives at GIoU

@@ -25,7 +25,7 @@ import yaml
 
 from mrhd.errors import MrhdError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs" / "features"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "features"   # shipped in the package
 
 # Feature width of each store stream (docs/FEATURES.md); used to size model inputs before any store
 # is opened. A store's own ``dim`` attribute is checked against it when read.

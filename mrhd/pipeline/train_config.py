@@ -10,7 +10,7 @@ import yaml
 
 from mrhd.errors import MrhdError
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"   # shipped in the package
 
 
 @dataclass

@@ -97,3 +97,14 @@ class TextEncoder(ABC):
     @abstractmethod
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """One ``(tokens [L, dim], pooled [dim] | None)`` per text."""
+
+
+def pad_token_ids(ids: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad token-id lists into ``(input_ids, attention_mask)`` ``[n, max_len]`` long tensors."""
+    length = max(len(seq) for seq in ids)
+    input_ids = torch.full((len(ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros(len(ids), length, dtype=torch.long)
+    for row, seq in enumerate(ids):
+        input_ids[row, :len(seq)] = torch.tensor(seq, dtype=torch.long)
+        mask[row, :len(seq)] = 1
+    return input_ids, mask

@@ -59,7 +59,7 @@ import torch
 import torch.nn.functional as F
 
 from mrhd.errors import MrhdError
-from mrhd.extract.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
+from mrhd.extract.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids
 from mrhd.extract.encoders.factory import register_encoder
 
 WEIGHTS_ID = "blip2-pretrain"
@@ -417,12 +417,7 @@ class Blip2TextEncoder(TextEncoder):
         if not texts:
             return []
         ids = self.tokenize(texts)
-        length = max(len(i) for i in ids)
-        input_ids = torch.zeros(len(ids), length, dtype=torch.long)
-        mask = torch.zeros(len(ids), length, dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+        input_ids, mask = pad_token_ids(ids)
         input_ids, mask = input_ids.to(self.device), mask.to(self.device)
         with torch.autocast(device_type=self.device.type, enabled=False):
             embeds = self.model.embeddings(input_ids=input_ids)

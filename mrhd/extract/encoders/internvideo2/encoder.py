@@ -8,7 +8,7 @@ from pathlib import Path
 import torch
 
 from mrhd.errors import MrhdError
-from mrhd.extract.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
+from mrhd.extract.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids
 from mrhd.extract.encoders.internvideo2 import checkpoint as ckpt_io
 from mrhd.extract.encoders.internvideo2.config import CLIP6B, STAGE2, InternVideo2Config, variant_config
 from mrhd.extract.encoders.internvideo2.frames import (
@@ -98,12 +98,7 @@ class InternVideo2TextEncoder(TextEncoder):
         if not texts:
             return []
         ids = self.tokenize(texts)
-        length = max(len(seq) for seq in ids)
-        input_ids = torch.zeros(len(ids), length, dtype=torch.long)
-        mask = torch.zeros(len(ids), length, dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, :len(seq)] = torch.tensor(seq)
-            mask[row, :len(seq)] = 1
+        input_ids, mask = pad_token_ids(ids)
         with torch.autocast(device_type=self.device.type, enabled=False):
             states = self.model.text_encoder(input_ids.to(self.device), mask.to(self.device)).float().cpu()
         pooled_at = [len(seq) - 1 if self.llama else 0 for seq in ids]

@@ -40,7 +40,23 @@ class EncoderInfo:
         return json.dumps(self.recipe, sort_keys=True)
 
 
-class VideoEncoder(ABC):
+class Encoder:
+    """What every encoder has: the store facts (``info``) and the device it runs on."""
+
+    def __init__(self, info: EncoderInfo, device: str | torch.device = "cpu"):
+        self.info = info
+        self.device = torch.device(device)
+
+    @property
+    def name(self) -> str:
+        return self.info.stream
+
+    @property
+    def dim(self) -> int:
+        return self.info.dim
+
+
+class VideoEncoder(Encoder, ABC):
     """Clips in, one ``dim``-vector per clip out."""
 
     input_kind: str = "clip_frame"
@@ -55,18 +71,6 @@ class VideoEncoder(ABC):
     # rule and accept whole and picked windows alike. None: the whole window.
     window_frame_picker: Callable[[int], list[int]] | None = None
 
-    def __init__(self, info: EncoderInfo, device: str | torch.device = "cpu"):
-        self.info = info
-        self.device = torch.device(device)
-
-    @property
-    def name(self) -> str:
-        return self.info.stream
-
-    @property
-    def dim(self) -> int:
-        return self.info.dim
-
     @abstractmethod
     def preprocess(self, clips):
         """CPU-side conversion of decoded clips (uint8 arrays / audio) into the model's input tensor.
@@ -77,22 +81,10 @@ class VideoEncoder(ABC):
         """``[n, ...]`` prepared clips on ``self.device`` -> ``[n, dim]`` float features."""
 
 
-class TextEncoder(ABC):
+class TextEncoder(Encoder, ABC):
     """Sentences in; per-token features ``[L, dim]`` and a pooled vector ``[dim]`` (or None) out."""
 
     store_dtype: str = "float32"
-
-    def __init__(self, info: EncoderInfo, device: str | torch.device = "cpu"):
-        self.info = info
-        self.device = torch.device(device)
-
-    @property
-    def name(self) -> str:
-        return self.info.stream
-
-    @property
-    def dim(self) -> int:
-        return self.info.dim
 
     @abstractmethod
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

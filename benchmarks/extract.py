@@ -25,10 +25,15 @@ import threading
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from mrhd.extract.cpu_sharing import share_cores_with_decoders  # noqa: E402
+
+# as `mrhd extract` does for a CPU run (before torch loads; GOMP_SPINCOUNT in the environment wins)
+share_cores_with_decoders("cuda" if "cuda" in " ".join(sys.argv) else "cpu")
+
+import torch  # noqa: E402
 
 from mrhd.extract.audio import iter_audio_chunks  # noqa: E402
 from mrhd.extract.decode import VideoDecoder  # noqa: E402
@@ -106,7 +111,8 @@ def model_only(enc, video: Path, batch_size: int, min_clips: int) -> float:
     ctx = (torch.autocast("cuda", dtype=enc.autocast_dtype) if device.type == "cuda" and enc.autocast_dtype
            else torch.autocast("cpu", enabled=False))
     with torch.inference_mode(), ctx:
-        enc.encode(batches[0][:1].to(device))  # warm-up
+        for _ in range(2):  # warm-up at the timed batch size (oneDNN sets up per shape)
+            enc.encode(batches[0].to(device))
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
@@ -187,6 +193,14 @@ def main() -> None:
         steady = clips / max(summary.wall_s - summary.startup_s, 1e-9)
         rows.append(f"  worker start-up {summary.startup_s:.1f} s; after it: {steady:.1f} clips/s = "
                     f"{steady / alone:.0%} of the model alone")
+        # CPU arithmetic: per clip the model needs threads/alone core-seconds and the workers decode_cpu;
+        # on C cores end to end cannot beat C / (threads + decode_cpu * alone) of the model alone
+        if not cuda:
+            cores, threads = os.cpu_count() or 1, torch.get_num_threads()
+            decode_per_clip = summary.decode_cpu_s / max(clips, 1)
+            bound = min(1.0, cores / (threads + decode_per_clip * alone))
+            rows.append(f"  CPU bound: model {threads} thread(s) + decoding on {cores} cores allow at most "
+                        f"{bound:.0%} of the model alone")
         rows.append(f"  {clips} clips; per clip: decoding {1000 * summary.decode_cpu_s / max(clips, 1):.0f} ms CPU "
                     f"in workers, model {1000 * summary.encode_s / max(clips, 1):.0f} ms wall "
                     f"(~{1000 * model_cpu / max(clips, 1):.0f} ms CPU on {torch.get_num_threads()} threads)")

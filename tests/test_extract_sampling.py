@@ -54,6 +54,33 @@ def test_fps_filter_rule():
     assert sampling.fps_select(times, Fraction(1, 2) + Fraction(6, 30), 30)[:17] == [0] * 16 + [1]
 
 
+def _streamed(times, t_end, rate) -> list[int]:
+    """The frame-by-frame filter, for checking fps_select's bisection on sorted times."""
+    resampler = sampling.FpsResampler(rate)
+    picks = [pos for i, t in enumerate(times) for _, pos in resampler.feed(t, i)]
+    return picks + [pos for _, pos in resampler.finish(t_end)]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_fps_select_on_sorted_times_equals_the_streaming_filter(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(1, 400))
+    rate = [Fraction(1, 2), Fraction(2), Fraction(30), Fraction(30000, 1001), 1][seed % 5]
+    if seed % 3 == 0:  # variable frame rate with repeated gaps and a late start
+        steps = rng.choice([Fraction(1, 30), Fraction(1, 60), Fraction(1, 2), Fraction(0)], size=n)
+        times = [Fraction(int(rng.integers(0, 5)), 7) + sum(steps[:i], Fraction(0)) for i in range(n)]
+    else:
+        fps = Fraction(int(rng.integers(5, 61)) * 1000, int(rng.choice([1000, 1001])))
+        times = [i / fps for i in range(n)]
+    t_end = times[-1] + Fraction(int(rng.integers(0, 3)), 30)
+    assert sampling.fps_select(times, t_end, rate) == _streamed(times, t_end, rate)
+
+
+def test_fps_select_on_unsorted_times_keeps_the_streaming_rule():
+    times = [Fraction(0), Fraction(2), Fraction(1), Fraction(3)]
+    assert sampling.fps_select(times, Fraction(4), 1) == _streamed(times, Fraction(4), 1)
+
+
 def test_slowfast_indices_of_features_md():
     fast30 = sampling.slowfast_fast_indices(30)
     assert fast30 == list(range(0, 60, 2))[:30] + [59, 59]

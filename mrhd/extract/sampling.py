@@ -8,6 +8,7 @@ lying exactly on a half-tick (60 fps -> 30 fps) is decided the way ffmpeg decide
 
 from __future__ import annotations
 
+import bisect
 import math
 from fractions import Fraction
 
@@ -87,8 +88,19 @@ class FpsResampler:
 
 
 def fps_select(times, t_end, rate) -> list[int]:
-    """Positions (in the given order) of the frames the fps filter shows; ``times`` in seconds."""
+    """Positions (in the given order) of the frames the fps filter shows; ``times`` in seconds.
+
+    Sorted times (a packet index) take a bisection per tick instead of a comparison per frame:
+    tick ``k`` shows the last frame before ``(k + 1/2) / rate``, or the first frame; the ticks are
+    those :class:`FpsResampler` emits, ``max(round(t_end * rate), ticks decided by the frames)``."""
     resampler = FpsResampler(rate)
+    if not len(times):
+        return []
+    if all(a <= b for a, b in zip(times, times[1:])):
+        rate = resampler.rate
+        decided = math.floor(Fraction(times[-1]) * rate - Fraction(1, 2)) + 1
+        n = max(resampler.n_ticks(Fraction(t_end)), decided, 0)
+        return [max(bisect.bisect_left(times, (k + Fraction(1, 2)) / rate) - 1, 0) for k in range(n)]
     picks = []
     for pos, t in enumerate(times):
         picks.extend(item for _, item in resampler.feed(Fraction(t), pos))

@@ -3,24 +3,40 @@
 Writes RUN_DIR/best.ckpt, last.ckpt, metrics.jsonl and best_val_preds.jsonl (and tensorboard/).
 Defaults are each model's official optimiser, schedule, clipping and loss weights
 (configs/train/<model>.yaml); --resume continues RUN_DIR/last.ckpt exactly where it stopped.
+--dataset (configs/datasets/<name>.yaml: qvhighlights, charades_sta, tacos, tvsum) validates with
+that benchmark's metrics and selects the best checkpoint as its authors do; with --data-dir, --train
+and --val default to the dataset's split files in that folder (or name a split: --val test).
+Option precedence: model YAML < the dataset's best_metric < flags and --set. A resumed run keeps
+the dataset (and best_metric, unless --set gives one) of the run it continues.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+from pathlib import Path
 
 import yaml
 
 from mrhd.errors import MrhdError
 
+# TrainConfig fields --set may change (the rest have their own flags or are not options)
+_NOT_SETTABLE = {"model", "model_config", "dataset"}
+
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", required=True, help="moment_detr, qd_detr, tr_detr, cg_detr, univtg, ...")
     p.add_argument("--features", required=True, metavar="DIR", help="folder of <stream>.h5 stores")
-    p.add_argument("--train", required=True, metavar="ANN.jsonl", help="training annotations")
-    p.add_argument("--val", required=True, metavar="ANN.jsonl", help="validation annotations")
+    p.add_argument("--train", default=None, metavar="ANN.jsonl",
+                   help="training annotations (default with --data-dir: the dataset's train split)")
+    p.add_argument("--val", default=None, metavar="ANN.jsonl",
+                   help="validation annotations (default with --data-dir: the dataset's validation split)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--dataset", default=None, metavar="NAME",
+                   help="qvhighlights, charades_sta, tacos or tvsum: its metrics and model selection")
+    p.add_argument("--data-dir", default=None, metavar="DIR",
+                   help="folder holding the dataset's annotation files (needs --dataset)")
     p.add_argument("--profile", default=None, help="feature profile (default: the model's own)")
     p.add_argument("--epochs", type=int, default=None)
     p.add_argument("--batch-size", type=int, default=None)
@@ -32,7 +48,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--eval-every", type=int, default=None, metavar="N", help="evaluate every N epochs")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
-                   help="override a model config field, e.g. --set hidden_dim=128 (repeatable)")
+                   help="override a model config field or a training option, e.g. --set hidden_dim=128 "
+                        "or --set best_metric=MR-full-R1@0.7 (repeatable)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -46,17 +63,66 @@ def _overrides(pairs: list[str]) -> dict:
     return out
 
 
+def _split_overrides(model: str, values: dict) -> tuple[dict, dict]:
+    """--set values as (training options, model config fields). A name both configs have (UniVTG's
+    clip_len) stays a model field, as before training options could be set."""
+    from mrhd.pipeline.train_config import TrainConfig
+
+    train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - _NOT_SETTABLE
+    if not set(values) & train_fields:
+        return {}, values
+    from mrhd.models.registry import get_spec
+
+    model_fields = {f.name for f in dataclasses.fields(get_spec(model).config_cls)}
+    train = {k: v for k, v in values.items() if k in train_fields and k not in model_fields}
+    return train, {k: v for k, v in values.items() if k not in train}
+
+
+def _annotation_path(value: str | None, split: str, dataset, data_dir: str | None, flag: str) -> Path:
+    """--train/--val: a file, or (with --dataset and --data-dir) a split name or the default split."""
+    if value is not None and not (data_dir and dataset and value in dataset.splits):
+        return Path(value)
+    if data_dir is None:
+        raise MrhdError(f"{flag} is required (or give --dataset NAME --data-dir DIR to use the dataset's "
+                        f"{split} file)")
+    split = value or split
+    path = Path(data_dir) / dataset.split_file(split)
+    if not path.is_file():
+        raise MrhdError(f"--data-dir {data_dir} has no {path.name} (the {dataset.name} {split} split); "
+                        f"put it there or pass {flag} FILE")
+    return path
+
+
 def run(args: argparse.Namespace) -> int:
-    from mrhd.pipeline.train import Trainer
+    from mrhd.pipeline.dataset_configs import dataset_names, load_dataset_config
+    from mrhd.pipeline.train import Trainer, stored_train_config
     from mrhd.pipeline.train_config import load_train_config
 
-    cfg = load_train_config(
-        args.model, profile=args.profile, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+    train_options, model_config = _split_overrides(args.model, _overrides(args.set))
+    stored = stored_train_config(args.out) if args.resume else {}
+    dataset_name = args.dataset if args.dataset is not None else stored.get("dataset")
+    if args.resume and stored and "best_metric" not in train_options and dataset_name == stored.get("dataset"):
+        train_options["best_metric"] = stored.get("best_metric")   # the run's own model selection
+    dataset = load_dataset_config(dataset_name) if dataset_name is not None else None
+    if args.data_dir is not None:
+        if dataset is None:
+            raise MrhdError(f"--data-dir needs --dataset NAME ({', '.join(dataset_names())}) to know the file names")
+        if not Path(args.data_dir).is_dir():
+            raise MrhdError(f"--data-dir {args.data_dir} is not a folder; give the folder of the annotation files")
+    train = _annotation_path(args.train, "train", dataset, args.data_dir, "--train")
+    val = _annotation_path(args.val, dataset.validate_on if dataset else "val", dataset, args.data_dir, "--val")
+
+    options = dict(
+        profile=args.profile, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         device=args.device, seed=args.seed, num_workers=args.num_workers, eval_every=args.eval_every,
         amp=False if args.no_amp else None, progress=False if args.quiet else None,
-        model_config=_overrides(args.set) or None)
+        dataset=dataset_name, model_config=model_config or None)
+    for key, value in train_options.items():   # a flag given explicitly wins over --set
+        if options.get(key) is None:
+            options[key] = value
+    cfg = load_train_config(args.model, **options)
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise MrhdError("--epochs and --batch-size must be at least 1")
-    result = Trainer(cfg, args.features, args.train, args.val, args.out, resume=args.resume).run()
+    result = Trainer(cfg, args.features, train, val, args.out, resume=args.resume).run()
     print(json.dumps({"out": str(args.out), **result}, indent=1))
     return 0

@@ -17,6 +17,12 @@ a criterion with an ``epoch`` attribute gets the 0-based epoch before each train
 (VideoLights' hard pos/neg losses grow with it: dpaul06/VideoLights ``video_lights/train.py``
 calls ``criterion(outputs, targets, epoch_i)`` with the 0-based epoch).
 
+Datasets: ``TrainConfig.dataset`` names configs/datasets/<name>.yaml (:mod:`.dataset_configs`):
+validation then uses that dataset's metric family (Charades-STA/TACoS: R1@IoU and mIoU; TVSum:
+top-5 mAP), the profile takes its clip/token caps, and a model config with a ``dset_name`` field
+(CG-DETR, TR-DETR) gets the authors' name unless ``--set`` gives one. A resumed run must name the
+same dataset as the run it continues (stored in the checkpoints' ``train_config``).
+
 Outputs in RUN_DIR: best.ckpt, last.ckpt, metrics.jsonl, best_val_preds.jsonl, tensorboard/.
 """
 
@@ -38,17 +44,25 @@ from torch.utils.data import DataLoader
 from mrhd.errors import MrhdError
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
+from mrhd.pipeline.dataset_configs import load_dataset_config
 from mrhd.pipeline.datasets import (
     LABEL_RECIPES,
     DatasetConfig,
     MomentDataset,
-    annotation_kind,
     load_annotations,
     meta_inputs,
 )
 from mrhd.pipeline.profiles import load_profile, open_stores
 from mrhd.pipeline.train_config import TrainConfig, model_defaults
-from mrhd.pipeline.train_eval import evaluate_lines, forward_kwargs, predict_loader, to_float32
+from mrhd.pipeline.train_eval import (
+    check_best_metric,
+    evaluate_lines,
+    forward_kwargs,
+    predict_loader,
+    scorable,
+    selection_score,
+    to_float32,
+)
 from mrhd.pipeline.train_optim import build_optimizer, build_scheduler
 from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
 
@@ -105,6 +119,13 @@ def _device(name: str) -> torch.device:
     return device
 
 
+def stored_train_config(out: str | Path) -> dict:
+    """The ``train_config`` a run folder's last.ckpt was written with ({} where there is none).
+    Its ``dataset`` is None for QVHighlights and for runs from before datasets were recorded."""
+    last = Path(out) / "last.ckpt"
+    return dict(load_checkpoint(last).get("train_config") or {}) if last.is_file() else {}
+
+
 class Trainer:
     """One training run: data, model, optimiser and the run folder."""
 
@@ -118,20 +139,27 @@ class Trainer:
         self.spec = get_spec(cfg.model)
         if self.spec.build_criterion is None:
             raise MrhdError(f"model {cfg.model!r} has no training path (no criterion); choose another --model")
+        self.dataset = load_dataset_config(cfg.dataset) if cfg.dataset else None
+        self.family = self.dataset.metrics if self.dataset else "qvhighlights"
         self._check_run_dir()
         self.profile = load_profile(cfg.profile or self.spec.default_profile)
+        if self.dataset:
+            self.profile = self.dataset.apply_to_profile(self.profile)
         self.stores = open_stores(features, self.profile)
         labels = cfg.labels or (cfg.model if cfg.model in LABEL_RECIPES else "qd_detr")
         wanted = meta_inputs(self.spec.extras.get("forward_inputs"))
         dcfg = DatasetConfig(labels=labels, clip_len=cfg.clip_len, max_windows=cfg.max_windows, inputs=wanted)
         self.train_set = MomentDataset(load_annotations(train), self.stores, self.profile, dcfg, name=f"--train {train}")
-        val_lines = [a for a in load_annotations(val) if annotation_kind(a) in ("hl", "sta")]
+        val_lines = scorable(load_annotations(val), self.family)
         if not val_lines:
-            raise MrhdError(f"--val {val} has no line with ground-truth windows; give an annotated split")
+            what = "labels" if self.family in ("tvsum", "youtube") else "windows"
+            raise MrhdError(f"--val {val} has no line with ground-truth {what} for the {self.family} metrics; "
+                            "give an annotated split of that dataset")
         self.val_set = MomentDataset(val_lines, self.stores, self.profile,
                                      dataclasses.replace(dcfg, load_labels=False,
                                                          inputs=tuple(k for k in wanted if k != "query")),
                                      name=f"--val {val}")
+        check_best_metric(cfg.best_metric, self.val_set.data, self.family, cfg.clip_len)
         for ds in (self.train_set, self.val_set):
             self.log(ds.summary())
             for qid, vid, why in ds.skipped[:20]:
@@ -166,6 +194,12 @@ class Trainer:
         if not self.resume and last.is_file():
             raise MrhdError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it "
                             "or choose another --out")
+        if self.resume:
+            trained_on = stored_train_config(self.out).get("dataset")
+            if trained_on != self.cfg.dataset:
+                fix = f"--dataset {trained_on} (or no --dataset)" if trained_on else "no --dataset"
+                raise MrhdError(f"{last} was trained on dataset {trained_on or 'none (QVHighlights metrics)'}, "
+                                f"not {self.cfg.dataset or 'none'}; resume with {fix}")
 
     def _model_config(self):
         fields = {f.name for f in dataclasses.fields(self.spec.config_cls)}
@@ -174,6 +208,8 @@ class Trainer:
         if self.profile.audio and all(s in self.stores for s in self.profile.audio):
             dims["a_feat_dim"] = self.profile.audio_dim
         values.update({k: v for k, v in dims.items() if k in fields})
+        if self.dataset and self.dataset.dset_name and "dset_name" in fields:
+            values["dset_name"] = self.dataset.dset_name
         unknown = sorted(set(self.cfg.model_config) - fields)
         if unknown:
             raise MrhdError(f"model {self.cfg.model!r} has no config fields {unknown}")
@@ -247,7 +283,7 @@ class Trainer:
                                    self.amp_dtype)
         finally:
             set_rng_state(state)
-        return evaluate_lines(lines, self.val_set.data), lines
+        return evaluate_lines(lines, self.val_set.data, self.family), lines
 
     def _payload(self) -> dict:
         return {
@@ -326,7 +362,7 @@ class Trainer:
                 metrics, lines = self.evaluate()
                 brief = dict(metrics["brief"])
                 last_metrics = brief
-                score = float(brief.get(self.cfg.best_metric, float("nan")))
+                score = selection_score(brief, self.cfg.best_metric)
                 if math.isnan(score):
                     raise MrhdError(f"best_metric {self.cfg.best_metric!r} is not among the metrics "
                                     f"{sorted(brief)}")

@@ -1,4 +1,10 @@
-"""Training options: the official per-model defaults (configs/train/<model>.yaml) plus overrides."""
+"""Training options: the official per-model defaults (configs/train/<model>.yaml) plus overrides.
+
+Precedence, lowest first: the TrainConfig defaults, configs/train/<model>.yaml, the dataset's
+model selection (``best_metric`` of configs/datasets/<dataset>.yaml, when a dataset is named: the
+model YAMLs name QVHighlights' MR-full-mAP), then explicit overrides (command-line flags and
+``--set`` of a training option, e.g. ``--set best_metric=MR-full-R1@0.7``).
+"""
 
 from __future__ import annotations
 
@@ -33,7 +39,8 @@ class TrainConfig:
     eval_every: int = 5                 # epochs
     max_es_cnt: int = 200               # early stop after this many evaluations without gain; -1 never
     num_workers: int = 4
-    best_metric: str = "MR-full-mAP"    # official model selection
+    best_metric: str = "MR-full-mAP"    # official model selection; "A+B": the mean of brief keys A, B
+    dataset: str | None = None          # configs/datasets name; None: QVHighlights metrics, as before
     device: str = "cpu"
     amp: bool = True                    # mixed precision (float16 autocast + GradScaler) on CUDA only
     model_config: dict = field(default_factory=dict)   # overrides of the model's config fields
@@ -59,11 +66,18 @@ def model_defaults(model: str) -> dict:
 
 
 def load_train_config(model: str, **overrides) -> TrainConfig:
-    """configs/train/<model>.yaml, then ``overrides`` (None values are ignored)."""
+    """configs/train/<model>.yaml, the dataset's best_metric, then ``overrides`` (None values are
+    ignored); see the module docstring."""
     path = CONFIG_DIR / "train" / f"{model}.yaml"
     raw = _read_yaml(path) if path.is_file() else {}
     raw["model"] = model
-    raw.update({k: v for k, v in overrides.items() if v is not None})
+    explicit = {k: v for k, v in overrides.items() if v is not None}
+    dataset = explicit.get("dataset", raw.get("dataset"))
+    if dataset is not None:
+        from mrhd.pipeline.dataset_configs import load_dataset_config
+
+        raw["best_metric"] = load_dataset_config(dataset).best_metric
+    raw.update(explicit)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:

@@ -3,15 +3,20 @@
 Predictions come from the models' own post-processing: UniVTG's dense predictions + 0.7 NMS
 (``mrhd.models.univtg_postprocess``), the DETR family's ``compute_mr_results`` + PostProcessorDETR
 (``mrhd.models.postprocess``); a model may provide its own as ``ModelSpec.extras["predict_lines"]``
-``(outputs, src_vid_mask, metas, cfg) -> lines``. Metrics: ``mrhd.pipeline.evaluate``.
+``(outputs, src_vid_mask, metas, cfg) -> lines``. Metrics: ``mrhd.pipeline.evaluate``, the family
+named by the run's dataset (configs/datasets), QVHighlights without one. Model selection
+(``best_metric``) is one brief key or ``A+B``: the mean of several (CG-DETR's Charades-STA/TACoS
+``(R1@0.7 + R1@0.5) / 2``).
 """
 
 from __future__ import annotations
 
 import inspect
+import math
 
 import torch
 
+from mrhd.errors import MrhdError
 from mrhd.pipeline.collate import prepare_batch
 from mrhd.pipeline.datasets import annotation_kind
 
@@ -74,11 +79,61 @@ def to_float32(x):
     return x
 
 
-def evaluate_lines(lines: list[dict], ground_truth: list[dict]) -> dict:
-    """Official QVHighlights metrics; windows-only ground truth (Charades-STA, TACoS) gets the
-    moment-retrieval block only."""
-    from mrhd.pipeline.evaluate import evaluate_qvhighlights
+# annotation kinds (mrhd.pipeline.datasets.annotation_kind) each metric family can score
+GROUND_TRUTH_KINDS = {
+    "qvhighlights": ("hl", "sta"),
+    "charades": ("sta", "hl"),
+    "tacos": ("sta", "hl"),
+    "tvsum": ("tvsum",),
+    "youtube": ("tvsum",),
+}
 
+
+def scorable(ground_truth: list[dict], family: str = "qvhighlights") -> list[dict]:
+    """The validation lines the family's metrics can score (e.g. no test lines without windows)."""
+    kinds = GROUND_TRUTH_KINDS.get(family, ("hl", "sta"))
+    return [g for g in ground_truth if annotation_kind(g) in kinds]
+
+
+def evaluate_lines(lines: list[dict], ground_truth: list[dict], family: str = "qvhighlights") -> dict:
+    """The official metrics of ``family`` (a key of ``mrhd.pipeline.evaluate.EVALUATORS``).
+    QVHighlights: windows-only ground truth (Charades-STA, TACoS) gets the moment-retrieval block
+    only."""
+    from mrhd.pipeline.evaluate import EVALUATORS, evaluate_qvhighlights
+
+    if family != "qvhighlights":
+        return EVALUATORS[family](lines, ground_truth)
     if any(annotation_kind(g) != "hl" for g in ground_truth):
         lines = [{k: v for k, v in ln.items() if k != "pred_saliency_scores"} for ln in lines]
     return evaluate_qvhighlights(lines, ground_truth)
+
+
+def metric_keys(best_metric: str) -> list[str]:
+    """The brief keys a ``best_metric`` names (``A+B`` -> [A, B])."""
+    return [k.strip() for k in str(best_metric).split("+")]
+
+
+def selection_score(brief: dict, best_metric: str) -> float:
+    """The model-selection score of a brief block: the key's value, or the mean of ``A+B``."""
+    keys = metric_keys(best_metric)
+    absent = [k for k in keys if k not in brief]
+    if absent:
+        raise MrhdError(f"best_metric {best_metric!r}: {absent} not among the metrics {sorted(brief)}; "
+                        "choose brief keys of this dataset (--set best_metric=KEY)")
+    values = [brief[k] for k in keys]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return float("nan")
+    return float(sum(float(v) for v in values) / len(values))
+
+
+def check_best_metric(best_metric: str, ground_truth: list[dict], family: str, clip_len: float) -> None:
+    """Fail before training when ``best_metric`` names a key the family's brief block lacks: score
+    placeholder predictions (one whole-video window, flat saliency) on a few validation lines."""
+    sample = ground_truth[:2]
+    preds = []
+    for g in sample:
+        duration = float(g.get("duration") or clip_len)
+        n = max(1, math.ceil(duration / clip_len))
+        preds.append({"qid": g["qid"], "vid": g["vid"], "pred_relevant_windows": [[0.0, duration, 1.0]],
+                      "pred_saliency_scores": [0.0] * n})
+    selection_score(evaluate_lines(preds, sample, family)["brief"], best_metric)

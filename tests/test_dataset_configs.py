@@ -145,7 +145,7 @@ def charades_data(tmp_path_factory):
     ann.mkdir()
     _charades_style(data["train"], ann / ds.split_file("train"))
     _charades_style(data["val"], ann / ds.split_file(ds.validate_on))
-    return {"features": data["features"], "ann": ann, "qvh_val": data["val"]}
+    return {"features": data["features"], "ann": ann, "qvh_train": data["train"], "qvh_val": data["val"]}
 
 
 def _tiny_flags() -> list[str]:
@@ -216,6 +216,32 @@ def test_best_checkpoint_is_the_one_the_dataset_rule_picks(charades_data, tmp_pa
     assert result["best_score"] == 30.0
     assert load_checkpoint(tmp_path / "run" / "best.ckpt")["epoch"] == 2
     assert [r["MR-full-R1@0.7"] for r in _rows(tmp_path / "run")] == [10.0, 20.0, 30.0]
+
+
+def _trainer(d, out, model="moment_detr", model_config=TINY, **kw) -> Trainer:
+    cfg = load_train_config(model, epochs=1, batch_size=8, num_workers=0, eval_every=1, progress=False,
+                            model_config=model_config, **kw)
+    return Trainer(cfg, d["features"], d["qvh_train"], d["qvh_val"], out, log=lambda m: None)
+
+
+def test_qvhighlights_dataset_trains_as_without_one(charades_data, tmp_path):
+    plain = _trainer(charades_data, tmp_path / "a")
+    plain.run()   # the trainer seeds at construction: build each right before its run
+    named = _trainer(charades_data, tmp_path / "b", dataset="qvhighlights")
+    named.run()
+    assert named.profile == plain.profile and named.cfg.best_metric == plain.cfg.best_metric
+    assert named.step_losses == plain.step_losses
+    assert _rows(tmp_path / "a")[0].keys() == _rows(tmp_path / "b")[0].keys()
+
+
+def test_models_get_the_authors_dset_name(charades_data, tmp_path):
+    tiny_cg = {**TINY, "t2v_layers": 1}
+    assert _trainer(charades_data, tmp_path / "a", "cg_detr", tiny_cg).model_cfg.dset_name == "hl"
+    assert _trainer(charades_data, tmp_path / "b", "cg_detr", tiny_cg,
+                    dataset=CHARADES).model_cfg.dset_name == "charadesSTA"
+    explicit = _trainer(charades_data, tmp_path / "c", "cg_detr", {**tiny_cg, "dset_name": "tacos"},
+                        dataset=CHARADES)
+    assert explicit.model_cfg.dset_name == "tacos"          # --set dset_name=... wins
 
 
 def test_data_dir_errors_and_a_best_metric_the_dataset_lacks(charades_data, tmp_path, capsys):

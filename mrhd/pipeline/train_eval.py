@@ -136,4 +136,8 @@ def check_best_metric(best_metric: str, ground_truth: list[dict], family: str, c
         n = max(1, math.ceil(duration / clip_len))
         preds.append({"qid": g["qid"], "vid": g["vid"], "pred_relevant_windows": [[0.0, duration, 1.0]],
                       "pred_saliency_scores": [0.0] * n})
-    selection_score(evaluate_lines(preds, sample, family)["brief"], best_metric)
+    try:
+        brief = evaluate_lines(preds, sample, family)["brief"]
+    except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError):
+        return   # lines this check cannot score; the first evaluation checks best_metric again
+    selection_score(brief, best_metric)

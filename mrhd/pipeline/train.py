@@ -364,8 +364,8 @@ class Trainer:
                 last_metrics = brief
                 score = selection_score(brief, self.cfg.best_metric)
                 if math.isnan(score):
-                    raise MrhdError(f"best_metric {self.cfg.best_metric!r} is not among the metrics "
-                                    f"{sorted(brief)}")
+                    raise MrhdError(f"best_metric {self.cfg.best_metric!r} is undefined (NaN) on this validation "
+                                    "set; choose another with --set best_metric=KEY")
                 row = {"epoch": self.epoch, "train_loss": train_loss, "seconds": round(time.time() - t0, 2), **brief}
                 with (self.out / "metrics.jsonl").open("a") as fh:
                     fh.write(json.dumps(json_safe(row)) + "\n")

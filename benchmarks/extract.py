@@ -35,9 +35,9 @@ share_cores_with_decoders("cuda" if "cuda" in " ".join(sys.argv) else "cpu")
 
 import torch  # noqa: E402
 
+from mrhd.encoders.factory import build_encoder  # noqa: E402
 from mrhd.extract.audio import iter_audio_chunks  # noqa: E402
 from mrhd.extract.decode import VideoDecoder  # noqa: E402
-from mrhd.extract.encoders.factory import build_encoder  # noqa: E402
 from mrhd.extract.jobs import ExtractJob, peak_rss_mb  # noqa: E402
 from mrhd.extract.sources import expand_inputs  # noqa: E402
 from mrhd.extract.synthetic import frame_pattern, write_video  # noqa: E402

@@ -52,8 +52,8 @@ def main(argv=None) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     from mrhd.extract.synthetic import write_video
-    from mrhd.pipeline.predict import Predictor
-    from mrhd.pipeline.video_features import FeatureCache
+    from mrhd.inference.predict import Predictor
+    from mrhd.inference.video_features import FeatureCache
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)

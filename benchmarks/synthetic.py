@@ -1,7 +1,7 @@
 """Learning evidence: every model with a training path learns planted moments.
 
 Writes a feature store + QVHighlights-format annotations with planted, query-dependent moments
-(mrhd.pipeline.train_synthetic: concept signal inside 1-3 windows of varied length/position, a
+(mrhd.training.synthetic: concept signal inside 1-3 windows of varied length/position, a
 distractor segment of another concept, noise elsewhere), trains each model (small width, CPU) with
 its official loss and optimiser, and reports the held-out split's R1@0.5, R1@0.7, mAP and HIT@1
 (HL-min-VeryGood-Hit1) of the best evaluation, next to the untrained model's numbers (chance).
@@ -26,11 +26,11 @@ from pathlib import Path
 import torch
 
 from mrhd.errors import MrhdError
+from mrhd.features.profiles import load_profile
 from mrhd.models.registry import available_models, get_spec
-from mrhd.pipeline.profiles import load_profile
-from mrhd.pipeline.train import Trainer
-from mrhd.pipeline.train_config import load_train_config
-from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.config import load_train_config
+from mrhd.training.synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.trainer import Trainer
 
 # Small width for CPU; no dropout: with a few hundred samples it only slows learning down.
 SMALL = {"hidden_dim": 64, "nheads": 4, "enc_layers": 2, "dec_layers": 2, "t2v_layers": 1,

@@ -23,11 +23,11 @@ from pathlib import Path
 def bench_one(model: str, device: str, steps: int, warmup: int, threads: int, root: Path) -> dict:
     import torch
 
+    from mrhd.features.profiles import load_profile
     from mrhd.models.registry import get_spec
-    from mrhd.pipeline.profiles import load_profile
-    from mrhd.pipeline.train import Trainer
-    from mrhd.pipeline.train_config import load_train_config
-    from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+    from mrhd.training.config import load_train_config
+    from mrhd.training.synthetic import SyntheticSpec, make_synthetic
+    from mrhd.training.trainer import Trainer
 
     torch.set_num_threads(threads)
     profile = load_profile(get_spec(model).default_profile)

@@ -10,14 +10,14 @@ import pytest
 
 from mrhd.commands.train import _split_overrides
 from mrhd.errors import MrhdError
+from mrhd.features.profiles import load_profile
 from mrhd.pipeline.dataset_configs import dataset_names, load_dataset_config
 from mrhd.pipeline.datasets import load_annotations
 from mrhd.pipeline.evaluate import EVALUATORS
-from mrhd.pipeline.profiles import load_profile
-from mrhd.pipeline.train import Trainer
-from mrhd.pipeline.train_config import load_train_config
-from mrhd.pipeline.train_eval import check_best_metric, evaluate_lines, scorable, selection_score
-from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.config import load_train_config
+from mrhd.training.synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.trainer import Trainer
+from mrhd.training.validation import check_best_metric, evaluate_lines, scorable, selection_score
 from mrhd.weights.checkpoint import load_checkpoint
 from tests.test_train import TINY, _cli
 

@@ -9,10 +9,10 @@ import pytest
 import torch
 
 from mrhd.errors import MrhdError
+from mrhd.features.profiles import load_profile, open_stores
+from mrhd.features.write import write_store
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, load_annotations
-from mrhd.pipeline.profiles import load_profile, open_stores
-from mrhd.pipeline.train_store import write_store
 
 
 def _stores_for(tmp_path, lines, profile, drop_vids=()):

@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
+from mrhd.features.profiles import open_stores
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset
-from mrhd.pipeline.profiles import open_stores
 from tests.conftest import fixture_cases, open_case
 from tests.test_profiles import fixture_profile, fixture_raw_features, write_fixture_stores
 

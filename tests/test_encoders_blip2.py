@@ -10,9 +10,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mrhd.encoders import blip2
+from mrhd.encoders.factory import build_encoder
 from mrhd.errors import MrhdError
-from mrhd.extract.encoders import blip2
-from mrhd.extract.encoders.factory import build_encoder
 
 WORDS = ["a", "man", "cook", "##s", "pizza", "in", "the", "kitchen", "dog", "run", ",", "'"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]

@@ -12,9 +12,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mrhd.encoders import clip as clip_mod
+from mrhd.encoders.factory import build_encoder
 from mrhd.errors import MrhdError
-from mrhd.extract.encoders import clip as clip_mod
-from mrhd.extract.encoders.factory import build_encoder
 
 TEXTS = ["a man is cooking pasta in a small kitchen", "",
          "dog " * 100,   # 100 body tokens: must be cut to 77 with EOT last

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from mrhd.encoders.factory import build_encoder
+from mrhd.encoders.internvideo2 import frames as iv2_frames
+from mrhd.encoders.internvideo2.config import CLIP6B, STAGE2, variant_config
+from mrhd.encoders.internvideo2.model import InternVideo2Model
 from mrhd.errors import MrhdError
-from mrhd.extract.encoders.factory import build_encoder
-from mrhd.extract.encoders.internvideo2 import frames as iv2_frames
-from mrhd.extract.encoders.internvideo2.config import CLIP6B, STAGE2, variant_config
-from mrhd.extract.encoders.internvideo2.model import InternVideo2Model
 
 WORDS = ["a", "man", "cook", "##s", "pizza", "in", "the", "kitchen", "dog", ".", "!"]
 SPECIAL = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -310,7 +310,7 @@ def test_clip_checkpoint_video_and_llama_text(tmp_path, base_layer):
     assert ids[0] == [1, 3, 4, 5, 6, 7, 8, 2] and ids[1] == [1, 3, 4, 5, 0, 2]   # BOS summarize : ... EOS
     from transformers import LlamaModel
 
-    from mrhd.extract.encoders.internvideo2.text_llama import hf_config
+    from mrhd.encoders.internvideo2.text_llama import hf_config
 
     reference = LlamaModel(hf_config(model.cfg.text)).eval()
     prefix = "text_encoder.transformer."
@@ -361,8 +361,8 @@ def test_extract_job_stores_what_the_encoders_compute(tmp_path, monkeypatch):
     from mrhd.extract.decode import VideoDecoder
     from mrhd.extract.jobs import ExtractJob
     from mrhd.extract.sources import expand_inputs
-    from mrhd.extract.store import FeatureStore, store_path
     from mrhd.extract.synthetic import write_video
+    from mrhd.features.store import FeatureStore, store_path
 
     video_path = write_video(tmp_path / "vid_a.mp4", duration=5.0, fps=10, width=64, height=48, audio=False)
     (tmp_path / "ann.jsonl").write_text('{"qid": 7, "query": "a man cooks", "vid": "vid_a"}\n')

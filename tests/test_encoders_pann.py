@@ -11,9 +11,9 @@ import scipy.signal
 import torch
 import torch.nn.functional as F
 
+from mrhd.encoders import pann
+from mrhd.encoders.factory import build_encoder
 from mrhd.errors import MrhdError
-from mrhd.extract.encoders import pann
-from mrhd.extract.encoders.factory import build_encoder
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mrhd.errors import MrhdError
-from mrhd.extract.encoders import slowfast_convert as conv
-from mrhd.extract.encoders.factory import build_encoder
-from mrhd.extract.encoders.slowfast import (
+from mrhd.encoders import slowfast_convert as conv
+from mrhd.encoders.factory import build_encoder
+from mrhd.encoders.slowfast import (
     SlowFastEncoder,
     SlowFastR50,
     slow_indices,
     slowfast_config,
 )
+from mrhd.errors import MrhdError
 
 
 @pytest.fixture(scope="module")

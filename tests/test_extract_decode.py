@@ -176,7 +176,7 @@ def _count_conversions(monkeypatch):
 def test_picked_windows_equal_the_picks_of_whole_windows(media, monkeypatch, name):
     """The decoder converts only the frames the encoder's picker takes, and they are exactly the frames
     the old whole-window path gave the encoder to pick from (8 of 50 per window at 25 fps, of 20 at 10)."""
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
 
     picker = SegmentMiddles(8)
     whole = [a for _, _, a in VideoDecoder(media[name], ["window_frames"])]
@@ -191,7 +191,7 @@ def test_picked_windows_equal_the_picks_of_whole_windows(media, monkeypatch, nam
 
 
 def test_picking_shares_the_pass_with_other_streams(media):
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
 
     kinds = ["clip_frame", "slowfast_clip", "window_frames"]
     old = list(VideoDecoder(media["landscape"], kinds))
@@ -205,7 +205,7 @@ def test_frames_unlike_the_packet_index_restart_with_whole_windows(media, monkey
     """A file whose decoded frames differ from its packet index (here: one timestamp shifted) must not
     get wrong picks: the pass starts over, and nothing is yielded twice."""
     import mrhd.extract.decode as decode
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
 
     real = decode.PacketIndex.read
 
@@ -249,7 +249,7 @@ def test_window_stream_alone_skips_unpicked_nonreference_frames(tmp_path, monkey
     """window_frames alone on a B-frame file: unpicked frames that nothing references are not decoded,
     and the windows (a gap window included) are still exactly the picks of the whole windows."""
     import mrhd.extract.decode as decode
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
 
     path = _write_bframes_with_gap(tmp_path / "bframes.mp4")
     picker = SegmentMiddles(8)
@@ -275,7 +275,7 @@ def test_window_stream_alone_skips_unpicked_nonreference_frames(tmp_path, monkey
 
 def test_a_picked_frame_that_does_not_come_out_falls_back_to_the_checked_pass(tmp_path, monkeypatch):
     import mrhd.extract.decode as decode
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
 
     path = _write_bframes_with_gap(tmp_path / "bframes.mp4")
     picker = SegmentMiddles(8)
@@ -296,7 +296,7 @@ def test_a_picked_frame_that_does_not_come_out_falls_back_to_the_checked_pass(tm
 
 @pytest.mark.parametrize("kind", ["empty", "text", "garbage", "truncated"])
 def test_bad_files_fail_alike_with_a_picker(media, tmp_path, kind):
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
 
     bad = write_broken(tmp_path / f"{kind}.mp4", kind, source=media["landscape"])
     outcomes = []

@@ -19,7 +19,7 @@ from mrhd.extract.audio import iter_audio_chunks
 from mrhd.extract.decode import VideoDecoder
 from mrhd.extract.jobs import ExtractJob, read_queries
 from mrhd.extract.sources import expand_inputs, parse_shard, shard
-from mrhd.extract.store import FeatureStore, store_path
+from mrhd.features.store import FeatureStore, store_path
 from tests.helpers.extract_encoders import StatsEncoder, clip_statistics
 from tests.helpers.videos import write_audio_only, write_broken, write_video
 
@@ -206,8 +206,8 @@ def test_read_queries(tmp_path):
 @pytest.mark.slow
 def test_cli_queries_and_real_clip_encoder(tmp_path, videos, capsys):
     """The real CLIP module (tiny, random weights) through the CLI, video and text stores."""
-    pytest.importorskip("mrhd.extract.encoders.clip")
-    from mrhd.extract.encoders.factory import build_encoder
+    pytest.importorskip("mrhd.encoders.clip")
+    from mrhd.encoders.factory import build_encoder
 
     ann = tmp_path / "ann.jsonl"
     ann.write_text(json.dumps({"qid": 5, "query": "a white bar moves"}) + "\n"
@@ -250,10 +250,10 @@ def test_cli_text_streams_take_the_video_weights_and_only_shard_0_writes_them(tm
                                                                              capsys):
     """--weights STREAM= also reaches STREAM_text unless that has its own; --shard 1/2 says that it
     leaves the queries to shard 0 (and writes no text store). The builder is replaced by a recorder."""
-    import mrhd.extract.encoders.factory as factory
+    import mrhd.encoders.factory as factory
     from mrhd.cli import main
     from mrhd.commands.extract import add_arguments
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
 
     built = {}
 
@@ -358,7 +358,7 @@ def _n_stored(out: Path) -> int:
 def test_real_audio_encoder_through_the_job(tmp_path, videos):
     """PANNs (audio_chunk, tiny and random) with worker-side preprocessing: floor(D/2) rows equal to a
     direct encode. (InternVideo2's window_frames run through the job in test_encoders_internvideo2.)"""
-    from mrhd.extract.encoders.factory import build_encoder
+    from mrhd.encoders.factory import build_encoder
 
     try:
         enc = build_encoder("pann", random_weights=True, size="tiny")
@@ -391,7 +391,7 @@ def test_a_crashed_worker_fails_one_video_and_is_replaced(tmp_path, videos):
 
 
 def test_window_streams_share_a_picker_only_when_they_pick_alike():
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
     from mrhd.extract.jobs import StreamSpec, _shared_picker
 
     a, b, c = (StreamSpec(n, "window_frames", None, p) for n, p in

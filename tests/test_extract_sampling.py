@@ -218,7 +218,7 @@ def test_picked_windows_are_the_picks_of_whole_windows(rec):
     clip_frame (picks planned from the packet index, every frame checked), deliver the picks of the
     whole windows that the recorded frame timestamps (``decoded``) give: on every fixture file (VFR,
     B-frames, edit lists, odd starts). Trailing windows past the last frame repeat it."""
-    from mrhd.extract.encoders.internvideo2.frames import SegmentMiddles
+    from mrhd.encoders.internvideo2.frames import SegmentMiddles
 
     path = _video(rec)
     picker = SegmentMiddles(8)

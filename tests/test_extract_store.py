@@ -16,9 +16,9 @@ import h5py
 import numpy as np
 import pytest
 
+from mrhd.encoders.base import EncoderInfo
 from mrhd.errors import MrhdError
-from mrhd.extract.encoders.base import EncoderInfo
-from mrhd.extract.store import FORMAT, FeatureStore, store_path
+from mrhd.features.store import FORMAT, FeatureStore, store_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -147,8 +147,8 @@ def test_missing_store_for_reading(tmp_path):
 
 _WRITER = textwrap.dedent("""
     import sys, numpy as np
-    from mrhd.extract.encoders.base import EncoderInfo
-    from mrhd.extract.store import FeatureStore
+    from mrhd.encoders.base import EncoderInfo
+    from mrhd.features.store import FeatureStore
     info = EncoderInfo(stream="clip", dim=64, weights="random", recipe={"r": 1})
     store = FeatureStore(sys.argv[1], "a", info)
     for i in range(100000):

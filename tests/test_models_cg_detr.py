@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mrhd.models.cg_detr import (
+from mrhd.models.cg_detr.model import (
     CGDETRConfig,
     build,
     build_criterion,
@@ -13,7 +13,7 @@ from mrhd.models.cg_detr import (
     real_negative_mask,
     source_video_ids,
 )
-from mrhd.models.cg_detr_postprocess import predict_lines, prediction_lines
+from mrhd.models.cg_detr.postprocess import predict_lines, prediction_lines
 from mrhd.models.postprocess import postprocessor_for
 from mrhd.models.registry import create_model, get_spec
 from tests.conftest import open_case

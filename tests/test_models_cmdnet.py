@@ -12,14 +12,14 @@ import torch.nn.functional as F
 import yaml
 
 from mrhd.errors import MrhdError
-from mrhd.models.cmdnet import CMDNetConfig, build, build_criterion
-from mrhd.models.cmdnet_criterion import CMDNetCriterion, relevant_clip_mask
-from mrhd.models.cmdnet_layers import MultiScaleDifferencePerception, adjacent_difference
+from mrhd.features.profiles import load_profile
+from mrhd.models.cmdnet.criterion import CMDNetCriterion, relevant_clip_mask
+from mrhd.models.cmdnet.layers import MultiScaleDifferencePerception, adjacent_difference
+from mrhd.models.cmdnet.model import CMDNetConfig, build, build_criterion
 from mrhd.models.registry import create_model, get_spec, make_config
-from mrhd.pipeline.profiles import load_profile
-from mrhd.pipeline.train import Trainer
-from mrhd.pipeline.train_config import load_train_config
-from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.config import load_train_config
+from mrhd.training.synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.trainer import Trainer
 from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -82,7 +82,7 @@ def test_registered_with_qd_detr_setting_and_shipped_config():
     defaults = dataclasses.asdict(CMDNetConfig())
     assert {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()} == \
         {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}
-    doc = __import__("mrhd.models.cmdnet", fromlist=["x"]).__doc__
+    doc = __import__("mrhd.models.cmdnet.model", fromlist=["x"]).__doc__
     assert "46.69" in doc and "Design choices" in doc
 
 

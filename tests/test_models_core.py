@@ -9,7 +9,7 @@ from mrhd.errors import MrhdError
 from mrhd.models.criterion import CriterionConfig, SetCriterion
 from mrhd.models.postprocess import PostProcessorDETR, predict_lines, prediction_lines
 from mrhd.models.registry import create_model, get_spec, make_config
-from mrhd.models.span_utils import (
+from mrhd.models.spans import (
     generalized_temporal_iou,
     inverse_sigmoid,
     span_cxw_to_xx,

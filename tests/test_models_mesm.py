@@ -11,13 +11,13 @@ import pytest
 import torch
 
 from mrhd.errors import MrhdError
-from mrhd.models.mesm import MESMConfig, build, build_criterion, config_from_opt, convert_state_dict
-from mrhd.models.mesm_criterion import moment_clip_mask, query_clip_mask
-from mrhd.models.mesm_layers import mask_words
-from mrhd.models.mesm_text import EOT_TOKEN, SOT_TOKEN, frequent_token_ids, tokenize_queries
+from mrhd.features.profiles import load_profile
+from mrhd.models.mesm.criterion import moment_clip_mask, query_clip_mask
+from mrhd.models.mesm.layers import mask_words
+from mrhd.models.mesm.model import MESMConfig, build, build_criterion, config_from_opt, convert_state_dict
+from mrhd.models.mesm.text import EOT_TOKEN, SOT_TOKEN, frequent_token_ids, tokenize_queries
 from mrhd.models.registry import get_spec, make_config
-from mrhd.pipeline.profiles import load_profile
-from mrhd.pipeline.train_config import load_train_config, model_defaults
+from mrhd.training.config import load_train_config, model_defaults
 from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
 
 QUERIES = ["a man walks his dog along the beach at sunset", "a woman cooks pasta in a small kitchen",
@@ -295,8 +295,8 @@ def test_checkpoint_round_trip(tmp_path):
 
 @pytest.mark.slow
 def test_mrhd_train_runs_with_the_model(tmp_path):
-    from mrhd.pipeline.train import Trainer
-    from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+    from mrhd.training.synthetic import SyntheticSpec, make_synthetic
+    from mrhd.training.trainer import Trainer
 
     data = make_synthetic(tmp_path / "data", load_profile("mesm"),
                           SyntheticSpec(n_train=16, n_val=8, min_clips=8, max_clips=14, n_concepts=3))
@@ -318,7 +318,7 @@ def test_official_checkpoint_converts(tmp_path):
     ``opt`` Namespace with the official option names) converts and predicts as the source."""
     import argparse
 
-    from mrhd.weights.convert import convert_checkpoint
+    from mrhd.models.convert import convert_checkpoint
 
     opt = argparse.Namespace(dataset_name="qvhighlights", feat_files=["clip_image.hdf5", "slowfast.hdf5"],
                              use_tef=True, clip_len=2, max_words_l=32, max_video_l=75, tokenizer_type="CLIP",
@@ -349,7 +349,7 @@ def test_stored_clip_text_features_equal_the_token_id_path():
     the model from ids (queries within 32 tokens), so both inputs predict the same."""
     import numpy as np
 
-    from mrhd.extract.encoders.clip import build_clip_text
+    from mrhd.encoders.clip import build_clip_text
 
     queries = QUERIES[:3]
     encoder = build_clip_text(random_weights=True, size="tiny")
@@ -383,7 +383,7 @@ def test_text_tower_loads_mesm_clip_text_encoder_pth(tmp_path):
     text tensors in fp16, heads = width / 64); ``text_encoder_weights`` reads it."""
     from open_clip.model import CLIP, CLIPTextCfg
 
-    from mrhd.models.mesm_text import ClipTokenEncoder
+    from mrhd.models.mesm.text import ClipTokenEncoder
 
     torch.manual_seed(0)
     source = ClipTokenEncoder(CLIP(64, vision_cfg={"layers": 1, "width": 64, "patch_size": 32, "head_width": 64},

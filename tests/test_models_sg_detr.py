@@ -8,17 +8,17 @@ import json
 import pytest
 import torch
 
+from mrhd.features.profiles import load_profile
 from mrhd.models.registry import get_spec, make_config
-from mrhd.models.sg_detr import SGDETRConfig, build, build_criterion
-from mrhd.models.sg_detr_criterion import atss_assign
-from mrhd.models.sg_detr_detector import level_anchors
-from mrhd.models.sg_detr_fusion import fuse_spans
-from mrhd.models.sg_detr_layers import SaliencyAmplifier, SaliencyGuidedCrossAttentionLayer
-from mrhd.models.span_utils import span_cxw_to_xx
-from mrhd.pipeline.profiles import load_profile
-from mrhd.pipeline.train import Trainer
-from mrhd.pipeline.train_config import load_train_config, model_defaults
-from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+from mrhd.models.sg_detr.criterion import atss_assign
+from mrhd.models.sg_detr.detector import level_anchors
+from mrhd.models.sg_detr.fusion import fuse_spans
+from mrhd.models.sg_detr.layers import SaliencyAmplifier, SaliencyGuidedCrossAttentionLayer
+from mrhd.models.sg_detr.model import SGDETRConfig, build, build_criterion
+from mrhd.models.spans import span_cxw_to_xx
+from mrhd.training.config import load_train_config, model_defaults
+from mrhd.training.synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.trainer import Trainer
 from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = {"hidden_dim": 32, "nheads": 4, "dim_feedforward": 64, "enc_layers": 1, "dec_layers": 2,

@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
+from mrhd.models.nms import apply_nms, temporal_nms
 from mrhd.models.registry import create_model, get_spec
-from mrhd.models.temporal_nms import apply_nms, temporal_nms
-from mrhd.models.univtg import UniVTGConfig, build, build_criterion, config_from_opt
-from mrhd.models.univtg_postprocess import clip_timestamps, predictions
-from mrhd.models.univtg_targets import batch_targets
+from mrhd.models.univtg.model import UniVTGConfig, build, build_criterion, config_from_opt
+from mrhd.models.univtg.postprocess import clip_timestamps, predictions
+from mrhd.models.univtg.targets import batch_targets
 from tests.conftest import open_case
 from tests.helpers.model_fixtures import (
     assert_full_size_keys,
@@ -175,7 +175,7 @@ def test_predictions_clamp_to_duration_and_zero_padding_scores():
 
 
 def test_drop_path_drops_whole_samples_only_in_training():
-    from mrhd.models.drop_path import DropPath
+    from mrhd.models.layers.drop_path import DropPath
 
     torch.manual_seed(0)
     layer = DropPath(0.5)

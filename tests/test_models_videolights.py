@@ -7,7 +7,7 @@ import torch
 
 from mrhd.models.postprocess import postprocessor_for, prediction_lines
 from mrhd.models.registry import create_model, get_spec
-from mrhd.models.videolights import VideoLightsConfig, build, build_criterion, config_from_opt
+from mrhd.models.videolights.model import VideoLightsConfig, build, build_criterion, config_from_opt
 from tests.conftest import open_case
 from tests.helpers.model_fixtures import (
     assert_full_size_keys,

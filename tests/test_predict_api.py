@@ -8,11 +8,11 @@ import warnings
 import numpy as np
 import pytest
 
-import mrhd.pipeline.video_features as video_features
+import mrhd.inference.video_features as video_features
 from mrhd.errors import MrhdError
-from mrhd.pipeline.plots import plot_predictions
-from mrhd.pipeline.predict import Predictor, QueryTruncatedWarning
-from mrhd.pipeline.windows import plan_windows
+from mrhd.inference.plots import plot_predictions
+from mrhd.inference.predict import Predictor, QueryTruncatedWarning
+from mrhd.inference.windows import plan_windows
 from tests.helpers.videos import write_broken, write_video
 
 QUERIES = ["a white bar sweeps across the screen", "the colours change slowly"]
@@ -88,7 +88,7 @@ def test_small_window_matches_merge_rules(predictor, video, monkeypatch):
     pred = predictor.predict(feats, QUERIES[:1])[0]
     _check(pred, feats.duration, feats.n_clips)
     # NMS between windows: no two kept moments overlap with IoU >= 0.7
-    from mrhd.pipeline.windows import temporal_iou
+    from mrhd.inference.windows import temporal_iou
 
     rows = pred.windows
     assert all(temporal_iou(a, b) < 0.7 for i, a in enumerate(rows) for b in rows[i + 1:])
@@ -157,8 +157,8 @@ def test_unknown_model_and_weights():
 
 @pytest.mark.parametrize("model", ["moment_detr", "qd_detr", "tr_detr", "cg_detr", "univtg"])
 def test_every_grounding_model_predicts(predictor, video, model):
+    from mrhd.inference.predict import RANDOM, load_model
     from mrhd.models.registry import get_spec
-    from mrhd.pipeline.predict import RANDOM, load_model
 
     try:
         get_spec(model)

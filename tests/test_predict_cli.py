@@ -16,7 +16,7 @@ from tests.helpers.videos import write_broken, write_video
 @pytest.fixture()
 def tiny_encoders(monkeypatch):
     """The CLI path unchanged, with small random encoders instead of the full random CLIP (speed)."""
-    from mrhd.pipeline import predict as predict_mod
+    from mrhd.inference import predict as predict_mod
 
     real = predict_mod.Predictor.from_pretrained
     monkeypatch.setattr(predict_mod.Predictor, "from_pretrained",

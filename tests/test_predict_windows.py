@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from mrhd.pipeline.results import Prediction, fmt_time, format_table, write_predictions
-from mrhd.pipeline.windows import (
+from mrhd.inference.results import Prediction, fmt_time, format_table, write_predictions
+from mrhd.inference.windows import (
     Window,
     merge_window_moments,
     plan_windows,

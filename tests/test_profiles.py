@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from mrhd.errors import MrhdError
-from mrhd.pipeline.profiles import (
+from mrhd.features.profiles import (
     available_profiles,
     l2_normalize,
     load_profile,
@@ -19,7 +19,7 @@ from mrhd.pipeline.profiles import (
     read_video_arrays,
     tef,
 )
-from mrhd.pipeline.train_store import write_store
+from mrhd.features.write import write_store
 from tests.conftest import fixture_cases, open_case
 
 # ---- helpers shared with the dataset fidelity tests ----------------------------------------

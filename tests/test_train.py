@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from mrhd.cli import main
-from mrhd.pipeline.profiles import load_profile
-from mrhd.pipeline.train import Trainer
-from mrhd.pipeline.train_config import load_train_config
-from mrhd.pipeline.train_optim import WarmupStepFactor
-from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+from mrhd.features.profiles import load_profile
+from mrhd.training.config import load_train_config
+from mrhd.training.optim import WarmupStepFactor
+from mrhd.training.synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.trainer import Trainer
 from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
 
 TINY = {"hidden_dim": 32, "nheads": 4, "enc_layers": 1, "dec_layers": 2, "dim_feedforward": 64}

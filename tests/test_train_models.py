@@ -9,14 +9,14 @@ import dataclasses
 import pytest
 import torch
 
+from mrhd.features.profiles import load_profile, open_stores
 from mrhd.models.registry import get_spec
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, load_annotations, meta_inputs
-from mrhd.pipeline.profiles import load_profile, open_stores
-from mrhd.pipeline.train import Trainer
-from mrhd.pipeline.train_config import CONFIG_DIR, load_train_config
-from mrhd.pipeline.train_eval import forward_kwargs
-from mrhd.pipeline.train_synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.config import CONFIG_DIR, load_train_config
+from mrhd.training.synthetic import SyntheticSpec, make_synthetic
+from mrhd.training.trainer import Trainer
+from mrhd.training.validation import forward_kwargs
 
 SMALL = SyntheticSpec(n_train=8, n_val=4, min_clips=8, max_clips=12, n_concepts=3)
 MESM_TINY = dict(hidden_dim=32, nheads=4, dim_feedforward=64, enc_layers=1, dec_layers=2, t2v_layers=1,

@@ -11,10 +11,10 @@ import torch
 
 from mrhd.cli import main
 from mrhd.errors import MrhdError
+from mrhd.inference.predict import load_model
+from mrhd.models.convert import convert_checkpoint, profile_from_opt
 from mrhd.models.registry import create_model
-from mrhd.pipeline.predict import load_model
 from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
-from mrhd.weights.convert import convert_checkpoint, profile_from_opt
 
 # A small Moment-DETR run on CLIP-only features, with the official option names.
 OPT = dict(dset_name="hl", v_feat_dirs=["features/clip_features"], t_feat_dir="features/clip_text_features/",

@@ -33,14 +33,14 @@ def test_convert_fixture_checkpoint(case, tmp_path):
     torch.save({"model": state_dict, "optimizer": None, "epoch": 0,
                 "opt": argparse.Namespace(**config["opt_small"])}, src)
 
-    from mrhd.weights.convert import convert_checkpoint, streams_from_opt
+    from mrhd.models.convert import convert_checkpoint, streams_from_opt
 
     dst = tmp_path / "converted.ckpt"
     summary = convert_checkpoint(src, dst, model=config["model"])
     ckpt = load_checkpoint(dst)
     assert summary["keys"] == len(state_dict) == len(ckpt["state_dict"])
     assert ckpt["model"] == config["model"]
-    from mrhd.pipeline.profiles import load_profile
+    from mrhd.features.profiles import load_profile
 
     video, _audio = streams_from_opt(config["opt_small"])
     assert load_profile(ckpt["profile"]).video == video

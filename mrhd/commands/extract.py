@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from mrhd.extract.cpu_sharing import share_cores_with_decoders
 
     share_cores_with_decoders(args.device)  # before torch is first imported
-    from mrhd.extract.encoders.factory import TEXT_STREAM_OF, VIDEO_ENCODERS, build_encoder
+    from mrhd.encoders.factory import TEXT_STREAM_OF, VIDEO_ENCODERS, build_encoder
     from mrhd.extract.jobs import DecodePool, ExtractJob, Failure, install_sigterm
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
 

@@ -65,7 +65,7 @@ def _parse_gt(values) -> list[list[float]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrhd.pipeline.results import check_writable, format_table, write_predictions
+    from mrhd.inference.results import check_writable, format_table, write_predictions
 
     video = Path(args.video)
     if not video.is_file():
@@ -81,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):
         raise MrhdError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot}")
 
-    from mrhd.pipeline.predict import Predictor
+    from mrhd.inference.predict import Predictor
 
     if args.weights is None and args.model is not None:
         from mrhd.weights import entries
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         write_predictions(args.out, preds)
         print(f"wrote {args.out}")
     if args.plot:
-        from mrhd.pipeline.plots import plot_predictions
+        from mrhd.inference.plots import plot_predictions
 
         plot_predictions(args.plot, preds, top_k=min(args.top_k, 3),
                          gt_windows=[gt] * len(preds) if gt else None)

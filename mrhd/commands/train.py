@@ -66,7 +66,7 @@ def _overrides(pairs: list[str]) -> dict:
 def _split_overrides(model: str, values: dict) -> tuple[dict, dict]:
     """--set values as (training options, model config fields). A name both configs have (UniVTG's
     clip_len) stays a model field, as before training options could be set."""
-    from mrhd.pipeline.train_config import TrainConfig
+    from mrhd.training.config import TrainConfig
 
     train_fields = {f.name for f in dataclasses.fields(TrainConfig)} - _NOT_SETTABLE
     if not set(values) & train_fields:
@@ -95,8 +95,8 @@ def _annotation_path(value: str | None, split: str, dataset, data_dir: str | Non
 
 def run(args: argparse.Namespace) -> int:
     from mrhd.pipeline.dataset_configs import dataset_names, load_dataset_config
-    from mrhd.pipeline.train import Trainer, stored_train_config
-    from mrhd.pipeline.train_config import load_train_config
+    from mrhd.training.config import load_train_config
+    from mrhd.training.trainer import Trainer, stored_train_config
 
     train_options, model_config = _split_overrides(args.model, _overrides(args.set))
     stored = stored_train_config(args.out) if args.resume else {}

@@ -52,7 +52,7 @@ def _download(weights_id: str, quiet: bool) -> int:
 
 
 def _convert(src: str, dst: str, model: str) -> int:
-    from mrhd.weights.convert import convert_checkpoint
+    from mrhd.models.convert import convert_checkpoint
 
     summary = convert_checkpoint(src, dst, model=model)
     print(f"wrote {dst}: model {summary['model']}, profile {summary['profile']}, {summary['keys']} tensors")
@@ -64,9 +64,9 @@ def _info(path_or_id: str) -> int:
 
     import torch
 
+    from mrhd.models.convert import profile_from_opt
     from mrhd.weights import cached_path, find_entry
     from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict
-    from mrhd.weights.convert import profile_from_opt
 
     path = Path(path_or_id)
     entry = find_entry(path_or_id)

@@ -1,6 +1,6 @@
 """Decoding with PyAV: the frames each encoder stream consumes, in one streaming pass per video.
 
-Streams (``input_kind`` of mrhd.extract.encoders.base), each yielded as ``(kind, index, array)``:
+Streams (``input_kind`` of mrhd.encoders.base), each yielded as ``(kind, index, array)``:
 
 - ``clip_frame``     one frame per 2-s clip, ffmpeg ``fps=0.5`` (short-video rule of HERO), uint8 [224, 224, 3]
 - ``slowfast_clip``  per clip the 32 FAST-pathway frames of the 30-fps stream, uint8 [32, 224, 224, 3]

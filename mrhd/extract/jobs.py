@@ -38,7 +38,7 @@ from mrhd.extract import sampling
 from mrhd.extract.audio import iter_audio_chunks
 from mrhd.extract.decode import VIDEO_KINDS, DecodeError, VideoDecoder, probe
 from mrhd.extract.sources import Source
-from mrhd.extract.store import FeatureStore, store_path
+from mrhd.features.store import FeatureStore, store_path
 
 COMMIT_EVERY_S = 30.0  # merge finished parts into the main files at least this often
 

@@ -28,7 +28,7 @@ from torch import nn
 
 from mrhd.errors import MrhdError
 from mrhd.models.matcher import FOREGROUND, HungarianMatcher
-from mrhd.models.span_utils import generalized_temporal_iou, span_cxw_to_xx
+from mrhd.models.spans import generalized_temporal_iou, span_cxw_to_xx
 
 BACKGROUND = 1
 PER_LAYER_LOSSES = ("spans", "labels")

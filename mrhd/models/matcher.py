@@ -10,7 +10,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from mrhd.models.span_utils import generalized_temporal_iou, span_cxw_to_xx
+from mrhd.models.spans import generalized_temporal_iou, span_cxw_to_xx
 
 FOREGROUND = 0
 

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from mrhd.models.span_utils import span_cxw_to_xx
+from mrhd.models.spans import span_cxw_to_xx
 
 
 class PostProcessorDETR:

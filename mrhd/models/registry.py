@@ -18,15 +18,15 @@ from mrhd.errors import MrhdError
 
 # Model name -> module that registers it (imported lazily so `import mrhd` stays light).
 MODEL_MODULES: dict[str, str] = {
-    "moment_detr": "mrhd.models.moment_detr",
-    "qd_detr": "mrhd.models.qd_detr",
-    "tr_detr": "mrhd.models.tr_detr",
-    "cg_detr": "mrhd.models.cg_detr",
-    "univtg": "mrhd.models.univtg",
-    "cmdnet": "mrhd.models.cmdnet",
-    "videolights": "mrhd.models.videolights",
-    "sg_detr": "mrhd.models.sg_detr",
-    "mesm": "mrhd.models.mesm",
+    "moment_detr": "mrhd.models.moment_detr.model",
+    "qd_detr": "mrhd.models.qd_detr.model",
+    "tr_detr": "mrhd.models.tr_detr.model",
+    "cg_detr": "mrhd.models.cg_detr.model",
+    "univtg": "mrhd.models.univtg.model",
+    "cmdnet": "mrhd.models.cmdnet.model",
+    "videolights": "mrhd.models.videolights.model",
+    "sg_detr": "mrhd.models.sg_detr.model",
+    "mesm": "mrhd.models.mesm.model",
 }
 
 

@@ -1,6 +1,6 @@
 """Moment-retrieval datasets: annotation lines + feature stores -> one official training sample.
 
-Inputs are assembled by a feature profile (:mod:`mrhd.pipeline.profiles`); labels follow the
+Inputs are assembled by a feature profile (:mod:`mrhd.features.profiles`); labels follow the
 official dataset classes, which differ per model (``LabelRecipe``):
 
 - Moment-DETR (jayleicn/moment_detr ``moment_detr/start_end_dataset.py``): span labels in
@@ -36,7 +36,7 @@ import torch
 from torch.utils.data import Dataset
 
 from mrhd.errors import MrhdError
-from mrhd.pipeline.profiles import Profile, StoreReader, read_text_arrays, read_video_arrays, video_streams
+from mrhd.features.profiles import Profile, StoreReader, read_text_arrays, read_video_arrays, video_streams
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mrhd.extract.encoders.base import EncoderInfo, VideoEncoder
+from mrhd.encoders.base import EncoderInfo, VideoEncoder
 
 
 @dataclass(frozen=True)

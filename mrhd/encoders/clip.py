@@ -1,0 +1,282 @@
+"""CLIP ViT-B/32 through open_clip: the ``clip`` video stream and the ``clip_text`` query stream.
+
+Recipe (docs/FEATURES.md, as Moment-DETR's extractor did it): one frame per 2-s clip, pixels /255
+then CLIP mean/std, ``encode_image`` (projected, not normalised). Text: per-token ``ln_final`` output
+(not projected) from SOT to EOT inclusive, plus the pooled EOT token @ ``text_projection``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
+from mrhd.encoders.factory import register_encoder
+from mrhd.errors import MrhdError
+
+WEIGHTS_ID = "clip-vit-b32-openai"
+# open_clip/constants.py OPENAI_DATASET_MEAN / OPENAI_DATASET_STD (= FEATURES.md)
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+SOT_TOKEN = 49406
+EOT_TOKEN = 49407
+
+
+@dataclass
+class ClipConfig:
+    """The towers of the model; ``full`` is open_clip's ViT-B-32.json."""
+
+    embed_dim: int = 512
+    image_size: int = 224
+    patch_size: int = 32
+    vision_width: int = 768
+    vision_layers: int = 12
+    vision_head_width: int = 64
+    context_length: int = 77
+    vocab_size: int = 49408
+    text_width: int = 512
+    text_heads: int = 8
+    text_layers: int = 12
+    quick_gelu: bool = False   # OpenAI weights use QuickGELU; set from the checkpoint when loading
+
+
+def clip_config(size: str) -> ClipConfig:
+    if size == "full":
+        return ClipConfig()
+    if size == "tiny":
+        # a small random model for CPU tests; the tokeniser and context stay the real ones
+        return ClipConfig(embed_dim=32, vision_width=64, vision_layers=2, vision_head_width=32,
+                          text_width=32, text_heads=2, text_layers=2, quick_gelu=True)
+    raise MrhdError(f"unknown encoder size {size!r}; choose 'full' or 'tiny'")
+
+
+def _create_open_clip(cfg: ClipConfig):
+    from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg
+
+    vision = CLIPVisionCfg(layers=cfg.vision_layers, width=cfg.vision_width,
+                           head_width=cfg.vision_head_width, patch_size=cfg.patch_size,
+                           image_size=cfg.image_size)
+    text = CLIPTextCfg(context_length=cfg.context_length, vocab_size=cfg.vocab_size,
+                       width=cfg.text_width, heads=cfg.text_heads, layers=cfg.text_layers)
+    return CLIP(cfg.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=cfg.quick_gelu)
+
+
+def _random_model(size: str):
+    """Fixed-seed random weights, no file and no download. For ``full`` this builds exactly what
+    ``open_clip.create_model('ViT-B-32', pretrained=None)`` builds (ViT-B-32.json, GELU), without
+    its "no pretrained weights" warning on every --random-weights run."""
+    cfg = clip_config(size)
+    torch.manual_seed(0)
+    return _create_open_clip(cfg), cfg
+
+
+def read_openai_state_dict(path: Path) -> dict:
+    """OpenAI's release is a TorchScript archive (``ViT-B-32.pt``); plain state dicts (also wrapped
+    as ``{'state_dict': {'module.…'}}`` by training scripts) are accepted too."""
+    try:
+        with warnings.catch_warnings():   # torch 2.x marks TorchScript deprecated; the file is one
+            warnings.simplefilter("ignore", FutureWarning)
+            return torch.jit.load(str(path), map_location="cpu").state_dict()
+    except RuntimeError:
+        pass
+    try:
+        obj = torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
+        raise MrhdError(f"cannot read CLIP weights {path}: {err.__class__.__name__}; "
+                        "give OpenAI's ViT-B-32.pt or a state dict saved with torch.save") from err
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
+        obj = {k.removeprefix("module."): v for k, v in obj["state_dict"].items()}
+    if not isinstance(obj, dict):
+        raise MrhdError(f"{path} does not hold a CLIP state dict")
+    return dict(obj)
+
+
+def config_from_state_dict(sd: dict) -> ClipConfig:
+    """Tower sizes read off the tensors (as open_clip's build_model_from_openai_state_dict does)."""
+    try:
+        conv = sd["visual.conv1.weight"]
+        grid = round((sd["visual.positional_embedding"].shape[0] - 1) ** 0.5)
+        text_width = sd["ln_final.weight"].shape[0]
+        return ClipConfig(
+            embed_dim=sd["text_projection"].shape[1],
+            image_size=conv.shape[-1] * grid,
+            patch_size=conv.shape[-1],
+            vision_width=conv.shape[0],
+            vision_layers=len({k.split(".")[3] for k in sd if k.startswith("visual.transformer.resblocks.")}),
+            vision_head_width=64,
+            context_length=sd["positional_embedding"].shape[0],
+            vocab_size=sd["token_embedding.weight"].shape[0],
+            text_width=text_width,
+            text_heads=text_width // 64,
+            text_layers=len({k.split(".")[2] for k in sd if k.startswith("transformer.resblocks.")}),
+            quick_gelu=True,
+        )
+    except KeyError as err:
+        raise MrhdError(f"not an OpenAI CLIP ViT checkpoint (no {err.args[0]!r}); "
+                        "give OpenAI's ViT-B-32.pt") from err
+
+
+def load_openai_model(path: Path):
+    """An open_clip ``CLIP`` in fp32 with OpenAI's weights; every tensor must be used."""
+    sd = read_openai_state_dict(path)
+    # JIT archive extras (open_clip openai.py pops the same three); a TorchScript trace of an
+    # open_clip model also saves its non-persistent causal mask
+    for key in ("input_resolution", "context_length", "vocab_size", "attn_mask"):
+        sd.pop(key, None)
+    cfg = config_from_state_dict(sd)
+    heads = cfg.vision_width // cfg.vision_head_width
+    if heads * cfg.vision_head_width != cfg.vision_width:
+        raise MrhdError(f"{path}: vision width {cfg.vision_width} is not a multiple of 64")
+    model = _create_open_clip(cfg)
+    sd = {k: v.float() for k, v in sd.items()}
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as err:   # tensors of the wrong shape
+        raise MrhdError(f"{path} does not match CLIP ViT: {str(err).splitlines()[-1].strip()}") from err
+    if missing or unexpected:
+        raise MrhdError(f"{path} does not match CLIP ViT: missing {sorted(missing)[:3]}, "
+                        f"unexpected {sorted(unexpected)[:3]}")
+    return model, cfg
+
+
+def _resolve(weights: str | None) -> Path:
+    local = Path(weights).expanduser() if weights else None
+    if local is not None and local.is_file():
+        return local
+    from mrhd.weights import resolve_weights  # lazy: random/local use never needs the registry
+
+    return Path(resolve_weights(weights or WEIGHTS_ID))
+
+
+def load_clip(weights: str | None, random_weights: bool, size: str):
+    """(model in eval mode, config, weights label for the store)."""
+    if random_weights:
+        model, cfg = _random_model(size)
+        label = "random"
+    else:
+        if size != "full":
+            raise MrhdError("size 'tiny' exists only with random weights")
+        path = _resolve(weights)
+        model, cfg = load_openai_model(path)
+        local = weights is not None and Path(weights).expanduser().is_file()
+        label = path.name if local else (weights or WEIGHTS_ID)
+    model.eval().requires_grad_(False)
+    return model, cfg, label
+
+
+def _arch(cfg: ClipConfig) -> dict:
+    return {"name": "ViT-B-32" if cfg == ClipConfig(quick_gelu=cfg.quick_gelu) else "ViT-custom",
+            **asdict(cfg)}
+
+
+@dataclass(frozen=True)
+class ClipFrames:
+    """Decoded frames -> one uint8 [n, S, S, 3] tensor, checked. Small and picklable: the job
+    runner's decoding workers run it, and uint8 keeps what travels to the main process 4x smaller
+    than float pixels; normalisation happens on the encoder's device (:func:`clip_pixels`)."""
+
+    image_size: int = 224
+
+    def __call__(self, clips) -> torch.Tensor:
+        frames = torch.from_numpy(np.ascontiguousarray(np.stack([np.asarray(c) for c in clips])))
+        if frames.dtype != torch.uint8 or frames.shape[1:] != (self.image_size, self.image_size, 3):
+            raise ValueError(f"CLIP expects uint8 [{self.image_size}, {self.image_size}, 3] frames, "
+                             f"got {frames.dtype} {tuple(frames.shape[1:])}")
+        return frames
+
+
+def clip_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """uint8 [n, S, S, 3] (any device) -> float [n, 3, S, S]: /255, then CLIP mean/std."""
+    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+class ClipVideoEncoder(VideoEncoder):
+    input_kind = "clip_frame"
+    autocast_dtype = torch.float16
+    store_dtype = "float16"
+
+    def __init__(self, model, cfg: ClipConfig, weights_label: str, device="cpu"):
+        self.preprocessor = ClipFrames(cfg.image_size)
+        recipe = {
+            "model": "open_clip CLIP", "arch": _arch(cfg), "weights": weights_label,
+            "input": self.input_kind, "fps": 0.5, "frames_per_clip": 1, "clip_len": 2.0,
+            "resize": f"short side {cfg.image_size} bicubic", "crop": f"centre {cfg.image_size}",
+            "pixel_scale": "1/255", "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
+            "layer": "encode_image (projected, not normalised)",
+        }
+        super().__init__(EncoderInfo("clip", cfg.embed_dim, weights_label, recipe), device)
+        self.model = model.to(self.device)
+
+    def preprocess(self, clips) -> torch.Tensor:
+        """Frames -> uint8 [n, S, S, 3] (see :class:`ClipFrames`)."""
+        return self.preprocessor(clips)
+
+    def pixels(self, batch: torch.Tensor) -> torch.Tensor:
+        """uint8 frames -> the ViT input [n, 3, S, S] on the device."""
+        return clip_pixels(batch.to(self.device))
+
+    @torch.inference_mode()
+    def encode(self, batch: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(self.pixels(batch)).float()
+
+
+class ClipTextEncoder(TextEncoder):
+    store_dtype = "float32"
+
+    def __init__(self, model, cfg: ClipConfig, weights_label: str, device="cpu"):
+        from open_clip.tokenizer import SimpleTokenizer
+
+        self.tokenizer = SimpleTokenizer(context_length=cfg.context_length)
+        recipe = {
+            "model": "open_clip CLIP", "arch": _arch(cfg), "weights": weights_label,
+            "tokenizer": "CLIP BPE", "context_length": cfg.context_length,
+            "sot": SOT_TOKEN, "eot": EOT_TOKEN, "truncation": "first 77 tokens, last set to EOT",
+            "tokens": "ln_final output, not projected, SOT..EOT inclusive",
+            "pooled": "EOT token @ text_projection",
+        }
+        super().__init__(EncoderInfo("clip_text", cfg.text_width, weights_label, recipe), device)
+        self.model = model.to(self.device)
+
+    def tokenize(self, texts: list[str]) -> torch.Tensor:
+        """[n, 77] ids; a text longer than the context is cut and its last id set to EOT."""
+        return self.tokenizer(list(texts))
+
+    @torch.inference_mode()
+    def token_states(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``ln_final`` output for every position, [n, 77, width] (causal mask: padding after EOT
+        cannot change the valid positions)."""
+        m = self.model
+        x = m.token_embedding(tokens.to(self.device)) + m.positional_embedding
+        x = m.transformer(x, attn_mask=m.attn_mask)
+        return m.ln_final(x)
+
+    def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        if not texts:
+            return []
+        tokens = self.tokenize(texts)
+        states = self.token_states(tokens).float()
+        eot = tokens.argmax(dim=-1)   # EOT has the highest id (as open_clip's 'argmax' pooling)
+        with torch.inference_mode():
+            pooled = states[torch.arange(len(texts)), eot.to(states.device)] @ self.model.text_projection.float()
+        return [(states[i, : int(eot[i]) + 1].cpu(), pooled[i].cpu()) for i in range(len(texts))]
+
+
+def build_clip_video(device="cpu", weights=None, random_weights=False, size="full") -> ClipVideoEncoder:
+    model, cfg, label = load_clip(weights, random_weights, size)
+    return ClipVideoEncoder(model, cfg, label, device)
+
+
+def build_clip_text(device="cpu", weights=None, random_weights=False, size="full") -> ClipTextEncoder:
+    model, cfg, label = load_clip(weights, random_weights, size)
+    return ClipTextEncoder(model, cfg, label, device)
+
+
+register_encoder("clip", build_clip_video)
+register_encoder("clip_text", build_clip_text)

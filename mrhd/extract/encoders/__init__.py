@@ -1,1 +1,0 @@
-"""Frozen encoders, one per stream, behind the small interface of :mod:`mrhd.extract.encoders.base`."""

@@ -1,0 +1,289 @@
+"""Feature profiles: how a model's input is assembled from raw per-encoder features.
+
+Models never read raw features. A profile (``configs/features/<name>.yaml``) names the streams a
+model consumes and the official loading recipe (moment_detr ``start_end_dataset.py``; the same in
+QD-DETR, TR-DETR, CG-DETR, VideoLights): per stream keep the first ``max_v_l`` clips as float32,
+L2-normalise each stream separately as ``x / (||x|| + 1e-5)``, trim all streams to the shortest,
+concatenate in the profile's order, append the temporal endpoint feature ``[t/L, (t+1)/L]``.
+Text: per stream ``tokens[:max_q_l]``, each token L2-normalised, trimmed to the shorter stream,
+concatenated (VideoLights' CLIP + BLIP-2 text).
+
+The numpy operations and their order are the official ones, so assembled inputs equal the authors'
+bit for bit (the fidelity tests compare with ``inputs.pt``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+from mrhd.errors import MrhdError
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "features"   # shipped in the package
+
+# Feature width of each store stream (docs/FEATURES.md); used to size model inputs before any store
+# is opened. A store's own ``dim`` attribute is checked against it when read.
+STREAM_DIMS: dict[str, int] = {
+    "clip": 512, "slowfast": 2304, "pann": 2048, "blip2": 768, "internvideo2": 768,
+    "clip_text": 512, "blip2_text": 768, "internvideo2_text": 4096,
+}
+TEF_DIM = 2
+L2_EPS = 1e-5   # moment_detr utils/basic_utils.py l2_normalize_np_array
+
+
+def l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise ``x / (||x|| + 1e-5)`` in float32 numpy, exactly as the official loaders do."""
+    return x / (np.linalg.norm(x, axis=-1, keepdims=True) + L2_EPS)
+
+
+def tef(length: int) -> np.ndarray:
+    """Temporal endpoint feature ``[t/L, (t+1)/L]``, float32, computed with the same torch ops as
+    the official loaders so that the numbers match bit for bit."""
+    import torch
+
+    st = torch.arange(0, length, 1.0) / length
+    ed = st + 1.0 / length
+    return torch.stack([st, ed], dim=1).numpy()
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One model-input recipe; see the module docstring."""
+
+    name: str
+    video: tuple[str, ...]
+    text: tuple[str, ...]
+    audio: tuple[str, ...] = ()
+    audio_optional: bool = False      # audio is used only where its store exists
+    tef: bool = True
+    audio_tef: bool = True            # QD-DETR's audio loader appends tef to audio too
+    max_v_l: int | None = 75          # None: no cap (UniVTG)
+    max_q_l: int | None = 32          # None: no cap (UniVTG)
+    text_keep_last: bool = False      # MESM: body cut so that the last (EOT) token survives
+    normalize: bool = True
+
+    # ---- what it needs -------------------------------------------------------------------
+    @property
+    def streams(self) -> tuple[str, ...]:
+        """Every store this profile can read (video, text, audio)."""
+        return self.video + self.text + self.audio
+
+    @property
+    def required_streams(self) -> tuple[str, ...]:
+        """The stores that must exist (optional audio excluded)."""
+        return self.video + self.text + (() if self.audio_optional else self.audio)
+
+    @property
+    def video_dim(self) -> int:
+        return sum(STREAM_DIMS[s] for s in self.video) + (TEF_DIM if self.tef else 0)
+
+    @property
+    def text_dim(self) -> int:
+        return sum(STREAM_DIMS[s] for s in self.text)
+
+    @property
+    def audio_dim(self) -> int:
+        if not self.audio:
+            return 0
+        return sum(STREAM_DIMS[s] for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
+
+    def replace(self, **changes) -> Profile:
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        for key in ("video", "text", "audio"):
+            d[key] = list(d[key])
+        return d
+
+    # ---- assembly ------------------------------------------------------------------------
+    def _stack(self, names: tuple[str, ...], arrays: Mapping[str, np.ndarray], cap: int | None,
+               what: str) -> np.ndarray:
+        parts = []
+        for name in names:
+            if name not in arrays:
+                raise MrhdError(f"profile {self.name!r} needs {what} stream {name!r}, which was not given")
+            x = np.asarray(arrays[name])
+            x = x[:cap] if cap is not None else x
+            x = x.astype(np.float32)
+            if self.normalize:
+                x = l2_normalize(x)
+            parts.append(x)
+        n = min(len(p) for p in parts)   # encoders disagree by a clip or two; trim to the shortest
+        return np.concatenate([p[:n] for p in parts], axis=1)
+
+    def assemble_video(self, arrays_by_stream: Mapping[str, np.ndarray],
+                       length: int | None = None) -> np.ndarray:
+        """``[L, video_dim]`` float32. ``length`` trims further (to the audio's count) before tef."""
+        v = self._stack(self.video, arrays_by_stream, self.max_v_l, "video")
+        if length is not None:
+            v = v[:length]
+        if self.tef:
+            v = np.concatenate([v, tef(len(v))], axis=1)
+        return v
+
+    def assemble_audio(self, arrays_by_stream: Mapping[str, np.ndarray],
+                       length: int | None = None) -> np.ndarray | None:
+        """``[L, audio_dim]`` float32, or None where the profile has no (or optional, absent) audio."""
+        if not self.audio or not all(s in arrays_by_stream for s in self.audio):
+            if self.audio and not self.audio_optional:
+                missing = [s for s in self.audio if s not in arrays_by_stream]
+                raise MrhdError(f"profile {self.name!r} needs audio stream(s) {missing}")
+            return None
+        a = self._stack(self.audio, arrays_by_stream, self.max_v_l, "audio")
+        if length is not None:
+            a = a[:length]
+        if self.tef and self.audio_tef:
+            a = np.concatenate([a, tef(len(a))], axis=1)
+        return a
+
+    def assemble_clips(self, arrays_by_stream: Mapping[str, np.ndarray]
+                       ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Video and audio of one video trimmed to a common clip count (qd_detr
+        start_end_dataset_audio.py: ``ctx_l = min(video, audio)`` before tef)."""
+        audio = None
+        length = None
+        if self.audio and all(s in arrays_by_stream for s in self.audio):
+            raw_v = self._stack(self.video, arrays_by_stream, self.max_v_l, "video")
+            raw_a = self._stack(self.audio, arrays_by_stream, self.max_v_l, "audio")
+            length = min(len(raw_v), len(raw_a))
+            audio = self.assemble_audio(arrays_by_stream, length)
+        elif self.audio and not self.audio_optional:
+            self.assemble_audio(arrays_by_stream)   # raises the missing-stream error
+        return self.assemble_video(arrays_by_stream, length), audio
+
+    def assemble_text(self, arrays_by_stream: Mapping[str, np.ndarray]) -> np.ndarray:
+        """``[Lq, text_dim]`` float32 per-token query features."""
+        if self.text_keep_last and self.max_q_l is not None:
+            arrays_by_stream = {k: _keep_last(np.asarray(v), self.max_q_l) if k in self.text else v
+                                for k, v in arrays_by_stream.items()}
+        return self._stack(self.text, arrays_by_stream, self.max_q_l, "text")
+
+
+def _keep_last(tokens: np.ndarray, cap: int) -> np.ndarray:
+    if len(tokens) <= cap:
+        return tokens
+    return np.concatenate([tokens[: cap - 1], tokens[-1:]], axis=0)
+
+
+# ---- loading profiles ----------------------------------------------------------------------
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+
+
+def load_profile(name: str | Profile, **overrides) -> Profile:
+    """The profile ``configs/features/<name>.yaml`` (or a path to such a file), plus overrides."""
+    if isinstance(name, Profile):
+        return name.replace(**overrides) if overrides else name
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        raise MrhdError(f"unknown feature profile {name!r}; choose one of: {', '.join(available_profiles())}")
+    raw = yaml.safe_load(path.read_text()) or {}
+    return profile_from_dict({**raw, **overrides}, default_name=path.stem)
+
+
+def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
+    """A profile from its dict form (as stored in checkpoints)."""
+    known = {f.name for f in dataclasses.fields(Profile)}
+    unknown = set(d) - known
+    if unknown:
+        raise MrhdError(f"feature profile {d.get('name', default_name)!r} has unknown keys {sorted(unknown)}")
+    d = dict(d)
+    d.setdefault("name", default_name)
+    for key in ("video", "text", "audio"):
+        d[key] = tuple(d.get(key) or ())
+    for s in d["video"] + d["text"] + d["audio"]:
+        if s not in STREAM_DIMS:
+            raise MrhdError(f"feature profile {d['name']!r} names unknown stream {s!r}; "
+                            f"known: {', '.join(STREAM_DIMS)}")
+    return Profile(**d)
+
+
+# ---- reading stores ------------------------------------------------------------------------
+class StoreReader:
+    """Read-only view of one ``<stream>.h5`` store (:class:`~mrhd.features.store.FeatureStore`).
+
+    Opened lazily and re-opened in each process, because h5py handles must not cross a fork
+    (DataLoader workers). The ids are listed once, so membership tests cost nothing per sample.
+    """
+
+    def __init__(self, path: str | Path):
+        from mrhd.features.store import FeatureStore
+
+        self.path = Path(path)
+        store = FeatureStore(self.path, "r")
+        self.info = store.info
+        self.encoder = str(self.info.get("encoder"))
+        self.dim = int(self.info.get("dim", 0))
+        self._keys = frozenset(store.video_ids()) | frozenset(f"qid{q}" for q in store.query_ids())
+        store.close_reader()
+        self._store = None
+        self._pid = None
+
+    def _open(self):
+        from mrhd.features.store import FeatureStore
+
+        if self._store is None or self._pid != os.getpid():
+            self._store = FeatureStore(self.path, "r")
+            self._pid = os.getpid()
+        return self._store
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_store"] = None
+        state["_pid"] = None
+        return state
+
+    def has(self, video_id: str) -> bool:
+        return video_id in self._keys
+
+    def has_text(self, qid) -> bool:
+        return f"qid{qid}" in self._keys
+
+    def read(self, video_id: str) -> np.ndarray:
+        return self._open().read(video_id)
+
+    def read_text(self, qid) -> np.ndarray:
+        return self._open().read_text(qid)[0]
+
+
+def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreReader]:
+    """The stores ``profile`` needs from ``features_dir``, checked to hold the right encoder."""
+    features_dir = Path(features_dir)
+    if not features_dir.is_dir():
+        raise MrhdError(f"features folder {features_dir} not found; run `mrhd extract ... --out {features_dir}`")
+    stores: dict[str, StoreReader] = {}
+    for stream in profile.streams:
+        path = features_dir / f"{stream}.h5"
+        if not path.is_file():
+            if stream in profile.audio and profile.audio_optional:
+                continue
+            raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; "
+                            f"extract it with `mrhd extract --encoders {stream.removesuffix('_text')}`")
+        reader = StoreReader(path)
+        if reader.encoder != stream:
+            raise MrhdError(f"{path} holds {reader.encoder!r} features but profile {profile.name!r} needs "
+                            f"{stream!r} there; point --features at the right folder or re-extract")
+        if reader.dim and reader.dim != STREAM_DIMS[stream]:
+            raise MrhdError(f"{path} has dim {reader.dim}, expected {STREAM_DIMS[stream]} for {stream!r}")
+        stores[stream] = reader
+    return stores
+
+
+def video_streams(profile: Profile, stores: Mapping[str, StoreReader]) -> tuple[str, ...]:
+    """The per-video streams to read (video + audio where present)."""
+    return profile.video + tuple(s for s in profile.audio if s in stores)
+
+
+def read_video_arrays(profile: Profile, stores: Mapping[str, StoreReader], vid: str) -> dict[str, np.ndarray]:
+    return {s: stores[s].read(vid) for s in video_streams(profile, stores)}
+
+
+def read_text_arrays(profile: Profile, stores: Mapping[str, StoreReader], qid) -> dict[str, np.ndarray]:
+    return {s: stores[s].read_text(qid) for s in profile.text}

@@ -1,0 +1,546 @@
+"""The HDF5 feature store of DESIGN.md ("Feature store (HDF5)"): one file per encoder stream.
+
+Layout of ``DIR/<stream>.h5``: root attributes ``format``, ``encoder``, ``dim``, ``clip_len``,
+``weights``, ``recipe`` (JSON); ``/<video_id>`` ``[n_clips, dim]`` with ``duration`` and ``n_clips``;
+text ``/qid<qid>`` ``[L, dim]`` and ``/pooled/qid<qid>`` ``[dim]``.
+
+Why parts and a merge: h5py files are not crash-safe (a process killed while HDF5 metadata is being
+written can leave the whole file unreadable) and HDF5 allows one writer per file, while several
+shards may run at once. So a writer never touches the main file per video. Each finished video goes
+to its own small part file ``DIR/.<stream>.parts/<video_id>.h5``, written under a temporary name,
+fsync'ed and renamed into place (``os.replace`` is atomic), so a part either exists complete or not
+at all. Readers see the main file plus the parts. ``commit()`` merges parts into the main file under
+an exclusive lock and deletes a part only after the main file is flushed and closed; a merge killed
+half-way leaves its parts behind (merged again next time) and a ``merging`` root attribute that makes
+the next writer check, and if needed salvage, the main file. Every dataset carries ``complete=1``,
+set last; one without it is never taken as stored.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import re
+import time
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mrhd.errors import MrhdError
+
+FORMAT = "mrhd-features/1"
+CLIP_LEN = 2.0
+POOLED = "pooled"
+_COMPLETE = "complete"
+_MERGING = "merging"
+_INFO_KEYS = ("format", "encoder", "dim", "clip_len", "weights", "recipe")
+# part file names: dataset names are free text (file stems), file names must stay portable
+_UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
+
+
+def _part_name(key: str) -> str:
+    return _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", key) + ".h5"
+
+
+def store_path(out_dir: str | Path, stream: str) -> Path:
+    """Where the store of ``stream`` lives inside an output folder."""
+    return Path(out_dir) / f"{stream}.h5"
+
+
+def root_attrs(info) -> dict:
+    """The required root attributes for an :class:`~mrhd.encoders.base.EncoderInfo`."""
+    return {
+        "format": FORMAT,
+        "encoder": info.stream,
+        "dim": int(info.dim),
+        "clip_len": CLIP_LEN,
+        "weights": str(info.weights),
+        "recipe": json.dumps(info.recipe, sort_keys=True),
+    }
+
+
+def _as_str(value) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _attrs_of(f: h5py.File) -> dict:
+    return {k: f.attrs[k] for k in _INFO_KEYS if k in f.attrs}
+
+
+def _same_info(have: dict, want: dict) -> list[str]:
+    """Names of the root attributes that differ (recipe compared as parsed JSON)."""
+    diff = []
+    for key in _INFO_KEYS:
+        a, b = have.get(key), want.get(key)
+        if key == "recipe":
+            try:
+                same = json.loads(_as_str(a)) == json.loads(_as_str(b))
+            except (TypeError, ValueError):
+                same = False
+        elif key in ("dim",):
+            same = a is not None and int(a) == int(b)
+        elif key == "clip_len":
+            same = a is not None and float(a) == float(b)
+        else:
+            same = a is not None and _as_str(a) == _as_str(b)
+        if not same:
+            diff.append(key)
+    return diff
+
+
+class FeatureStore:
+    """Read (``mode="r"``) or write (``mode="a"``, ``"w"`` = start empty) one stream's store.
+
+    ``info`` (an EncoderInfo) is required to write: a new file gets its root attributes, an existing
+    file must carry the same ones (other weights or another recipe -> :class:`MrhdError`).
+    """
+
+    def __init__(self, path: str | Path, mode: str = "r", info=None, *, store_dtype: str = "float16"):
+        if mode not in ("r", "a", "w"):
+            raise ValueError(f"mode must be r, a or w, not {mode!r}")
+        self.path = Path(path)
+        self.mode = mode
+        self.parts_dir = self.path.parent / f".{self.path.stem}.parts"
+        self.lock_path = self.path.parent / f".{self.path.name}.lock"
+        self.store_dtype = np.dtype(store_dtype)
+        self._want = root_attrs(info) if info is not None else None
+        self._file: h5py.File | None = None
+        if mode == "r":
+            if not self.path.exists() and not self._part_files():
+                raise MrhdError(f"feature store {self.path} does not exist; run `mrhd extract` first")
+            self._info = self._read_info()
+            return
+        if self._want is None:
+            raise ValueError("writing a store needs its EncoderInfo")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.parts_dir.mkdir(exist_ok=True)
+        except OSError as err:
+            raise MrhdError(f"cannot write to {self.path.parent} ({err.strerror}); "
+                            "choose a writable --out folder") from err
+        if not os.access(self.path.parent, os.W_OK) or not os.access(self.parts_dir, os.W_OK):
+            raise MrhdError(f"cannot write to {self.path.parent}; choose a writable --out folder")
+        self._remove_stale_tmp()
+        if mode == "w":
+            with self._locked():
+                for part in self._part_files():
+                    part.unlink(missing_ok=True)
+                self.path.unlink(missing_ok=True)
+        self._check_or_create()
+        self._info = dict(self._want)
+
+    # ------------------------------------------------------------------ reading
+    @property
+    def info(self) -> dict:
+        """Root attributes; ``recipe`` parsed back into a dict."""
+        info = {k: (_as_str(v) if isinstance(v, bytes | str) else v) for k, v in self._info.items()}
+        if "dim" in info:
+            info["dim"] = int(info["dim"])
+        if "clip_len" in info:
+            info["clip_len"] = float(info["clip_len"])
+        if "recipe" in info:
+            info["recipe"] = json.loads(info["recipe"])
+        return info
+
+    def _read_info(self) -> dict:
+        sources = ([self.path] if self.path.exists() else []) + self._part_files()
+        for src in sources:
+            try:
+                with h5py.File(src, "r") as f:
+                    attrs = _attrs_of(f)
+            except OSError:
+                continue
+            if attrs.get("format") is not None:
+                if _as_str(attrs["format"]) != FORMAT:
+                    raise MrhdError(f"{src} is not an mrhd feature store (format "
+                                    f"{_as_str(attrs['format'])!r}); re-extract it with `mrhd extract`")
+                return attrs
+        raise MrhdError(f"{self.path} is not a readable mrhd feature store; re-extract it with `mrhd extract`")
+
+    def _main(self) -> h5py.File | None:
+        if self._file is None and self.path.exists():
+            try:
+                self._file = h5py.File(self.path, "r")
+            except OSError as err:
+                if self.mode == "r" and not self._part_files():
+                    raise MrhdError(f"cannot read feature store {self.path} ({err}); "
+                                    "re-run `mrhd extract` to repair it") from err
+                return None
+        return self._file
+
+    def _part_files(self) -> list[Path]:
+        if not self.parts_dir.is_dir():
+            return []
+        return sorted(p for p in self.parts_dir.glob("*.h5"))
+
+    def _in_parts(self, name: str) -> Path | None:
+        for part in self._part_files():
+            try:
+                with h5py.File(part, "r") as f:
+                    if name in f and f[name].attrs.get(_COMPLETE, 0):
+                        return part
+            except OSError:
+                continue
+        return None
+
+    def _part_for(self, key: str) -> Path | None:
+        """The part file that holds ``key`` (fast path: named after it)."""
+        direct = self.parts_dir / _part_name(key)
+        if direct.exists():
+            try:
+                with h5py.File(direct, "r") as f:
+                    if key in f and f[key].attrs.get(_COMPLETE, 0):
+                        return direct
+            except OSError:
+                pass
+        return None
+
+    def _locate(self, name: str) -> tuple[h5py.File | None, Path | None]:
+        main = self._main()
+        if main is not None and name in main and main[name].attrs.get(_COMPLETE, 0):
+            return main, None
+        part = self._part_for(name.split("/")[-1]) if "/" not in name else None
+        if part is None:
+            part = self._in_parts(name)
+        return None, part
+
+    def has(self, video_id: str) -> bool:
+        """True when ``video_id`` is completely stored (main file or a finished part)."""
+        main, part = self._locate(video_id)
+        return main is not None or part is not None
+
+    def video_ids(self) -> list[str]:
+        """Every completely stored video (text entries and groups excluded), sorted."""
+        ids = set()
+        main = self._main()
+        if main is not None:
+            ids.update(k for k, v in main.items()
+                       if isinstance(v, h5py.Dataset) and not k.startswith("qid") and v.attrs.get(_COMPLETE, 0))
+        for part in self._part_files():
+            try:
+                with h5py.File(part, "r") as f:
+                    ids.update(k for k, v in f.items() if isinstance(v, h5py.Dataset)
+                               and not k.startswith("qid") and v.attrs.get(_COMPLETE, 0))
+            except OSError:
+                continue
+        return sorted(ids)
+
+    def query_ids(self) -> list[str]:
+        """Every stored query id (the part after ``qid``), sorted."""
+        ids = set()
+        main = self._main()
+        sources = [main] if main is not None else []
+        for f in sources:
+            ids.update(k[3:] for k, v in f.items() if isinstance(v, h5py.Dataset) and k.startswith("qid"))
+        for part in self._part_files():
+            try:
+                with h5py.File(part, "r") as f:
+                    ids.update(k[3:] for k, v in f.items() if isinstance(v, h5py.Dataset) and k.startswith("qid"))
+            except OSError:
+                continue
+        return sorted(ids)
+
+    def _read_dataset(self, name: str) -> tuple[np.ndarray, dict] | None:
+        main, part = self._locate(name)
+        if main is not None:
+            ds = main[name]
+            return ds[()].astype(np.float32), dict(ds.attrs)
+        if part is not None:
+            with h5py.File(part, "r") as f:
+                ds = f[name]
+                return ds[()].astype(np.float32), dict(ds.attrs)
+        return None
+
+    def read(self, video_id: str) -> np.ndarray:
+        """``[n_clips, dim]`` float32 features of one video."""
+        got = self._read_dataset(video_id)
+        if got is None:
+            raise MrhdError(f"video {video_id!r} is not in {self.path}; extract it with `mrhd extract`")
+        return got[0]
+
+    def read_attrs(self, video_id: str) -> dict:
+        """Per-dataset attributes (``duration``, ``n_clips``)."""
+        got = self._read_dataset(video_id)
+        if got is None:
+            raise MrhdError(f"video {video_id!r} is not in {self.path}; extract it with `mrhd extract`")
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in got[1].items() if k != _COMPLETE}
+
+    def read_text(self, qid) -> tuple[np.ndarray, np.ndarray | None]:
+        """``(tokens [L, dim], pooled [dim] or None)`` float32 of one query."""
+        key = f"qid{qid}"
+        got = self._read_dataset(key)
+        if got is None:
+            raise MrhdError(f"query {qid} is not in {self.path}; run `mrhd extract --queries` for it")
+        pooled = self._read_dataset(f"{POOLED}/{key}")
+        return got[0], (pooled[0] if pooled is not None else None)
+
+    # ------------------------------------------------------------------ writing
+    def _locked(self):
+        return _FileLock(self.lock_path)
+
+    def _check_or_create(self) -> None:
+        """Validate the root attributes of whatever is already there, or create the main file."""
+        with self._locked():
+            existing = None
+            if self.path.exists():
+                f = self._open_main_for_write()
+                if f is not None:
+                    with f:
+                        existing = _attrs_of(f)
+                        if not existing:
+                            f.attrs.update(self._want)
+                            existing = None
+                else:  # held by a reader: reading its attributes is still allowed
+                    try:
+                        with h5py.File(self.path, "r") as fr:
+                            existing = _attrs_of(fr) or None
+                    except OSError:
+                        existing = None
+            if existing is None:
+                for part in self._part_files():
+                    try:
+                        with h5py.File(part, "r") as pf:
+                            existing = _attrs_of(pf) or None
+                    except OSError:
+                        continue
+                    if existing:
+                        break
+            if existing:
+                diff = _same_info(existing, self._want)
+                if diff:
+                    what = ", ".join(f"{k}={_as_str(existing.get(k))!r}" for k in diff if k != "recipe")
+                    if "recipe" in diff:
+                        what = (what + ", " if what else "") + "another recipe"
+                    raise MrhdError(
+                        f"{self.path} holds features made with {what}, not with these settings; "
+                        "use another --out folder or delete the file to start over")
+            if not self.path.exists():
+                with h5py.File(self.path, "w") as f:
+                    f.attrs.update(self._want)
+
+    def _open_main_for_write(self) -> h5py.File | None:
+        """Open the main file for appending; check it after an interrupted merge and salvage what can
+        be read when it is damaged (the damaged file is kept beside it as ``*.corrupt-<time>``)."""
+        try:
+            f = h5py.File(self.path, "a")
+        except OSError as err:
+            if _busy(err):
+                return None  # a reader (this or another process) has it open; parts wait for a later merge
+            if not os.access(self.path, os.W_OK):
+                raise MrhdError(f"cannot write to {self.path}; make it writable or choose another --out "
+                                "folder") from err
+            try:  # only a file that cannot even be read is damaged
+                with h5py.File(self.path, "r"):
+                    pass
+            except OSError as err_read:
+                if _busy(err_read):
+                    return None
+                self._salvage(f"cannot be opened ({err_read})")
+                return h5py.File(self.path, "a")
+            raise MrhdError(f"cannot open {self.path} for writing ({err}); close what holds it and re-run") from err
+        if f.attrs.get(_MERGING, 0):
+            try:
+                for obj in list(f.values()):
+                    if isinstance(obj, h5py.Group):
+                        for sub in obj.values():
+                            _ = sub.shape, dict(sub.attrs)
+                    else:
+                        _ = obj.shape, dict(obj.attrs)
+                del f.attrs[_MERGING]
+                f.flush()
+            except Exception as err:  # noqa: BLE001  (any HDF5 error means damage)
+                f.close()
+                self._salvage(f"was left damaged by an interrupted merge ({err})")
+                return h5py.File(self.path, "a")
+        return f
+
+    def _salvage(self, why: str) -> None:
+        aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
+        os.replace(self.path, aside)
+        kept = 0
+        tmp = self.path.with_name(f".{self.path.name}.salvage")
+        with h5py.File(tmp, "w") as out:
+            out.attrs.update(self._want)
+            try:
+                with h5py.File(aside, "r") as src:
+                    for name in _complete_names(src):
+                        try:
+                            _copy_entry(src, out, name)
+                            kept += 1
+                        except Exception:  # noqa: BLE001
+                            continue
+            except OSError:
+                pass
+        os.replace(tmp, self.path)
+        warnings.warn(f"{self.path} {why}; kept {kept} readable entries, moved the damaged file to "
+                      f"{aside.name}; missing videos are extracted again", stacklevel=3)
+
+    def _remove_stale_tmp(self) -> None:
+        """Temporary part files of writers that died before their rename."""
+        for tmp in self.parts_dir.glob(".tmp-*"):
+            try:
+                pid = int(tmp.name.split("-")[1])
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                tmp.unlink(missing_ok=True)
+            except (ValueError, IndexError, PermissionError):
+                continue
+
+    def _write_part(self, key: str, entries: dict[str, tuple[np.ndarray, dict]]) -> None:
+        """Write entries (name -> (array, attrs)) to one part file, atomically."""
+        final = self.parts_dir / _part_name(key)
+        tmp = self.parts_dir / f".tmp-{os.getpid()}-{_part_name(key)}"
+        with h5py.File(tmp, "w") as f:
+            f.attrs.update(self._want)
+            for name, (array, attrs) in entries.items():
+                ds = f.create_dataset(name, data=array)
+                ds.attrs.update(attrs)
+                ds.attrs[_COMPLETE] = 1
+        with open(tmp, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, final)
+        _fsync_dir(self.parts_dir)
+
+    def write(self, video_id: str, features, duration: float) -> None:
+        """Store one video's ``[n_clips, dim]`` features (atomic; replaces an older entry)."""
+        if self.mode == "r":
+            raise ValueError("store opened read-only")
+        if "/" in video_id or video_id in (POOLED, "") or video_id.startswith("qid"):
+            raise MrhdError(f"video id {video_id!r} cannot be stored (no '/', not 'pooled' or 'qid...'); "
+                            "rename the file")
+        array = np.asarray(features, dtype=self.store_dtype)
+        dim = int(self._want["dim"])
+        if array.ndim != 2 or array.shape[1] != dim:
+            raise ValueError(f"features of {video_id} have shape {array.shape}, expected [n, {dim}]")
+        self._write_part(video_id, {video_id: (array, {"duration": float(duration),
+                                                       "n_clips": int(array.shape[0])})})
+
+    def write_texts(self, items, batch_name: str | None = None) -> None:
+        """Store queries: ``items`` is an iterable of ``(qid, tokens [L, dim], pooled [dim] | None)``;
+        all go into one part (a part per query would mean thousands of files)."""
+        entries = {}
+        for qid, tokens, pooled in items:
+            entries[f"qid{qid}"] = (np.asarray(tokens, dtype=np.float32), {})
+            if pooled is not None:
+                entries[f"{POOLED}/qid{qid}"] = (np.asarray(pooled, dtype=np.float32), {})
+        if entries:
+            self._write_part(batch_name or f"qid-batch-{os.getpid()}-{time.time_ns()}", entries)
+
+    def commit(self) -> int:
+        """Merge finished parts into the main file; returns how many entries were merged. When the main
+        file is held by a reader, the parts stay (readers still see them) and merge on a later run."""
+        if self.mode == "r":
+            return 0
+        self.close_reader()
+        merged = 0
+        with self._locked():
+            parts = self._part_files()
+            if not parts:
+                return 0
+            f = self._open_main_for_write()
+            if f is None:
+                return 0
+            done = []
+            with f:
+                f.attrs[_MERGING] = 1
+                f.flush()
+                for part in parts:
+                    try:
+                        with h5py.File(part, "r") as src:
+                            if _same_info(_attrs_of(src), self._want):
+                                continue  # a part from another recipe is never mixed in
+                            for name in _complete_names(src):
+                                _copy_entry(src, f, name)
+                                merged += 1
+                    except OSError:
+                        continue
+                    done.append(part)
+                del f.attrs[_MERGING]
+                f.flush()
+            for part in done:
+                part.unlink(missing_ok=True)
+        return merged
+
+    def close_reader(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def close(self) -> None:
+        self.close_reader()
+        if self.mode != "r":
+            self.commit()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if exc[0] is None:
+            self.close()
+        else:
+            self.close_reader()
+
+
+def _busy(err: OSError) -> bool:
+    """HDF5's refusals while someone else has the file open (file locks, or an open handle in this
+    process), as opposed to a damaged file."""
+    text = str(err).lower()
+    return "lock" in text or "already open" in text
+
+
+def _complete_names(f: h5py.File) -> Iterator[str]:
+    for name, obj in f.items():
+        if isinstance(obj, h5py.Group):
+            for sub, sobj in obj.items():
+                if isinstance(sobj, h5py.Dataset) and sobj.attrs.get(_COMPLETE, 0):
+                    yield f"{name}/{sub}"
+        elif obj.attrs.get(_COMPLETE, 0):
+            yield name
+
+
+def _copy_entry(src: h5py.File, dst: h5py.File, name: str) -> None:
+    """Copy one dataset; an older entry of the same name is replaced. ``complete`` is set last."""
+    if name in dst:
+        del dst[name]
+    ds_src = src[name]
+    ds = dst.create_dataset(name, data=ds_src[()])
+    for key, value in ds_src.attrs.items():
+        if key != _COMPLETE:
+            ds.attrs[key] = value
+    ds.attrs[_COMPLETE] = 1
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+class _FileLock:
+    """An exclusive ``flock`` on a side file: one merger at a time across shards and processes."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self._fd: int | None = None
+
+    def __enter__(self):
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

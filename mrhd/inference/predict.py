@@ -1,0 +1,388 @@
+"""The Python API behind `mrhd predict`: a video and sentences in, moments and saliency out.
+
+    predictor = Predictor.from_pretrained("qd_detr-clip-qvhighlights", device="cpu")
+    feats = predictor.encode_video("video.mp4")          # reusable, cached by file content
+    for pred in predictor.predict(feats, ["a man opens the fridge"]):
+        print(pred.to_json())
+
+A :class:`Predictor` holds only the network, its feature profile and the frozen encoders; every call
+takes its video and queries as arguments and keeps nothing from them, so results never depend on
+what ran before. Videos longer than the model's window (``max_v_l`` clips, 150 s for the official
+checkpoints) run as overlapping windows (:mod:`mrhd.inference.windows`).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from mrhd.errors import MrhdError
+from mrhd.inference.results import CLIP_LEN, Prediction
+from mrhd.inference.video_features import FeatureCache, VideoFeatures, extract_video_features
+from mrhd.inference.windows import Window, merge_window_moments, plan_windows, stitch_saliency
+
+RANDOM = "random"
+DETR_INPUTS = ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask")
+MERGE_IOU = 0.7          # temporal NMS between windows (the official NMS threshold of UniVTG/QD-DETR runs)
+
+
+def at_least_one_clip(rows: list, duration: float) -> list[list[float]]:
+    """Rounding to clip multiples (official post-processing) can collapse a short window to zero
+    length; such a window becomes the one clip it lies on, kept inside ``[0, duration]``."""
+    out = []
+    for st, ed, score in rows:
+        st, ed = float(st), float(ed)
+        if ed <= st:
+            st, ed = (st, min(st + CLIP_LEN, duration)) if st + CLIP_LEN <= duration else \
+                (max(duration - CLIP_LEN, 0.0), duration)
+        out.append([st, ed, float(score)])
+    return out
+
+
+class QueryTruncatedWarning(UserWarning):
+    """A query longer than the text encoder's context was cut."""
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise MrhdError(f"unknown device {device!r}; use cpu or cuda[:N]") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise MrhdError(f"device {device!r} requested but CUDA is not available; use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise MrhdError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPU(s))")
+    elif dev.type != "cpu":
+        raise MrhdError(f"unsupported device {device!r}; use cpu or cuda[:N]")
+    return dev
+
+
+def default_weights_id() -> str:
+    """The best released checkpoint that needs only CLIP features and whose model this build has."""
+    from mrhd.models.registry import get_spec
+    from mrhd.weights.registry import CLIP_ONLY_PREFERENCE, get_entry
+
+    for wid in CLIP_ONLY_PREFERENCE:
+        try:
+            get_spec(get_entry(wid).model)
+        except MrhdError:
+            continue
+        return wid
+    raise MrhdError("no CLIP-only model is available in this build; pass --model and --weights")
+
+
+@dataclass
+class LoadedModel:
+    name: str
+    cfg: object
+    net: torch.nn.Module
+    profile: object
+    weights: str
+
+
+def _load_profile(profile):
+    from mrhd.features.profiles import load_profile, profile_from_dict
+
+    return profile_from_dict(profile) if isinstance(profile, dict) else load_profile(profile)
+
+
+def load_model(weights: str, *, model: str | None = None, profile: str | None = None,
+               video_dim: int | None = None, text_dim: int | None = None,
+               random_config: dict | None = None) -> LoadedModel:
+    """The network for ``weights`` (registry id, checkpoint file, or ``random``), checked to be of
+    ``model`` (when given) and to fit its feature profile. ``random_config``: config fields for a
+    random network (those the model's config does not have are ignored)."""
+    from mrhd.models.convert import build_and_load, profile_from_opt
+    from mrhd.models.registry import get_spec, make_config
+    from mrhd.weights import find_entry, resolve_weights
+    from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict
+
+    if weights == RANDOM:
+        name = model or find_entry(default_weights_id()).model
+        spec = get_spec(name)
+        prof = _load_profile(profile or "clip")
+        overrides = {**(random_config or {}), "v_feat_dim": video_dim or prof.video_dim,
+                     "t_feat_dim": text_dim or prof.text_dim}
+        if prof.audio and "a_feat_dim" not in spec.config_cls.__dataclass_fields__:
+            raise MrhdError(f"model {name!r} has no audio input; choose a profile without audio")
+        cfg = make_config(name, None, **{k: v for k, v in overrides.items()
+                                         if k in spec.config_cls.__dataclass_fields__})
+        torch.manual_seed(0)   # random weights are reproducible
+        net = spec.build(cfg)
+        return LoadedModel(name, cfg, net.eval(), prof, RANDOM)
+
+    entry = find_entry(weights) if not Path(weights).is_file() else None
+    if entry is not None and entry.kind != "model":
+        raise MrhdError(f"{weights} holds {entry.model} encoder weights, not a grounding model; "
+                        "see `mrhd weights list` for model checkpoints")
+    if entry is not None and model and entry.model != model:
+        raise MrhdError(f"{weights} holds a {entry.model} checkpoint, not {model}")
+    path = resolve_weights(weights)
+    ckpt = load_checkpoint(path)
+    label = entry.id if entry is not None else Path(path).name
+    if is_mrhd_checkpoint(ckpt):
+        name = ckpt["model"]
+        if model and model != name:
+            raise MrhdError(f"{path} is a {name} checkpoint, not {model}; drop --model or pick other weights")
+        spec = get_spec(name)
+        cfg = make_config(name, ckpt["config"])
+        state_dict = ckpt["state_dict"]
+        ckpt_profile = ckpt.get("profile")
+    else:
+        name = model or (entry.model if entry is not None else None)
+        if name is None:
+            raise MrhdError(f"{path} is an authors' checkpoint; say which model it is with --model "
+                            "(or convert it with `mrhd weights convert`)")
+        spec = get_spec(name)
+        opt = official_opt(ckpt)
+        if not opt or spec.config_from_opt is None:
+            raise MrhdError(f"{path} has no saved options; convert it with `mrhd weights convert` first")
+        try:
+            cfg = spec.config_from_opt(opt)
+        except (KeyError, TypeError, ValueError) as err:
+            raise MrhdError(f"{path}: its options do not describe a {name} model ({err})") from None
+        state_dict = official_state_dict(ckpt)
+        if spec.convert_state_dict:
+            state_dict = spec.convert_state_dict(state_dict)
+        ckpt_profile = profile_from_opt(opt, default=entry.profile if entry else spec.default_profile,
+                                        preferred=spec.default_profile)
+    state_dict = {k: v for k, v in state_dict.items() if torch.is_tensor(v)}
+    net = build_and_load(spec, cfg, state_dict, what=str(path))
+    ckpt_profile = ckpt_profile or spec.default_profile
+    prof = _load_profile(ckpt_profile)
+    if profile is not None and _load_profile(profile).name != prof.name:
+        raise MrhdError(f"{path} was trained on feature profile {prof.name!r}, not {profile!r}")
+    v_dim, t_dim = getattr(cfg, "v_feat_dim", None), getattr(cfg, "t_feat_dim", None)
+    a_dim = getattr(cfg, "a_feat_dim", 0) or 0
+    if a_dim and a_dim != prof.audio_dim:
+        raise MrhdError(f"{path} expects {a_dim}-dim audio features but profile {prof.name!r} gives "
+                        f"{prof.audio_dim or 'none'}; is it a checkpoint of another profile?")
+    if (v_dim is not None and v_dim != prof.video_dim) or (t_dim is not None and t_dim != prof.text_dim):
+        raise MrhdError(f"{path} expects {v_dim}-dim video / {t_dim}-dim text features but profile "
+                        f"{prof.name!r} gives {prof.video_dim} / {prof.text_dim}; is it a checkpoint "
+                        "of another profile?")
+    return LoadedModel(name, cfg, net.eval(), prof, label)
+
+
+class Predictor:
+    """A grounding model, its feature profile and the encoders that feed it (see module docs)."""
+
+    def __init__(self, loaded: LoadedModel, video_encoders: dict, text_encoders: dict,
+                 device: torch.device, cache: FeatureCache | None, batch_size: int = 64):
+        self.model_name = loaded.name
+        self.cfg = loaded.cfg
+        self.net = loaded.net.to(device)
+        self.profile = loaded.profile
+        self.weights = loaded.weights
+        self.video_encoders = video_encoders
+        self.text_encoders = text_encoders
+        self.device = device
+        self.cache = cache
+        self.batch_size = batch_size
+        spec_inputs = self._spec().extras.get("forward_inputs", DETR_INPUTS)
+        self.forward_inputs = tuple(spec_inputs)
+        self.window = int(getattr(self.cfg, "max_v_l", None) or self.profile.max_v_l or 75)
+
+    # ---- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | None = None, device: str | torch.device = "cpu", *,
+                        model: str | None = None, profile: str | None = None, encoder_size: str = "full",
+                        cache: bool | str | Path = True, random_config: dict | None = None) -> Predictor:
+        """``name_or_path``: a registry id, a checkpoint file, ``"random"`` (random weights for model
+        and encoders, no download), or None for the default CLIP-only checkpoint.
+        ``encoder_size="tiny"`` (random weights only) uses small encoders for tests.
+        ``cache``: True = ``$MRHD_CACHE/features``, a folder, or False. ``random_config``: config
+        fields of a random network (e.g. a small ``hidden_dim`` for tests)."""
+        from mrhd.encoders.factory import build_encoder
+        from mrhd.features.profiles import load_profile
+        from mrhd.weights import find_entry
+
+        dev = parse_device(device)
+        weights = name_or_path or default_weights_id()
+        random_weights = weights == RANDOM
+        if encoder_size != "full" and not random_weights:
+            raise MrhdError("encoder_size other than 'full' exists only with random weights")
+        if random_weights:
+            from mrhd.models.registry import get_spec
+
+            get_spec(model or find_entry(default_weights_id()).model)   # unknown model: fail before any work
+            prof = load_profile(profile or "clip")
+        else:
+            loaded = load_model(weights, model=model, profile=profile)
+            prof = loaded.profile
+
+        def make(stream):
+            return build_encoder(stream, device=str(dev), random_weights=random_weights, size=encoder_size)
+
+        video_encoders = {s: make(s) for s in prof.video + prof.audio}
+        text_encoders = {s: make(s) for s in prof.text}
+        if random_weights:
+            v_dim = sum(video_encoders[s].dim for s in prof.video) + (2 if prof.tef else 0)
+            t_dim = sum(text_encoders[s].dim for s in prof.text)
+            random_config = dict(random_config or {})
+            if prof.audio:
+                random_config["a_feat_dim"] = (sum(video_encoders[s].dim for s in prof.audio)
+                                               + (2 if prof.tef and prof.audio_tef else 0))
+            loaded = load_model(RANDOM, model=model, profile=prof.name, video_dim=v_dim, text_dim=t_dim,
+                                random_config=random_config)
+        feature_cache = None
+        if cache is not False:
+            feature_cache = FeatureCache(None if cache is True else cache)
+        return cls(loaded, video_encoders, text_encoders, dev, feature_cache)
+
+    def _spec(self):
+        from mrhd.models.registry import get_spec
+
+        return get_spec(self.model_name)
+
+    # ---- video ----------------------------------------------------------------------------
+    def encode_video(self, path: str | Path, vid: str | None = None) -> VideoFeatures:
+        """Raw per-clip features of the streams this model needs (cached by file content)."""
+        return extract_video_features(path, self.video_encoders, cache=self.cache, vid=vid)
+
+    # ---- queries --------------------------------------------------------------------------
+    def _check_queries(self, queries: Sequence[str]) -> list[str]:
+        if isinstance(queries, str):
+            queries = [queries]
+        if not queries:
+            raise MrhdError("no query given; pass at least one sentence")
+        out = []
+        for q in queries:
+            if not isinstance(q, str) or not q.strip():
+                raise MrhdError("empty query; give a sentence such as \"a man opens the fridge\"")
+            out.append(" ".join(q.split()))
+        return out
+
+    def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
+        """Per-query token features ``[Lq, text_dim]`` assembled by the profile (first ``max_q_l``
+        tokens, each L2-normalised). A query longer than what the model reads (the encoder's context,
+        or ``max_q_l`` tokens, 32 for the official checkpoints) is cut, with a warning."""
+        queries = self._check_queries(queries)
+        per_stream = {}
+        for stream, enc in self.text_encoders.items():
+            context = getattr(getattr(enc, "tokenizer", None), "context_length", None)
+            if context is not None and hasattr(enc.tokenizer, "encode"):
+                limit = min(context, self.profile.max_q_l or context)
+                for q in queries:
+                    n = len(enc.tokenizer.encode(q)) + 2   # + start and end tokens
+                    if n > limit:
+                        warnings.warn(f"query of {n} {stream} tokens cut to the first {limit} the model reads: "
+                                      f"\"{q[:40]}...\"", QueryTruncatedWarning, stacklevel=2)
+            per_stream[stream] = [t.float().numpy() for t, _pooled in enc.encode_texts(queries)]
+        return [self.profile.assemble_text({s: per_stream[s][i] for s in per_stream}) for i in range(len(queries))]
+
+    # ---- prediction -----------------------------------------------------------------------
+    def _window_inputs(self, features: VideoFeatures, win: Window):
+        arrays = {s: features.streams[s][win.start: win.end] for s in self.profile.video + self.profile.audio
+                  if s in features.streams}
+        unlimited = self.profile.replace(max_v_l=None)   # the window already has the right length
+        return unlimited.assemble_clips(arrays)
+
+    def _forward(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> list[dict]:
+        def pad(arrs):
+            n = max(len(a) for a in arrs)
+            x = torch.zeros(len(arrs), n, arrs[0].shape[1])
+            m = torch.zeros(len(arrs), n)
+            for i, a in enumerate(arrs):
+                x[i, : len(a)] = torch.from_numpy(np.ascontiguousarray(a))
+                m[i, : len(a)] = 1
+            return x.to(self.device), m.to(self.device)
+
+        src_vid, src_vid_mask = pad(vids)
+        src_txt, src_txt_mask = pad(txts)
+        kwargs = {"src_txt": src_txt, "src_txt_mask": src_txt_mask, "src_vid": src_vid,
+                  "src_vid_mask": src_vid_mask}
+        if "src_aud" in self.forward_inputs and auds and auds[0] is not None:
+            kwargs["src_aud"], kwargs["src_aud_mask"] = pad(auds)
+        if "vid" in self.forward_inputs:
+            kwargs["vid"] = [m["vid"] for m in metas]
+        if "qid" in self.forward_inputs:
+            kwargs["qid"] = [m["qid"] for m in metas]
+        with torch.no_grad():   # not inference_mode: UniVTG's official post-processing edits outputs in place
+            out = self.net(**kwargs)
+        return self._lines(out, src_vid_mask, metas)
+
+    def _lines(self, out: dict, mask: torch.Tensor, metas: list[dict]) -> list[dict]:
+        """Official prediction lines in window time: DETR-style query outputs (2 class logits per
+        query: Moment-DETR, QD-DETR, TR-DETR, CG-DETR, ...) or UniVTG's dense per-clip outputs."""
+        from mrhd.models.postprocess import PostProcessorDETR, prediction_lines
+
+        logits = out.get("pred_logits")
+        if logits is not None and logits.shape[-1] == 2 and "pred_spans" in out:
+            lines = []
+            for line, meta in zip(prediction_lines(out, mask, metas), metas):
+                pp = PostProcessorDETR(clip_length=CLIP_LEN, max_ts_val=meta["duration"], clamp_to_duration=True)
+                line = pp([{**line, "duration": meta["duration"]}])[0]
+                line["pred_relevant_windows"] = at_least_one_clip(line["pred_relevant_windows"], meta["duration"])
+                lines.append(line)
+            return lines
+        if logits is not None and logits.shape[-1] == 1 and logits.shape[1] == mask.shape[1]:
+            from mrhd.models.univtg.postprocess import apply_nms, predictions
+
+            # UniVTG (main/inference_mr.py): one window per clip, then the official 0.7 NMS
+            return apply_nms(predictions(out, mask, metas, CLIP_LEN), MERGE_IOU)
+        raise MrhdError(f"`predict` cannot read the outputs of model {self.model_name!r}")
+
+    def predict(self, features: VideoFeatures, queries: Sequence[str]) -> list[Prediction]:
+        """One :class:`Prediction` per query: moments best first, one saliency score per clip."""
+        queries = self._check_queries(queries)
+        missing = [s for s in self.profile.video if s not in features.streams]
+        if missing:
+            raise MrhdError(f"these features lack stream(s) {missing} that {self.model_name} needs; "
+                            "encode the video with this predictor")
+        other = [s for s in self.profile.video if features.encoders.get(s, self.video_encoders[s].info.weights)
+                 != self.video_encoders[s].info.weights]
+        if other:
+            raise MrhdError(f"these features were made with other {other} encoder weights than this "
+                            "predictor's; encode the video with this predictor")
+        if self.profile.audio and not self.profile.audio_optional and \
+                any(s not in features.streams for s in self.profile.audio):
+            raise MrhdError(f"{self.model_name} ({self.profile.name}) needs audio features; encode the video "
+                            "with this predictor")
+        # streams are trimmed to the shortest (FEATURES.md: CLIP round(D/2), SlowFast ceil, PANN floor)
+        n_clips = min(len(features.streams[s]) for s in self.profile.video + self.profile.audio
+                      if s in features.streams)
+        if n_clips == 0:
+            raise MrhdError(f"video {features.path} has no clips")
+        texts = self.encode_queries(queries)
+        windows = plan_windows(n_clips, self.window)
+        inputs = [self._window_inputs(features, w) for w in windows]
+        jobs = [(wi, qi) for wi in range(len(windows)) for qi in range(len(queries))]
+        per_query: list[list] = [[] for _ in queries]
+        sal_query: list[list] = [[] for _ in queries]
+        for start in range(0, len(jobs), self.batch_size):
+            chunk = jobs[start: start + self.batch_size]
+            metas = []
+            for wi, qi in chunk:
+                win = windows[wi]
+                # a window's own duration: full clips, except the video's real end in the last one
+                w_dur = min(win.length * CLIP_LEN, features.duration - win.start * CLIP_LEN)
+                w_dur = w_dur if w_dur > 0 else win.length * CLIP_LEN
+                metas.append({"qid": qi, "query": queries[qi], "vid": features.vid, "duration": w_dur})
+            lines = self._forward([inputs[wi][0] for wi, _ in chunk], [inputs[wi][1] for wi, _ in chunk],
+                                  [texts[qi] for _, qi in chunk], metas)
+            for (wi, qi), line in zip(chunk, lines):
+                offset = windows[wi].start * CLIP_LEN
+                per_query[qi].append((offset, line["pred_relevant_windows"]))
+                sal_query[qi].append((windows[wi], [float(s) for s in line["pred_saliency_scores"]]))
+        preds = []
+        for qi, query in enumerate(queries):
+            if len(windows) == 1:   # one window: the official output (no NMS between windows)
+                rows = [[float(a), float(b), float(s)] for a, b, s in per_query[qi][0][1]]
+            else:
+                rows = merge_window_moments(per_query[qi], features.duration, MERGE_IOU)
+                rows = [[round(a, 4), round(b, 4), round(s, 4)] for a, b, s in rows]
+            saliency = stitch_saliency(n_clips, sal_query[qi])
+            preds.append(Prediction(query=query, vid=features.vid, duration=features.duration, windows=rows,
+                                    saliency=[round(float(s), 4) for s in saliency], model=self.model_name,
+                                    weights=self.weights, qid=qi))
+        return preds
+
+    def __call__(self, video: str | Path, queries: Sequence[str]) -> list[Prediction]:
+        return self.predict(self.encode_video(video), queries)

@@ -1,0 +1,349 @@
+"""MESM (Liu et al., "Towards Balanced Alignment: Modal-Enhanced Semantic Modeling for Video Moment
+Retrieval", AAAI 2024), after the authors' code lntzm/MESM (``model/model.py``, ``runner.py``).
+
+Pipeline: words and clips are projected (``input_txt_proj`` / ``input_vid_proj``); FW-MESM's
+enhancement encoder lets the clips attend to the words (``enhance_encoder``); SS-MESM rebuilds each
+query's sentence from the video (``ss_reconstructor``) and prepends it to the words; the T2V aligner
+(``t2v_encoder``) lets the enhanced clips attend to [sentence, words]; the DETR (``transformer``) runs
+an encoder on [global token, clips] and QD-DETR's anchor decoder; saliency = proj1(clip memory) .
+proj2(global memory) / sqrt(d). A negative pair (another video's query) runs the enhancement, the
+aligner and the DETR again (``saliency_scores_neg``). In training, FW-MESM also masks a third of the
+words and reconstructs their word classes from the clips of the ground-truth moment through the same
+enhancement encoder (roles swapped) and ``output_txt_proj`` (``vocab_size`` + 3 classes).
+
+Text input: either stored CLIP token features (``src_txt``, profile ``mesm``: ``ln_final`` states,
+first 32 tokens with EOT kept, each L2-normalised) or CLIP token ids (``words_id``) through the frozen
+CLIP text tower (``text_encoder: clip``), as the official model. Word-class targets of FW-MESM need
+ids: with stored features they come from the query texts (``query``, which ``mrhd train`` passes
+because ``forward_inputs`` lists it) or ``targets["words_label"]``; without either ``loss_rec_fw``
+is not computed (the enhancement still runs).
+
+Settings the paper does not state, taken from the released code: a third of the words masked
+(at least one, never SOT/EOT), label smoothing 0.1 on the word classes, rec_ss positives at GIoU
+>= 0.9 within a video and tau 0.5, rank-contrastive divided by 12, the negative pair's
+enhancement run with the negative's words, the reconstructed sentence as one extra always-valid
+text token, the global token flagged as padding for the encoder's keys (a quirk, kept), PReLU in
+every transformer layer, xavier init of the aligner, enhancer and DETR but not the SS stack.
+
+Design choices the paper (and code) leave open, and what was chosen:
+- Official training settings are the released configs (config/QVHighlights/C+SF_C.json,
+  config/charades/C+SF_C.json): ``configs/models/mesm.yaml`` / ``mesm_charades.yaml``.
+- Stream order [clip, slowfast] + tef (official feat_files order); v_feat_dim 2818 = official 2816 + 2.
+- Batching: the official loader batches videos with all their queries (``num_clips``); ours
+  batches queries. Queries of the same video are regrouped by ``vid`` when the forward gets it
+  (negatives, rec_ss positives); otherwise each query is its own group.
+- Negative pair: a random query of another group in training (official ``sample_outclass_neg``);
+  in eval the batch rolled by one (deterministic; only the loss reads it); itself when alone.
+- Word weights of the masking (official: 2 for NN/VB/JJ/RB POS tags by nltk, 1 otherwise, 0 for
+  SOT/EOT): nltk is not a dependency, so every body token weighs 1 unless ``targets["words_weight"]``.
+- Word vocabulary: the ``vocab_size`` ids of ``word_vocab`` (or the first lines of
+  ``word_vocab_file``, the official ``CLIP_tokenized_count.txt`` format); without one every body
+  token is <unknown> (then FW-MESM learns only unknown/start/end; give a vocabulary for training).
+- Random draws (masking, negatives) use torch's global RNG (official: numpy / torch), so a seeded
+  ``mrhd train`` run is reproducible.
+- Queries over 32 tokens: the store encodes the whole query and the profile keeps its first 31
+  states + EOT, so that EOT state has seen the whole query; the official (and the ids path)
+  encodes the cut ids, whose EOT has seen 31 tokens. Equal for queries within 32 tokens.
+- Stored features are used as the profile normalises them (``x / (||x|| + 1e-5)``; official
+  ``F.normalize(eps=1e-5)`` of the raw states, which the ids path does).
+- Text tower precision: fp32 (official: fp16 weights on CUDA). Only ``share_MLP: true`` (the
+  released configs) is built; ``T2VEncoder_TwoMLP`` is not.
+- SS-MESM's ``output_sent_proj`` feeds no loss in the released code (criterion "ablation 3") and
+  is left out; converting an official checkpoint drops its keys.
+- Clip mask (FW reconstruction source, rec_ss clip mean): as the official datasets, the clips
+  with a non-zero saliency label (QVHighlights), else clips floor(st*L) .. ceil(ed*L)-1 of the
+  merged (first start, last end) moment (Charades-STA / TACoS, or a query with no labelled clip).
+
+Checked once against the authors' model (lntzm/MESM code, not part of this repository) on shared
+random weights: eval outputs, and training outputs with the same masked words and negatives, agree
+to 5e-7; every loss term of ``MESMCriterion`` equals the official ``Criterion``'s.
+
+Official checkpoint keys are ours (``enhance_encoder.t2v_encoder.layers.N.*``, ``t2v_encoder.*``,
+``ss_reconstructor.recon_trans.layers.N.*``, ``transformer.{encoder,decoder}.*``, ...); official
+checkpoints hold no ``text_encoder.*`` (saved without it), so build them with ``text_encoder: none``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mrhd.errors import MrhdError
+from mrhd.models.config import DetrConfig, fields_from_opt
+from mrhd.models.layers.mlp import MLP, LinearLayer, input_projection
+from mrhd.models.layers.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
+from mrhd.models.mesm.criterion import MESMCriterion, query_clip_mask
+from mrhd.models.mesm.layers import (
+    CrossModalEncoder,
+    MESMTransformer,
+    SegmentSentenceReconstructor,
+    mask_words,
+)
+from mrhd.models.mesm.text import build_text_encoder, label_map, read_count_file, tokenize_queries
+from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.spans import inverse_sigmoid
+
+
+@dataclass
+class MESMConfig(DetrConfig):
+    v_feat_dim: int = 2818            # [clip 512 | slowfast 2304 | tef 2]
+    t2v_layers: int = 2
+    num_recfw_layers: int = 2
+    num_recss_layers: int = 4
+    rec_fw: bool = True
+    rec_ss: bool = True
+    share_MLP: bool = True
+    vocab_size: int = 5000            # QVHighlights 5000, Charades 1111
+    normalize_txt: bool = True
+    rank_coef: float = 12
+    use_triplet: bool = True
+    iou_gamma: float = 0.9
+    recss_tau: float = 0.5
+    loss_recfw_coef: float = 0.5
+    loss_recss_coef: float = 0.1
+    text_encoder: str = "none"        # none (stored features) | clip | clip_tiny (tests)
+    text_encoder_weights: str | None = None   # ViT-B-32.pt, MESM's clip_text_encoder.pth, id, or "random"
+    word_vocab: list | None = None    # FW-MESM vocabulary: CLIP ids by frequency
+    word_vocab_file: str | None = None
+
+
+class MESM(nn.Module):
+    def __init__(self, cfg: MESMConfig):
+        super().__init__()
+        if not cfg.share_MLP:
+            raise MrhdError("mesm: share_MLP false (T2VEncoder_TwoMLP) is not implemented; set share_MLP true")
+        if cfg.hidden_dim % cfg.nheads:
+            raise MrhdError(f"mesm: hidden_dim {cfg.hidden_dim} must be divisible by nheads {cfg.nheads}")
+        self.cfg = cfg
+        d = self.hidden_dim = cfg.hidden_dim
+        self.text_encoder = build_text_encoder(cfg.text_encoder, cfg.text_encoder_weights)
+        if self.text_encoder is not None and self.text_encoder.ln_final.normalized_shape[0] != cfg.t_feat_dim:
+            raise MrhdError(f"mesm: the {cfg.text_encoder} text tower gives "
+                            f"{self.text_encoder.ln_final.normalized_shape[0]}-d tokens but t_feat_dim is "
+                            f"{cfg.t_feat_dim}; set t_feat_dim to match")
+        self.enhance_encoder = CrossModalEncoder(d, cfg.nheads, cfg.num_recfw_layers, cfg.dim_feedforward,
+                                                 cfg.dropout)
+        self.t2v_encoder = CrossModalEncoder(d, cfg.nheads, cfg.t2v_layers, cfg.dim_feedforward, cfg.dropout)
+        self.transformer = MESMTransformer(d, cfg.nheads, cfg.enc_layers, cfg.dec_layers, cfg.dim_feedforward,
+                                           cfg.dropout)
+        self.vid_position_embed = PositionEmbeddingSine(d, normalize=True)
+        self.txt_position_embed = TrainablePositionalEncoding(cfg.max_q_l + int(cfg.rec_ss), d, cfg.input_dropout)
+        self.span_embed = MLP(d, d, 2, 3)
+        self.class_embed = nn.Linear(d, 2)
+        self.query_embed = nn.Embedding(cfg.num_queries, 2)
+        self.input_txt_proj = input_projection(cfg.t_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
+        self.input_vid_proj = input_projection(cfg.v_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
+        self.saliency_proj1 = nn.Linear(d, d)
+        self.saliency_proj2 = nn.Linear(d, d)
+        self.global_rep_token = nn.Parameter(torch.randn(d))
+        self.global_rep_pos = nn.Parameter(torch.randn(d))
+        if cfg.rec_fw:
+            self.masked_token = nn.Parameter(torch.zeros(cfg.t_feat_dim))
+            self.unknown_token = nn.Parameter(torch.zeros(cfg.t_feat_dim))
+            self.output_txt_proj = nn.Sequential(
+                LinearLayer(d, d, layer_norm=True, dropout=cfg.input_dropout, relu=True),
+                nn.Linear(d, cfg.vocab_size + 3))
+        if cfg.rec_ss:
+            self.ss_reconstructor = SegmentSentenceReconstructor(d, cfg.nheads, cfg.num_recss_layers,
+                                                                 cfg.dim_feedforward, cfg.dropout)
+        vocab = list(cfg.word_vocab or (read_count_file(cfg.word_vocab_file, cfg.vocab_size)
+                                        if cfg.word_vocab_file else []))
+        self.register_buffer("word_label_map", label_map(vocab, cfg.vocab_size), persistent=False)
+
+    # ---- text ------------------------------------------------------------------------------
+    def encode_text(self, src_txt, src_txt_mask, words_id):
+        """-> words (B, Lt, t_dim), mask bool (B, Lt), ids (B, Lt) or None. (The official sentence
+        feature only fills SS-MESM's masked slot, so it is not computed.)"""
+        if words_id is not None:
+            if self.text_encoder is None:
+                raise MrhdError("mesm: words_id needs the CLIP text tower; build with text_encoder clip")
+            n = self.cfg.max_q_l
+            eot = words_id.argmax(dim=-1)   # EOT has the highest CLIP id
+            mask = torch.arange(words_id.shape[1], device=words_id.device)[None] <= eot[:, None]
+            words = self.text_encoder(words_id).float()[:, :n]
+            ids, mask = words_id[:, :n], mask[:, :n]
+            words = words.masked_fill(~mask.unsqueeze(-1), 0)
+            if self.cfg.normalize_txt:
+                words = F.normalize(words, dim=-1, eps=1e-5)
+            return words, mask, ids
+        if src_txt is None:
+            raise MrhdError("mesm: give the query as src_txt features or words_id token ids")
+        mask = src_txt_mask.bool()
+        if not bool(mask.any(dim=1).all()):
+            raise MrhdError("mesm: a query has no text tokens; give a non-empty query")
+        return src_txt * mask.unsqueeze(-1), mask, None
+
+    def projected_token(self, token: torch.Tensor) -> torch.Tensor:
+        return self.input_txt_proj(token.reshape(1, 1, -1))
+
+    def replace_words(self, words, where, token):
+        """Words at ``where`` (B, Lt) replaced by the projected ``token`` (official ``_mask_words``)."""
+        return torch.where(where.unsqueeze(-1), self.projected_token(token).expand_as(words), words)
+
+    # ---- pieces ----------------------------------------------------------------------------
+    def negative_index(self, group: torch.Tensor) -> torch.Tensor:
+        """Per query, the query whose text makes its negative pair (see the module docstring)."""
+        bs = len(group)
+        if not self.training:
+            return torch.roll(torch.arange(bs, device=group.device), -1)
+        out = []
+        for i in range(bs):
+            candidates = torch.nonzero(group != group[i]).flatten()
+            if len(candidates) == 0:
+                candidates = torch.tensor([(i + 1) % bs], device=group.device)
+            pick = torch.randint(len(candidates), (1,)).item()
+            out.append(candidates[pick])
+        return torch.stack(out)
+
+    def saliency(self, memory, memory_global):
+        return torch.sum(self.saliency_proj1(memory) * self.saliency_proj2(memory_global).unsqueeze(1),
+                         dim=-1) / math.sqrt(self.hidden_dim)
+
+    def align_and_detect(self, words, words_pad, txt_pos, vid, vid_pad, vid_pos):
+        """T2V aligner then the DETR -> hs, references, memory, global memory."""
+        encoded = self.t2v_encoder(words, vid, words_pad, vid_pad, txt_pos, vid_pos)
+        bs = vid.shape[0]
+        token = self.global_rep_token.reshape(1, 1, -1).repeat(bs, 1, 1)
+        pos = self.global_rep_pos.reshape(1, 1, -1).repeat(bs, 1, 1)
+        return self.transformer(encoded, vid_pad, self.query_embed.weight, vid_pos, token, pos)
+
+    def text_positions(self, words):
+        return self.txt_position_embed(words) if self.cfg.use_txt_pos else torch.zeros_like(words)
+
+    def reconstruct_words(self, proj_vid, vid_pos, proj_words, words_mask, txt_pos, labels, clip_mask, weight):
+        """FW-MESM: masked words rebuilt from the moment's clips -> word-class logits (B, Lt, V+3)."""
+        unknown = (labels == self.cfg.vocab_size) & words_mask
+        words = self.replace_words(proj_words, unknown, self.unknown_token)
+        words = self.replace_words(words, mask_words(words_mask, weight), self.masked_token)
+        lengths = clip_mask.sum(dim=1)
+        n = int(lengths.max())
+        order = torch.argsort((~clip_mask).to(torch.int8), dim=1, stable=True)[:, :n]   # moment clips first
+        clips = torch.gather(proj_vid, 1, order.unsqueeze(-1).expand(-1, -1, proj_vid.shape[-1]))
+        clips_pos = torch.gather(vid_pos, 1, order.unsqueeze(-1).expand(-1, -1, vid_pos.shape[-1]))
+        clips_pad = torch.arange(n, device=clip_mask.device)[None] >= lengths[:, None]
+        out = self.enhance_encoder(clips, words, clips_pad, ~words_mask, clips_pos, txt_pos)
+        return self.output_txt_proj(out)
+
+    # ---- forward ---------------------------------------------------------------------------
+    def query_token_ids(self, query: list[str], words_mask: torch.Tensor) -> torch.Tensor:
+        """CLIP ids of the query texts aligned with stored tokens (same BPE, EOT kept at max_q_l)."""
+        ids = tokenize_queries(list(query), self.cfg.max_q_l)[:, : words_mask.shape[1]].to(words_mask.device)
+        lengths = (ids.argmax(dim=-1) + 1).clamp(max=words_mask.shape[1])
+        if not torch.equal(lengths, words_mask.sum(dim=1).long()):
+            raise MrhdError("mesm: the query texts do not tokenise to the stored token counts; were the "
+                            "clip_text features extracted from these queries with CLIP's tokenizer?")
+        return ids
+
+    def forward(self, src_txt=None, src_txt_mask=None, src_vid=None, src_vid_mask=None, words_id=None,
+                vid=None, query=None, targets=None):
+        """Masks float (B, L), 1 = valid. ``vid`` (list) groups queries of one video; ``query``
+        (list of str, optional) gives FW-MESM its word classes with stored features; ``targets``
+        (training) give the moments (``span_labels``) FW/SS-MESM read, optionally ``words_label``
+        / ``words_weight`` (B, Lt)."""
+        cfg = self.cfg
+        words, words_mask, ids = self.encode_text(src_txt, src_txt_mask, words_id)
+        vid_mask = src_vid_mask.bool()
+        bs = src_vid.shape[0]
+        if vid is not None:
+            names = {v: i for i, v in enumerate(dict.fromkeys(vid))}
+            group = torch.tensor([names[v] for v in vid], device=src_vid.device)
+        else:
+            group = torch.arange(bs, device=src_vid.device)
+
+        proj_vid = self.input_vid_proj(src_vid)
+        proj_words = self.input_txt_proj(words)
+        vid_pos = self.vid_position_embed(proj_vid, src_vid_mask)
+        txt_pos = self.text_positions(proj_words)
+        enhanced = (self.enhance_encoder(proj_words, proj_vid, ~words_mask, ~vid_mask, txt_pos, vid_pos)
+                    if cfg.rec_fw else proj_vid)
+
+        words_all, words_all_mask = proj_words, words_mask
+        if cfg.rec_ss:
+            # the official projects the clips again (its own dropout draw) for the reconstructor
+            recon = self.ss_reconstructor(self.input_vid_proj(src_vid), ~vid_mask)
+            words_all = torch.cat([recon.unsqueeze(1), proj_words], dim=1)
+            words_all_mask = torch.cat([torch.ones(bs, 1, dtype=torch.bool, device=words_mask.device),
+                                        words_mask], dim=1)
+        words_all_pos = self.text_positions(words_all)
+
+        hs, reference, memory, memory_global = self.align_and_detect(
+            words_all, ~words_all_mask, words_all_pos, enhanced, ~vid_mask, vid_pos)
+        outputs_class = self.class_embed(hs)
+        outputs_coord = (self.span_embed(hs) + inverse_sigmoid(reference)).sigmoid()
+
+        neg = self.negative_index(group)
+        first = int(cfg.rec_ss)   # the negative's own reconstructed sentence stays in its aligner input
+        neg_enhanced = (self.enhance_encoder(words_all[neg][:, first:], proj_vid, ~words_all_mask[neg][:, first:],
+                                             ~vid_mask, words_all_pos[neg][:, first:], vid_pos)
+                        if cfg.rec_fw else proj_vid)
+        _, _, neg_memory, neg_global = self.align_and_detect(
+            words_all[neg], ~words_all_mask[neg], words_all_pos[neg], neg_enhanced, ~vid_mask, vid_pos)
+
+        out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1],
+               "saliency_scores": self.saliency(memory, memory_global),
+               "saliency_scores_neg": self.saliency(neg_memory, neg_global),
+               "video_mask": src_vid_mask, "video_group": group,
+               "projed_video_feat": proj_vid, "expanded_words_feat": words_all,
+               "expanded_words_mask": words_all_mask}
+        if cfg.aux_loss:
+            out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
+                                  for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
+        if targets is not None and "span_labels" in targets:
+            out["clip_mask"] = query_clip_mask(targets, src_vid_mask)
+            labels = targets.get("words_label")
+            if labels is None and ids is None and query is not None and cfg.rec_fw and self.training:
+                ids = self.query_token_ids(query, words_mask)
+            if labels is None and ids is not None:
+                labels = self.word_label_map[ids]
+            if cfg.rec_fw and self.training and labels is not None:
+                weight = targets.get("words_weight")
+                if weight is None:   # body tokens 1, SOT / EOT 0 (see the module docstring)
+                    weight = (labels < cfg.vocab_size + 1) & words_mask
+                out["recfw_words_logit"] = self.reconstruct_words(
+                    proj_vid, vid_pos, proj_words, words_mask, txt_pos, labels, out["clip_mask"], weight)
+                out["words_label"], out["words_mask"] = labels, words_mask
+        return out
+
+
+def build(cfg: MESMConfig) -> MESM:
+    return MESM(cfg)
+
+
+def build_criterion(cfg: MESMConfig) -> MESMCriterion:
+    return MESMCriterion(cfg.criterion_config(label_loss="ce", rank_contrastive=True, neg_pair=True),
+                         rank_coef=cfg.rank_coef, use_triplet=cfg.use_triplet, rec_fw=cfg.rec_fw,
+                         rec_ss=cfg.rec_ss, recfw_coef=cfg.loss_recfw_coef, recss_coef=cfg.loss_recss_coef,
+                         iou_gamma=cfg.iou_gamma, recss_tau=cfg.recss_tau)
+
+
+# official option name -> ours (config/*/C+SF_C.json)
+OPT_RENAMES = {"loss_span_coef": "span_loss_coef", "loss_giou_coef": "giou_loss_coef",
+               "loss_label_coef": "label_loss_coef", "loss_saliency_coef": "lw_saliency",
+               "max_words_l": "max_q_l", "max_video_l": "max_v_l", "clip_len": "clip_length"}
+
+
+def config_from_opt(opt: dict) -> MESMConfig:
+    """An official config (dict) -> config; tef adds 2 to the official v_feat_dim."""
+    opt = {OPT_RENAMES.get(k, k): v for k, v in dict(opt).items()}
+    if opt.get("tokenizer_type", "CLIP") != "CLIP":
+        raise MrhdError(f"mesm: tokenizer_type {opt['tokenizer_type']!r} (GloVe) is not supported; only CLIP")
+    fields = fields_from_opt(MESMConfig, opt, "mesm")
+    if opt.get("use_tef", True) and "v_feat_dim" in fields:
+        fields["v_feat_dim"] = int(fields["v_feat_dim"]) + 2
+    return MESMConfig(**fields)
+
+
+def convert_state_dict(sd: dict) -> dict:
+    """Official keys are ours; SS-MESM's unused ``output_sent_proj`` is dropped."""
+    return {k: v for k, v in sd.items() if not k.startswith("ss_reconstructor.output_sent_proj.")}
+
+
+SPEC = register_model(ModelSpec(
+    name="mesm", config_cls=MESMConfig, build=build, build_criterion=build_criterion,
+    default_profile="mesm", config_from_opt=config_from_opt, convert_state_dict=convert_state_dict,
+    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "words_id", "vid", "query")},
+))

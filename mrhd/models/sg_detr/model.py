@@ -1,0 +1,251 @@
+"""SG-DETR: Saliency-Guided DETR for moment retrieval and highlight detection.
+
+Gordeev, Dokholyan, Tolstykh, Kuprashevich, arXiv 2410.01615 (2024). Published QVHighlights test:
+mAP 54.1 from scratch, 58.8 with pre-training on InterVid-MR. ai-forever/sg-detr could not be
+fetched; parts of its code (``src/model/{model.py,blocks/encoder.py,blocks/pooling.py,
+blocks/layers.py,blocks/multiscale.py,losses/saliency_losses.py}``, class ``MRDETR``) were readable
+through the search index and give
+the facts marked [code]; the rest follows the paper, with the open choices listed below.
+
+Pipeline (batch-first outside the shared sequence-first blocks):
+1. Input projections (shared ``input_projection``) of video (InternVideo2 768 + tef = 770) and text
+   (LLaMA tokens, 4096); sine positions on valid clips (shared ``PositionEmbeddingSine``).
+2. Local saliency head [code]: learned aggregation (one learned query, layer scale 1e-4) pools the
+   projected text into a sentence token; local score_t = scale * cos(v_t, s) + shift, scale init 20,
+   shift init 0 (:class:`~mrhd.models.sg_detr.layers.LocalSaliencyHead`).
+3. Saliency-guided cross attention [code]: video attends to text and the attention weights of clip
+   t are multiplied by sigmoid(local score_t); a shared LayerNorm after every layer and at the end.
+4. Encoder (``enc_layers`` shared ``TransformerEncoderLayer``) on [sentence token, video].
+5. Saliency amplifier [code]: memory + memory * sigmoid(local); global score = local +
+   Linear(amplified memory) (zero-initialised); the memory is amplified again with the global
+   score and goes to the detector. ``saliency_scores`` (highlight output) = global scores.
+6. Hybrid detector (:mod:`mrhd.models.sg_detr.detector`): DINO-style query selection from proposals
+   with default widths (0.05, 0.2, 0.4, 0.85) of the video [code], the shared anchor decoder,
+   contrastive denoising groups in training, an IoU (quality) head; plus an ATSS-style dense head
+   with centerness (prior 0.3 [code], 1 conv per tower) on a 4-level temporal pyramid of the memory
+   (strides 0.5 / 1 / 2 / 4 clips, separable convs + LayerNorm + GELU [code]).
+7. Inference: confidence = sigmoid(class) x sigmoid(IoU head); DETR spans fused with overlapping
+   ATSS spans (:mod:`mrhd.models.sg_detr.fusion`). In eval mode ``pred_spans`` are the fused spans
+   and ``pred_logits`` = [logit(confidence), 0], so the shared post-processor's softmax(...)[0] is
+   the confidence; raw outputs stay in ``detr_logits`` / ``detr_spans``. In training ``pred_*`` are
+   the raw DETR outputs the criterion matches.
+
+Losses (:mod:`mrhd.models.sg_detr.criterion`): DETR matched L1 + GIoU + sigmoid focal on every
+decoder layer; IoU-head BCE; query-selection (encoder) losses; denoising L1 + GIoU + focal (x0.5
+[code]); ATSS focal + centerness-weighted GIoU + centerness BCE; saliency on both local and global
+scores [code]: BCE + negative-pair + sigmoid hinge (margin 0.15) + 0.25 x rank-contrastive.
+
+Design choices left open (by the paper and the code we could not read), and what we chose:
+- Features: the default profile is ``internvideo2`` (768 + tef / LLaMA 4096). Third-party notes
+  say SG-DETR's released features are InternVideo2-1B, 512-d video and text, L2-normalised (+ tef),
+  query length 40; that needs its own profile. ``slowfast_clip`` (2818 / 512) also works.
+- Text positions: none (``use_txt_pos`` false, QD-DETR); no text encoder before pooling.
+- Encoder input: [sentence token, video] with a learned position for the sentence token (the code's
+  ``DetectorEncoder`` was not readable); CG-DETR's dummy tokens, modality embeddings and
+  sentence/moment encoders of the code are not used (they are CG-DETR's, already in cg_detr.py).
+- Layer counts: SGCA 2, encoder 2, decoder 3; hidden 256, 8 heads, FFN 1024, PReLU, dropout 0.1,
+  input dropout 0.5 (QD-DETR). Queries: 10 (QD-DETR); if fewer proposals exist, that many.
+- Denoising: 2 groups, each with a positive and a negative copy of every ground truth (DINO CDN),
+  endpoint noise 0.4 half widths, label-flip probability 0.2 / 2. The groups run as extra batch
+  entries of the shared decoder, so denoising queries do not see the matching queries (DINO lets
+  them; the shared anchor decoder has no self-attention mask). Each group is a decoder pass over
+  the memory, hence 2 groups, not DN-DETR's 5 (5 made a CPU training step 2.5x slower).
+- Not built: the code's Co-DETR collaborative queries (ATSS positives fed to the decoder), its
+  MR-to-HD module, audio merger, and the pyramid as input of the query selector (ours selects from
+  the stride-1 memory). ATSS anchor sizes 4 / 16 / 32 / 64 clips (the ATSSHead defaults), capped
+  at the video length.
+- Proposal loss: over ALL valid proposals of a sample, not only the selected top-k (DINO): with 10
+  queries, supervising only the selected ones lets untrained proposals overtake them every step.
+- IoU head: 2-layer MLP on every decoder layer, BCE to the detached matched IoU; confidence =
+  p_class x p_iou. ATSS: top-9 candidates per level, mean + std threshold, centre-inside rule, distances
+  exp(scale * x) anchor widths, score = p_cls x p_centerness.
+- Fusion: DETR-anchored weighted span fusion with ATSS spans of IoU > 0.5, head weights 1 : 1.
+- Loss weights: QD-DETR's (span 10, GIoU 1, label 4, saliency 1) for every DETR-style term, IoU 1,
+  local saliency 1, ATSS cls 1 / GIoU 2 (ATSS) / centerness 1; Hungarian costs as QD-DETR.
+- Negative pairs (training only): the text rolled by one along the batch; local negatives reuse the
+  rolled sentence token, global negatives rerun SGCA + encoder; with ``vid`` given, pairs from the
+  same source video are not negatives (the code's ``real_neg_mask``); without it every pair is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mrhd.errors import MrhdError
+from mrhd.models.cg_detr.model import real_negative_mask
+from mrhd.models.config import DetrConfig
+from mrhd.models.layers.encoder import TransformerEncoder, TransformerEncoderLayer
+from mrhd.models.layers.mlp import input_projection
+from mrhd.models.layers.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
+from mrhd.models.matcher import FOREGROUND
+from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.sg_detr.criterion import SGDETRCriterion
+from mrhd.models.sg_detr.detector import HybridDetector
+from mrhd.models.sg_detr.fusion import fuse_spans
+from mrhd.models.sg_detr.layers import (
+    LearnedAggregation,
+    LocalSaliencyHead,
+    SaliencyAmplifier,
+    SaliencyGuidedCrossAttentionLayer,
+)
+
+
+@dataclass
+class SGDETRConfig(DetrConfig):
+    v_feat_dim: int = 770             # InternVideo2 768 + tef
+    t_feat_dim: int = 4096            # LLaMA-7B text tokens
+    enc_layers: int = 2
+    dec_layers: int = 3
+    txt_enc_layers: int = 0           # text self-attention before pooling (the code pools directly)
+    sgca_layers: int = 2
+    local_scale_init: float = 20.0    # the code's B_PARAM
+    local_shift_init: float = 0.0     # the code's A_PARAM
+    # hybrid detector
+    dn_groups: int = 2                # each group costs a decoder pass here (DN-DETR uses 5)
+    dn_span_noise: float = 0.4
+    dn_label_noise: float = 0.2
+    proposal_widths: tuple = (0.05, 0.2, 0.4, 0.85)   # the code's QuerySelector default_widths
+    prior_prob: float = 0.3           # class-bias prior of the proposal and ATSS heads
+    atss_anchor_sizes: tuple = (4, 16, 32, 64)   # clips, per pyramid level (the code's ATSSHead default)
+    atss_topk: int = 9
+    atss_num_convs: int = 1           # ATSSHead default 3; 1 as the SG-DETR test build, a third of the cost
+    fuse_at_inference: bool = True
+    fusion_iou_thr: float = 0.5
+    fusion_detr_weight: float = 1.0
+    fusion_atss_weight: float = 1.0
+    # loss weights besides DetrConfig's
+    lw_local_saliency: float = 1.0
+    saliency_margin: float = 0.15     # the code's SetCriterion defaults
+    contrastive_reducer: float = 0.25
+    denoise_reducer: float = 0.5
+    iou_loss_coef: float = 1.0
+    atss_cls_coef: float = 1.0
+    atss_giou_coef: float = 2.0
+    atss_ctr_coef: float = 1.0
+
+    def __post_init__(self):
+        self.proposal_widths = tuple(float(w) for w in self.proposal_widths)   # YAML gives lists
+        self.atss_anchor_sizes = tuple(float(a) for a in self.atss_anchor_sizes)
+
+
+class SGDETR(nn.Module):
+    def __init__(self, cfg: SGDETRConfig):
+        super().__init__()
+        if cfg.hidden_dim % cfg.nheads:
+            raise MrhdError(f"sg_detr: hidden_dim {cfg.hidden_dim} must be divisible by nheads {cfg.nheads}")
+        self.cfg = cfg
+        d = cfg.hidden_dim
+        self.input_vid_proj = input_projection(cfg.v_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
+        self.input_txt_proj = input_projection(cfg.t_feat_dim, d, cfg.n_input_proj, cfg.input_dropout)
+        self.position_embed = PositionEmbeddingSine(d, normalize=True)
+        # built only when used, so that every parameter is trained
+        self.txt_position_embed = (TrainablePositionalEncoding(cfg.max_q_l, d, cfg.input_dropout)
+                                   if cfg.use_txt_pos else None)
+        txt_layer = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
+        self.text_encoder = TransformerEncoder(txt_layer, cfg.txt_enc_layers)
+        self.sentence_pool = LearnedAggregation(d, cfg.nheads, cfg.dropout)
+        self.local_saliency = LocalSaliencyHead(cfg.local_scale_init, cfg.local_shift_init)
+        self.sgca = nn.ModuleList(
+            SaliencyGuidedCrossAttentionLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
+            for _ in range(cfg.sgca_layers))
+        self.sgca_norm = nn.LayerNorm(d)   # shared, after every SGCA layer and once more (the code's CATE encoder)
+        enc_layer = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
+        self.encoder = TransformerEncoder(enc_layer, cfg.enc_layers)
+        self.global_pos = nn.Parameter(torch.randn(d))
+        self.amplifier = SaliencyAmplifier(d)
+        self.detector = HybridDetector(cfg)
+
+    # ---- stages ------------------------------------------------------------------------------
+    def encode_text(self, txt, txt_mask):
+        """-> text tokens (Lt, B, d), sentence token (B, d)."""
+        padding = ~txt_mask.bool()
+        pos = self.txt_position_embed(txt) if self.cfg.use_txt_pos else torch.zeros_like(txt)
+        tokens = self.text_encoder(txt.transpose(0, 1), src_key_padding_mask=padding, pos=pos.transpose(0, 1))
+        return tokens, self.sentence_pool(tokens, padding)
+
+    def encode_video(self, feats, vid_mask, pos, tokens, txt_mask, sentence, local):
+        """SGCA then the encoder on [sentence, video] -> video memory (B, Lv, d)."""
+        x = feats.transpose(0, 1)
+        pos_seq = pos.transpose(0, 1)
+        gate = torch.sigmoid(local)
+        for layer in self.sgca:
+            x = self.sgca_norm(layer(x, tokens, ~txt_mask.bool(), gate, vid_pos=pos_seq))
+        x = self.sgca_norm(x)
+        bsz = feats.shape[0]
+        src = torch.cat([sentence.unsqueeze(0), x], dim=0)
+        src_pos = torch.cat([self.global_pos.reshape(1, 1, -1).expand(1, bsz, -1), pos_seq], dim=0)
+        padding = torch.cat([torch.zeros(bsz, 1, dtype=torch.bool, device=feats.device), ~vid_mask.bool()], dim=1)
+        memory = self.encoder(src, src_key_padding_mask=padding, pos=src_pos)
+        return memory[1:].transpose(0, 1)
+
+    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, vid=None, targets=None):
+        """Masks float (B, L), 1 = valid. ``targets`` (training, from the trainer) switches on the
+        denoising groups. ``vid`` (clip ids, optional) marks which rolled-text pairs are real
+        negatives (different source videos, CG-DETR's rule); without it every pair is one."""
+        if src_txt.shape[1] == 0:
+            raise MrhdError("sg_detr: the query has no text tokens; give a non-empty query")
+        feats = self.input_vid_proj(src_vid)
+        txt = self.input_txt_proj(src_txt)
+        pos = self.position_embed(feats, src_vid_mask)
+        tokens, sentence = self.encode_text(txt, src_txt_mask)
+        local = self.local_saliency(feats, sentence)
+        memory = self.encode_video(feats, src_vid_mask, pos, tokens, src_txt_mask, sentence, local)
+        saliency, memory = self.amplifier(memory, local)
+        span_labels = targets.get("span_labels") if (self.training and targets) else None
+        out = self.detector(memory, src_vid_mask, pos, span_labels)
+        out.update({"saliency_scores": saliency, "local_saliency_scores": local, "video_mask": src_vid_mask})
+        if self.training:   # the negative pass only feeds the saliency losses
+            out.update(self.negative_pass(feats, src_vid_mask, pos, tokens, src_txt_mask, sentence, vid))
+        out["pred_confidence"] = self.confidence(out["pred_logits"], out["pred_iou"])
+        if not self.training and self.cfg.fuse_at_inference:
+            self.fuse(out)
+        return out
+
+    def negative_pass(self, feats, vid_mask, pos, tokens, txt_mask, sentence, vid) -> dict:
+        """Sample i with the query of sample i + 1 (QD-DETR's roll): local and global scores."""
+        bsz = feats.shape[0]
+        if vid is not None:
+            real_neg = real_negative_mask(list(vid), "hl", device=feats.device)
+        else:
+            real_neg = torch.full((bsz,), bsz > 1, dtype=torch.bool, device=feats.device)
+        sentence_neg = sentence.roll(-1, dims=0)
+        local_neg = self.local_saliency(feats, sentence_neg)
+        memory_neg = self.encode_video(feats, vid_mask, pos, tokens.roll(-1, dims=1), txt_mask.roll(-1, dims=0),
+                                       sentence_neg, local_neg)
+        saliency_neg, _ = self.amplifier(memory_neg, local_neg)
+        return {"saliency_scores_neg": saliency_neg, "local_saliency_scores_neg": local_neg,
+                "real_neg_mask": real_neg}
+
+    @staticmethod
+    def confidence(logits, iou_logits):
+        return torch.sigmoid(logits[..., FOREGROUND]) * torch.sigmoid(iou_logits)
+
+    def fuse(self, out: dict) -> None:
+        """Replace pred_spans / pred_logits by the fused spans and confidence logits (eval)."""
+        cfg = self.cfg
+        dense_conf = torch.sigmoid(out["atss_logits"]) * torch.sigmoid(out["atss_centerness"])
+        fused = fuse_spans(out["pred_spans"], out["pred_confidence"], out["atss_spans"], dense_conf,
+                           out["atss_mask"], cfg.fusion_iou_thr, cfg.fusion_detr_weight, cfg.fusion_atss_weight)
+        conf = out["pred_confidence"].clamp(1e-6, 1 - 1e-6)
+        out["detr_logits"], out["detr_spans"] = out["pred_logits"], out["pred_spans"]
+        out["pred_spans"] = fused
+        out["pred_logits"] = torch.stack([torch.log(conf / (1 - conf)), torch.zeros_like(conf)], dim=-1)
+
+
+def build(cfg: SGDETRConfig) -> SGDETR:
+    return SGDETR(cfg)
+
+
+def build_criterion(cfg: SGDETRConfig) -> SGDETRCriterion:
+    return SGDETRCriterion(cfg)
+
+
+SPEC = register_model(ModelSpec(
+    name="sg_detr", config_cls=SGDETRConfig, build=build, build_criterion=build_criterion,
+    default_profile="internvideo2",
+    # vid: training excludes same-video pairs from the negatives (real_neg_mask); eval ignores it
+    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "vid")},
+))

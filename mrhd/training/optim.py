@@ -1,0 +1,40 @@
+"""Optimiser and learning-rate schedule of the official training scripts.
+
+All models: AdamW over every trainable parameter, one group (moment_detr ``inference.py
+setup_model``), weight decay ``wd``. Schedule stepped once per epoch: StepLR(lr_drop, gamma); UniVTG
+adds a linear warm-up (``main/config.py WarmupStepLR``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from mrhd.training.config import TrainConfig
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    params = [{"params": [p for _, p in model.named_parameters() if p.requires_grad]}]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class WarmupStepFactor:
+    """LR factor of UniVTG's WarmupStepLR as its per-epoch ``step()`` produces it: ``(e+1)/W``
+    during warm-up, 1 at ``e == W``, then x gamma at every later multiple of ``step_size``.
+    (A picklable callable, so the scheduler state can be saved and restored.)"""
+
+    def __init__(self, warmup: int, step_size: int, gamma: float):
+        self.warmup, self.step_size, self.gamma = warmup, step_size, gamma
+
+    def __call__(self, epoch: int) -> float:
+        if epoch < self.warmup:
+            return float(epoch + 1) / float(self.warmup)
+        n_drops = sum(1 for e in range(self.warmup + 1, epoch + 1) if e % self.step_size == 0)
+        return self.gamma ** n_drops
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.lr_warmup and cfg.lr_warmup > 0:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupStepFactor(int(cfg.lr_warmup), int(cfg.lr_drop), cfg.lr_gamma))
+    return torch.optim.lr_scheduler.StepLR(optimizer, int(cfg.lr_drop), gamma=cfg.lr_gamma)

@@ -1,0 +1,388 @@
+"""Training loop of every model with a training path, generic over the ModelSpec.
+
+Follows the official train loops (jayleicn/moment_detr ``moment_detr/train.py``; QD-DETR, TR-DETR,
+CG-DETR, VideoLights, UniVTG copy it): seed everything, shuffle the training set each epoch,
+``loss = sum(loss_dict[k] * weight_dict[k])``, zero_grad / backward / clip_grad_norm_(grad_clip) /
+step, the LR scheduler stepped once per epoch, evaluation every ``eval_every`` epochs with the
+official metrics, best checkpoint by ``best_metric`` (MR-full-mAP), early stop after ``max_es_cnt``
+evaluations without improvement. Additions: mixed precision on CUDA, an evaluation after the last
+epoch, a first evaluation always saved as best (upstream starts from a best score of 0), and
+resumable ``last.ckpt`` files that carry optimizer, scheduler, scaler and every RNG state, so a
+resumed run continues exactly as an uninterrupted one.
+
+Generic hooks a model opts into: annotation fields among ``ModelSpec.extras["forward_inputs"]``
+(``vid``, ``qid``, ``query``) reach forward() (:func:`mrhd.pipeline.datasets.meta_inputs`; the
+query text goes to the training set only, as it feeds training targets such as MESM's FW-MESM);
+a criterion with an ``epoch`` attribute gets the 0-based epoch before each training epoch
+(VideoLights' hard pos/neg losses grow with it: dpaul06/VideoLights ``video_lights/train.py``
+calls ``criterion(outputs, targets, epoch_i)`` with the 0-based epoch).
+
+Datasets: ``TrainConfig.dataset`` names configs/datasets/<name>.yaml (:mod:`.dataset_configs`):
+validation then uses that dataset's metric family (Charades-STA/TACoS: R1@IoU and mIoU; TVSum:
+top-5 mAP), the profile takes its clip/token caps, and a model config with a ``dset_name`` field
+(CG-DETR, TR-DETR) gets the authors' name unless ``--set`` gives one. A resumed run must name the
+same dataset as the run it continues (stored in the checkpoints' ``train_config``).
+
+Outputs in RUN_DIR: best.ckpt, last.ckpt, metrics.jsonl, best_val_preds.jsonl, tensorboard/.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import random
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from mrhd.errors import MrhdError
+from mrhd.features.profiles import load_profile, open_stores
+from mrhd.models.registry import get_spec, make_config
+from mrhd.pipeline.collate import collate, prepare_batch
+from mrhd.pipeline.dataset_configs import load_dataset_config
+from mrhd.pipeline.datasets import (
+    LABEL_RECIPES,
+    DatasetConfig,
+    MomentDataset,
+    load_annotations,
+    meta_inputs,
+)
+from mrhd.training.config import TrainConfig, model_defaults
+from mrhd.training.optim import build_optimizer, build_scheduler
+from mrhd.training.validation import (
+    check_best_metric,
+    evaluate_lines,
+    forward_kwargs,
+    predict_loader,
+    scorable,
+    selection_score,
+    to_float32,
+)
+from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
+
+
+def set_seed(seed: int) -> None:
+    """As the official ``set_seed``: Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    torch.cuda.manual_seed_all(seed)
+
+
+def rng_state() -> dict:
+    """Every RNG the loop draws from, in a form ``torch.load(weights_only=True)`` accepts."""
+    np_state = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": [np_state[0], np_state[1].tolist(), int(np_state[2]), int(np_state[3]), float(np_state[4])],
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def json_safe(d: dict) -> dict:
+    """NaN (an empty length range in the metrics) as null, so every line is strict JSON."""
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _device(name: str) -> torch.device:
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise MrhdError(f"unknown device {name!r}; use cpu or cuda[:N]") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise MrhdError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
+    return device
+
+
+def stored_train_config(out: str | Path) -> dict:
+    """The ``train_config`` a run folder's last.ckpt was written with ({} where there is none).
+    Its ``dataset`` is None for QVHighlights and for runs from before datasets were recorded."""
+    last = Path(out) / "last.ckpt"
+    return dict(load_checkpoint(last).get("train_config") or {}) if last.is_file() else {}
+
+
+class Trainer:
+    """One training run: data, model, optimiser and the run folder."""
+
+    def __init__(self, cfg: TrainConfig, features: str | Path, train: str | Path, val: str | Path,
+                 out: str | Path, resume: bool = False, log=None):
+        self.cfg = cfg
+        self.out = Path(out)
+        self.resume = resume
+        self.log = log or (lambda msg: print(msg, file=sys.stderr))
+        self.device = _device(cfg.device)
+        self.spec = get_spec(cfg.model)
+        if self.spec.build_criterion is None:
+            raise MrhdError(f"model {cfg.model!r} has no training path (no criterion); choose another --model")
+        self.dataset = load_dataset_config(cfg.dataset) if cfg.dataset else None
+        self.family = self.dataset.metrics if self.dataset else "qvhighlights"
+        self._check_run_dir()
+        self.profile = load_profile(cfg.profile or self.spec.default_profile)
+        if self.dataset:
+            self.profile = self.dataset.apply_to_profile(self.profile)
+        self.stores = open_stores(features, self.profile)
+        labels = cfg.labels or (cfg.model if cfg.model in LABEL_RECIPES else "qd_detr")
+        wanted = meta_inputs(self.spec.extras.get("forward_inputs"))
+        dcfg = DatasetConfig(labels=labels, clip_len=cfg.clip_len, max_windows=cfg.max_windows, inputs=wanted)
+        self.train_set = MomentDataset(load_annotations(train), self.stores, self.profile, dcfg, name=f"--train {train}")
+        val_lines = scorable(load_annotations(val), self.family)
+        if not val_lines:
+            what = "labels" if self.family in ("tvsum", "youtube") else "windows"
+            raise MrhdError(f"--val {val} has no line with ground-truth {what} for the {self.family} metrics; "
+                            "give an annotated split of that dataset")
+        self.val_set = MomentDataset(val_lines, self.stores, self.profile,
+                                     dataclasses.replace(dcfg, load_labels=False,
+                                                         inputs=tuple(k for k in wanted if k != "query")),
+                                     name=f"--val {val}")
+        check_best_metric(cfg.best_metric, self.val_set.data, self.family, cfg.clip_len)
+        for ds in (self.train_set, self.val_set):
+            self.log(ds.summary())
+            for qid, vid, why in ds.skipped[:20]:
+                self.log(f"  skipped qid {qid} (video {vid}): {why}")
+            if len(ds.skipped) > 20:
+                self.log(f"  ... and {len(ds.skipped) - 20} more")
+
+        set_seed(cfg.seed)
+        self.model_cfg = self._model_config()
+        self.model = self.spec.build(self.model_cfg).to(self.device)
+        self.criterion = self.spec.build_criterion(self.model_cfg).to(self.device)
+        self.optimizer = build_optimizer(self.model, cfg)
+        self.scheduler = build_scheduler(self.optimizer, cfg)
+        self.amp_dtype = torch.float16 if (cfg.amp and self.device.type == "cuda") else None
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is not None)
+        pin = self.device.type == "cuda"
+        self.train_loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True,
+                                       collate_fn=collate, num_workers=cfg.num_workers, pin_memory=pin)
+        self.val_loader = DataLoader(self.val_set, batch_size=cfg.eval_batch_size, shuffle=False,
+                                     collate_fn=collate, num_workers=cfg.num_workers, pin_memory=pin)
+        self.epoch = 0
+        self.best_score = -math.inf
+        self.es_cnt = 0
+        self.step_losses: list[float] = []   # total loss of every optimiser step of this process
+        self._tb = None
+
+    # ---- setup -------------------------------------------------------------------------------
+    def _check_run_dir(self) -> None:
+        last = self.out / "last.ckpt"
+        if self.resume and not last.is_file():
+            raise MrhdError(f"--resume: {last} not found; start without --resume or point --out at a run")
+        if not self.resume and last.is_file():
+            raise MrhdError(f"{self.out} already holds a run (last.ckpt); pass --resume to continue it "
+                            "or choose another --out")
+        if self.resume:
+            trained_on = stored_train_config(self.out).get("dataset")
+            if trained_on != self.cfg.dataset:
+                fix = f"--dataset {trained_on} (or no --dataset)" if trained_on else "no --dataset"
+                raise MrhdError(f"{last} was trained on dataset {trained_on or 'none (QVHighlights metrics)'}, "
+                                f"not {self.cfg.dataset or 'none'}; resume with {fix}")
+
+    def _model_config(self):
+        fields = {f.name for f in dataclasses.fields(self.spec.config_cls)}
+        values = model_defaults(self.cfg.model)
+        dims = {"v_feat_dim": self.profile.video_dim, "t_feat_dim": self.profile.text_dim}
+        if self.profile.audio and all(s in self.stores for s in self.profile.audio):
+            dims["a_feat_dim"] = self.profile.audio_dim
+        values.update({k: v for k, v in dims.items() if k in fields})
+        if self.dataset and self.dataset.dset_name and "dset_name" in fields:
+            values["dset_name"] = self.dataset.dset_name
+        unknown = sorted(set(self.cfg.model_config) - fields)
+        if unknown:
+            raise MrhdError(f"model {self.cfg.model!r} has no config fields {unknown}")
+        values.update(self.cfg.model_config)
+        return make_config(self.cfg.model, {k: v for k, v in values.items() if k in fields})
+
+    @property
+    def tb(self):
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:   # tensorboard is an optional extra (mrhd[train])
+                self._tb = False
+            else:
+                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+        return self._tb or None
+
+    # ---- one step / one epoch ----------------------------------------------------------------
+    def loss(self, batched: dict) -> tuple[torch.Tensor, dict]:
+        """Weighted total loss of a collated batch (official weighting) and the raw terms."""
+        inputs, targets = prepare_batch(batched, self.device, non_blocking=self.device.type == "cuda")
+        targets = dict(targets or {})
+        targets.setdefault("src_txt_mask", inputs["src_txt_mask"])   # TR-DETR's alignment losses
+        targets.setdefault("src_vid_mask", inputs["src_vid_mask"])
+        with torch.autocast(device_type="cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+            outputs = self.model(**forward_kwargs(self.model, inputs, targets))
+        loss_dict = self.criterion(to_float32(outputs), targets)
+        weights = self.criterion.weight_dict
+        total = sum(loss_dict[k] * weights[k] for k in loss_dict if k in weights)
+        return total, loss_dict
+
+    def train_step(self, batched: dict) -> float:
+        total, _ = self.loss(batched)
+        if not torch.isfinite(total):
+            raise MrhdError(f"training diverged (loss {float(total)}) at epoch {self.epoch + 1}; "
+                            "lower --lr or check the features")
+        self.optimizer.zero_grad()
+        self.scaler.scale(total).backward()
+        if self.cfg.grad_clip > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        value = float(total.detach())
+        self.step_losses.append(value)
+        return value
+
+    def train_epoch(self) -> float:
+        from tqdm import tqdm
+
+        self.model.train()
+        self.criterion.train()
+        if hasattr(self.criterion, "epoch"):   # epoch-dependent loss weights (VideoLights)
+            self.criterion.epoch = self.epoch
+        losses = []
+        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
+                   disable=not self.cfg.progress, file=sys.stderr)
+        for _, batched in bar:
+            losses.append(self.train_step(batched))
+            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+        bar.close()
+        return float(np.mean(losses)) if losses else float("nan")
+
+    # ---- evaluation / checkpoints --------------------------------------------------------------
+    def evaluate(self) -> tuple[dict, list[dict]]:
+        """Predictions on --val and their metrics. The RNG states are restored afterwards, so how
+        often one evaluates never changes the training run."""
+        state = rng_state()
+        try:
+            lines = predict_loader(self.spec, self.model, self.model_cfg, self.val_loader, self.device,
+                                   self.amp_dtype)
+        finally:
+            set_rng_state(state)
+        return evaluate_lines(lines, self.val_set.data, self.family), lines
+
+    def _payload(self) -> dict:
+        return {
+            "model": self.cfg.model,
+            "config": dataclasses.asdict(self.model_cfg),
+            "state_dict": self.model.state_dict(),
+            "profile": self.profile.name,
+        }
+
+    def save_last(self) -> None:
+        save_checkpoint(self.out / "last.ckpt", **self._payload(), extra={
+            "epoch": self.epoch, "train_config": self.cfg.to_dict(), "profile_spec": self.profile.to_dict(),
+            "optimizer": self.optimizer.state_dict(), "scheduler": self.scheduler.state_dict(),
+            "scaler": self.scaler.state_dict(), "rng": rng_state(),
+            "best_score": self.best_score, "es_cnt": self.es_cnt,
+        })
+
+    def save_best(self, metrics: dict, lines: list[dict]) -> None:
+        save_checkpoint(self.out / "best.ckpt", **self._payload(), extra={
+            "epoch": self.epoch, "train_config": self.cfg.to_dict(), "profile_spec": self.profile.to_dict(),
+            "metrics": json.loads(json.dumps(metrics["brief"])),
+        })
+        _write_atomic(self.out / "best_val_preds.jsonl", "".join(json.dumps(ln) + "\n" for ln in lines))
+
+    def load_last(self) -> None:
+        ckpt = load_checkpoint(self.out / "last.ckpt")
+        if ckpt.get("model") != self.cfg.model:
+            raise MrhdError(f"{self.out / 'last.ckpt'} is a checkpoint of model {ckpt.get('model')!r}, not "
+                            f"{self.cfg.model!r}; use --model {ckpt.get('model')} or another --out")
+        if ckpt.get("profile") != self.profile.name:
+            raise MrhdError(f"{self.out / 'last.ckpt'} was trained on profile {ckpt.get('profile')!r}, not "
+                            f"{self.profile.name!r}; pass --profile {ckpt.get('profile')}")
+        missing, unexpected = self.model.load_state_dict(ckpt["state_dict"], strict=False)
+        if missing or unexpected:
+            raise MrhdError(f"{self.out / 'last.ckpt'} does not fit this {self.cfg.model} configuration "
+                            f"({len(missing)} missing, {len(unexpected)} unexpected keys)")
+        try:
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.scaler.load_state_dict(ckpt["scaler"])
+        except (KeyError, ValueError) as err:
+            raise MrhdError(f"{self.out / 'last.ckpt'} has no usable optimizer state ({err}); "
+                            "start a new run") from None
+        self.epoch = int(ckpt["epoch"])
+        self.best_score = float(ckpt["best_score"])
+        self.es_cnt = int(ckpt["es_cnt"])
+        set_rng_state(ckpt["rng"])
+
+    # ---- the loop ----------------------------------------------------------------------------
+    def run(self) -> dict:
+        from tqdm import tqdm
+
+        try:
+            self.out.mkdir(parents=True, exist_ok=True)   # only now: a failed setup leaves nothing behind
+        except OSError as err:
+            raise MrhdError(f"cannot create --out {self.out} ({err.strerror}); choose a writable folder") from None
+        if self.resume:
+            self.load_last()
+            self.log(f"resumed {self.out / 'last.ckpt'} after epoch {self.epoch}")
+        self.log(f"training {self.cfg.model} on {len(self.train_set)} lines "
+                 f"(profile {self.profile.name}, device {self.device})")
+        last_metrics: dict = {}
+        epochs = tqdm(range(self.epoch, self.cfg.epochs), desc="epochs", disable=not self.cfg.progress,
+                      file=sys.stderr, initial=self.epoch, total=self.cfg.epochs)
+        for _ in epochs:
+            t0 = time.time()
+            train_loss = self.train_epoch()
+            self.scheduler.step()
+            self.epoch += 1
+            epochs.set_postfix(loss=f"{train_loss:.4f}")
+            if self.tb:
+                self.tb.add_scalar("Train/loss", train_loss, self.epoch)
+                self.tb.add_scalar("Train/lr", float(self.optimizer.param_groups[0]["lr"]), self.epoch)
+            stop = False
+            if self.epoch % self.cfg.eval_every == 0 or self.epoch == self.cfg.epochs:
+                metrics, lines = self.evaluate()
+                brief = dict(metrics["brief"])
+                last_metrics = brief
+                score = selection_score(brief, self.cfg.best_metric)
+                if math.isnan(score):
+                    raise MrhdError(f"best_metric {self.cfg.best_metric!r} is undefined (NaN) on this validation "
+                                    "set; choose another with --set best_metric=KEY")
+                row = {"epoch": self.epoch, "train_loss": train_loss, "seconds": round(time.time() - t0, 2), **brief}
+                with (self.out / "metrics.jsonl").open("a") as fh:
+                    fh.write(json.dumps(json_safe(row)) + "\n")
+                if self.tb:
+                    for k, v in brief.items():
+                        self.tb.add_scalar(f"Eval/{k}", float(v), self.epoch)
+                if score > self.best_score:
+                    self.best_score, self.es_cnt = score, 0
+                    self.save_best(metrics, lines)
+                else:
+                    self.es_cnt += 1
+                    stop = self.cfg.max_es_cnt != -1 and self.es_cnt > self.cfg.max_es_cnt
+            self.save_last()
+            if stop:
+                self.log(f"early stop: no gain in {self.cfg.best_metric} for {self.es_cnt} evaluations")
+                break
+        epochs.close()
+        if self.tb:
+            self.tb.close()
+        return {"epochs": self.epoch, "best_score": self.best_score, "last_metrics": json_safe(last_metrics)}

@@ -1,0 +1,143 @@
+"""Validation during training: predictions in the submission format, then the official metrics.
+
+Predictions come from the models' own post-processing: UniVTG's dense predictions + 0.7 NMS
+(``mrhd.models.univtg.postprocess``), the DETR family's ``compute_mr_results`` + PostProcessorDETR
+(``mrhd.models.postprocess``); a model may provide its own as ``ModelSpec.extras["predict_lines"]``
+``(outputs, src_vid_mask, metas, cfg) -> lines``. Metrics: ``mrhd.pipeline.evaluate``, the family
+named by the run's dataset (configs/datasets), QVHighlights without one. Model selection
+(``best_metric``) is one brief key or ``A+B``: the mean of several (CG-DETR's Charades-STA/TACoS
+``(R1@0.7 + R1@0.5) / 2``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+
+import torch
+
+from mrhd.errors import MrhdError
+from mrhd.pipeline.collate import prepare_batch
+from mrhd.pipeline.datasets import annotation_kind
+
+
+def forward_kwargs(model: torch.nn.Module, inputs: dict, targets: dict | None = None) -> dict:
+    """The batch entries the model's forward() accepts (CG-DETR also takes vid/qid and, in
+    training, the targets)."""
+    params = inspect.signature(model.forward).parameters
+    if any(p.kind == p.VAR_KEYWORD for p in params.values()):
+        kwargs = dict(inputs)
+    else:
+        kwargs = {k: v for k, v in inputs.items() if k in params}
+    if targets is not None and "targets" in params:
+        kwargs["targets"] = targets
+    return kwargs
+
+
+def predict_lines(spec, model_cfg, outputs: dict, src_vid_mask: torch.Tensor, metas: list[dict]) -> list[dict]:
+    """Submission lines (qid, query, vid, pred_relevant_windows, pred_saliency_scores) of one batch."""
+    custom = spec.extras.get("predict_lines") if spec.extras else None
+    if custom is not None:
+        return custom(outputs, src_vid_mask, metas, model_cfg)
+    if spec.name == "univtg":
+        from mrhd.models.univtg.postprocess import apply_nms, predictions
+
+        lines = predictions(outputs, src_vid_mask, metas, model_cfg.clip_len, model_cfg.eval_mode)
+        return apply_nms(lines, model_cfg.nms_thd, model_cfg.max_before_nms, model_cfg.max_after_nms)
+    from mrhd.models.postprocess import PostProcessorDETR
+    from mrhd.models.postprocess import predict_lines as detr_lines
+
+    # QVHighlights clips are <= 150 s: the official clamp is a hard-coded 150; other datasets
+    # (Charades-STA, TACoS) clamp to each video's duration.
+    clamp = any(annotation_kind(m) != "hl" for m in metas)
+    pp = PostProcessorDETR(clip_length=getattr(model_cfg, "clip_length", 2), clamp_to_duration=clamp)
+    metas = [{"query": "", **m} for m in metas]
+    return detr_lines(outputs, src_vid_mask, metas, pp)
+
+
+@torch.no_grad()
+def predict_loader(spec, model, model_cfg, loader, device, amp_dtype=None) -> list[dict]:
+    model.eval()
+    lines: list[dict] = []
+    for metas, batched in loader:
+        inputs, _ = prepare_batch(batched, device)
+        with torch.autocast(device_type="cuda", dtype=amp_dtype, enabled=amp_dtype is not None):
+            outputs = model(**forward_kwargs(model, inputs))
+        outputs = to_float32(outputs)
+        lines.extend(predict_lines(spec, model_cfg, outputs, inputs["src_vid_mask"], metas))
+    return lines
+
+
+def to_float32(x):
+    """Outputs of an autocast forward, back in float32 for the loss and post-processing."""
+    if torch.is_tensor(x):
+        return x.float() if x.is_floating_point() else x
+    if isinstance(x, dict):
+        return {k: to_float32(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return type(x)(to_float32(v) for v in x)
+    return x
+
+
+# annotation kinds (mrhd.pipeline.datasets.annotation_kind) each metric family can score
+GROUND_TRUTH_KINDS = {
+    "qvhighlights": ("hl", "sta"),
+    "charades": ("sta", "hl"),
+    "tacos": ("sta", "hl"),
+    "tvsum": ("tvsum",),
+    "youtube": ("tvsum",),
+}
+
+
+def scorable(ground_truth: list[dict], family: str = "qvhighlights") -> list[dict]:
+    """The validation lines the family's metrics can score (e.g. no test lines without windows)."""
+    kinds = GROUND_TRUTH_KINDS.get(family, ("hl", "sta"))
+    return [g for g in ground_truth if annotation_kind(g) in kinds]
+
+
+def evaluate_lines(lines: list[dict], ground_truth: list[dict], family: str = "qvhighlights") -> dict:
+    """The official metrics of ``family`` (a key of ``mrhd.pipeline.evaluate.EVALUATORS``).
+    QVHighlights: windows-only ground truth (Charades-STA, TACoS) gets the moment-retrieval block
+    only."""
+    from mrhd.pipeline.evaluate import EVALUATORS, evaluate_qvhighlights
+
+    if family != "qvhighlights":
+        return EVALUATORS[family](lines, ground_truth)
+    if any(annotation_kind(g) != "hl" for g in ground_truth):
+        lines = [{k: v for k, v in ln.items() if k != "pred_saliency_scores"} for ln in lines]
+    return evaluate_qvhighlights(lines, ground_truth)
+
+
+def metric_keys(best_metric: str) -> list[str]:
+    """The brief keys a ``best_metric`` names (``A+B`` -> [A, B])."""
+    return [k.strip() for k in str(best_metric).split("+")]
+
+
+def selection_score(brief: dict, best_metric: str) -> float:
+    """The model-selection score of a brief block: the key's value, or the mean of ``A+B``."""
+    keys = metric_keys(best_metric)
+    absent = [k for k in keys if k not in brief]
+    if absent:
+        raise MrhdError(f"best_metric {best_metric!r}: {absent} not among the metrics {sorted(brief)}; "
+                        "choose brief keys of this dataset (--set best_metric=KEY)")
+    values = [brief[k] for k in keys]
+    if any(v is None or (isinstance(v, float) and math.isnan(v)) for v in values):
+        return float("nan")
+    return float(sum(float(v) for v in values) / len(values))
+
+
+def check_best_metric(best_metric: str, ground_truth: list[dict], family: str, clip_len: float) -> None:
+    """Fail before training when ``best_metric`` names a key the family's brief block lacks: score
+    placeholder predictions (one whole-video window, flat saliency) on a few validation lines."""
+    sample = ground_truth[:2]
+    preds = []
+    for g in sample:
+        duration = float(g.get("duration") or clip_len)
+        n = max(1, math.ceil(duration / clip_len))
+        preds.append({"qid": g["qid"], "vid": g["vid"], "pred_relevant_windows": [[0.0, duration, 1.0]],
+                      "pred_saliency_scores": [0.0] * n})
+    try:
+        brief = evaluate_lines(preds, sample, family)["brief"]
+    except (KeyError, IndexError, ValueError, TypeError, ZeroDivisionError):
+        return   # lines this check cannot score; the first evaluation checks best_metric again
+    selection_score(brief, best_metric)

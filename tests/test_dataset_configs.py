@@ -8,11 +8,11 @@ import json
 
 import pytest
 
+from mrhd.annotations import load_annotations
 from mrhd.commands.train import _split_overrides
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import load_profile
 from mrhd.pipeline.dataset_configs import dataset_names, load_dataset_config
-from mrhd.pipeline.datasets import load_annotations
 from mrhd.pipeline.evaluate import EVALUATORS
 from mrhd.training.config import load_train_config
 from mrhd.training.synthetic import SyntheticSpec, make_synthetic

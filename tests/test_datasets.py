@@ -8,11 +8,12 @@ import numpy as np
 import pytest
 import torch
 
+from mrhd.annotations import load_annotations
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import load_profile, open_stores
 from mrhd.features.write import write_store
 from mrhd.pipeline.collate import collate, prepare_batch
-from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, load_annotations
+from mrhd.pipeline.datasets import DatasetConfig, MomentDataset
 
 
 def _stores_for(tmp_path, lines, profile, drop_vids=()):

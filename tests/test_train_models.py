@@ -9,10 +9,11 @@ import dataclasses
 import pytest
 import torch
 
+from mrhd.annotations import load_annotations
 from mrhd.features.profiles import load_profile, open_stores
 from mrhd.models.registry import get_spec
 from mrhd.pipeline.collate import collate, prepare_batch
-from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, load_annotations, meta_inputs
+from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, meta_inputs
 from mrhd.training.config import CONFIG_DIR, load_train_config
 from mrhd.training.synthetic import SyntheticSpec, make_synthetic
 from mrhd.training.trainer import Trainer

@@ -26,15 +26,14 @@ length), TVSum (``label`` matrix of 20 raters, QD-DETR's ``(sum(label-1))/80*12`
 
 from __future__ import annotations
 
-import json
 import random
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from mrhd.annotations import annotation_kind
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import Profile, StoreReader, read_text_arrays, read_video_arrays, video_streams
 
@@ -88,39 +87,6 @@ class DatasetConfig:
     domain: str | None = None      # TVSum category (BK, BT, ...): keep only that domain's lines
     skip: list = field(default_factory=list)
     inputs: tuple = ()             # META_INPUTS the model reads (vid, qid, query): passed as inputs
-
-
-# ---- annotation files ----------------------------------------------------------------------
-def load_annotations(path: str | Path) -> list[dict]:
-    """A JSONL annotation file (QVHighlights / Charades-STA / TACoS / TVSum formats)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MrhdError(f"annotation file {path} not found; give a .jsonl file")
-    lines = []
-    with path.open() as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MrhdError(f"{path}:{n} is not valid JSON ({err.msg}); fix or remove that line") from None
-            missing = [k for k in ("qid", "vid") if k not in item]
-            if missing:
-                raise MrhdError(f"{path}:{n} has no {', '.join(missing)}; each line needs qid and vid")
-            lines.append(item)
-    return lines
-
-
-def annotation_kind(meta: dict) -> str:
-    """``hl`` (QVHighlights), ``tvsum``, ``sta`` (windows only: Charades-STA, TACoS) or ``none``."""
-    if meta.get("label") is not None:
-        return "tvsum"
-    if meta.get("saliency_scores") is not None and meta.get("relevant_clip_ids") is not None:
-        return "hl"
-    if meta.get("relevant_windows"):
-        return "sta"
-    return "none"
 
 
 # ---- label functions (official semantics, official RNG order) ------------------------------

@@ -41,18 +41,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from mrhd.annotations import load_annotations
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import load_profile, open_stores
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
-from mrhd.pipeline.datasets import (
-    LABEL_RECIPES,
-    DatasetConfig,
-    MomentDataset,
-    load_annotations,
-    meta_inputs,
-)
+from mrhd.pipeline.datasets import LABEL_RECIPES, DatasetConfig, MomentDataset, meta_inputs
 from mrhd.training.config import TrainConfig, model_defaults
 from mrhd.training.optim import build_optimizer, build_scheduler
 from mrhd.training.validation import (

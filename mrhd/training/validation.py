@@ -16,9 +16,9 @@ import math
 
 import torch
 
+from mrhd.annotations import annotation_kind
 from mrhd.errors import MrhdError
 from mrhd.pipeline.collate import prepare_batch
-from mrhd.pipeline.datasets import annotation_kind
 
 
 def forward_kwargs(model: torch.nn.Module, inputs: dict, targets: dict | None = None) -> dict:

@@ -1,0 +1,46 @@
+"""Annotation lines of the moment-retrieval benchmarks (JSONL, one query per line).
+
+Formats: QVHighlights (``relevant_windows``, ``relevant_clip_ids``, ``saliency_scores``), Charades-STA
+and TACoS (``relevant_windows`` only), TVSum / YouTube Highlights (a ``label`` matrix of raters).
+Read by the datasets, the evaluation and the models' post-processing (QVHighlights lines keep the
+official hard-coded clamp).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from mrhd.errors import MrhdError
+
+
+def load_annotations(path: str | Path) -> list[dict]:
+    """A JSONL annotation file (QVHighlights / Charades-STA / TACoS / TVSum formats)."""
+    path = Path(path)
+    if not path.is_file():
+        raise MrhdError(f"annotation file {path} not found; give a .jsonl file")
+    lines = []
+    with path.open() as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                item = json.loads(line)
+            except json.JSONDecodeError as err:
+                raise MrhdError(f"{path}:{n} is not valid JSON ({err.msg}); fix or remove that line") from None
+            missing = [k for k in ("qid", "vid") if k not in item]
+            if missing:
+                raise MrhdError(f"{path}:{n} has no {', '.join(missing)}; each line needs qid and vid")
+            lines.append(item)
+    return lines
+
+
+def annotation_kind(meta: dict) -> str:
+    """``hl`` (QVHighlights), ``tvsum``, ``sta`` (windows only: Charades-STA, TACoS) or ``none``."""
+    if meta.get("label") is not None:
+        return "tvsum"
+    if meta.get("saliency_scores") is not None and meta.get("relevant_clip_ids") is not None:
+        return "hl"
+    if meta.get("relevant_windows"):
+        return "sta"
+    return "none"

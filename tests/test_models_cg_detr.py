@@ -56,7 +56,7 @@ def test_inference_outputs_and_predictions_match_official(case):
     assert predict_lines(ref, mask, metas, cfg.dset_name, cfg.clip_length, cfg.v_feat_dim) == expected
     assert predict_lines(out, mask, metas, cfg.dset_name, cfg.clip_length, cfg.v_feat_dim) == expected
     # the hook the training loop's validation uses
-    assert get_spec("cg_detr").extras["predict_lines"](ref, mask, metas, cfg) == expected
+    assert get_spec("cg_detr").postprocess(ref, mask, metas, cfg) == expected
 
 
 @pytest.mark.fidelity

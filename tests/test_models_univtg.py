@@ -9,7 +9,8 @@ from mrhd.models.nms import apply_nms, temporal_nms
 from mrhd.models.registry import create_model, get_spec
 from mrhd.models.univtg.model import UniVTGConfig, build, build_criterion, config_from_opt
 from mrhd.models.univtg.postprocess import clip_timestamps, predictions
-from mrhd.models.univtg.targets import batch_targets
+from mrhd.pipeline.collate import pad_sequences
+from mrhd.pipeline.datasets import univtg_dense_targets
 from tests.conftest import open_case
 from tests.helpers.model_fixtures import (
     assert_full_size_keys,
@@ -28,6 +29,16 @@ from tests.helpers.model_fixtures import (
 )
 
 CASES = model_cases("univtg")
+
+
+def dense_targets(annotations: list[dict], lengths: list[int], clip_len: float) -> dict:
+    """UniVTG's dense targets of a batch as mrhd train builds them: the dataset's per-sample
+    targets, padded as the collate pads them (``timestamp_mask`` = valid clips)."""
+    per_sample = [univtg_dense_targets(a, n, clip_len) for a, n in zip(annotations, lengths)]
+    out = {}
+    for key in ("timestamp", "span_labels_nn", "timestamp_window"):
+        out[key], out["timestamp_mask"] = pad_sequences([s[key] for s in per_sample])
+    return out
 
 
 @pytest.mark.fidelity
@@ -51,10 +62,11 @@ def test_forward_losses_and_predictions_match_official(case):
     # the clip reference times the model adds its offsets to
     mask = inputs["src_vid_mask"]
     assert torch.equal(clip_timestamps(mask, cfg.clip_len), targets["timestamp"])
-    ours_targets = batch_targets([a["relevant_windows"] for a in config["fixture_annotations"]],
-                                 mask.sum(1).long().tolist(), cfg.clip_len, max_len=mask.shape[1])
-    for key, value in ours_targets.items():
-        assert torch.equal(value, targets[key].float()), key
+    # the dense targets mrhd train's dataset builds (per sample, then collated) are the official ones
+    ours_targets = dense_targets(config["fixture_annotations"], mask.sum(1).long().tolist(), cfg.clip_len)
+    assert ours_targets["timestamp_mask"].shape == mask.shape
+    for key in ("timestamp", "timestamp_mask", "timestamp_window", "span_labels_nn"):
+        assert torch.equal(ours_targets[key], targets[key].float()), key
 
     # post-processing on the official outputs: exactly the official lines (before and after NMS)
     metas = config["fixture_annotations"]
@@ -141,7 +153,8 @@ def test_gradients_reach_every_trainable_parameter_and_loss_decreases():
     criterion = build_criterion(cfg)
     batch = _batch()
     lengths = batch["src_vid_mask"].sum(1).long().tolist()
-    targets = batch_targets([[[2, 8]], [[0, 4], [8, 10]]], lengths, cfg.clip_len)
+    targets = dense_targets([{"relevant_windows": [[2, 8]]}, {"relevant_windows": [[0, 4], [8, 10]]}],
+                            lengths, cfg.clip_len)
     targets["saliency_scores"] = targets["timestamp_window"].clone()
     targets["saliency_pos_labels"] = torch.tensor([[2], [0]])
     losses = criterion(model(**batch), targets)

@@ -52,7 +52,8 @@ def test_train_configs_of_cmdnet_sg_detr_and_mesm_are_picked_up():
     qd, cmd = load_train_config("qd_detr"), load_train_config("cmdnet")
     assert dataclasses.replace(cmd, model="qd_detr") == qd    # CMDNet trains in QD-DETR's setting
     sg = load_train_config("sg_detr")
-    assert sg.labels == "cg_detr" and (sg.lr, sg.batch_size, sg.eval_every) == (1e-4, 32, 5)
+    assert (sg.lr, sg.batch_size, sg.eval_every) == (1e-4, 32, 5)
+    assert get_spec("sg_detr").labels == get_spec("cg_detr").labels   # CG-DETR's targets
     mesm = load_train_config("mesm")   # lntzm/MESM config/QVHighlights/C+SF_C.json, not the defaults
     assert (mesm.lr, mesm.batch_size, mesm.lr_gamma, mesm.eval_every) == (2e-4, 12, 0.5, 1)
     assert load_train_config("mesm", lr=5e-5).lr == 5e-5   # command-line overrides still win
@@ -60,10 +61,10 @@ def test_train_configs_of_cmdnet_sg_detr_and_mesm_are_picked_up():
 
 # ---- annotation fields as forward() inputs --------------------------------------------------
 def test_models_ask_for_annotation_fields_through_their_spec():
-    assert meta_inputs(get_spec("mesm").extras["forward_inputs"]) == ("vid", "query")
-    assert meta_inputs(get_spec("sg_detr").extras["forward_inputs"]) == ("vid",)
-    assert meta_inputs(get_spec("cg_detr").extras["forward_inputs"]) == ("vid", "qid")
-    assert meta_inputs(get_spec("qd_detr").extras["forward_inputs"]) == ()
+    assert meta_inputs(get_spec("mesm").forward_inputs) == ("vid", "query")
+    assert meta_inputs(get_spec("sg_detr").forward_inputs) == ("vid",)
+    assert meta_inputs(get_spec("cg_detr").forward_inputs) == ("vid", "qid")
+    assert meta_inputs(get_spec("qd_detr").forward_inputs) == ()
 
 
 def test_dataset_and_collate_pass_the_query_text(tmp_path):
@@ -104,7 +105,7 @@ def test_mesm_trainer_step_computes_the_word_reconstruction_loss(tmp_path):
 
 def test_sg_detr_batches_carry_vid_and_it_reaches_forward(tmp_path):
     trainer = _trainer("sg_detr", tmp_path, SG_TINY)
-    assert trainer.train_set.recipe.name == "cg_detr"
+    assert trainer.train_set.recipe == get_spec("cg_detr").labels
     metas, batched = next(iter(trainer.train_loader))
     assert batched["vid"] == [m["vid"] for m in metas]
     inputs, targets = prepare_batch(batched)

@@ -25,18 +25,19 @@ from mrhd.errors import MrhdError
 from mrhd.inference.results import CLIP_LEN, Prediction
 from mrhd.inference.video_features import FeatureCache, VideoFeatures, extract_video_features
 from mrhd.inference.windows import Window, merge_window_moments, plan_windows, stitch_saliency
+from mrhd.models.registry import get_spec
 
 RANDOM = "random"
-DETR_INPUTS = ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask")
-MERGE_IOU = 0.7          # temporal NMS between windows (the official NMS threshold of UniVTG/QD-DETR runs)
+MERGE_IOU = 0.7          # NMS between overlapping windows (the official NMS threshold of UniVTG/QD-DETR runs)
 
 
-def at_least_one_clip(rows: list, duration: float) -> list[list[float]]:
-    """Rounding to clip multiples (official post-processing) can collapse a short window to zero
-    length; such a window becomes the one clip it lies on, kept inside ``[0, duration]``."""
+def inside_video(rows: list, duration: float) -> list[list[float]]:
+    """The official post-processing's windows as moments of this video: rounding to clip multiples
+    can end a window past the video's end (kept at ``duration``) or collapse a short one to zero
+    length (it becomes the one clip it lies on, inside ``[0, duration]``)."""
     out = []
     for st, ed, score in rows:
-        st, ed = float(st), float(ed)
+        st, ed = min(max(float(st), 0.0), duration), min(max(float(ed), 0.0), duration)
         if ed <= st:
             st, ed = (st, min(st + CLIP_LEN, duration)) if st + CLIP_LEN <= duration else \
                 (max(duration - CLIP_LEN, 0.0), duration)
@@ -65,7 +66,6 @@ def parse_device(device: str | torch.device) -> torch.device:
 
 def default_weights_id() -> str:
     """The best released checkpoint that needs only CLIP features and whose model this build has."""
-    from mrhd.models.registry import get_spec
     from mrhd.weights.registry import CLIP_ONLY_PREFERENCE, get_entry
 
     for wid in CLIP_ONLY_PREFERENCE:
@@ -99,7 +99,7 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
     ``model`` (when given) and to fit its feature profile. ``random_config``: config fields for a
     random network (those the model's config does not have are ignored)."""
     from mrhd.models.convert import build_and_load, profile_from_opt
-    from mrhd.models.registry import get_spec, make_config
+    from mrhd.models.registry import make_config
     from mrhd.weights import find_entry, resolve_weights
     from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict
 
@@ -185,8 +185,8 @@ class Predictor:
         self.device = device
         self.cache = cache
         self.batch_size = batch_size
-        spec_inputs = self._spec().extras.get("forward_inputs", DETR_INPUTS)
-        self.forward_inputs = tuple(spec_inputs)
+        self.spec = get_spec(loaded.name)
+        self.forward_inputs = self.spec.forward_inputs
         self.window = int(getattr(self.cfg, "max_v_l", None) or self.profile.max_v_l or 75)
 
     # ---- construction ---------------------------------------------------------------------
@@ -209,8 +209,6 @@ class Predictor:
         if encoder_size != "full" and not random_weights:
             raise MrhdError("encoder_size other than 'full' exists only with random weights")
         if random_weights:
-            from mrhd.models.registry import get_spec
-
             get_spec(model or find_entry(default_weights_id()).model)   # unknown model: fail before any work
             prof = load_profile(profile or "clip")
         else:
@@ -235,11 +233,6 @@ class Predictor:
         if cache is not False:
             feature_cache = FeatureCache(None if cache is True else cache)
         return cls(loaded, video_encoders, text_encoders, dev, feature_cache)
-
-    def _spec(self):
-        from mrhd.models.registry import get_spec
-
-        return get_spec(self.model_name)
 
     # ---- video ----------------------------------------------------------------------------
     def encode_video(self, path: str | Path, vid: str | None = None) -> VideoFeatures:
@@ -284,7 +277,10 @@ class Predictor:
         unlimited = self.profile.replace(max_v_l=None)   # the window already has the right length
         return unlimited.assemble_clips(arrays)
 
-    def _forward(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> list[dict]:
+    def batch_lines(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> list[dict]:
+        """The model's official prediction lines (``ModelSpec.postprocess``) of a batch of window
+        features, query features and metas (qid, query, vid, duration): window time, before the
+        windows of one video are merged."""
         def pad(arrs):
             n = max(len(a) for a in arrs)
             x = torch.zeros(len(arrs), n, arrs[0].shape[1])
@@ -306,28 +302,7 @@ class Predictor:
             kwargs["qid"] = [m["qid"] for m in metas]
         with torch.no_grad():   # not inference_mode: UniVTG's official post-processing edits outputs in place
             out = self.net(**kwargs)
-        return self._lines(out, src_vid_mask, metas)
-
-    def _lines(self, out: dict, mask: torch.Tensor, metas: list[dict]) -> list[dict]:
-        """Official prediction lines in window time: DETR-style query outputs (2 class logits per
-        query: Moment-DETR, QD-DETR, TR-DETR, CG-DETR, ...) or UniVTG's dense per-clip outputs."""
-        from mrhd.models.postprocess import PostProcessorDETR, prediction_lines
-
-        logits = out.get("pred_logits")
-        if logits is not None and logits.shape[-1] == 2 and "pred_spans" in out:
-            lines = []
-            for line, meta in zip(prediction_lines(out, mask, metas), metas):
-                pp = PostProcessorDETR(clip_length=CLIP_LEN, max_ts_val=meta["duration"], clamp_to_duration=True)
-                line = pp([{**line, "duration": meta["duration"]}])[0]
-                line["pred_relevant_windows"] = at_least_one_clip(line["pred_relevant_windows"], meta["duration"])
-                lines.append(line)
-            return lines
-        if logits is not None and logits.shape[-1] == 1 and logits.shape[1] == mask.shape[1]:
-            from mrhd.models.univtg.postprocess import apply_nms, predictions
-
-            # UniVTG (main/inference_mr.py): one window per clip, then the official 0.7 NMS
-            return apply_nms(predictions(out, mask, metas, CLIP_LEN), MERGE_IOU)
-        raise MrhdError(f"`predict` cannot read the outputs of model {self.model_name!r}")
+        return self.spec.postprocess(out, src_vid_mask, metas, self.cfg)
 
     def predict(self, features: VideoFeatures, queries: Sequence[str]) -> list[Prediction]:
         """One :class:`Prediction` per query: moments best first, one saliency score per clip."""
@@ -365,11 +340,11 @@ class Predictor:
                 w_dur = min(win.length * CLIP_LEN, features.duration - win.start * CLIP_LEN)
                 w_dur = w_dur if w_dur > 0 else win.length * CLIP_LEN
                 metas.append({"qid": qi, "query": queries[qi], "vid": features.vid, "duration": w_dur})
-            lines = self._forward([inputs[wi][0] for wi, _ in chunk], [inputs[wi][1] for wi, _ in chunk],
+            lines = self.batch_lines([inputs[wi][0] for wi, _ in chunk], [inputs[wi][1] for wi, _ in chunk],
                                   [texts[qi] for _, qi in chunk], metas)
-            for (wi, qi), line in zip(chunk, lines):
+            for (wi, qi), line, meta in zip(chunk, lines, metas):
                 offset = windows[wi].start * CLIP_LEN
-                per_query[qi].append((offset, line["pred_relevant_windows"]))
+                per_query[qi].append((offset, inside_video(line["pred_relevant_windows"], meta["duration"])))
                 sal_query[qi].append((windows[wi], [float(s) for s in line["pred_saliency_scores"]]))
         preds = []
         for qi, query in enumerate(queries):

@@ -18,6 +18,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
+from mrhd.annotations import annotation_kind
 from mrhd.models.spans import span_cxw_to_xx
 
 
@@ -129,3 +130,14 @@ def predict_lines(outputs: dict, src_vid_mask: torch.Tensor, metas: Sequence[dic
         lines = [{**ln, "duration": m["duration"]} for ln, m in zip(lines, metas)]
         return [{k: v for k, v in ln.items() if k != "duration"} for ln in pp(lines)]
     return pp(lines)
+
+
+def detr_postprocess(outputs: dict, src_vid_mask: torch.Tensor, metas: Sequence[dict], cfg) -> list[dict]:
+    """The post-processing of Moment-DETR, QD-DETR, TR-DETR and the models built on them (a
+    :data:`~mrhd.models.registry.PostProcess`): :func:`prediction_lines`, then clamping and rounding
+    to multiples of ``cfg.clip_length``. A QVHighlights annotation line keeps the official clamp to
+    a hard-coded 150 s; any other line (Charades-STA, TACoS, a window of ``mrhd predict``) is
+    clamped to its own ``duration``."""
+    clamp = any(annotation_kind(m) != "hl" for m in metas)
+    pp = PostProcessorDETR(clip_length=getattr(cfg, "clip_length", 2), clamp_to_duration=clamp)
+    return predict_lines(outputs, src_vid_mask, [{"query": "", **m} for m in metas], pp)

@@ -1,47 +1,83 @@
 """A registry of grounding models, in the style of timm / open_clip.
 
-Each model module registers one :class:`ModelSpec`: its config class, ``build(cfg)`` for the
-network, ``build_criterion(cfg)`` for its losses, the feature profile its official checkpoints use,
-and how an official checkpoint's saved ``opt`` maps to the config. The pipeline (predict, train,
-weights) only talks to models through this registry, so adding a model never touches it.
+Each model package registers one :class:`ModelSpec`, the whole contract between a model and the
+rest of mrhd: its config class, how to build the network and its losses, the forward inputs it
+reads, the labels its official dataset builds, its official post-processing and how the authors'
+checkpoints map onto it. Prediction (``mrhd predict``), validation (``mrhd train``), conversion
+(``mrhd weights convert``) and the datasets talk to a model only through its spec.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mrhd.errors import MrhdError
 
-# Model name -> module that registers it (imported lazily so `import mrhd` stays light).
+# Model name -> package that registers it (imported lazily so `import mrhd` stays light).
 MODEL_MODULES: dict[str, str] = {
-    "moment_detr": "mrhd.models.moment_detr.model",
-    "qd_detr": "mrhd.models.qd_detr.model",
-    "tr_detr": "mrhd.models.tr_detr.model",
-    "cg_detr": "mrhd.models.cg_detr.model",
-    "univtg": "mrhd.models.univtg.model",
-    "cmdnet": "mrhd.models.cmdnet.model",
-    "videolights": "mrhd.models.videolights.model",
-    "sg_detr": "mrhd.models.sg_detr.model",
-    "mesm": "mrhd.models.mesm.model",
+    "moment_detr": "mrhd.models.moment_detr",
+    "qd_detr": "mrhd.models.qd_detr",
+    "tr_detr": "mrhd.models.tr_detr",
+    "cg_detr": "mrhd.models.cg_detr",
+    "univtg": "mrhd.models.univtg",
+    "cmdnet": "mrhd.models.cmdnet",
+    "videolights": "mrhd.models.videolights",
+    "sg_detr": "mrhd.models.sg_detr",
+    "mesm": "mrhd.models.mesm",
 }
 
+# The batch entries every model's forward() takes; ``ModelSpec.forward_inputs`` lists the others.
+DETR_INPUTS = ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask")
+AUDIO_INPUTS = ("src_aud", "src_aud_mask")
 
-@dataclass
+# Post-processing: (outputs, src_vid_mask, metas, cfg) -> one prediction line per meta
+# (qid, query, vid, pred_relevant_windows [[st, ed, score], ...] best first, pred_saliency_scores).
+# A meta holds qid, query, vid, duration and, in validation, the annotation line's fields.
+PostProcess = Callable[[dict, Any, Sequence[dict], Any], list[dict]]
+
+
+@dataclass(frozen=True)
+class LabelRecipe:
+    """The training targets a model's official dataset class builds beyond Moment-DETR's
+    (span labels and the hard/easy saliency pairs, which every recipe has)."""
+
+    all_labels: bool = False       # QD-DETR and later: saliency_all_labels (summed scores per clip)
+    pos_mask: bool = False         # TR-DETR: src_pos_mask (relevant clips as 0/1)
+    relevant_clips: bool = False   # CG-DETR: relevant_clips (= saliency_all_labels)
+    pos_index: bool = False        # VideoLights: saliency_pos_index
+    dense: bool = False            # UniVTG: per-clip targets, easy pairs only
+
+
+@dataclass(frozen=True)
 class ModelSpec:
-    """Everything the pipeline needs to know about one model."""
+    """Everything the rest of mrhd needs to know about one model."""
 
     name: str
     config_cls: type
-    build: Callable[[Any], Any]                      # cfg -> nn.Module
-    build_criterion: Callable[[Any], Any] | None     # cfg -> nn.Module (losses), None if no training path
-    default_profile: str = "slowfast_clip"           # feature profile of the official checkpoints
-    config_from_opt: Callable[[dict], Any] | None = None   # official `opt` (dict) -> config
-    convert_state_dict: Callable[[dict], dict] | None = None  # official keys -> ours (identity if None)
-    extras: dict = field(default_factory=dict)
+    build: Callable[[Any], Any]                            # cfg -> nn.Module
+    postprocess: PostProcess                               # outputs -> official prediction lines
+    build_criterion: Callable[[Any], Any] | None = None    # cfg -> nn.Module (losses); None: no training
+    forward_inputs: tuple[str, ...] = DETR_INPUTS          # batch entries and annotation fields forward() reads
+    labels: LabelRecipe = field(default_factory=LabelRecipe)
+    default_profile: str = "slowfast_clip"                 # feature profile of the official checkpoints
+    config_from_opt: Callable[[dict], Any] | None = None   # the authors' saved `opt` (dict) -> config
+    convert_state_dict: Callable[[dict], dict] | None = None  # the authors' keys -> ours (None: identity)
+
+    def make_config(self, cfg: Any = None, **overrides: Any) -> Any:
+        """The config object from a config, a dict of fields (unknown keys ignored) or defaults."""
+        if cfg is None:
+            cfg = self.config_cls()
+        elif isinstance(cfg, dict):
+            known = {f.name for f in dataclasses.fields(self.config_cls)}
+            cfg = self.config_cls(**{k: v for k, v in cfg.items() if k in known})
+        return dataclasses.replace(cfg, **overrides) if overrides else cfg
+
+    def has_field(self, name: str) -> bool:
+        return name in {f.name for f in dataclasses.fields(self.config_cls)}
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -70,17 +106,11 @@ def get_spec(name: str) -> ModelSpec:
 
 
 def make_config(name: str, cfg: Any = None, **overrides: Any) -> Any:
-    """The model's config object from a config, a dict of fields, or defaults, plus overrides."""
-    spec = get_spec(name)
-    if cfg is None:
-        cfg = spec.config_cls()
-    elif isinstance(cfg, dict):
-        known = {f.name for f in dataclasses.fields(spec.config_cls)}
-        cfg = spec.config_cls(**{k: v for k, v in cfg.items() if k in known})
-    return dataclasses.replace(cfg, **overrides) if overrides else cfg
+    """Model ``name``'s config from a config, a dict of fields, or defaults, plus overrides."""
+    return get_spec(name).make_config(cfg, **overrides)
 
 
 def create_model(name: str, cfg: Any = None, **overrides: Any):
     """Build model ``name`` (random init) from a config object, a dict, or its defaults."""
     spec = get_spec(name)
-    return spec.build(make_config(name, cfg, **overrides))
+    return spec.build(spec.make_config(cfg, **overrides))

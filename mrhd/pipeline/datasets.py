@@ -1,7 +1,8 @@
 """Moment-retrieval datasets: annotation lines + feature stores -> one official training sample.
 
 Inputs are assembled by a feature profile (:mod:`mrhd.features.profiles`); labels follow the
-official dataset classes, which differ per model (``LabelRecipe``):
+official dataset classes, which differ per model (its ``ModelSpec.labels``, a
+:class:`~mrhd.models.registry.LabelRecipe`):
 
 - Moment-DETR (jayleicn/moment_detr ``moment_detr/start_end_dataset.py``): span labels in
   normalised (center, width); saliency pairs = the hard pos/neg (max/min of the summed three-rater
@@ -16,9 +17,9 @@ official dataset classes, which differ per model (``LabelRecipe``):
 Every random draw (``random.sample``/``random.shuffle``) happens in the official order, so with the
 same seeds a batch equals the authors' batch exactly (tests/test_datasets_fidelity.py).
 Meta inputs: a model whose forward() reads annotation fields (``vid``, ``qid``, the ``query``
-text) lists them in ``ModelSpec.extras["forward_inputs"]``; ``DatasetConfig.inputs`` (filled by
-the trainer from that list, :func:`meta_inputs`) copies them into ``model_inputs``, and the collate
-keeps them as lists. E.g. MESM's word reconstruction (FW-MESM) needs the query texts.
+text) lists them in ``ModelSpec.forward_inputs``; ``DatasetConfig.inputs`` (by default those of
+the ``labels`` model, :func:`meta_inputs`) copies them into ``model_inputs``, and the collate keeps
+them as lists. E.g. MESM's word reconstruction (FW-MESM) needs the query texts.
 Annotation formats: QVHighlights (``relevant_clip_ids``/``saliency_scores``), Charades-STA and TACoS
 (windows only: pairs sampled inside/outside the first window, CG-DETR's ``duration / n_clips`` clip
 length), TVSum (``label`` matrix of 20 raters, QD-DETR's ``(sum(label-1))/80*12``).
@@ -26,6 +27,7 @@ length), TVSum (``label`` matrix of 20 raters, QD-DETR's ``(sum(label-1))/80*12`
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass, field
 
@@ -36,57 +38,28 @@ from torch.utils.data import Dataset
 from mrhd.annotations import annotation_kind
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import Profile, StoreReader, read_text_arrays, read_video_arrays, video_streams
-
-
-@dataclass(frozen=True)
-class LabelRecipe:
-    """Which extra targets a model's official dataset produces."""
-
-    name: str
-    all_labels: bool = False       # QD-DETR and later: saliency_all_labels
-    pos_mask: bool = False         # TR-DETR: src_pos_mask
-    relevant_clips: bool = False   # CG-DETR: relevant_clips (= saliency_all_labels)
-    pos_index: bool = False        # VideoLights: saliency_pos_index
-    ids: bool = False              # CG-DETR: vid / qid are forward() inputs
-    dense: bool = False            # UniVTG: per-clip targets, easy pairs only
-
-
-LABEL_RECIPES: dict[str, LabelRecipe] = {
-    "moment_detr": LabelRecipe("moment_detr"),
-    "qd_detr": LabelRecipe("qd_detr", all_labels=True),
-    "tr_detr": LabelRecipe("tr_detr", all_labels=True, pos_mask=True),
-    "cg_detr": LabelRecipe("cg_detr", all_labels=True, relevant_clips=True, ids=True),
-    "videolights": LabelRecipe("videolights", all_labels=True, pos_index=True),
-    "univtg": LabelRecipe("univtg", dense=True),
-}
-
+from mrhd.models.registry import get_spec
 
 # annotation fields a model may take as forward() inputs (kept as Python lists by the collate)
 META_INPUTS = ("vid", "qid", "query")
 
 
 def meta_inputs(forward_inputs) -> tuple[str, ...]:
-    """The annotation fields among a model's ``ModelSpec.extras["forward_inputs"]``."""
+    """The annotation fields among a model's ``ModelSpec.forward_inputs``."""
     return tuple(k for k in META_INPUTS if k in tuple(forward_inputs or ()))
-
-
-def get_recipe(name: str) -> LabelRecipe:
-    if name not in LABEL_RECIPES:
-        raise MrhdError(f"unknown label recipe {name!r}; choose one of: {', '.join(LABEL_RECIPES)}")
-    return LABEL_RECIPES[name]
 
 
 @dataclass
 class DatasetConfig:
     """Options of the official datasets (their ``dataset_kwargs``)."""
 
-    labels: str = "qd_detr"        # LabelRecipe name, usually the model's
+    labels: str = "qd_detr"        # the model whose official labels (ModelSpec.labels) to build
     clip_len: float = 2.0
     max_windows: int = 5
     load_labels: bool = True
     domain: str | None = None      # TVSum category (BK, BT, ...): keep only that domain's lines
     skip: list = field(default_factory=list)
-    inputs: tuple = ()             # META_INPUTS the model reads (vid, qid, query): passed as inputs
+    inputs: tuple | None = None    # META_INPUTS passed as inputs; None: those the ``labels`` model reads
 
 
 # ---- label functions (official semantics, official RNG order) ------------------------------
@@ -223,7 +196,10 @@ class MomentDataset(Dataset):
     def __init__(self, annotations: list[dict], stores: dict[str, StoreReader], profile: Profile,
                  cfg: DatasetConfig | None = None, name: str = "annotations"):
         self.cfg = cfg or DatasetConfig()
-        self.recipe = get_recipe(self.cfg.labels)
+        spec = get_spec(self.cfg.labels)
+        self.recipe = spec.labels
+        if self.cfg.inputs is None:
+            self.cfg = dataclasses.replace(self.cfg, inputs=meta_inputs(spec.forward_inputs))
         unknown = [k for k in self.cfg.inputs if k not in META_INPUTS]
         if unknown:
             raise MrhdError(f"unknown dataset inputs {unknown}; choose from {', '.join(META_INPUTS)}")
@@ -272,9 +248,6 @@ class MomentDataset(Dataset):
             inputs.update(univtg_dense_targets(meta, ctx_l, self.cfg.clip_len))
         if self.cfg.load_labels:
             self._add_labels(meta, ctx_l, inputs)
-        if self.recipe.ids:
-            inputs["vid"] = meta["vid"]
-            inputs["qid"] = meta["qid"]
         for key in self.cfg.inputs:
             inputs[key] = meta[key]
         return {"meta": meta, "model_inputs": inputs}

@@ -25,7 +25,7 @@ class TrainConfig:
 
     model: str
     profile: str | None = None          # None: the model's default profile (ModelSpec)
-    labels: str | None = None           # label recipe; None: the model's name
+    labels: str | None = None           # build the training labels of this model (None: --model's own)
     seed: int = 2018
     epochs: int = 200
     batch_size: int = 32

@@ -10,7 +10,7 @@ epoch, a first evaluation always saved as best (upstream starts from a best scor
 resumable ``last.ckpt`` files that carry optimizer, scheduler, scaler and every RNG state, so a
 resumed run continues exactly as an uninterrupted one.
 
-Generic hooks a model opts into: annotation fields among ``ModelSpec.extras["forward_inputs"]``
+Generic hooks a model opts into: annotation fields among ``ModelSpec.forward_inputs``
 (``vid``, ``qid``, ``query``) reach forward() (:func:`mrhd.pipeline.datasets.meta_inputs`; the
 query text goes to the training set only, as it feeds training targets such as MESM's FW-MESM);
 a criterion with an ``epoch`` attribute gets the 0-based epoch before each training epoch
@@ -47,7 +47,7 @@ from mrhd.features.profiles import load_profile, open_stores
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
-from mrhd.pipeline.datasets import LABEL_RECIPES, DatasetConfig, MomentDataset, meta_inputs
+from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, meta_inputs
 from mrhd.training.config import TrainConfig, model_defaults
 from mrhd.training.optim import build_optimizer, build_scheduler
 from mrhd.training.validation import (
@@ -141,8 +141,8 @@ class Trainer:
         if self.dataset:
             self.profile = self.dataset.apply_to_profile(self.profile)
         self.stores = open_stores(features, self.profile)
-        labels = cfg.labels or (cfg.model if cfg.model in LABEL_RECIPES else "qd_detr")
-        wanted = meta_inputs(self.spec.extras.get("forward_inputs"))
+        labels = cfg.labels or cfg.model
+        wanted = meta_inputs(self.spec.forward_inputs)
         dcfg = DatasetConfig(labels=labels, clip_len=cfg.clip_len, max_windows=cfg.max_windows, inputs=wanted)
         self.train_set = MomentDataset(load_annotations(train), self.stores, self.profile, dcfg, name=f"--train {train}")
         val_lines = scorable(load_annotations(val), self.family)

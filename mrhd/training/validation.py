@@ -1,9 +1,7 @@
 """Validation during training: predictions in the submission format, then the official metrics.
 
-Predictions come from the models' own post-processing: UniVTG's dense predictions + 0.7 NMS
-(``mrhd.models.univtg.postprocess``), the DETR family's ``compute_mr_results`` + PostProcessorDETR
-(``mrhd.models.postprocess``); a model may provide its own as ``ModelSpec.extras["predict_lines"]``
-``(outputs, src_vid_mask, metas, cfg) -> lines``. Metrics: ``mrhd.pipeline.evaluate``, the family
+Predictions come from the model's own post-processing (``ModelSpec.postprocess``), the same
+function ``mrhd predict`` calls. Metrics: ``mrhd.pipeline.evaluate``, the family
 named by the run's dataset (configs/datasets), QVHighlights without one. Model selection
 (``best_metric``) is one brief key or ``A+B``: the mean of several (CG-DETR's Charades-STA/TACoS
 ``(R1@0.7 + R1@0.5) / 2``).
@@ -35,24 +33,9 @@ def forward_kwargs(model: torch.nn.Module, inputs: dict, targets: dict | None = 
 
 
 def predict_lines(spec, model_cfg, outputs: dict, src_vid_mask: torch.Tensor, metas: list[dict]) -> list[dict]:
-    """Submission lines (qid, query, vid, pred_relevant_windows, pred_saliency_scores) of one batch."""
-    custom = spec.extras.get("predict_lines") if spec.extras else None
-    if custom is not None:
-        return custom(outputs, src_vid_mask, metas, model_cfg)
-    if spec.name == "univtg":
-        from mrhd.models.univtg.postprocess import apply_nms, predictions
-
-        lines = predictions(outputs, src_vid_mask, metas, model_cfg.clip_len, model_cfg.eval_mode)
-        return apply_nms(lines, model_cfg.nms_thd, model_cfg.max_before_nms, model_cfg.max_after_nms)
-    from mrhd.models.postprocess import PostProcessorDETR
-    from mrhd.models.postprocess import predict_lines as detr_lines
-
-    # QVHighlights clips are <= 150 s: the official clamp is a hard-coded 150; other datasets
-    # (Charades-STA, TACoS) clamp to each video's duration.
-    clamp = any(annotation_kind(m) != "hl" for m in metas)
-    pp = PostProcessorDETR(clip_length=getattr(model_cfg, "clip_length", 2), clamp_to_duration=clamp)
-    metas = [{"query": "", **m} for m in metas]
-    return detr_lines(outputs, src_vid_mask, metas, pp)
+    """Submission lines (qid, query, vid, pred_relevant_windows, pred_saliency_scores) of one batch:
+    the model's own post-processing, as ``mrhd predict`` runs it."""
+    return spec.postprocess(outputs, src_vid_mask, metas, model_cfg)
 
 
 @torch.no_grad()

@@ -27,12 +27,13 @@ from torch import nn
 from mrhd.errors import MrhdError
 from mrhd.models.cg_detr.criterion import CGDETRCriterion
 from mrhd.models.cg_detr.layers import helper_encoder
+from mrhd.models.cg_detr.postprocess import postprocess
 from mrhd.models.cg_detr.transformer import CGDETRTransformer
 from mrhd.models.config import DetrConfig, fields_from_opt
 from mrhd.models.heads import DetrHeads, aux_outputs
 from mrhd.models.layers.mlp import MLP, LinearLayer, input_projection
 from mrhd.models.layers.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.registry import AUDIO_INPUTS, DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 
 
 @dataclass
@@ -270,19 +271,9 @@ def config_from_opt(opt: dict) -> CGDETRConfig:
     return CGDETRConfig(**fields)
 
 
-def predict_lines(outputs: dict, src_vid_mask: torch.Tensor, metas: list[dict], cfg: CGDETRConfig) -> list[dict]:
-    """Official prediction lines: windows clamped to [0, duration] before rounding, then the
-    dataset's PostProcessorDETR (:mod:`mrhd.models.cg_detr.postprocess`)."""
-    from mrhd.models.cg_detr.postprocess import predict_lines as lines
-
-    metas = [{"query": "", **m} for m in metas]
-    return lines(outputs, src_vid_mask, metas, cfg.dset_name, cfg.clip_length, cfg.v_feat_dim)
-
-
 SPEC = register_model(ModelSpec(
     name="cg_detr", config_cls=CGDETRConfig, build=build, build_criterion=build_criterion,
     default_profile="slowfast_clip", config_from_opt=config_from_opt,
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "vid", "qid",
-                               "src_aud", "src_aud_mask"),
-            "predict_lines": predict_lines},
+    postprocess=postprocess, forward_inputs=DETR_INPUTS + ("vid", "qid") + AUDIO_INPUTS,
+    labels=LabelRecipe(all_labels=True, relevant_clips=True),
 ))

@@ -36,3 +36,10 @@ def predict_lines(outputs: dict, src_vid_mask: torch.Tensor, metas: Sequence[dic
                   clip_length: float = 2, v_feat_dim: int = 2818) -> list[dict]:
     """:func:`prediction_lines` then the dataset's post-processor: the official output lines."""
     return postprocessor_for(dset_name, clip_length, v_feat_dim)(prediction_lines(outputs, src_vid_mask, metas))
+
+
+def postprocess(outputs: dict, src_vid_mask: torch.Tensor, metas: Sequence[dict], cfg) -> list[dict]:
+    """CG-DETR's official lines (a :data:`~mrhd.models.registry.PostProcess`): :func:`predict_lines`
+    with the post-processor of the config's ``dset_name``."""
+    metas = [{"query": "", **m} for m in metas]
+    return predict_lines(outputs, src_vid_mask, metas, cfg.dset_name, cfg.clip_length, cfg.v_feat_dim)

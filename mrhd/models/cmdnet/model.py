@@ -61,8 +61,9 @@ from torch import nn
 from mrhd.errors import MrhdError
 from mrhd.models.cmdnet.criterion import CMDNetCriterion
 from mrhd.models.cmdnet.layers import MultiScaleDifferencePerception
+from mrhd.models.postprocess import detr_postprocess
 from mrhd.models.qd_detr.model import QDDETR, QDDETRConfig, QDDETRTransformer, check_anchor_config
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.registry import AUDIO_INPUTS, DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 from mrhd.models.spans import inverse_sigmoid
 
 CLIP_MAX_LOGIT_SCALE = 100.0   # CLIP (Radford et al. 2021, sec. 2.5): logit scale clipped at 100
@@ -173,5 +174,6 @@ def build_criterion(cfg: CMDNetConfig) -> CMDNetCriterion:
 SPEC = register_model(ModelSpec(
     name="cmdnet", config_cls=CMDNetConfig, build=build, build_criterion=build_criterion,
     default_profile="slowfast_clip",
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "src_aud", "src_aud_mask")},
+    postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + AUDIO_INPUTS,
+    labels=LabelRecipe(all_labels=True),
 ))

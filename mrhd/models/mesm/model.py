@@ -84,7 +84,8 @@ from mrhd.models.mesm.layers import (
     mask_words,
 )
 from mrhd.models.mesm.text import build_text_encoder, label_map, read_count_file, tokenize_queries
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.postprocess import detr_postprocess
+from mrhd.models.registry import DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 from mrhd.models.spans import inverse_sigmoid
 
 
@@ -345,5 +346,6 @@ def convert_state_dict(sd: dict) -> dict:
 SPEC = register_model(ModelSpec(
     name="mesm", config_cls=MESMConfig, build=build, build_criterion=build_criterion,
     default_profile="mesm", config_from_opt=config_from_opt, convert_state_dict=convert_state_dict,
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "words_id", "vid", "query")},
+    postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + ("words_id", "vid", "query"),
+    labels=LabelRecipe(all_labels=True),
 ))

@@ -20,7 +20,8 @@ from mrhd.models.criterion import SetCriterion
 from mrhd.models.heads import DetrHeads, aux_outputs
 from mrhd.models.layers.decoder import TransformerDecoder, TransformerDecoderLayer
 from mrhd.models.layers.encoder import TransformerEncoder, TransformerEncoderLayer
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.postprocess import detr_postprocess
+from mrhd.models.registry import DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 
 
 @dataclass
@@ -103,5 +104,6 @@ def config_from_opt(opt: dict) -> MomentDETRConfig:
 SPEC = register_model(ModelSpec(
     name="moment_detr", config_cls=MomentDETRConfig, build=build, build_criterion=build_criterion,
     default_profile="slowfast_clip", config_from_opt=config_from_opt,
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask")},
+    postprocess=detr_postprocess, forward_inputs=DETR_INPUTS,
+    labels=LabelRecipe(),
 ))

@@ -26,7 +26,8 @@ from mrhd.models.layers.t2v_anchor_transformer import (  # kept for cmdnet.py
     T2VAnchorTransformer,
     check_anchor_config,
 )
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.postprocess import detr_postprocess
+from mrhd.models.registry import AUDIO_INPUTS, DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 
 
 @dataclass
@@ -140,5 +141,6 @@ def config_from_opt(opt: dict) -> QDDETRConfig:
 SPEC = register_model(ModelSpec(
     name="qd_detr", config_cls=QDDETRConfig, build=build, build_criterion=build_criterion,
     default_profile="slowfast_clip", config_from_opt=config_from_opt,
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "src_aud", "src_aud_mask")},
+    postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + AUDIO_INPUTS,
+    labels=LabelRecipe(all_labels=True),
 ))

@@ -81,7 +81,8 @@ from mrhd.models.layers.encoder import TransformerEncoder, TransformerEncoderLay
 from mrhd.models.layers.mlp import input_projection
 from mrhd.models.layers.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
 from mrhd.models.matcher import FOREGROUND
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.postprocess import detr_postprocess
+from mrhd.models.registry import DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 from mrhd.models.sg_detr.criterion import SGDETRCriterion
 from mrhd.models.sg_detr.detector import HybridDetector
 from mrhd.models.sg_detr.fusion import fuse_spans
@@ -246,6 +247,9 @@ def build_criterion(cfg: SGDETRConfig) -> SGDETRCriterion:
 SPEC = register_model(ModelSpec(
     name="sg_detr", config_cls=SGDETRConfig, build=build, build_criterion=build_criterion,
     default_profile="internvideo2",
+    postprocess=detr_postprocess,
     # vid: training excludes same-video pairs from the negatives (real_neg_mask); eval ignores it
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "vid")},
+    forward_inputs=DETR_INPUTS + ("vid",),
+    # CG-DETR's targets: saliency_all_labels for the BCE / rank terms
+    labels=LabelRecipe(all_labels=True, relevant_clips=True),
 ))

@@ -33,7 +33,8 @@ from mrhd.models.heads import DetrHeads, aux_outputs
 from mrhd.models.layers.context_query_fusion import ContextQueryFuser
 from mrhd.models.layers.moment_feedback import GRUFeatureExtractor, top1_clip_span, top_moment_saliency
 from mrhd.models.layers.t2v_anchor_transformer import T2VAnchorTransformer, check_anchor_config
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.postprocess import detr_postprocess
+from mrhd.models.registry import AUDIO_INPUTS, DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 
 
 @dataclass
@@ -152,5 +153,6 @@ def config_from_opt(opt: dict) -> TRDETRConfig:
 SPEC = register_model(ModelSpec(
     name="tr_detr", config_cls=TRDETRConfig, build=build, build_criterion=build_criterion,
     default_profile="slowfast_clip", config_from_opt=config_from_opt,
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "src_aud", "src_aud_mask")},
+    postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + AUDIO_INPUTS,
+    labels=LabelRecipe(all_labels=True, pos_mask=True),
 ))

@@ -20,9 +20,10 @@ from mrhd.errors import MrhdError
 from mrhd.models.layers.mlp import input_projection
 from mrhd.models.layers.pooling import WeightedPool
 from mrhd.models.layers.position_encoding import PositionEmbeddingSine, TrainablePositionalEncoding
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.registry import DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 from mrhd.models.univtg.criterion import UniVTGCriterion
 from mrhd.models.univtg.layers import ConvHead, UniVTGTransformer
+from mrhd.models.univtg.postprocess import postprocess
 
 
 @dataclass
@@ -136,8 +137,9 @@ def config_from_opt(opt: dict) -> UniVTGConfig:
     return UniVTGConfig(**{ours: opt[theirs] for theirs, ours in _OPT_FIELDS.items() if theirs in opt})
 
 
-register_model(ModelSpec(name="univtg", config_cls=UniVTGConfig, build=build,
-                         build_criterion=build_criterion,
-                         # configs/features/univtg.yaml: slowfast_clip without truncating text/video
-                         default_profile="univtg",
-                         config_from_opt=config_from_opt))
+SPEC = register_model(ModelSpec(
+    name="univtg", config_cls=UniVTGConfig, build=build, build_criterion=build_criterion,
+    default_profile="univtg",   # configs/features/univtg.yaml: slowfast_clip without truncating text/video
+    config_from_opt=config_from_opt, postprocess=postprocess, forward_inputs=DETR_INPUTS,
+    labels=LabelRecipe(dense=True),
+))

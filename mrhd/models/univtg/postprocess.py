@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import torch
 
-# kept for pipeline/predict.py and pipeline/train_eval.py
-from mrhd.models.nms import apply_nms  # noqa: F401
+from mrhd.models.nms import apply_nms
 
 
 def clip_timestamps(vid_mask: torch.Tensor, clip_len: float) -> torch.Tensor:
@@ -54,3 +53,10 @@ def predictions(outputs: dict, vid_mask: torch.Tensor, metas: list[dict], clip_l
         entry["pred_saliency_scores"] = saliency[i, :lengths[i]].tolist()
         results.append(entry)
     return results
+
+
+def postprocess(outputs: dict, src_vid_mask: torch.Tensor, metas: list[dict], cfg) -> list[dict]:
+    """UniVTG's official lines (a :data:`~mrhd.models.registry.PostProcess`): one window per clip,
+    then the official NMS with the config's ``nms_thd``, ``max_before_nms`` and ``max_after_nms``."""
+    lines = predictions(outputs, src_vid_mask, metas, cfg.clip_len, cfg.eval_mode)
+    return apply_nms(lines, cfg.nms_thd, cfg.max_before_nms, cfg.max_after_nms)

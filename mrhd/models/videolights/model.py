@@ -33,8 +33,9 @@ from mrhd.models.heads import aux_outputs
 from mrhd.models.layers.encoder import TransformerEncoder
 from mrhd.models.layers.mlp import input_projection
 from mrhd.models.layers.moment_feedback import GRUFeatureExtractor, top_moment_saliency
+from mrhd.models.postprocess import detr_postprocess
 from mrhd.models.qd_detr.model import QDDETR, QDDETRConfig, QDDETRTransformer
-from mrhd.models.registry import ModelSpec, register_model
+from mrhd.models.registry import AUDIO_INPUTS, DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 from mrhd.models.videolights.criterion import VideoLightsCriterion
 from mrhd.models.videolights.layers import BiCMFLayer, FeatureRefinement, conv_input_projection
 
@@ -171,5 +172,6 @@ def config_from_opt(opt: dict) -> VideoLightsConfig:
 SPEC = register_model(ModelSpec(
     name="videolights", config_cls=VideoLightsConfig, build=build, build_criterion=build_criterion,
     default_profile="videolights", config_from_opt=config_from_opt,
-    extras={"forward_inputs": ("src_txt", "src_txt_mask", "src_vid", "src_vid_mask", "src_aud", "src_aud_mask")},
+    postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + AUDIO_INPUTS,
+    labels=LabelRecipe(all_labels=True, pos_index=True),
 ))

@@ -109,6 +109,7 @@ class FeatureStore:
         self.store_dtype = np.dtype(store_dtype)
         self._want = root_attrs(info) if info is not None else None
         self._file: h5py.File | None = None
+        self._main_clean = False
         if mode == "r":
             if not self.path.exists() and not self._part_files():
                 raise MrhdError(f"feature store {self.path} does not exist; run `mrhd extract` first")
@@ -170,7 +171,14 @@ class FeatureStore:
                     raise MrhdError(f"cannot read feature store {self.path} ({err}); "
                                     "re-run `mrhd extract` to repair it") from err
                 return None
+            # Every dataset of a main file is written complete (merged under the ``merging`` flag,
+            # or written whole by write_store / a salvage); without that flag a reader need not check
+            # each dataset's ``complete`` attribute (one attribute read per dataset at listing).
+            self._main_clean = self.mode == "r" and not self._file.attrs.get(_MERGING, 0)
         return self._file
+
+    def _complete_in_main(self, main: h5py.File, name: str) -> bool:
+        return name in main and (self._main_clean or bool(main[name].attrs.get(_COMPLETE, 0)))
 
     def _part_files(self) -> list[Path]:
         if not self.parts_dir.is_dir():
@@ -201,7 +209,7 @@ class FeatureStore:
 
     def _locate(self, name: str) -> tuple[h5py.File | None, Path | None]:
         main = self._main()
-        if main is not None and name in main and main[name].attrs.get(_COMPLETE, 0):
+        if main is not None and self._complete_in_main(main, name):
             return main, None
         part = self._part_for(name.split("/")[-1]) if "/" not in name else None
         if part is None:
@@ -217,7 +225,9 @@ class FeatureStore:
         """Every completely stored video (text entries and groups excluded), sorted."""
         ids = set()
         main = self._main()
-        if main is not None:
+        if main is not None and self._main_clean:   # names only: the one group is ``pooled``
+            ids.update(k for k in main.keys() if k != POOLED and not k.startswith("qid"))
+        elif main is not None:
             ids.update(k for k, v in main.items()
                        if isinstance(v, h5py.Dataset) and not k.startswith("qid") and v.attrs.get(_COMPLETE, 0))
         for part in self._part_files():
@@ -233,9 +243,10 @@ class FeatureStore:
         """Every stored query id (the part after ``qid``), sorted."""
         ids = set()
         main = self._main()
-        sources = [main] if main is not None else []
-        for f in sources:
-            ids.update(k[3:] for k, v in f.items() if isinstance(v, h5py.Dataset) and k.startswith("qid"))
+        if main is not None and self._main_clean:
+            ids.update(k[3:] for k in main.keys() if k.startswith("qid"))
+        elif main is not None:
+            ids.update(k[3:] for k, v in main.items() if isinstance(v, h5py.Dataset) and k.startswith("qid"))
         for part in self._part_files():
             try:
                 with h5py.File(part, "r") as f:
@@ -268,6 +279,17 @@ class FeatureStore:
         if got is None:
             raise MrhdError(f"video {video_id!r} is not in {self.path}; extract it with `mrhd extract`")
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in got[1].items() if k != _COMPLETE}
+
+    def read_stored(self, name: str) -> np.ndarray | None:
+        """One dataset's array as stored (float16 or float32), without its attributes; None when it
+        is not stored. The per-item read of training (:class:`~mrhd.features.profiles.StoreReader`)."""
+        main, part = self._locate(name)
+        if main is not None:
+            return main[name][()]
+        if part is not None:
+            with h5py.File(part, "r") as f:
+                return f[name][()]
+        return None
 
     def read_text(self, qid) -> tuple[np.ndarray, np.ndarray | None]:
         """``(tokens [L, dim], pooled [dim] or None)`` float32 of one query."""

@@ -10,8 +10,9 @@ jayleicn/moment_detr, mingyao1120/TR-DETR); nothing of it is copied here. It run
 runtime shims only: ``Tensor.cuda`` is a no-op on CPU (their code calls ``.cuda()``), their
 ``train()`` is replaced by a function that keeps what their ``start_training()`` built (options,
 datasets, model, criterion, AdamW, StepLR) instead of running the loop, and modules their
-utilities import but training never calls (pandas, sklearn) are stubbed when not
-installed (their option table, printed with pandas, is then printed as plain lines).
+utilities import but training never calls (pandas, sklearn; torchtext, which CG-DETR loads for
+GloVe queries on Charades-STA) are stubbed when not installed (their option table, printed with
+pandas, is then printed as plain lines).
 
 Data: planted-moment features (mrhd.training.synthetic) with QVHighlights' clip and token counts,
 written once as our HDF5 stores and once in the authors' layout (``slowfast_features/<vid>.npz``
@@ -21,8 +22,10 @@ the same numbers (video stored as float16, as ``mrhd extract`` stores it).
 Speed: both sides are built in one process (official options, batch 32 unless --batch-size) and
 take single training steps in turns, the order flipping every pair, so that load drift on a shared
 machine cancels. Per step: data time (the next batch from the side's DataLoader), compute time
-(their ``train_epoch`` body on that batch / our ``Trainer.train_step``), step time = both. Printed:
-the median over pairs of authors/ours for each, plus the raw medians and the load average.
+(their ``train_epoch`` body on that batch / our ``Trainer.train_step``), step time = both, and the
+process CPU time of the step (user + system, all threads: less sensitive to other jobs taking the
+cores, more to threads spinning while they wait). Printed: the median over pairs of authors/ours
+for each, plus the raw medians and the load average.
 Memory: each side alone in a child process (peak RSS on CPU, max_memory_allocated on CUDA).
 --levers: our exact path (``exact=true``) against the same plus one speed option at a time.
 --learn: per seed and side a child process trains --epochs epochs and evaluates after each on the
@@ -63,6 +66,8 @@ OFFICIAL_EXTRA = {
     "cg_detr": ["--enc_layers", "3", "--dec_layers", "3", "--t2v_layers", "2", "--moment_layers", "1",
                 "--dummy_layers", "2", "--sent_layers", "1", "--max_v_l", "75", "--max_q_l", "32"],
 }
+# every option that changes numbers, off: the exact path spelled out, so that one can be turned on
+EXACT = {"optimizer": "loop", "fast_dropout": False, "bucket_by_length": False, "compile": False, "amp": False}
 REPORT = ("MR-full-mAP", "MR-full-R1@0.5", "MR-full-R1@0.7", "HL-min-VeryGood-Hit1")
 # our speed options, each measured alone against the exact path by --levers
 LEVERS = {
@@ -130,7 +135,7 @@ class _Stub(types.ModuleType):
         return missing
 
 
-def _stub_missing(names=("pandas", "sklearn", "sklearn.metrics")) -> None:
+def _stub_missing(names=("pandas", "sklearn", "sklearn.metrics", "torchtext")) -> None:
     for name in names:
         if name in sys.modules:
             continue
@@ -282,15 +287,21 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def timed_step(side, batches, device: str) -> tuple[float, float]:
-    """(data seconds, compute seconds) of one step."""
+def _cpu_seconds() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def timed_step(side, batches, device: str) -> tuple[float, float, float]:
+    """(data seconds, compute seconds, process CPU seconds) of one step."""
     _sync(device)
+    c0 = _cpu_seconds()
     t0 = time.perf_counter()
     batch = next(batches)
     t1 = time.perf_counter()
     side.step(batch)
     _sync(device)
-    return t1 - t0, time.perf_counter() - t1
+    return t1 - t0, time.perf_counter() - t1, _cpu_seconds() - c0
 
 
 def alternate(a, b, pairs: int, warmup: int, device: str) -> list[tuple]:
@@ -313,7 +324,8 @@ def summarize(rows: list[tuple], label_a: str, label_b: str) -> dict:
         return statistics.median(xs)
 
     out = {}
-    for name, pick in (("step", lambda r: r[0] + r[1]), ("compute", lambda r: r[1]), ("data", lambda r: r[0])):
+    for name, pick in (("step", lambda r: r[0] + r[1]), ("compute", lambda r: r[1]), ("data", lambda r: r[0]),
+                       ("cpu", lambda r: r[2])):
         a = [pick(r[0]) for r in rows]
         b = [pick(r[1]) for r in rows]
         ratios = [x / y for x, y in zip(a, b) if y > 0]
@@ -326,7 +338,7 @@ def summarize(rows: list[tuple], label_a: str, label_b: str) -> dict:
 def print_speed(title: str, summary: dict, label_a: str, label_b: str, pairs: int) -> None:
     load = os.getloadavg()
     print(f"{title}  ({pairs} pairs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f})", flush=True)
-    for name in ("step", "compute", "data"):
+    for name in ("step", "compute", "data", "cpu"):
         s = summary[name]
         q1, q3 = s["ratio_q1_q3"] or (float("nan"), float("nan"))
         print(f"  {name:8s} {label_a} {s[label_a] * 1e3:9.1f} ms   {label_b} {s[label_b] * 1e3:9.1f} ms   "
@@ -461,6 +473,9 @@ def main(argv=None) -> int:
     p.add_argument("--memory-steps", type=int, default=3)
     p.add_argument("--no-memory", action="store_true")
     p.add_argument("--levers", action="store_true", help="measure each of our speed options alone")
+    p.add_argument("--lever-names", default=",".join(k for k in LEVERS if k != "torch.compile"),
+                   help="which levers (torch.compile takes minutes to compile on CPU; name it to include it)")
+    p.add_argument("--skip-authors", action="store_true", help="only --levers / --learn")
     p.add_argument("--learn", action="store_true", help="learning curves of both sides")
     p.add_argument("--seeds", default="2018,2019,2020")
     p.add_argument("--epochs", type=int, default=8)
@@ -492,15 +507,17 @@ def main(argv=None) -> int:
           f"{args.n_train} planted training samples (QVHighlights clip/token counts); torch {torch.__version__}",
           flush=True)
 
-    authors = Authors(args.authors_repo, args.model, data, args, seed=2018, epochs=1000)
-    ours = make_side("ours", args, data, seed=2018, epochs=1000)
-    rows = alternate(authors, ours, args.pairs, args.warmup, args.device)
-    summary = summarize(rows, "authors", "ours")
-    print_speed("speed: authors vs ours (defaults" + (f", {' '.join(args.ours_set)}" if args.ours_set else "")
-                + ")", summary, "authors", "ours", args.pairs)
-    del authors, ours
+    if not args.skip_authors:
+        authors = Authors(args.authors_repo, args.model, data, args, seed=2018, epochs=1000)
+        ours = make_side("ours", args, data, seed=2018, epochs=1000)
+        print(f"ours: {ours.trainer.speed.describe()}", flush=True)
+        rows = alternate(authors, ours, args.pairs, args.warmup, args.device)
+        summary = summarize(rows, "authors", "ours")
+        print_speed("speed: authors vs ours (defaults" + (f", {' '.join(args.ours_set)}" if args.ours_set else "")
+                    + ")", summary, "authors", "ours", args.pairs)
+        del authors, ours
 
-    if not args.no_memory:
+    if not args.no_memory and not args.skip_authors:
         mem = {side: _child(args, ["--_memory", side, "--memory-steps", str(args.memory_steps)])
                for side in ("authors", "ours")}
         key = "cuda_peak_MiB" if args.device.startswith("cuda") else "peak_rss_MiB"
@@ -510,13 +527,19 @@ def main(argv=None) -> int:
               f"ours {mem['ours']['rss_growth_MiB']:.1f} MiB)", flush=True)
 
     if args.levers:
-        for name, change in LEVERS.items():
-            base = make_side("ours", args, data, seed=2018, epochs=1000, settings={"exact": True})
+        from mrhd.training.config import load_train_config
+
+        defaults = load_train_config(args.model)
+        for name in args.lever_names.split(","):
+            change = LEVERS[name]
+            base = make_side("ours", args, data, seed=2018, epochs=1000, settings=dict(EXACT))
             base.name = "exact"
-            lever = make_side("ours", args, data, seed=2018, epochs=1000, settings={"exact": True, **change})
+            lever = make_side("ours", args, data, seed=2018, epochs=1000, settings={**EXACT, **change})
             lever.name = "lever"
             s = summarize(alternate(base, lever, args.pairs, args.warmup, args.device), "exact", "lever")
-            print_speed(f"lever {name} ({', '.join(f'{k}={v}' for k, v in change.items())}) vs exact path",
+            default = all(getattr(defaults, k) == v for k, v in change.items())
+            print_speed(f"lever {name} ({', '.join(f'{k}={v}' for k, v in change.items())}; "
+                        f"{'on' if default else 'off'} by default for {args.model}) vs the exact path",
                         s, "exact", "lever", args.pairs)
             del base, lever
 

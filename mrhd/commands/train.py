@@ -7,7 +7,8 @@ Defaults are each model's official optimiser, schedule, clipping and loss weight
 that benchmark's metrics and selects the best checkpoint as its authors do; with --data-dir, --train
 and --val default to the dataset's split files in that folder (or name a split: --val test).
 Option precedence: model YAML < the dataset's best_metric < flags and --set. A resumed run keeps
-the dataset (and best_metric, unless --set gives one) of the run it continues.
+the dataset (and best_metric, unless --set gives one) of the run it continues. Speed options are on
+by default; --exact gives the authors' numbers bit for bit (docs/training-speed.md).
 """
 
 from __future__ import annotations
@@ -44,9 +45,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
-    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 4)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="DataLoader workers (default: what fits the machine; 0 on CPU)")
     p.add_argument("--eval-every", type=int, default=None, metavar="N", help="evaluate every N epochs")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--exact", action="store_true",
+                   help="the eager path equal to the authors' code bit for bit: no fused AdamW, fast dropout, "
+                        "length buckets, compile or autocast (docs/training-speed.md)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field or a training option, e.g. --set hidden_dim=128 "
                         "or --set best_metric=MR-full-R1@0.7 (repeatable)")
@@ -116,6 +122,7 @@ def run(args: argparse.Namespace) -> int:
         profile=args.profile, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         device=args.device, seed=args.seed, num_workers=args.num_workers, eval_every=args.eval_every,
         amp=False if args.no_amp else None, progress=False if args.quiet else None,
+        exact=True if args.exact else None, compile=True if args.compile else None,
         dataset=dataset_name, model_config=model_config or None)
     for key, value in train_options.items():   # a flag given explicitly wins over --set
         if options.get(key) is None:

@@ -61,8 +61,9 @@ from torch import nn
 from mrhd.errors import MrhdError
 from mrhd.models.cmdnet.criterion import CMDNetCriterion
 from mrhd.models.cmdnet.layers import MultiScaleDifferencePerception
+from mrhd.models.layers.t2v_anchor_transformer import check_anchor_config
 from mrhd.models.postprocess import detr_postprocess
-from mrhd.models.qd_detr.model import QDDETR, QDDETRConfig, QDDETRTransformer, check_anchor_config
+from mrhd.models.qd_detr.model import QDDETR, QDDETRConfig, QDDETRTransformer
 from mrhd.models.registry import AUDIO_INPUTS, DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 from mrhd.models.spans import inverse_sigmoid
 

@@ -1,66 +1,11 @@
 """MESM (Liu et al., "Towards Balanced Alignment: Modal-Enhanced Semantic Modeling for Video Moment
 Retrieval", AAAI 2024), after the authors' code lntzm/MESM (``model/model.py``, ``runner.py``).
 
-Pipeline: words and clips are projected (``input_txt_proj`` / ``input_vid_proj``); FW-MESM's
-enhancement encoder lets the clips attend to the words (``enhance_encoder``); SS-MESM rebuilds each
-query's sentence from the video (``ss_reconstructor``) and prepends it to the words; the T2V aligner
-(``t2v_encoder``) lets the enhanced clips attend to [sentence, words]; the DETR (``transformer``) runs
-an encoder on [global token, clips] and QD-DETR's anchor decoder; saliency = proj1(clip memory) .
-proj2(global memory) / sqrt(d). A negative pair (another video's query) runs the enhancement, the
-aligner and the DETR again (``saliency_scores_neg``). In training, FW-MESM also masks a third of the
-words and reconstructs their word classes from the clips of the ground-truth moment through the same
-enhancement encoder (roles swapped) and ``output_txt_proj`` (``vocab_size`` + 3 classes).
-
-Text input: either stored CLIP token features (``src_txt``, profile ``mesm``: ``ln_final`` states,
-first 32 tokens with EOT kept, each L2-normalised) or CLIP token ids (``words_id``) through the frozen
-CLIP text tower (``text_encoder: clip``), as the official model. Word-class targets of FW-MESM need
-ids: with stored features they come from the query texts (``query``, which ``mrhd train`` passes
-because ``forward_inputs`` lists it) or ``targets["words_label"]``; without either ``loss_rec_fw``
-is not computed (the enhancement still runs).
-
-Settings the paper does not state, taken from the released code: a third of the words masked
-(at least one, never SOT/EOT), label smoothing 0.1 on the word classes, rec_ss positives at GIoU
->= 0.9 within a video and tau 0.5, rank-contrastive divided by 12, the negative pair's
-enhancement run with the negative's words, the reconstructed sentence as one extra always-valid
-text token, the global token flagged as padding for the encoder's keys (a quirk, kept), PReLU in
-every transformer layer, xavier init of the aligner, enhancer and DETR but not the SS stack.
-
-Design choices the paper (and code) leave open, and what was chosen:
-- Official training settings are the released configs (config/QVHighlights/C+SF_C.json,
-  config/charades/C+SF_C.json): ``configs/models/mesm.yaml`` / ``mesm_charades.yaml``.
-- Stream order [clip, slowfast] + tef (official feat_files order); v_feat_dim 2818 = official 2816 + 2.
-- Batching: the official loader batches videos with all their queries (``num_clips``); ours
-  batches queries. Queries of the same video are regrouped by ``vid`` when the forward gets it
-  (negatives, rec_ss positives); otherwise each query is its own group.
-- Negative pair: a random query of another group in training (official ``sample_outclass_neg``);
-  in eval the batch rolled by one (deterministic; only the loss reads it); itself when alone.
-- Word weights of the masking (official: 2 for NN/VB/JJ/RB POS tags by nltk, 1 otherwise, 0 for
-  SOT/EOT): nltk is not a dependency, so every body token weighs 1 unless ``targets["words_weight"]``.
-- Word vocabulary: the ``vocab_size`` ids of ``word_vocab`` (or the first lines of
-  ``word_vocab_file``, the official ``CLIP_tokenized_count.txt`` format); without one every body
-  token is <unknown> (then FW-MESM learns only unknown/start/end; give a vocabulary for training).
-- Random draws (masking, negatives) use torch's global RNG (official: numpy / torch), so a seeded
-  ``mrhd train`` run is reproducible.
-- Queries over 32 tokens: the store encodes the whole query and the profile keeps its first 31
-  states + EOT, so that EOT state has seen the whole query; the official (and the ids path)
-  encodes the cut ids, whose EOT has seen 31 tokens. Equal for queries within 32 tokens.
-- Stored features are used as the profile normalises them (``x / (||x|| + 1e-5)``; official
-  ``F.normalize(eps=1e-5)`` of the raw states, which the ids path does).
-- Text tower precision: fp32 (official: fp16 weights on CUDA). Only ``share_MLP: true`` (the
-  released configs) is built; ``T2VEncoder_TwoMLP`` is not.
-- SS-MESM's ``output_sent_proj`` feeds no loss in the released code (criterion "ablation 3") and
-  is left out; converting an official checkpoint drops its keys.
-- Clip mask (FW reconstruction source, rec_ss clip mean): as the official datasets, the clips
-  with a non-zero saliency label (QVHighlights), else clips floor(st*L) .. ceil(ed*L)-1 of the
-  merged (first start, last end) moment (Charades-STA / TACoS, or a query with no labelled clip).
-
-Checked once against the authors' model (lntzm/MESM code, not part of this repository) on shared
-random weights: eval outputs, and training outputs with the same masked words and negatives, agree
-to 5e-7; every loss term of ``MESMCriterion`` equals the official ``Criterion``'s.
-
-Official checkpoint keys are ours (``enhance_encoder.t2v_encoder.layers.N.*``, ``t2v_encoder.*``,
-``ss_reconstructor.recon_trans.layers.N.*``, ``transformer.{encoder,decoder}.*``, ...); official
-checkpoints hold no ``text_encoder.*`` (saved without it), so build them with ``text_encoder: none``.
+The network (:class:`MESM`: FW-MESM enhancement and word reconstruction, SS-MESM sentence
+reconstruction, T2V aligner, QD-DETR-style DETR), its config and its ModelSpec. Settings taken from
+the released code, the choices where paper and code are silent (batching by query, negatives, word
+weights, vocabulary, text precision) and the checkpoint key layout: the model card, ``README.md`` in
+this folder.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ learned embeddings ("mixed query selection"). The decoder is the shared anchor d
 QD-DETR (:mod:`mrhd.models.layers.anchor_decoder`), reused unchanged. In training, contrastive denoising
 groups (positive and negative noised copies of the ground-truth spans, content = label embedding)
 run through the same decoder as extra batch entries: batching the groups is equivalent to DINO's
-attention mask, except that denoising queries cannot see the matching queries (see sg_detr.py).
+attention mask, except that denoising queries cannot see the matching queries (see the model card, README.md).
 An IoU head predicts each query's IoU with its target.
 
 Dense part: :class:`mrhd.models.sg_detr.layers.ATSSHead` on four temporal pyramid levels of the same

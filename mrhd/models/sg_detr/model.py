@@ -1,70 +1,10 @@
-"""SG-DETR: Saliency-Guided DETR for moment retrieval and highlight detection.
+"""SG-DETR (Gordeev et al., arXiv 2410.01615, 2024): saliency-guided DETR for moment retrieval and
+highlight detection.
 
-Gordeev, Dokholyan, Tolstykh, Kuprashevich, arXiv 2410.01615 (2024). Published QVHighlights test:
-mAP 54.1 from scratch, 58.8 with pre-training on InterVid-MR. ai-forever/sg-detr could not be
-fetched; parts of its code (``src/model/{model.py,blocks/encoder.py,blocks/pooling.py,
-blocks/layers.py,blocks/multiscale.py,losses/saliency_losses.py}``, class ``MRDETR``) were readable
-through the search index and give
-the facts marked [code]; the rest follows the paper, with the open choices listed below.
-
-Pipeline (batch-first outside the shared sequence-first blocks):
-1. Input projections (shared ``input_projection``) of video (InternVideo2 768 + tef = 770) and text
-   (LLaMA tokens, 4096); sine positions on valid clips (shared ``PositionEmbeddingSine``).
-2. Local saliency head [code]: learned aggregation (one learned query, layer scale 1e-4) pools the
-   projected text into a sentence token; local score_t = scale * cos(v_t, s) + shift, scale init 20,
-   shift init 0 (:class:`~mrhd.models.sg_detr.layers.LocalSaliencyHead`).
-3. Saliency-guided cross attention [code]: video attends to text and the attention weights of clip
-   t are multiplied by sigmoid(local score_t); a shared LayerNorm after every layer and at the end.
-4. Encoder (``enc_layers`` shared ``TransformerEncoderLayer``) on [sentence token, video].
-5. Saliency amplifier [code]: memory + memory * sigmoid(local); global score = local +
-   Linear(amplified memory) (zero-initialised); the memory is amplified again with the global
-   score and goes to the detector. ``saliency_scores`` (highlight output) = global scores.
-6. Hybrid detector (:mod:`mrhd.models.sg_detr.detector`): DINO-style query selection from proposals
-   with default widths (0.05, 0.2, 0.4, 0.85) of the video [code], the shared anchor decoder,
-   contrastive denoising groups in training, an IoU (quality) head; plus an ATSS-style dense head
-   with centerness (prior 0.3 [code], 1 conv per tower) on a 4-level temporal pyramid of the memory
-   (strides 0.5 / 1 / 2 / 4 clips, separable convs + LayerNorm + GELU [code]).
-7. Inference: confidence = sigmoid(class) x sigmoid(IoU head); DETR spans fused with overlapping
-   ATSS spans (:mod:`mrhd.models.sg_detr.fusion`). In eval mode ``pred_spans`` are the fused spans
-   and ``pred_logits`` = [logit(confidence), 0], so the shared post-processor's softmax(...)[0] is
-   the confidence; raw outputs stay in ``detr_logits`` / ``detr_spans``. In training ``pred_*`` are
-   the raw DETR outputs the criterion matches.
-
-Losses (:mod:`mrhd.models.sg_detr.criterion`): DETR matched L1 + GIoU + sigmoid focal on every
-decoder layer; IoU-head BCE; query-selection (encoder) losses; denoising L1 + GIoU + focal (x0.5
-[code]); ATSS focal + centerness-weighted GIoU + centerness BCE; saliency on both local and global
-scores [code]: BCE + negative-pair + sigmoid hinge (margin 0.15) + 0.25 x rank-contrastive.
-
-Design choices left open (by the paper and the code we could not read), and what we chose:
-- Features: the default profile is ``internvideo2`` (768 + tef / LLaMA 4096). Third-party notes
-  say SG-DETR's released features are InternVideo2-1B, 512-d video and text, L2-normalised (+ tef),
-  query length 40; that needs its own profile. ``slowfast_clip`` (2818 / 512) also works.
-- Text positions: none (``use_txt_pos`` false, QD-DETR); no text encoder before pooling.
-- Encoder input: [sentence token, video] with a learned position for the sentence token (the code's
-  ``DetectorEncoder`` was not readable); CG-DETR's dummy tokens, modality embeddings and
-  sentence/moment encoders of the code are not used (they are CG-DETR's, already in cg_detr.py).
-- Layer counts: SGCA 2, encoder 2, decoder 3; hidden 256, 8 heads, FFN 1024, PReLU, dropout 0.1,
-  input dropout 0.5 (QD-DETR). Queries: 10 (QD-DETR); if fewer proposals exist, that many.
-- Denoising: 2 groups, each with a positive and a negative copy of every ground truth (DINO CDN),
-  endpoint noise 0.4 half widths, label-flip probability 0.2 / 2. The groups run as extra batch
-  entries of the shared decoder, so denoising queries do not see the matching queries (DINO lets
-  them; the shared anchor decoder has no self-attention mask). Each group is a decoder pass over
-  the memory, hence 2 groups, not DN-DETR's 5 (5 made a CPU training step 2.5x slower).
-- Not built: the code's Co-DETR collaborative queries (ATSS positives fed to the decoder), its
-  MR-to-HD module, audio merger, and the pyramid as input of the query selector (ours selects from
-  the stride-1 memory). ATSS anchor sizes 4 / 16 / 32 / 64 clips (the ATSSHead defaults), capped
-  at the video length.
-- Proposal loss: over ALL valid proposals of a sample, not only the selected top-k (DINO): with 10
-  queries, supervising only the selected ones lets untrained proposals overtake them every step.
-- IoU head: 2-layer MLP on every decoder layer, BCE to the detached matched IoU; confidence =
-  p_class x p_iou. ATSS: top-9 candidates per level, mean + std threshold, centre-inside rule, distances
-  exp(scale * x) anchor widths, score = p_cls x p_centerness.
-- Fusion: DETR-anchored weighted span fusion with ATSS spans of IoU > 0.5, head weights 1 : 1.
-- Loss weights: QD-DETR's (span 10, GIoU 1, label 4, saliency 1) for every DETR-style term, IoU 1,
-  local saliency 1, ATSS cls 1 / GIoU 2 (ATSS) / centerness 1; Hungarian costs as QD-DETR.
-- Negative pairs (training only): the text rolled by one along the batch; local negatives reuse the
-  rolled sentence token, global negatives rerun SGCA + encoder; with ``vid`` given, pairs from the
-  same source video are not negatives (the code's ``real_neg_mask``); without it every pair is.
+The network (:class:`SGDETR`), its config (:class:`SGDETRConfig`) and its ModelSpec. What comes from
+the paper, what from the parts of ai-forever/sg-detr that could be read, the choices made where both
+are silent (features, layer counts, denoising, fusion, loss weights, negatives) and what is open:
+the model card, ``README.md`` in this folder.
 """
 
 from __future__ import annotations

@@ -8,7 +8,8 @@ import zipfile
 import pytest
 
 from mrhd.cli import main
-from mrhd.pipeline.evaluate import evaluate, load_jsonl
+from mrhd.io import read_jsonl
+from mrhd.pipeline.evaluate import evaluate
 
 
 def _write_jsonl(path, rows):
@@ -90,8 +91,8 @@ def test_charades_dataset_flag(tmp_path, capsys):
 @pytest.mark.slow
 def test_pack_writes_the_codalab_zip(tmp_path, data_dir, capsys):
     qvh = data_dir / "qvhighlights"
-    val_gt = load_jsonl(qvh / "highlight_val_release.jsonl")
-    test_ann = load_jsonl(qvh / "highlight_test_release.jsonl")
+    val_gt = read_jsonl(qvh / "highlight_val_release.jsonl")
+    test_ann = read_jsonl(qvh / "highlight_test_release.jsonl")
 
     def oracle(g):
         wins = g.get("relevant_windows") or [[0, 2]]

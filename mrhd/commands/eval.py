@@ -16,9 +16,9 @@ import sys
 from pathlib import Path
 
 from mrhd.errors import MrhdError
+from mrhd.io import read_jsonl_numbered, write_atomic
 from mrhd.paths import shared_dir
 from mrhd.pipeline.evaluate import EVALUATORS
-from mrhd.pipeline.evaluate.jsonl import read_jsonl_numbered, write_text_atomic
 from mrhd.pipeline.evaluate.submission import pack_submission
 from mrhd.pipeline.evaluate.validate import MAX_LISTED, Issue, raise_on_errors, validate
 
@@ -98,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
                             "(or --pack OUT.zip --val VAL.jsonl --test TEST.jsonl)")
         metrics = _score(args.dataset, args.submission, args.gt, args.strict)
     if args.out:
-        write_text_atomic(args.out, json.dumps(metrics, indent=4) + "\n")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.out, json.dumps(metrics, indent=4) + "\n")
         print(f"wrote {args.out}")
     return 0

@@ -12,8 +12,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 import torch
 
 from mrhd.errors import MrhdError
+from mrhd.io import atomic_open, file_sha256, write_atomic
 from mrhd.paths import cache_dir
 
 
@@ -39,14 +38,6 @@ class VideoFeatures:
     @property
     def n_clips(self) -> int:
         return min((len(v) for v in self.streams.values()), default=0)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _recipe_key(encoder) -> str:
@@ -82,17 +73,9 @@ class FeatureCache:
         arr_path, meta_path = self._paths(content_hash, stream, key)
         try:
             arr_path.parent.mkdir(parents=True, exist_ok=True)
-            for path, write in ((arr_path, lambda fh: np.save(fh, arr, allow_pickle=False)),
-                                (meta_path, lambda fh: fh.write(json.dumps(
-                                    {"duration": duration, "n_clips": len(arr), "recipe": recipe}).encode()))):
-                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        write(fh)
-                    os.replace(tmp, path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+            with atomic_open(arr_path, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+            write_atomic(meta_path, json.dumps({"duration": duration, "n_clips": len(arr), "recipe": recipe}))
         except OSError:
             pass   # an unwritable cache only costs the reuse, never the prediction
 

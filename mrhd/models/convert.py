@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mrhd.errors import MrhdError
+from mrhd.io import file_sha256
 from mrhd.weights.checkpoint import (
     is_mrhd_checkpoint,
     load_checkpoint,
@@ -23,7 +24,6 @@ from mrhd.weights.checkpoint import (
     official_state_dict,
     save_checkpoint,
 )
-from mrhd.weights.download import sha256_of
 
 # Stream names as they appear in the authors' feature folder names (opt.v_feat_dirs / a_feat_dir).
 _STREAM_HINTS = (("slowfast", "slowfast"), ("clip", "clip"), ("pann", "pann"), ("blip", "blip2"),
@@ -131,5 +131,5 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, model: str) -> dict:
     build_and_load(spec, cfg, state_dict, what=str(src))
     profile = profile_from_opt(opt, default=spec.default_profile, preferred=spec.default_profile)
     save_checkpoint(dst, model=model, config=config_to_dict(cfg), state_dict=state_dict, profile=profile,
-                    extra={"source": {"file": src.name, "sha256": sha256_of(src), "opt": _json_safe(opt)}})
+                    extra={"source": {"file": src.name, "sha256": file_sha256(src), "opt": _json_safe(opt)}})
     return {"model": model, "profile": profile, "keys": len(state_dict)}

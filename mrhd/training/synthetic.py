@@ -10,7 +10,6 @@ model that reads the query finds the moment. Window lengths and positions vary; 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import numpy as np
 
 from mrhd.features.profiles import STREAM_DIMS, Profile
 from mrhd.features.write import write_store
+from mrhd.io import jsonl_text
 
 
 @dataclass
@@ -111,6 +111,6 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
     paths = {}
     for name, lines in splits.items():
         paths[name] = out / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+        paths[name].write_text(jsonl_text(lines))
     paths["features"] = out
     return paths

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -44,6 +43,7 @@ from torch.utils.data import DataLoader
 from mrhd.annotations import load_annotations
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import load_profile, open_stores
+from mrhd.io import jsonl_text, write_atomic
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
@@ -96,12 +96,6 @@ def set_rng_state(state: dict) -> None:
 def json_safe(d: dict) -> dict:
     """NaN (an empty length range in the metrics) as null, so every line is strict JSON."""
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _device(name: str) -> torch.device:
@@ -301,7 +295,7 @@ class Trainer:
             "epoch": self.epoch, "train_config": self.cfg.to_dict(), "profile_spec": self.profile.to_dict(),
             "metrics": json.loads(json.dumps(metrics["brief"])),
         })
-        _write_atomic(self.out / "best_val_preds.jsonl", "".join(json.dumps(ln) + "\n" for ln in lines))
+        write_atomic(self.out / "best_val_preds.jsonl", jsonl_text(lines))
 
     def load_last(self) -> None:
         ckpt = load_checkpoint(self.out / "last.ckpt")

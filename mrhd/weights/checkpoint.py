@@ -13,15 +13,14 @@ The authors' checkpoints (Moment-DETR, QD-DETR, TR-DETR, CG-DETR, UniVTG) pickle
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mrhd.errors import MrhdError
+from mrhd.io import atomic_open
 
 FORMAT = "mrhd-checkpoint/1"
 
@@ -52,16 +51,8 @@ def save_checkpoint(path: str | Path, *, model: str, config: dict, state_dict: d
         payload[key] = value
     if not path.parent.is_dir():
         raise MrhdError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", durable=True) as fh:
+        torch.save(payload, fh)
     return path
 
 

@@ -51,24 +51,11 @@ def _parse_weights(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    if device == "cpu":
-        return
-    if not device.startswith("cuda"):
-        raise MrhdError(f"--device {device!r}: use cpu or cuda[:N]")
-    if not torch.cuda.is_available():
-        raise MrhdError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    index = device.partition(":")[2]
-    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-        raise MrhdError(f"--device {device}: no such GPU ({torch.cuda.device_count()} visible)")
-
-
 def run(args: argparse.Namespace) -> int:
     from mrhd.extract.cpu_sharing import share_cores_with_decoders
 
     share_cores_with_decoders(args.device)  # before torch is first imported
+    from mrhd.devices import parse_device
     from mrhd.encoders.factory import TEXT_STREAM_OF, VIDEO_ENCODERS, build_encoder
     from mrhd.extract.jobs import DecodePool, ExtractJob, Failure, install_sigterm
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
@@ -85,7 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise MrhdError("--batch-size must be at least 1")
     if args.num_workers is not None and args.num_workers < 0:
         raise MrhdError("--num-workers must be 0 or more")
-    _check_device(args.device)
+    parse_device(args.device)
     index, count = parse_shard(args.shard)
     weights = _parse_weights(args.weights)
     known = set(names) | {TEXT_STREAM_OF[n] for n in names if n in TEXT_STREAM_OF}

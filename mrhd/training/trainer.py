@@ -41,6 +41,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from mrhd.annotations import load_annotations
+from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import load_profile, open_stores
 from mrhd.io import jsonl_text, write_atomic
@@ -98,16 +99,6 @@ def json_safe(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MrhdError(f"unknown device {name!r}; use cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MrhdError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
 def stored_train_config(out: str | Path) -> dict:
     """The ``train_config`` a run folder's last.ckpt was written with ({} where there is none).
     Its ``dataset`` is None for QVHighlights and for runs from before datasets were recorded."""
@@ -124,7 +115,7 @@ class Trainer:
         self.out = Path(out)
         self.resume = resume
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        self.device = _device(cfg.device)
+        self.device = parse_device(cfg.device)
         self.spec = get_spec(cfg.model)
         if self.spec.build_criterion is None:
             raise MrhdError(f"model {cfg.model!r} has no training path (no criterion); choose another --model")

@@ -61,6 +61,7 @@ import torch.nn.functional as F
 from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids
 from mrhd.encoders.factory import register_encoder
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "blip2-pretrain"
 HF_CHECKPOINT = "Salesforce/blip2-itm-vit-g"
@@ -177,15 +178,9 @@ LAVIS_VIT_DEPTH = 39               # eva_vit.py create_eva_vit_g(depth=39): EVA-
 
 def _read_torch(path: Path) -> dict:
     """A LAVIS checkpoint's state dict (``{"model": ...}`` or bare), loaded tensors-only."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise MrhdError(f"{path} is not a readable BLIP-2 checkpoint ({first})") from None
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise MrhdError(f"{path} holds no state dict; expected LAVIS' blip2_pretrained.pth")
-    return state
+    ckpt = load_checkpoint(path, what="BLIP-2 checkpoint",
+                           fix="expected LAVIS' blip2_pretrained.pth (with eva_vit_g.pth beside it)")
+    return unwrap_state_dict(ckpt, ("model",))
 
 
 def lavis_to_hf(state: dict) -> dict:

@@ -17,6 +17,7 @@ import torch
 from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
 from mrhd.encoders.factory import register_encoder
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "clip-vit-b32-openai"
 # open_clip/constants.py OPENAI_DATASET_MEAN / OPENAI_DATASET_STD (= FEATURES.md)
@@ -83,16 +84,9 @@ def read_openai_state_dict(path: Path) -> dict:
             return torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
         pass
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise MrhdError(f"cannot read CLIP weights {path}: {err.__class__.__name__}; "
-                        "give OpenAI's ViT-B-32.pt or a state dict saved with torch.save") from err
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = {k.removeprefix("module."): v for k, v in obj["state_dict"].items()}
-    if not isinstance(obj, dict):
-        raise MrhdError(f"{path} does not hold a CLIP state dict")
-    return dict(obj)
+    ckpt = load_checkpoint(path, what="CLIP checkpoint",
+                           fix="give OpenAI's ViT-B-32.pt or a state dict saved with torch.save")
+    return {k.removeprefix("module."): v for k, v in unwrap_state_dict(ckpt, ("state_dict",)).items()}
 
 
 def config_from_state_dict(sd: dict) -> ClipConfig:

@@ -23,6 +23,7 @@ from torch import nn
 from mrhd.encoders.base import EncoderInfo, VideoEncoder
 from mrhd.encoders.factory import register_encoder
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "panns-cnn14-32k"
 CHUNK_SECONDS = 2.0
@@ -219,16 +220,9 @@ def _numpy_globals() -> list:
 def load_cnn14_state_dict(path: Path, cfg: Cnn14Config) -> dict:
     """``{'model': state_dict}`` (the release) or a bare state dict; strict names and shapes
     (BatchNorm's ``num_batches_tracked`` counters are optional: eval mode never reads them)."""
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        first = (str(err).strip().splitlines() or [""])[0][:120]
-        raise MrhdError(f"cannot read {path} ({err.__class__.__name__}: {first}); give PANNs' "
-                        "Cnn14_mAP=0.431.pth") from err
-    sd = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict):
-        raise MrhdError(f"{path} holds no Cnn14 state dict")
+    ckpt = load_checkpoint(path, what="PANNs checkpoint", fix="give PANNs' Cnn14_mAP=0.431.pth",
+                           also_allow=_numpy_globals(), also_allow_names="numpy arrays")
+    sd = unwrap_state_dict(ckpt, ("model",))
     own = Cnn14(cfg).state_dict()
     missing = sorted(k for k in own if k not in sd and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in sd if k not in own)

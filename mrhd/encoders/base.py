@@ -12,8 +12,11 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
+
+from mrhd.weights.resolve import resolve_weights
 
 # What a video/audio encoder consumes per clip (the decoder prepares it):
 #   "clip_frame"      one RGB frame per 2-s clip, the ffmpeg fps=0.5 choice, uint8 [224, 224, 3]
@@ -89,6 +92,29 @@ class TextEncoder(Encoder, ABC):
     @abstractmethod
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """One ``(tokens [L, dim], pooled [dim] | None)`` per text."""
+
+
+@dataclass(frozen=True)
+class EncoderWeights:
+    """Where an encoder's weights come from: ``path`` (None: random weights) and the ``label`` its
+    store records (``random``, a registry id, or the local file's name)."""
+
+    path: Path | None
+    label: str
+
+
+def resolve_encoder_weights(weights: str | None, default_id: str, *, random_weights: bool = False,
+                            folders: bool = False) -> EncoderWeights:
+    """An encoder's ``weights`` argument: random (no file), a local file (with ``folders`` also a
+    folder: BLIP-2's Hugging Face format), or a registry id (None: ``default_id``), downloaded into
+    the cache on first use."""
+    if random_weights:
+        return EncoderWeights(None, "random")
+    ref = weights or default_id
+    local = Path(ref).expanduser()
+    if local.is_file() or (folders and local.is_dir()):
+        return EncoderWeights(local, local.name)
+    return EncoderWeights(Path(resolve_weights(ref)), ref)
 
 
 def pad_token_ids(ids: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -58,7 +58,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids
+from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
@@ -120,29 +120,6 @@ def pre_caption(text: str, max_words: int = MAX_WORDS) -> str:
     text = re.sub(r"([.!\"()*#:;~])", " ", text.lower())
     text = re.sub(r"\s{2,}", " ", text).rstrip("\n").strip(" ")
     return " ".join(text.split(" ")[:max_words])
-
-
-def resolve(ref: str):
-    """``mrhd.weights.resolve_weights`` (imported lazily: it may download), as a one-line error
-    where this build has no weights registry yet."""
-    try:
-        from mrhd.weights import resolve_weights
-    except ImportError as err:
-        raise MrhdError(f"cannot resolve weights {ref!r}: no weights registry in this build; "
-                        "pass a local checkpoint path") from err
-    return resolve_weights(ref)
-
-
-def _checkpoint_path(weights: str | None) -> Path:
-    """The local checkpoint for ``weights``: a Hugging Face folder or a LAVIS ``.pth`` file."""
-    ref = weights or WEIGHTS_ID
-    path = Path(ref).expanduser()
-    if not path.exists():
-        path = Path(resolve(ref))
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise MrhdError(f"{path} is not a BLIP-2 checkpoint folder (no config.json); pass the folder of "
-                        f"{HF_CHECKPOINT} saved with save_pretrained, or LAVIS' blip2_pretrained.pth")
-    return path
 
 
 def _load_hf(model_cls, folder: Path):
@@ -286,10 +263,12 @@ def _load_lavis(model_cls, path: Path, need_vision: bool):
     return model, cfg
 
 
-def _load_model(model_cls, weights: str | None, need_vision: bool):
+def _load_model(model_cls, path: Path, need_vision: bool):
     """(model, tokenizer folder) from a Hugging Face folder or a LAVIS file."""
-    path = _checkpoint_path(weights)
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise MrhdError(f"{path} is not a BLIP-2 checkpoint folder (no config.json); pass the folder of "
+                            f"{HF_CHECKPOINT} saved with save_pretrained, or LAVIS' blip2_pretrained.pth")
         return _load_hf(model_cls, path), path
     model, _ = _load_lavis(model_cls, path, need_vision)
     return model, path.parent
@@ -298,12 +277,6 @@ def _load_model(model_cls, weights: str | None, need_vision: bool):
 def _random_model(model_cls, cfg: Blip2Config):
     torch.manual_seed(SEED)
     return model_cls(cfg.to_hf())
-
-
-def _weights_name(weights: str | None, random_weights: bool) -> str:
-    if random_weights:
-        return "random"
-    return Path(weights).name if weights and Path(weights).expanduser().exists() else (weights or WEIGHTS_ID)
 
 
 def video_recipe(cfg: Blip2Config, size: str) -> dict:
@@ -456,14 +429,14 @@ def build_video(*, device="cpu", weights=None, random_weights=False, size="full"
     from transformers import Blip2VisionModelWithProjection
 
     cfg = Blip2Config.of_size(size)
-    if random_weights:
+    source = resolve_encoder_weights(weights, WEIGHTS_ID, random_weights=random_weights, folders=True)
+    if source.path is None:
         model = _random_model(Blip2VisionModelWithProjection, cfg)
     else:
-        model, _ = _load_model(Blip2VisionModelWithProjection, weights, need_vision=True)
+        model, _ = _load_model(Blip2VisionModelWithProjection, source.path, need_vision=True)
         cfg = Blip2Config(num_query_tokens=model.config.num_query_tokens,
                           qformer_hidden=model.config.qformer_config.hidden_size)
-    info = EncoderInfo(stream="blip2", dim=cfg.qformer_hidden,
-                       weights=_weights_name(weights, random_weights), recipe=video_recipe(cfg, size))
+    info = EncoderInfo(stream="blip2", dim=cfg.qformer_hidden, weights=source.label, recipe=video_recipe(cfg, size))
     return Blip2VideoEncoder(model, info, device)
 
 
@@ -471,15 +444,16 @@ def build_text(*, device="cpu", weights=None, random_weights=False, size="full")
     from transformers import Blip2TextModelWithProjection
 
     cfg = Blip2Config.of_size(size)
-    if random_weights:
+    source = resolve_encoder_weights(weights, WEIGHTS_ID, random_weights=random_weights, folders=True)
+    if source.path is None:
         model, tokenizer = _random_model(Blip2TextModelWithProjection, cfg), load_tokenizer(None)
     else:
-        model, folder = _load_model(Blip2TextModelWithProjection, weights, need_vision=False)
+        model, folder = _load_model(Blip2TextModelWithProjection, source.path, need_vision=False)
         tokenizer = load_tokenizer(folder)
         cfg = Blip2Config(num_query_tokens=model.config.num_query_tokens,
                           qformer_hidden=model.config.qformer_config.hidden_size)
-    info = EncoderInfo(stream="blip2_text", dim=cfg.qformer_hidden,
-                       weights=_weights_name(weights, random_weights), recipe=text_recipe(cfg, size))
+    info = EncoderInfo(stream="blip2_text", dim=cfg.qformer_hidden, weights=source.label,
+                       recipe=text_recipe(cfg, size))
     return Blip2TextEncoder(model, tokenizer, info, device)
 
 

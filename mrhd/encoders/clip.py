@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
+from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
@@ -137,29 +137,14 @@ def load_openai_model(path: Path):
     return model, cfg
 
 
-def _resolve(weights: str | None) -> Path:
-    local = Path(weights).expanduser() if weights else None
-    if local is not None and local.is_file():
-        return local
-    from mrhd.weights import resolve_weights  # lazy: random/local use never needs the registry
-
-    return Path(resolve_weights(weights or WEIGHTS_ID))
-
-
 def load_clip(weights: str | None, random_weights: bool, size: str):
     """(model in eval mode, config, weights label for the store)."""
-    if random_weights:
-        model, cfg = _random_model(size)
-        label = "random"
-    else:
-        if size != "full":
-            raise MrhdError("size 'tiny' exists only with random weights")
-        path = _resolve(weights)
-        model, cfg = load_openai_model(path)
-        local = weights is not None and Path(weights).expanduser().is_file()
-        label = path.name if local else (weights or WEIGHTS_ID)
+    if not random_weights and size != "full":
+        raise MrhdError("size 'tiny' exists only with random weights")
+    source = resolve_encoder_weights(weights, WEIGHTS_ID, random_weights=random_weights)
+    model, cfg = _random_model(size) if source.path is None else load_openai_model(source.path)
     model.eval().requires_grad_(False)
-    return model, cfg, label
+    return model, cfg, source.label
 
 
 def _arch(cfg: ClipConfig) -> dict:

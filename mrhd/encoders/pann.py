@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrhd.encoders.base import EncoderInfo, VideoEncoder
+from mrhd.encoders.base import EncoderInfo, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
@@ -284,16 +284,10 @@ def build_pann(device="cpu", weights=None, random_weights=False, size="full") ->
         return PannEncoder(Cnn14(cfg), "random", device)
     if size != "full":
         raise MrhdError("size 'tiny' exists only with random weights")
-    local = Path(weights).expanduser() if weights else None
-    if local is not None and local.is_file():
-        path, label = local, local.name
-    else:
-        from mrhd.weights import resolve_weights  # lazy: random/local use never needs the registry
-
-        path, label = Path(resolve_weights(weights or WEIGHTS_ID)), weights or WEIGHTS_ID
+    source = resolve_encoder_weights(weights, WEIGHTS_ID)
     model = Cnn14(cfg)
-    model.load_state_dict(load_cnn14_state_dict(path, cfg), strict=True)
-    return PannEncoder(model, label, device)
+    model.load_state_dict(load_cnn14_state_dict(source.path, cfg), strict=True)
+    return PannEncoder(model, source.label, device)
 
 
 register_encoder("pann", build_pann)

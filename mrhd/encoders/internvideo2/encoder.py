@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids
+from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids, resolve_encoder_weights
 from mrhd.encoders.internvideo2 import checkpoint as ckpt_io
 from mrhd.encoders.internvideo2.config import CLIP6B, STAGE2, InternVideo2Config, variant_config
 from mrhd.encoders.internvideo2.frames import (
@@ -106,32 +105,19 @@ class InternVideo2TextEncoder(TextEncoder):
                 for row, seq in enumerate(ids)]
 
 
-def _resolve(ref: str) -> Path:
-    path = Path(ref).expanduser()
-    if path.is_file():
-        return path
-    try:
-        from mrhd.weights import resolve_weights  # lazy: it may download
-    except ImportError as err:
-        raise MrhdError(f"cannot resolve weights {ref!r}: no weights registry in this build; "
-                        "pass a local checkpoint path") from err
-    return Path(resolve_weights(ref))
-
-
 def _model(weights: str | None, random_weights: bool, size: str, parts: tuple[str, ...], device="cpu"):
     """(model, weights name, folder of the checkpoint or None)."""
-    ref = weights or DEFAULT_WEIGHTS
-    if random_weights:
-        cfg = variant_config(VARIANT_OF_ID.get(ref, STAGE2), size)
+    if random_weights:   # the registry id still picks the variant (stage 2 or CLIP-6B)
+        cfg = variant_config(VARIANT_OF_ID.get(weights or DEFAULT_WEIGHTS, STAGE2), size)
         torch.manual_seed(SEED)
         with torch.device(device):   # a full-size random 6B model is built where it will run
             return build(cfg, parts), "random", None
-    path = _resolve(ref)
-    cfg, state = ckpt_io.config_for(ckpt_io.read_state_dict(path), size)
+    source = resolve_encoder_weights(weights, DEFAULT_WEIGHTS)
+    cfg, state = ckpt_io.config_for(ckpt_io.read_state_dict(source.path), size)
     with torch.device("meta"):   # tensors are assigned from the file: no second full-size copy
         model = build(cfg, parts)
-    ckpt_io.load_into(model, state, source=str(path))
-    return model, path.name if Path(ref).expanduser().exists() else ref, path.parent
+    ckpt_io.load_into(model, state, source=str(source.path))
+    return model, source.label, source.path.parent
 
 
 def video_recipe(cfg: InternVideo2Config, size: str) -> dict:

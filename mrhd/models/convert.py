@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from mrhd.encoders.streams import stream_of_folder
 from mrhd.errors import MrhdError
 from mrhd.io import file_sha256
 from mrhd.weights.checkpoint import (
@@ -25,18 +26,13 @@ from mrhd.weights.checkpoint import (
     save_checkpoint,
 )
 
-# Stream names as they appear in the authors' feature folder names (opt.v_feat_dirs / a_feat_dir).
-_STREAM_HINTS = (("slowfast", "slowfast"), ("clip", "clip"), ("pann", "pann"), ("blip", "blip2"),
-                 ("internvideo", "internvideo2"))
-
 
 def streams_from_opt(opt: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(video streams in order, audio streams) of an official run, read from its feature folder
     names (``v_feat_dirs``, ``a_feat_dir``); None when a folder name is not recognised."""
     video = []
     for d in opt.get("v_feat_dirs") or []:
-        name = Path(str(d).rstrip("/")).name.lower()
-        stream = next((s for hint, s in _STREAM_HINTS if hint in name), None)
+        stream = stream_of_folder(Path(str(d).rstrip("/")).name)
         if stream is None:
             return None
         video.append(stream)

@@ -25,8 +25,7 @@ import yaml
 
 from mrhd.encoders.streams import STREAMS, encoder_of
 from mrhd.errors import MrhdError
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "features"   # shipped in the package
+from mrhd.paths import config_dir
 
 TEF_DIM = 2
 L2_EPS = 1e-5   # moment_detr utils/basic_utils.py l2_normalize_np_array
@@ -169,14 +168,14 @@ def _keep_last(tokens: np.ndarray, cap: int) -> np.ndarray:
 
 # ---- loading profiles ----------------------------------------------------------------------
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir() / "features").glob("*.yaml"))
 
 
 def load_profile(name: str | Profile, **overrides) -> Profile:
     """The profile ``configs/features/<name>.yaml`` (or a path to such a file), plus overrides."""
     if isinstance(name, Profile):
         return name.replace(**overrides) if overrides else name
-    path = Path(name) if str(name).endswith((".yaml", ".yml")) else CONFIG_DIR / f"{name}.yaml"
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else config_dir() / "features" / f"{name}.yaml"
     if not path.is_file():
         raise MrhdError(f"unknown feature profile {name!r}; choose one of: {', '.join(available_profiles())}")
     raw = yaml.safe_load(path.read_text()) or {}

@@ -15,8 +15,7 @@ from pathlib import Path
 import yaml
 
 from mrhd.errors import MrhdError
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"   # shipped in the package
+from mrhd.paths import config_dir
 
 
 @dataclass
@@ -61,14 +60,14 @@ def _read_yaml(path: Path) -> dict:
 
 def model_defaults(model: str) -> dict:
     """The model's official architecture config (configs/models/<model>.yaml ``config:``), if any."""
-    path = CONFIG_DIR / "models" / f"{model}.yaml"
+    path = config_dir() / "models" / f"{model}.yaml"
     return dict(_read_yaml(path).get("config") or {}) if path.is_file() else {}
 
 
 def load_train_config(model: str, **overrides) -> TrainConfig:
     """configs/train/<model>.yaml, the dataset's best_metric, then ``overrides`` (None values are
     ignored); see the module docstring."""
-    path = CONFIG_DIR / "train" / f"{model}.yaml"
+    path = config_dir() / "train" / f"{model}.yaml"
     raw = _read_yaml(path) if path.is_file() else {}
     raw["model"] = model
     explicit = {k: v for k, v in overrides.items() if v is not None}

@@ -129,20 +129,8 @@ def atomic_open(path: str | Path, mode: str = "w", *, durable: bool = False) -> 
     when the block ends without an error; see :func:`atomic_path` for ``durable``."""
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes with mode 'w' or 'wb', not {mode!r}")
-    path = Path(path)
-    fd, tmp = _new_file_beside(path, ".")
-    try:
-        with os.fdopen(fd, mode, **({"encoding": "utf-8"} if mode == "w" else {})) as fh:
-            yield fh
-            if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    if durable:
-        fsync_dir(path.parent)
+    with atomic_path(path, durable=durable) as tmp, open(tmp, mode, encoding="utf-8" if mode == "w" else None) as fh:
+        yield fh
 
 
 def write_atomic(path: str | Path, data: bytes | str, *, durable: bool = False) -> Path:

@@ -19,9 +19,10 @@ from mrhd.extract.audio import iter_audio_chunks
 from mrhd.extract.decode import VideoDecoder
 from mrhd.extract.jobs import ExtractJob, read_queries
 from mrhd.extract.sources import expand_inputs, parse_shard, shard
+from mrhd.extract.synthetic import write_video
 from mrhd.features.store import FeatureStore, store_path
 from tests.helpers.extract_encoders import StatsEncoder, clip_statistics
-from tests.helpers.videos import write_audio_only, write_broken, write_video
+from tests.helpers.videos import write_audio_only, write_broken
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -10,10 +10,11 @@ import pytest
 
 import mrhd.inference.video_features as video_features
 from mrhd.errors import MrhdError
+from mrhd.extract.synthetic import write_video
 from mrhd.inference.plots import plot_predictions
 from mrhd.inference.predict import Predictor, QueryTruncatedWarning
 from mrhd.inference.windows import plan_windows
-from tests.helpers.videos import write_broken, write_video
+from tests.helpers.videos import write_broken
 
 QUERIES = ["a white bar sweeps across the screen", "the colours change slowly"]
 SMALL = {"hidden_dim": 32, "nheads": 4, "dim_feedforward": 64}   # a small random grounding model

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from mrhd.errors import MrhdError
 from mrhd.weights.resolve import resolve_weights
 
 # What a video/audio encoder consumes per clip (the decoder prepares it):
@@ -115,6 +116,13 @@ def resolve_encoder_weights(weights: str | None, default_id: str, *, random_weig
     if local.is_file() or (folders and local.is_dir()):
         return EncoderWeights(local, local.name)
     return EncoderWeights(Path(resolve_weights(ref)), ref)
+
+
+def require_words(texts: list[str]) -> None:
+    """Refuse an empty query: a tokenizer would encode only its special tokens."""
+    for text in texts:
+        if not text or not text.strip():
+            raise MrhdError("empty query text; every query needs at least one word")
 
 
 def pad_token_ids(ids: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

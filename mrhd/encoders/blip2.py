@@ -56,18 +56,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids, resolve_encoder_weights
+from mrhd.encoders.base import (
+    EncoderInfo,
+    TextEncoder,
+    VideoEncoder,
+    pad_token_ids,
+    require_words,
+    resolve_encoder_weights,
+)
 from mrhd.encoders.factory import register_encoder
+from mrhd.encoders.pixels import CLIP_MEAN, CLIP_STD, normalise_pixels, resize_frames
+from mrhd.encoders.wordpiece import wordpiece_tokenizer
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "blip2-pretrain"
 HF_CHECKPOINT = "Salesforce/blip2-itm-vit-g"
-# OpenAI CLIP constants, LAVIS BlipImageBaseProcessor defaults
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = 224
 MAX_WORDS = 50          # LAVIS BlipCaptionProcessor default
 SEED = 0                # --random-weights
@@ -309,19 +314,7 @@ def frames_224(clips) -> torch.Tensor:
                                                    else clips))
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"blip2 expects uint8 frames [n, H, W, 3], got {tuple(frames.shape)}")
-    if tuple(frames.shape[1:3]) != (IMAGE_SIZE, IMAGE_SIZE):
-        x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic",
-                          align_corners=False, antialias=True)
-        frames = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return frames
-
-
-def normalise(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[n, 224, 224, 3]`` (any device) -> float ``[n, 3, 224, 224]``: /255, CLIP mean/std."""
-    x = frames.permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return resize_frames(frames, IMAGE_SIZE)
 
 
 class Blip2VideoEncoder(VideoEncoder):
@@ -346,7 +339,7 @@ class Blip2VideoEncoder(VideoEncoder):
 
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 frames -> the ViT's input ``[n, 3, 224, 224]`` (CLIP mean/std) on the device."""
-        return normalise(batch.to(self.device))
+        return normalise_pixels(batch.to(self.device), CLIP_MEAN, CLIP_STD)
 
     @torch.no_grad()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
@@ -374,9 +367,7 @@ class Blip2TextEncoder(TextEncoder):
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text after LAVIS' caption normalisation, [CLS] and [SEP] included."""
-        for text in texts:
-            if not text or not text.strip():
-                raise MrhdError("empty query text; every query needs at least one word")
+        require_words(texts)
         enc = self.tokenizer([pre_caption(t) for t in texts], truncation=True, max_length=self.max_length)
         return [list(ids) for ids in enc["input_ids"]]
 
@@ -394,35 +385,11 @@ class Blip2TextEncoder(TextEncoder):
         return [(states[row, :len(seq)].clone(), states[row, 0].clone()) for row, seq in enumerate(ids)]
 
 
-def synthetic_vocab() -> dict[str, int]:
-    """A character-level WordPiece vocabulary for ``--random-weights`` (no tokenizer download):
-    BERT's special tokens at BERT's ids, then every printable ASCII character and its ``##`` form."""
-    vocab = {"[PAD]": 0}
-    vocab.update({f"[unused{i}]": i + 1 for i in range(99)})
-    vocab.update({"[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103})
-    for ch in (chr(c) for c in range(33, 127)):
-        if ch.isupper():
-            continue
-        vocab.setdefault(ch, len(vocab))
-        vocab.setdefault("##" + ch, len(vocab))
-    return vocab
-
-
 def load_tokenizer(folder: Path | None):
-    """The bert-base-uncased WordPiece tokenizer from ``folder/vocab.txt`` (or its tokenizer files)."""
-    from transformers import BertTokenizer
-    from transformers.models.bert.tokenization_bert import load_vocab
-
-    if folder is None:
-        return BertTokenizer(vocab=synthetic_vocab(), do_lower_case=True)
-    if (folder / "vocab.txt").is_file():
-        return BertTokenizer(vocab=load_vocab(str(folder / "vocab.txt")), do_lower_case=True)
-    if (folder / "tokenizer.json").is_file():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(folder)
-    raise MrhdError(f"{folder} has no vocab.txt or tokenizer.json; put bert-base-uncased's vocab.txt "
-                    "(the BLIP-2 tokenizer) beside the checkpoint")
+    """The bert-base-uncased WordPiece tokenizer from ``folder`` (None: the synthetic vocabulary)."""
+    return wordpiece_tokenizer(folder, saved_ok=True,
+                               missing=f"{folder} has no vocab.txt or tokenizer.json; put bert-base-uncased's "
+                                       "vocab.txt (the BLIP-2 tokenizer) beside the checkpoint")
 
 
 def build_video(*, device="cpu", weights=None, random_weights=False, size="full") -> Blip2VideoEncoder:

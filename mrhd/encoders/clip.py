@@ -16,13 +16,11 @@ import torch
 
 from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
+from mrhd.encoders.pixels import CLIP_MEAN, CLIP_STD, normalise_pixels
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "clip-vit-b32-openai"
-# open_clip/constants.py OPENAI_DATASET_MEAN / OPENAI_DATASET_STD (= FEATURES.md)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SOT_TOKEN = 49406
 EOT_TOKEN = 49407
 
@@ -170,10 +168,7 @@ class ClipFrames:
 
 def clip_pixels(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [n, S, S, 3] (any device) -> float [n, 3, S, S]: /255, then CLIP mean/std."""
-    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise_pixels(frames, CLIP_MEAN, CLIP_STD)
 
 
 class ClipVideoEncoder(VideoEncoder):

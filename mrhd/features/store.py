@@ -179,36 +179,16 @@ class FeatureStore:
             return []
         return sorted(p for p in self.parts_dir.glob("*.h5"))
 
-    def _in_parts(self, name: str) -> Path | None:
-        for part in self._part_files():
-            try:
-                with h5py.File(part, "r") as f:
-                    if name in f and f[name].attrs.get(COMPLETE, 0):
-                        return part
-            except OSError:
-                continue
-        return None
-
-    def _part_for(self, key: str) -> Path | None:
-        """The part file that holds ``key`` (fast path: named after it)."""
-        direct = self.parts_dir / _part_name(key)
-        if direct.exists():
-            try:
-                with h5py.File(direct, "r") as f:
-                    if key in f and f[key].attrs.get(COMPLETE, 0):
-                        return direct
-            except OSError:
-                pass
-        return None
-
     def _locate(self, name: str) -> tuple[h5py.File | None, Path | None]:
         main = self._main()
         if main is not None and name in main and main[name].attrs.get(COMPLETE, 0):
             return main, None
-        part = self._part_for(name.split("/")[-1]) if "/" not in name else None
-        if part is None:
-            part = self._in_parts(name)
-        return None, part
+        named = self.parts_dir / _part_name(name)   # a video's own part: found without opening the others
+        if "/" not in name and named.exists():
+            part = _part_holding(name, [named])
+            if part is not None:
+                return None, part
+        return None, _part_holding(name, self._part_files())
 
     def has(self, video_id: str) -> bool:
         """True when ``video_id`` is completely stored (main file or a finished part)."""
@@ -478,6 +458,18 @@ def _busy(err: OSError) -> bool:
     process), as opposed to a damaged file."""
     text = str(err).lower()
     return "lock" in text or "already open" in text
+
+
+def _part_holding(name: str, parts: list[Path]) -> Path | None:
+    """The first of ``parts`` that holds ``name`` completely."""
+    for part in parts:
+        try:
+            with h5py.File(part, "r") as f:
+                if name in f and f[name].attrs.get(COMPLETE, 0):
+                    return part
+        except OSError:
+            continue
+    return None
 
 
 def _complete_names(f: h5py.File) -> Iterator[str]:

@@ -6,7 +6,14 @@ import functools
 
 import torch
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids, resolve_encoder_weights
+from mrhd.encoders.base import (
+    EncoderInfo,
+    TextEncoder,
+    VideoEncoder,
+    pad_token_ids,
+    require_words,
+    resolve_encoder_weights,
+)
 from mrhd.encoders.internvideo2 import checkpoint as ckpt_io
 from mrhd.encoders.internvideo2.config import CLIP6B, STAGE2, InternVideo2Config, variant_config
 from mrhd.encoders.internvideo2.frames import (
@@ -19,7 +26,6 @@ from mrhd.encoders.internvideo2.frames import (
 from mrhd.encoders.internvideo2.model import build
 from mrhd.encoders.internvideo2.text_llama import PREFIX
 from mrhd.encoders.internvideo2.tokenizer import bert_tokenizer, llama_tokenizer
-from mrhd.errors import MrhdError
 
 DEFAULT_WEIGHTS = "internvideo2-1b-stage2"
 VARIANT_OF_ID = {"internvideo2-1b-stage2": STAGE2, "internvideo2-clip-6b": CLIP6B}
@@ -81,9 +87,7 @@ class InternVideo2TextEncoder(TextEncoder):
         self.max_length = model.cfg.text.max_length
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        for text in texts:
-            if not text or not text.strip():
-                raise MrhdError("empty query text; every query needs at least one word")
+        require_words(texts)
         if not self.llama:
             enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
             return [list(ids) for ids in enc["input_ids"]]

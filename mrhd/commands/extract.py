@@ -58,8 +58,9 @@ def run(args: argparse.Namespace) -> int:
     share_cores_with_decoders(args.device)  # before torch is first imported
     from mrhd.devices import parse_device
     from mrhd.encoders.factory import build_encoder
-    from mrhd.extract.jobs import DecodePool, ExtractJob, Failure, install_sigterm
+    from mrhd.extract.job import ExtractJob, Failure, install_sigterm
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
+    from mrhd.extract.worker import DecodePool
 
     names = [n.strip() for n in args.encoders.split(",") if n.strip()]
     if not names:

@@ -2,18 +2,20 @@
 
 The job runner owns files, decoding, batching and progress; an encoder owns only the math: it says
 what input it needs (``input_kind`` and its recipe) and turns a batch of prepared clips into one
-feature row per clip. Encoders run in eval mode under ``torch.no_grad()``; on CUDA the runner wraps
-``encode`` in autocast with the dtype the encoder asks for.
+feature row per clip. Encoders run in eval mode under ``torch.no_grad()``; on CUDA
+:func:`encode_clips` wraps ``encode`` in autocast with the dtype the encoder asks for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from mrhd.errors import MrhdError
@@ -83,6 +85,17 @@ class VideoEncoder(Encoder, ABC):
     @abstractmethod
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
         """``[n, ...]`` prepared clips on ``self.device`` -> ``[n, dim]`` float features."""
+
+
+def encode_clips(encoder: VideoEncoder, batch: torch.Tensor) -> np.ndarray:
+    """``encoder.encode`` of a prepared batch under inference mode, in the autocast dtype the encoder
+    asks for on CUDA; float32 rows on the CPU."""
+    device = getattr(encoder, "device", torch.device("cpu"))
+    dtype = getattr(encoder, "autocast_dtype", None)
+    autocast = (torch.autocast(device_type="cuda", dtype=dtype) if device.type == "cuda" and dtype is not None
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
+        return encoder.encode(batch.to(device, non_blocking=True)).float().cpu().numpy()
 
 
 class TextEncoder(Encoder, ABC):

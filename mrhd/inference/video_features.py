@@ -9,15 +9,14 @@ any query -- decodes nothing. Writes are atomic (temporary file + rename).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
 from mrhd.io import atomic_open, file_sha256, write_atomic
 from mrhd.paths import cache_dir
@@ -81,14 +80,8 @@ class FeatureCache:
 
 
 def _encode_batches(encoder, items: list, batch_size: int) -> np.ndarray:
-    rows = []
-    device = encoder.device
-    for i in range(0, len(items), batch_size):
-        batch = encoder.preprocess(items[i: i + batch_size])
-        ctx = (torch.autocast("cuda", dtype=encoder.autocast_dtype)
-               if device.type == "cuda" and encoder.autocast_dtype is not None else contextlib.nullcontext())
-        with torch.inference_mode(), ctx:
-            rows.append(encoder.encode(batch).float().cpu().numpy())
+    rows = [encode_clips(encoder, encoder.preprocess(items[i: i + batch_size]))
+            for i in range(0, len(items), batch_size)]
     if not rows:
         return np.zeros((0, encoder.dim), np.float32)
     return np.concatenate(rows).astype(np.float32)

@@ -2,7 +2,7 @@
 
 Writes RUN_DIR/best.ckpt, last.ckpt, metrics.jsonl and best_val_preds.jsonl (and tensorboard/).
 Defaults are each model's official optimiser, schedule, clipping and loss weights
-(configs/train/<model>.yaml); --resume continues RUN_DIR/last.ckpt exactly where it stopped.
+(Moment-DETR's, plus configs/train/<model>.yaml where a model's authors changed them); --resume continues RUN_DIR/last.ckpt exactly where it stopped.
 --dataset (configs/datasets/<name>.yaml: qvhighlights, charades_sta, tacos, tvsum) validates with
 that benchmark's metrics and selects the best checkpoint as its authors do; with --data-dir, --train
 and --val default to the dataset's split files in that folder (or name a split: --val test).

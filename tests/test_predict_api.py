@@ -89,10 +89,10 @@ def test_small_window_matches_merge_rules(predictor, video, monkeypatch):
     pred = predictor.predict(feats, QUERIES[:1])[0]
     _check(pred, feats.duration, feats.n_clips)
     # NMS between windows: no two kept moments overlap with IoU >= 0.7
-    from mrhd.inference.windows import temporal_iou
+    from mrhd.inference.windows import moment_iou
 
     rows = pred.windows
-    assert all(temporal_iou(a, b) < 0.7 for i, a in enumerate(rows) for b in rows[i + 1:])
+    assert all(moment_iou(a, b) < 0.7 for i, a in enumerate(rows) for b in rows[i + 1:])
 
 
 @pytest.mark.slow

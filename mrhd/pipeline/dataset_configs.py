@@ -49,6 +49,16 @@ def dataset_names(folder: str | Path | None = None) -> list[str]:
     return sorted(p.stem for p in Path(folder or config_dir() / "datasets").glob("*.yaml"))
 
 
+def metric_families() -> dict[str, str]:
+    """Benchmark name -> the metric family (``mrhd.pipeline.evaluate.EVALUATORS`` key) that scores
+    it: every shipped dataset config, plus the families no config names (``youtube``)."""
+    from mrhd.pipeline.evaluate import EVALUATORS
+
+    names = {name: load_dataset_config(name).metrics for name in dataset_names()}
+    names.update({family: family for family in EVALUATORS if family not in names.values()})
+    return names
+
+
 def load_dataset_config(name: str, folder: str | Path | None = None) -> DatasetConfig:
     """``<folder>/<name>.yaml`` (None: the shipped configs), checked: known keys only, a metric
     family with an evaluator, the validation split among the splits."""

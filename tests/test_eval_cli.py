@@ -88,7 +88,6 @@ def test_charades_dataset_flag(tmp_path, capsys):
     assert "Charades-STA" in out and "MR-full-R5@0.7" in out and "100.00" in out
 
 
-
 def test_dataset_names_are_the_train_names_and_charades_stays_an_alias(tmp_path, capsys):
     """`mrhd eval --dataset` takes the names `mrhd train --dataset` takes (configs/datasets) and lists
     them in --help; the old metric-family name charades still means Charades-STA."""

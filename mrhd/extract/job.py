@@ -86,14 +86,12 @@ class Summary:
         return "\n".join(lines)
 
 
-
 def _picklable(obj) -> bool:
     try:
         pickle.dumps(obj)
         return True
     except Exception:  # noqa: BLE001
         return False
-
 
 
 @dataclass
@@ -113,7 +111,6 @@ class _Video:
     stored: set = field(default_factory=set)
     failed: set = field(default_factory=set)
     ended: bool = False
-
 
 
 class ExtractJob:
@@ -440,10 +437,8 @@ class ExtractJob:
         return self.summary
 
 
-
 def device_oom(err: Exception) -> bool:
     return "out of memory" in str(err).lower()
-
 
 
 def read_queries(path: str | Path, summary: Summary | None = None) -> list[tuple[str, str]]:
@@ -481,5 +476,3 @@ def install_sigterm() -> Callable[[], None]:
 
     signal.signal(signal.SIGTERM, handler)
     return lambda: signal.signal(signal.SIGTERM, previous)
-
-

@@ -39,7 +39,6 @@ class StreamSpec:
     window_picker: Callable | None = None  # window_frames: the encoder's window_frame_picker
 
 
-
 def _short(reason: str, path: str) -> str:
     """The message without the path prefix (the summary prints the path)."""
     prefix = f"{path}: "
@@ -202,7 +201,6 @@ def _worker_main(tasks, results, chunk: int, threads: int, parent: int) -> None:
             put(msg)
 
 
-
 class DecodePool:
     """The spawned decoding workers. Start it early (``mrhd extract`` starts it before building the
     encoders): each worker imports torch and the preprocessors, which takes seconds, and that can
@@ -245,7 +243,6 @@ class DecodePool:
         self.started = False
 
 
-
 def peak_rss_mb() -> float:
     """Peak resident memory of this process in MiB. ``VmHWM`` rather than ``ru_maxrss``: a spawned
     worker inherits ru_maxrss from the fork of its (large) parent, VmHWM starts afresh at exec."""
@@ -256,5 +253,3 @@ def peak_rss_mb() -> float:
     except OSError:
         pass
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-

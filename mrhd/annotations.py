@@ -8,10 +8,10 @@ official hard-coded clamp).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from mrhd.errors import MrhdError
+from mrhd.io import BadJsonLine, read_jsonl_numbered
 
 
 def load_annotations(path: str | Path) -> list[dict]:
@@ -19,20 +19,18 @@ def load_annotations(path: str | Path) -> list[dict]:
     path = Path(path)
     if not path.is_file():
         raise MrhdError(f"annotation file {path} not found; give a .jsonl file")
-    lines = []
-    with path.open() as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise MrhdError(f"{path}:{n} is not valid JSON ({err.msg}); fix or remove that line") from None
-            missing = [k for k in ("qid", "vid") if k not in item]
-            if missing:
-                raise MrhdError(f"{path}:{n} has no {', '.join(missing)}; each line needs qid and vid")
-            lines.append(item)
-    return lines
+    try:
+        rows = read_jsonl_numbered(path)
+    except BadJsonLine as bad:
+        if bad.json_error is not None:
+            raise MrhdError(f"{path}:{bad.lineno} is not valid JSON ({bad.json_error}); "
+                            "fix or remove that line") from None
+        raise MrhdError(f"{path}:{bad.lineno} has no qid, vid; each line needs qid and vid") from None
+    for n, item in rows:
+        missing = [k for k in ("qid", "vid") if k not in item]
+        if missing:
+            raise MrhdError(f"{path}:{n} has no {', '.join(missing)}; each line needs qid and vid")
+    return [item for _, item in rows]
 
 
 def annotation_kind(meta: dict) -> str:

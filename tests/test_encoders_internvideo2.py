@@ -359,7 +359,7 @@ def test_extract_job_stores_what_the_encoders_compute(tmp_path, monkeypatch):
     stores what the encoder computes from the whole windows of the old path."""
     from mrhd.extract import decode
     from mrhd.extract.decode import VideoDecoder
-    from mrhd.extract.jobs import ExtractJob
+    from mrhd.extract.job import ExtractJob
     from mrhd.extract.sources import expand_inputs
     from mrhd.extract.synthetic import write_video
     from mrhd.features.store import FeatureStore, store_path

@@ -8,7 +8,8 @@ import zipfile
 import pytest
 
 from mrhd.cli import main
-from mrhd.pipeline.evaluate import evaluate, load_jsonl
+from mrhd.io import read_jsonl
+from mrhd.pipeline.evaluate import evaluate
 
 
 def _write_jsonl(path, rows):
@@ -87,11 +88,29 @@ def test_charades_dataset_flag(tmp_path, capsys):
     assert "Charades-STA" in out and "MR-full-R5@0.7" in out and "100.00" in out
 
 
+def test_dataset_names_are_the_train_names_and_charades_stays_an_alias(tmp_path, capsys):
+    """`mrhd eval --dataset` takes the names `mrhd train --dataset` takes (configs/datasets) and lists
+    them in --help; the old metric-family name charades still means Charades-STA."""
+    from mrhd.cli import build_parser
+    from mrhd.pipeline.dataset_configs import dataset_names
+
+    gt = _write_jsonl(tmp_path / "gt.jsonl", [{"qid": 3, "duration": 30.0, "relevant_windows": [[1.0, 5.0]]}])
+    pred = _write_jsonl(tmp_path / "p.jsonl", [{"qid": 3, "pred_relevant_windows": [[1.0, 5.0, 1.0]]}])
+    for name, title in (("charades_sta", "Charades-STA"), ("charades", "Charades-STA"), ("tacos", "TACoS")):
+        assert main(["eval", "--dataset", name, "--submission", str(pred), "--gt", str(gt)]) == 0
+        assert capsys.readouterr().out.startswith(f"{title}: ")
+    eval_parser = build_parser()._subparsers._group_actions[0].choices["eval"]
+    choices = next(a.choices for a in eval_parser._actions if a.dest == "dataset")
+    assert set(dataset_names()) <= set(choices) and "charades" not in choices
+    with pytest.raises(SystemExit):
+        main(["eval", "--dataset", "kinetics", "--submission", str(pred), "--gt", str(gt)])
+    assert "invalid choice" in capsys.readouterr().err
+
 @pytest.mark.slow
 def test_pack_writes_the_codalab_zip(tmp_path, data_dir, capsys):
     qvh = data_dir / "qvhighlights"
-    val_gt = load_jsonl(qvh / "highlight_val_release.jsonl")
-    test_ann = load_jsonl(qvh / "highlight_test_release.jsonl")
+    val_gt = read_jsonl(qvh / "highlight_val_release.jsonl")
+    test_ann = read_jsonl(qvh / "highlight_test_release.jsonl")
 
     def oracle(g):
         wins = g.get("relevant_windows") or [[0, 2]]

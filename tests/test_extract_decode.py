@@ -13,7 +13,8 @@ import pytest
 from mrhd.extract import sampling
 from mrhd.extract.audio import NoAudioError, iter_audio_chunks
 from mrhd.extract.decode import DecodeError, VideoDecoder, iter_fps_frames, probe, to_rgb
-from tests.helpers.videos import write_audio_only, write_broken, write_video
+from mrhd.extract.synthetic import write_video
+from tests.helpers.videos import write_audio_only, write_broken
 
 
 @pytest.fixture(scope="module")

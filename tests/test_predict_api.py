@@ -10,10 +10,11 @@ import pytest
 
 import mrhd.inference.video_features as video_features
 from mrhd.errors import MrhdError
+from mrhd.extract.synthetic import write_video
 from mrhd.inference.plots import plot_predictions
 from mrhd.inference.predict import Predictor, QueryTruncatedWarning
 from mrhd.inference.windows import plan_windows
-from tests.helpers.videos import write_broken, write_video
+from tests.helpers.videos import write_broken
 
 QUERIES = ["a white bar sweeps across the screen", "the colours change slowly"]
 SMALL = {"hidden_dim": 32, "nheads": 4, "dim_feedforward": 64}   # a small random grounding model
@@ -88,10 +89,10 @@ def test_small_window_matches_merge_rules(predictor, video, monkeypatch):
     pred = predictor.predict(feats, QUERIES[:1])[0]
     _check(pred, feats.duration, feats.n_clips)
     # NMS between windows: no two kept moments overlap with IoU >= 0.7
-    from mrhd.inference.windows import temporal_iou
+    from mrhd.inference.windows import moment_iou
 
     rows = pred.windows
-    assert all(temporal_iou(a, b) < 0.7 for i, a in enumerate(rows) for b in rows[i + 1:])
+    assert all(moment_iou(a, b) < 0.7 for i, a in enumerate(rows) for b in rows[i + 1:])
 
 
 @pytest.mark.slow

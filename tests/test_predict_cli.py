@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from mrhd.cli import main
+from mrhd.extract.synthetic import write_video
 from mrhd.models.registry import create_model
-from tests.helpers.videos import write_broken, write_video
+from tests.helpers.videos import write_broken
 
 
 @pytest.fixture()

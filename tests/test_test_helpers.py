@@ -8,7 +8,8 @@ from fractions import Fraction
 import av
 import pytest
 
-from tests.helpers.videos import write_audio_only, write_broken, write_video
+from mrhd.extract.synthetic import write_video
+from tests.helpers.videos import write_audio_only, write_broken
 
 
 @pytest.mark.parametrize("fps, duration", [(30, 3.0), (Fraction(30000, 1001), 2.5), (12, 4.0)])

@@ -12,9 +12,10 @@ import torch
 from mrhd.annotations import load_annotations
 from mrhd.features.profiles import load_profile, open_stores
 from mrhd.models.registry import get_spec
+from mrhd.paths import config_dir
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, meta_inputs
-from mrhd.training.config import CONFIG_DIR, load_train_config
+from mrhd.training.config import load_train_config
 from mrhd.training.synthetic import SyntheticSpec, make_synthetic
 from mrhd.training.trainer import Trainer
 from mrhd.training.validation import forward_kwargs
@@ -48,7 +49,7 @@ def _trainer(model: str, tmp_path, model_config: dict, **kw) -> Trainer:
 # ---- training configs -----------------------------------------------------------------------
 def test_train_configs_of_cmdnet_sg_detr_and_mesm_are_picked_up():
     for model in ("cmdnet", "sg_detr", "mesm", "videolights"):
-        assert (CONFIG_DIR / "train" / f"{model}.yaml").is_file(), model
+        assert (config_dir() / "train" / f"{model}.yaml").is_file(), model
     qd, cmd = load_train_config("qd_detr"), load_train_config("cmdnet")
     assert dataclasses.replace(cmd, model="qd_detr") == qd    # CMDNet trains in QD-DETR's setting
     sg = load_train_config("sg_detr")

@@ -8,6 +8,7 @@ import os
 import pytest
 import torch
 
+from mrhd.encoders.factory import build_encoder
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import (
     FORMAT,
@@ -76,3 +77,20 @@ def test_garbage_file_gives_one_line_error(tmp_path, content):
 def test_missing_file(tmp_path):
     with pytest.raises(MrhdError, match="not found"):
         load_checkpoint(tmp_path / "nope.ckpt")
+
+
+def test_encoder_checkpoints_share_the_safe_loader(tmp_path):
+    """The encoders read their files through load_checkpoint: wrappers unwrap, garbage is named as
+    unreadable (not as a refused pickle), and a pickled callable is refused."""
+    from mrhd.weights.checkpoint import unwrap_state_dict
+
+    sd = {"w": torch.ones(1)}
+    assert unwrap_state_dict({"model_state": sd}, ("model_state",)) is sd
+    assert unwrap_state_dict({"module": sd, "model": {}}, ("module", "model")) is sd
+    assert unwrap_state_dict(sd) is sd
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(MrhdError, match="not a readable CLIP checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt", what="CLIP checkpoint", fix="give ViT-B-32.pt")
+    torch.save({"model": sd, "x": _Evil()}, tmp_path / "evil.pth")
+    with pytest.raises(MrhdError, match="allow-list.*system"):
+        build_encoder("pann", weights=str(tmp_path / "evil.pth"))

@@ -4,7 +4,7 @@ Prints the brief block; --out writes brief and full blocks as JSON. The file is 
 problems are listed with their line and qid; errors stop the run, warnings do not (--strict).
 
   mrhd eval --submission preds.jsonl --gt highlight_val_release.jsonl --out metrics.json
-  mrhd eval --dataset charades --submission preds.jsonl --gt charades_test_release.jsonl
+  mrhd eval --dataset charades_sta --submission preds.jsonl --gt charades_test_release.jsonl
   mrhd eval --pack submission.zip --val val_preds.jsonl --test test_preds.jsonl
 """
 
@@ -16,22 +16,35 @@ import sys
 from pathlib import Path
 
 from mrhd.errors import MrhdError
+from mrhd.io import read_jsonl_numbered, write_atomic
 from mrhd.paths import shared_dir
+from mrhd.pipeline.dataset_configs import metric_families
 from mrhd.pipeline.evaluate import EVALUATORS
-from mrhd.pipeline.evaluate.jsonl import read_jsonl_numbered, write_text_atomic
 from mrhd.pipeline.evaluate.submission import pack_submission
 from mrhd.pipeline.evaluate.validate import MAX_LISTED, Issue, raise_on_errors, validate
 
-DATASET_TITLES = {"qvhighlights": "QVHighlights", "charades": "Charades-STA", "tacos": "TACoS",
-                  "tvsum": "TVSum", "youtube": "YouTube Highlights"}
+# metric family -> what the printed block calls it
+FAMILY_TITLES = {"qvhighlights": "QVHighlights", "charades": "Charades-STA", "tacos": "TACoS",
+                 "tvsum": "TVSum", "youtube": "YouTube Highlights"}
+
+
+def _dataset_name(value: str) -> str:
+    """--dataset: a benchmark name as `mrhd train` takes it; a metric family's name stands for the
+    one benchmark it scores (``charades`` -> ``charades_sta``, as before the names were shared)."""
+    families = metric_families()
+    if value in families:
+        return value
+    scored = [name for name, family in families.items() if family == value]
+    return scored[0] if len(scored) == 1 else value
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--submission", default=None, metavar="PRED.jsonl", help="predictions")
     p.add_argument("--gt", default=None, metavar="GT.jsonl", help="ground-truth annotations")
     p.add_argument("--out", default=None, metavar="METRICS.json", help="write all metrics as JSON")
-    p.add_argument("--dataset", default="qvhighlights", choices=list(EVALUATORS),
-                   help="metric family (default: qvhighlights)")
+    p.add_argument("--dataset", default="qvhighlights", type=_dataset_name, choices=list(metric_families()),
+                   help="benchmark whose official metrics score the file (default: qvhighlights; "
+                        "charades is an alias of charades_sta)")
     p.add_argument("--strict", action="store_true", help="treat validation warnings as errors")
     pack = p.add_argument_group("QVHighlights server submission (CodaLab zip)")
     pack.add_argument("--pack", default=None, metavar="OUT.zip",
@@ -69,14 +82,16 @@ def _default_annotation(given: str | None, name: str, flag: str) -> Path:
 
 
 def _score(dataset: str, pred_path: str, gt_path: str, strict: bool) -> dict:
+    """Validate, then score with the metrics of benchmark ``dataset``."""
+    family = metric_families()[dataset]
     rows = read_jsonl_numbered(pred_path)
     gt_rows = read_jsonl_numbered(gt_path)
     preds, gt = [r for _, r in rows], [g for _, g in gt_rows]
-    issues = validate(dataset, preds, gt, [ln for ln, _ in rows], [ln for ln, _ in gt_rows])
+    issues = validate(family, preds, gt, [ln for ln, _ in rows], [ln for ln, _ in gt_rows])
     _report(issues, pred_path)
     raise_on_errors(issues, pred_path, strict=strict)
-    metrics = EVALUATORS[dataset](preds, gt)
-    print_brief(f"{DATASET_TITLES[dataset]}: {pred_path} ({len(preds)} queries)", metrics["brief"])
+    metrics = EVALUATORS[family](preds, gt)
+    print_brief(f"{FAMILY_TITLES[family]}: {pred_path} ({len(preds)} queries)", metrics["brief"])
     return metrics
 
 
@@ -98,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
                             "(or --pack OUT.zip --val VAL.jsonl --test TEST.jsonl)")
         metrics = _score(args.dataset, args.submission, args.gt, args.strict)
     if args.out:
-        write_text_atomic(args.out, json.dumps(metrics, indent=4) + "\n")
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(args.out, json.dumps(metrics, indent=4) + "\n")
         print(f"wrote {args.out}")
     return 0

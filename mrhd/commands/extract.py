@@ -11,13 +11,14 @@ import argparse
 import os
 import sys
 
+from mrhd.encoders.streams import TEXT_STREAM_OF, VIDEO_ENCODERS
 from mrhd.errors import MrhdError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("paths", nargs="+", metavar="PATH", help="video file, folder or .txt list of paths")
     p.add_argument("--encoders", default="clip,slowfast",
-                   help="comma-separated: clip, slowfast, pann, blip2, internvideo2 (default: clip,slowfast)")
+                   help=f"comma-separated: {', '.join(VIDEO_ENCODERS)} (default: clip,slowfast)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the <stream>.h5 stores")
     p.add_argument("--queries", metavar="ANNOTATIONS.jsonl",
                    help="also encode every query of this annotation file with the matching text encoders")
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="random encoders with a fixed seed, no download (tests and benchmarks)")
     p.add_argument("--weights", action="append", default=[], metavar="STREAM=ID|PATH",
                    help="weights of one encoder (e.g. clip=/models/ViT-B-32.pt), also used by its text "
-                        "stream (clip_text, blip2_text, internvideo2_text) unless STREAM_text= is given; "
+                        f"stream ({', '.join(TEXT_STREAM_OF.values())}) unless STREAM_text= is given; "
                         "repeatable")
     p.add_argument("--encoder-size", choices=("full", "tiny"), default="full",
                    help="'tiny' builds reduced random encoders (with --random-weights; tests)")
@@ -51,27 +52,15 @@ def _parse_weights(items: list[str]) -> dict[str, str]:
     return out
 
 
-def _check_device(device: str) -> None:
-    import torch
-
-    if device == "cpu":
-        return
-    if not device.startswith("cuda"):
-        raise MrhdError(f"--device {device!r}: use cpu or cuda[:N]")
-    if not torch.cuda.is_available():
-        raise MrhdError(f"--device {device}: CUDA is not available on this machine; use --device cpu")
-    index = device.partition(":")[2]
-    if index and (not index.isdigit() or int(index) >= torch.cuda.device_count()):
-        raise MrhdError(f"--device {device}: no such GPU ({torch.cuda.device_count()} visible)")
-
-
 def run(args: argparse.Namespace) -> int:
     from mrhd.extract.cpu_sharing import share_cores_with_decoders
 
     share_cores_with_decoders(args.device)  # before torch is first imported
-    from mrhd.encoders.factory import TEXT_STREAM_OF, VIDEO_ENCODERS, build_encoder
-    from mrhd.extract.jobs import DecodePool, ExtractJob, Failure, install_sigterm
+    from mrhd.devices import parse_device
+    from mrhd.encoders.factory import build_encoder
+    from mrhd.extract.job import ExtractJob, Failure, install_sigterm
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
+    from mrhd.extract.worker import DecodePool
 
     names = [n.strip() for n in args.encoders.split(",") if n.strip()]
     if not names:
@@ -85,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
         raise MrhdError("--batch-size must be at least 1")
     if args.num_workers is not None and args.num_workers < 0:
         raise MrhdError("--num-workers must be 0 or more")
-    _check_device(args.device)
+    parse_device(args.device)
     index, count = parse_shard(args.shard)
     weights = _parse_weights(args.weights)
     known = set(names) | {TEXT_STREAM_OF[n] for n in names if n in TEXT_STREAM_OF}

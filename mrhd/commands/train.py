@@ -2,7 +2,7 @@
 
 Writes RUN_DIR/best.ckpt, last.ckpt, metrics.jsonl and best_val_preds.jsonl (and tensorboard/).
 Defaults are each model's official optimiser, schedule, clipping and loss weights
-(configs/train/<model>.yaml); --resume continues RUN_DIR/last.ckpt exactly where it stopped.
+(Moment-DETR's, plus configs/train/<model>.yaml where a model's authors changed them); --resume continues RUN_DIR/last.ckpt exactly where it stopped.
 --dataset (configs/datasets/<name>.yaml: qvhighlights, charades_sta, tacos, tvsum) validates with
 that benchmark's metrics and selects the best checkpoint as its authors do; with --data-dir, --train
 and --val default to the dataset's split files in that folder (or name a split: --val test).
@@ -20,6 +20,7 @@ from pathlib import Path
 import yaml
 
 from mrhd.errors import MrhdError
+from mrhd.pipeline.dataset_configs import dataset_names
 
 # TrainConfig fields --set may change (the rest have their own flags or are not options)
 _NOT_SETTABLE = {"model", "model_config", "dataset"}
@@ -34,7 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="validation annotations (default with --data-dir: the dataset's validation split)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     p.add_argument("--dataset", default=None, metavar="NAME",
-                   help="qvhighlights, charades_sta, tacos or tvsum: its metrics and model selection")
+                   help=f"{', '.join(dataset_names())}: its metrics and model selection")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder holding the dataset's annotation files (needs --dataset)")
     p.add_argument("--profile", default=None, help="feature profile (default: the model's own)")
@@ -94,7 +95,7 @@ def _annotation_path(value: str | None, split: str, dataset, data_dir: str | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrhd.pipeline.dataset_configs import dataset_names, load_dataset_config
+    from mrhd.pipeline.dataset_configs import load_dataset_config
     from mrhd.training.config import load_train_config
     from mrhd.training.trainer import Trainer, stored_train_config
 

@@ -14,14 +14,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
+from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
+from mrhd.encoders.pixels import CLIP_MEAN, CLIP_STD, normalise_pixels
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "clip-vit-b32-openai"
-# open_clip/constants.py OPENAI_DATASET_MEAN / OPENAI_DATASET_STD (= FEATURES.md)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SOT_TOKEN = 49406
 EOT_TOKEN = 49407
 
@@ -83,16 +82,9 @@ def read_openai_state_dict(path: Path) -> dict:
             return torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
         pass
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise MrhdError(f"cannot read CLIP weights {path}: {err.__class__.__name__}; "
-                        "give OpenAI's ViT-B-32.pt or a state dict saved with torch.save") from err
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = {k.removeprefix("module."): v for k, v in obj["state_dict"].items()}
-    if not isinstance(obj, dict):
-        raise MrhdError(f"{path} does not hold a CLIP state dict")
-    return dict(obj)
+    ckpt = load_checkpoint(path, what="CLIP checkpoint",
+                           fix="give OpenAI's ViT-B-32.pt or a state dict saved with torch.save")
+    return {k.removeprefix("module."): v for k, v in unwrap_state_dict(ckpt, ("state_dict",)).items()}
 
 
 def config_from_state_dict(sd: dict) -> ClipConfig:
@@ -143,29 +135,14 @@ def load_openai_model(path: Path):
     return model, cfg
 
 
-def _resolve(weights: str | None) -> Path:
-    local = Path(weights).expanduser() if weights else None
-    if local is not None and local.is_file():
-        return local
-    from mrhd.weights import resolve_weights  # lazy: random/local use never needs the registry
-
-    return Path(resolve_weights(weights or WEIGHTS_ID))
-
-
 def load_clip(weights: str | None, random_weights: bool, size: str):
     """(model in eval mode, config, weights label for the store)."""
-    if random_weights:
-        model, cfg = _random_model(size)
-        label = "random"
-    else:
-        if size != "full":
-            raise MrhdError("size 'tiny' exists only with random weights")
-        path = _resolve(weights)
-        model, cfg = load_openai_model(path)
-        local = weights is not None and Path(weights).expanduser().is_file()
-        label = path.name if local else (weights or WEIGHTS_ID)
+    if not random_weights and size != "full":
+        raise MrhdError("size 'tiny' exists only with random weights")
+    source = resolve_encoder_weights(weights, WEIGHTS_ID, random_weights=random_weights)
+    model, cfg = _random_model(size) if source.path is None else load_openai_model(source.path)
     model.eval().requires_grad_(False)
-    return model, cfg, label
+    return model, cfg, source.label
 
 
 def _arch(cfg: ClipConfig) -> dict:
@@ -191,10 +168,7 @@ class ClipFrames:
 
 def clip_pixels(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [n, S, S, 3] (any device) -> float [n, 3, S, S]: /255, then CLIP mean/std."""
-    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise_pixels(frames, CLIP_MEAN, CLIP_STD)
 
 
 class ClipVideoEncoder(VideoEncoder):

@@ -12,13 +12,12 @@ Kinetics classifier. Loading the released checkpoints lives in :mod:`.slowfast_c
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from mrhd.encoders.base import EncoderInfo, VideoEncoder
+from mrhd.encoders.base import EncoderInfo, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
 from mrhd.errors import MrhdError
 
@@ -251,15 +250,9 @@ def build_slowfast(device="cpu", weights=None, random_weights=False, size="full"
         return SlowFastEncoder(SlowFastR50(cfg), "random", "random", device)
     if size != "full":
         raise MrhdError("size 'tiny' exists only with random weights")
-    local = Path(weights).expanduser() if weights else None
-    if local is not None and local.is_file():
-        path, label = local, local.name
-    else:
-        from mrhd.weights import resolve_weights  # lazy: random/local use never needs the registry
-
-        path, label = Path(resolve_weights(weights or WEIGHTS_ID)), weights or WEIGHTS_ID
-    model, fmt = slowfast_convert.load_slowfast(path, cfg)
-    return SlowFastEncoder(model, label, fmt, device)
+    source = resolve_encoder_weights(weights, WEIGHTS_ID)
+    model, fmt = slowfast_convert.load_slowfast(source.path, cfg)
+    return SlowFastEncoder(model, source.label, fmt, device)
 
 
 register_encoder("slowfast", build_slowfast)

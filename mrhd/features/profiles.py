@@ -23,16 +23,10 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from mrhd.encoders.streams import STREAMS, encoder_of
 from mrhd.errors import MrhdError
+from mrhd.paths import config_dir
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "features"   # shipped in the package
-
-# Feature width of each store stream (docs/FEATURES.md); used to size model inputs before any store
-# is opened. A store's own ``dim`` attribute is checked against it when read.
-STREAM_DIMS: dict[str, int] = {
-    "clip": 512, "slowfast": 2304, "pann": 2048, "blip2": 768, "internvideo2": 768,
-    "clip_text": 512, "blip2_text": 768, "internvideo2_text": 4096,
-}
 TEF_DIM = 2
 L2_EPS = 1e-5   # moment_detr utils/basic_utils.py l2_normalize_np_array
 
@@ -81,17 +75,17 @@ class Profile:
 
     @property
     def video_dim(self) -> int:
-        return sum(STREAM_DIMS[s] for s in self.video) + (TEF_DIM if self.tef else 0)
+        return sum(STREAMS[s].dim for s in self.video) + (TEF_DIM if self.tef else 0)
 
     @property
     def text_dim(self) -> int:
-        return sum(STREAM_DIMS[s] for s in self.text)
+        return sum(STREAMS[s].dim for s in self.text)
 
     @property
     def audio_dim(self) -> int:
         if not self.audio:
             return 0
-        return sum(STREAM_DIMS[s] for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
+        return sum(STREAMS[s].dim for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
 
     def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)
@@ -174,14 +168,14 @@ def _keep_last(tokens: np.ndarray, cap: int) -> np.ndarray:
 
 # ---- loading profiles ----------------------------------------------------------------------
 def available_profiles() -> list[str]:
-    return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
+    return sorted(p.stem for p in (config_dir() / "features").glob("*.yaml"))
 
 
 def load_profile(name: str | Profile, **overrides) -> Profile:
     """The profile ``configs/features/<name>.yaml`` (or a path to such a file), plus overrides."""
     if isinstance(name, Profile):
         return name.replace(**overrides) if overrides else name
-    path = Path(name) if str(name).endswith((".yaml", ".yml")) else CONFIG_DIR / f"{name}.yaml"
+    path = Path(name) if str(name).endswith((".yaml", ".yml")) else config_dir() / "features" / f"{name}.yaml"
     if not path.is_file():
         raise MrhdError(f"unknown feature profile {name!r}; choose one of: {', '.join(available_profiles())}")
     raw = yaml.safe_load(path.read_text()) or {}
@@ -199,9 +193,9 @@ def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
     for key in ("video", "text", "audio"):
         d[key] = tuple(d.get(key) or ())
     for s in d["video"] + d["text"] + d["audio"]:
-        if s not in STREAM_DIMS:
+        if s not in STREAMS:
             raise MrhdError(f"feature profile {d['name']!r} names unknown stream {s!r}; "
-                            f"known: {', '.join(STREAM_DIMS)}")
+                            f"known: {', '.join(STREAMS)}")
     return Profile(**d)
 
 
@@ -265,13 +259,13 @@ def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreRe
             if stream in profile.audio and profile.audio_optional:
                 continue
             raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; "
-                            f"extract it with `mrhd extract --encoders {stream.removesuffix('_text')}`")
+                            f"extract it with `mrhd extract --encoders {encoder_of(stream)}`")
         reader = StoreReader(path)
         if reader.encoder != stream:
             raise MrhdError(f"{path} holds {reader.encoder!r} features but profile {profile.name!r} needs "
                             f"{stream!r} there; point --features at the right folder or re-extract")
-        if reader.dim and reader.dim != STREAM_DIMS[stream]:
-            raise MrhdError(f"{path} has dim {reader.dim}, expected {STREAM_DIMS[stream]} for {stream!r}")
+        if reader.dim and reader.dim != STREAMS[stream].dim:
+            raise MrhdError(f"{path} has dim {reader.dim}, expected {STREAMS[stream].dim} for {stream!r}")
         stores[stream] = reader
     return stores
 

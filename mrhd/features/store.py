@@ -31,13 +31,15 @@ import h5py
 import numpy as np
 
 from mrhd.errors import MrhdError
+from mrhd.io import atomic_path
 
 FORMAT = "mrhd-features/1"
 CLIP_LEN = 2.0
 POOLED = "pooled"
-_COMPLETE = "complete"
+COMPLETE = "complete"   # per-dataset flag, set last: a dataset without it is never taken as stored
 _MERGING = "merging"
 _INFO_KEYS = ("format", "encoder", "dim", "clip_len", "weights", "recipe")
+_TMP_PREFIX = ".tmp-"   # part files being written: .tmp-<pid>-<part name>...
 # part file names: dataset names are free text (file stems), file names must stay portable
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
 
@@ -177,72 +179,44 @@ class FeatureStore:
             return []
         return sorted(p for p in self.parts_dir.glob("*.h5"))
 
-    def _in_parts(self, name: str) -> Path | None:
-        for part in self._part_files():
-            try:
-                with h5py.File(part, "r") as f:
-                    if name in f and f[name].attrs.get(_COMPLETE, 0):
-                        return part
-            except OSError:
-                continue
-        return None
-
-    def _part_for(self, key: str) -> Path | None:
-        """The part file that holds ``key`` (fast path: named after it)."""
-        direct = self.parts_dir / _part_name(key)
-        if direct.exists():
-            try:
-                with h5py.File(direct, "r") as f:
-                    if key in f and f[key].attrs.get(_COMPLETE, 0):
-                        return direct
-            except OSError:
-                pass
-        return None
-
     def _locate(self, name: str) -> tuple[h5py.File | None, Path | None]:
         main = self._main()
-        if main is not None and name in main and main[name].attrs.get(_COMPLETE, 0):
+        if main is not None and name in main and main[name].attrs.get(COMPLETE, 0):
             return main, None
-        part = self._part_for(name.split("/")[-1]) if "/" not in name else None
-        if part is None:
-            part = self._in_parts(name)
-        return None, part
+        named = self.parts_dir / _part_name(name)   # a video's own part: found without opening the others
+        if "/" not in name and named.exists():
+            part = _part_holding(name, [named])
+            if part is not None:
+                return None, part
+        return None, _part_holding(name, self._part_files())
 
     def has(self, video_id: str) -> bool:
         """True when ``video_id`` is completely stored (main file or a finished part)."""
         main, part = self._locate(video_id)
         return main is not None or part is not None
 
+    def _stored_names(self) -> set[str]:
+        """Names of the complete top-level datasets in the main file and the parts (groups excluded)."""
+        def complete(f: h5py.File) -> set[str]:
+            return {k for k, v in f.items() if isinstance(v, h5py.Dataset) and v.attrs.get(COMPLETE, 0)}
+
+        main = self._main()
+        names = complete(main) if main is not None else set()
+        for part in self._part_files():
+            try:
+                with h5py.File(part, "r") as f:
+                    names |= complete(f)
+            except OSError:
+                continue
+        return names
+
     def video_ids(self) -> list[str]:
         """Every completely stored video (text entries and groups excluded), sorted."""
-        ids = set()
-        main = self._main()
-        if main is not None:
-            ids.update(k for k, v in main.items()
-                       if isinstance(v, h5py.Dataset) and not k.startswith("qid") and v.attrs.get(_COMPLETE, 0))
-        for part in self._part_files():
-            try:
-                with h5py.File(part, "r") as f:
-                    ids.update(k for k, v in f.items() if isinstance(v, h5py.Dataset)
-                               and not k.startswith("qid") and v.attrs.get(_COMPLETE, 0))
-            except OSError:
-                continue
-        return sorted(ids)
+        return sorted(k for k in self._stored_names() if not k.startswith("qid"))
 
     def query_ids(self) -> list[str]:
-        """Every stored query id (the part after ``qid``), sorted."""
-        ids = set()
-        main = self._main()
-        sources = [main] if main is not None else []
-        for f in sources:
-            ids.update(k[3:] for k, v in f.items() if isinstance(v, h5py.Dataset) and k.startswith("qid"))
-        for part in self._part_files():
-            try:
-                with h5py.File(part, "r") as f:
-                    ids.update(k[3:] for k, v in f.items() if isinstance(v, h5py.Dataset) and k.startswith("qid"))
-            except OSError:
-                continue
-        return sorted(ids)
+        """Every completely stored query id (the part after ``qid``), sorted."""
+        return sorted(k[3:] for k in self._stored_names() if k.startswith("qid"))
 
     def _read_dataset(self, name: str) -> tuple[np.ndarray, dict] | None:
         main, part = self._locate(name)
@@ -267,7 +241,7 @@ class FeatureStore:
         got = self._read_dataset(video_id)
         if got is None:
             raise MrhdError(f"video {video_id!r} is not in {self.path}; extract it with `mrhd extract`")
-        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in got[1].items() if k != _COMPLETE}
+        return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in got[1].items() if k != COMPLETE}
 
     def read_text(self, qid) -> tuple[np.ndarray, np.ndarray | None]:
         """``(tokens [L, dim], pooled [dim] or None)`` float32 of one query."""
@@ -362,8 +336,7 @@ class FeatureStore:
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         os.replace(self.path, aside)
         kept = 0
-        tmp = self.path.with_name(f".{self.path.name}.salvage")
-        with h5py.File(tmp, "w") as out:
+        with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as out:
             out.attrs.update(self._want)
             try:
                 with h5py.File(aside, "r") as src:
@@ -375,13 +348,12 @@ class FeatureStore:
                             continue
             except OSError:
                 pass
-        os.replace(tmp, self.path)
         warnings.warn(f"{self.path} {why}; kept {kept} readable entries, moved the damaged file to "
                       f"{aside.name}; missing videos are extracted again", stacklevel=3)
 
     def _remove_stale_tmp(self) -> None:
         """Temporary part files of writers that died before their rename."""
-        for tmp in self.parts_dir.glob(".tmp-*"):
+        for tmp in self.parts_dir.glob(f"{_TMP_PREFIX}*"):
             try:
                 pid = int(tmp.name.split("-")[1])
                 os.kill(pid, 0)
@@ -392,18 +364,14 @@ class FeatureStore:
 
     def _write_part(self, key: str, entries: dict[str, tuple[np.ndarray, dict]]) -> None:
         """Write entries (name -> (array, attrs)) to one part file, atomically."""
-        final = self.parts_dir / _part_name(key)
-        tmp = self.parts_dir / f".tmp-{os.getpid()}-{_part_name(key)}"
-        with h5py.File(tmp, "w") as f:
+        # the writer's pid in the temporary name lets a later writer remove it if this one dies
+        with atomic_path(self.parts_dir / _part_name(key), durable=True, tmp_prefix=f"{_TMP_PREFIX}{os.getpid()}-") \
+                as tmp, h5py.File(tmp, "w") as f:
             f.attrs.update(self._want)
             for name, (array, attrs) in entries.items():
                 ds = f.create_dataset(name, data=array)
                 ds.attrs.update(attrs)
-                ds.attrs[_COMPLETE] = 1
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, final)
-        _fsync_dir(self.parts_dir)
+                ds.attrs[COMPLETE] = 1
 
     def write(self, video_id: str, features, duration: float) -> None:
         """Store one video's ``[n_clips, dim]`` features (atomic; replaces an older entry)."""
@@ -492,13 +460,25 @@ def _busy(err: OSError) -> bool:
     return "lock" in text or "already open" in text
 
 
+def _part_holding(name: str, parts: list[Path]) -> Path | None:
+    """The first of ``parts`` that holds ``name`` completely."""
+    for part in parts:
+        try:
+            with h5py.File(part, "r") as f:
+                if name in f and f[name].attrs.get(COMPLETE, 0):
+                    return part
+        except OSError:
+            continue
+    return None
+
+
 def _complete_names(f: h5py.File) -> Iterator[str]:
     for name, obj in f.items():
         if isinstance(obj, h5py.Group):
             for sub, sobj in obj.items():
-                if isinstance(sobj, h5py.Dataset) and sobj.attrs.get(_COMPLETE, 0):
+                if isinstance(sobj, h5py.Dataset) and sobj.attrs.get(COMPLETE, 0):
                     yield f"{name}/{sub}"
-        elif obj.attrs.get(_COMPLETE, 0):
+        elif obj.attrs.get(COMPLETE, 0):
             yield name
 
 
@@ -509,22 +489,9 @@ def _copy_entry(src: h5py.File, dst: h5py.File, name: str) -> None:
     ds_src = src[name]
     ds = dst.create_dataset(name, data=ds_src[()])
     for key, value in ds_src.attrs.items():
-        if key != _COMPLETE:
+        if key != COMPLETE:
             ds.attrs[key] = value
-    ds.attrs[_COMPLETE] = 1
-
-
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
+    ds.attrs[COMPLETE] = 1
 
 
 class _FileLock:

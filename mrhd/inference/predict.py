@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
 from mrhd.inference.results import CLIP_LEN, Prediction
 from mrhd.inference.video_features import FeatureCache, VideoFeatures, extract_video_features
@@ -47,21 +48,6 @@ def inside_video(rows: list, duration: float) -> list[list[float]]:
 
 class QueryTruncatedWarning(UserWarning):
     """A query longer than the text encoder's context was cut."""
-
-
-def parse_device(device: str | torch.device) -> torch.device:
-    try:
-        dev = torch.device(device)
-    except (RuntimeError, TypeError):
-        raise MrhdError(f"unknown device {device!r}; use cpu or cuda[:N]") from None
-    if dev.type == "cuda":
-        if not torch.cuda.is_available():
-            raise MrhdError(f"device {device!r} requested but CUDA is not available; use --device cpu")
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise MrhdError(f"device {device!r} does not exist ({torch.cuda.device_count()} GPU(s))")
-    elif dev.type != "cpu":
-        raise MrhdError(f"unsupported device {device!r}; use cpu or cuda[:N]")
-    return dev
 
 
 def default_weights_id() -> str:

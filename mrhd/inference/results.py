@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mrhd.errors import MrhdError
+from mrhd.io import jsonl_text, write_atomic
 
 CLIP_LEN = 2.0
 
@@ -90,26 +90,9 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
     return path
 
 
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write through a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
-
-
 def write_predictions(path: str | Path, preds: Sequence[Prediction]) -> Path:
     """``.jsonl``: one object per line (the submission format); otherwise a JSON list."""
     path = Path(path)
     objs = [p.to_json() for p in preds]
-    if path.suffix == ".jsonl":
-        text = "".join(json.dumps(o) + "\n" for o in objs)
-    else:
-        text = json.dumps(objs, indent=1) + "\n"
-    return write_atomic(path, text.encode())
+    text = jsonl_text(objs) if path.suffix == ".jsonl" else json.dumps(objs, indent=1) + "\n"
+    return write_atomic(path, text)

@@ -9,18 +9,16 @@ any query -- decodes nothing. Writes are atomic (temporary file + rename).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 
+from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
+from mrhd.io import atomic_open, file_sha256, write_atomic
 from mrhd.paths import cache_dir
 
 
@@ -39,14 +37,6 @@ class VideoFeatures:
     @property
     def n_clips(self) -> int:
         return min((len(v) for v in self.streams.values()), default=0)
-
-
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _recipe_key(encoder) -> str:
@@ -82,30 +72,16 @@ class FeatureCache:
         arr_path, meta_path = self._paths(content_hash, stream, key)
         try:
             arr_path.parent.mkdir(parents=True, exist_ok=True)
-            for path, write in ((arr_path, lambda fh: np.save(fh, arr, allow_pickle=False)),
-                                (meta_path, lambda fh: fh.write(json.dumps(
-                                    {"duration": duration, "n_clips": len(arr), "recipe": recipe}).encode()))):
-                fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "wb") as fh:
-                        write(fh)
-                    os.replace(tmp, path)
-                except BaseException:
-                    Path(tmp).unlink(missing_ok=True)
-                    raise
+            with atomic_open(arr_path, "wb") as fh:
+                np.save(fh, arr, allow_pickle=False)
+            write_atomic(meta_path, json.dumps({"duration": duration, "n_clips": len(arr), "recipe": recipe}))
         except OSError:
             pass   # an unwritable cache only costs the reuse, never the prediction
 
 
 def _encode_batches(encoder, items: list, batch_size: int) -> np.ndarray:
-    rows = []
-    device = encoder.device
-    for i in range(0, len(items), batch_size):
-        batch = encoder.preprocess(items[i: i + batch_size])
-        ctx = (torch.autocast("cuda", dtype=encoder.autocast_dtype)
-               if device.type == "cuda" and encoder.autocast_dtype is not None else contextlib.nullcontext())
-        with torch.inference_mode(), ctx:
-            rows.append(encoder.encode(batch).float().cpu().numpy())
+    rows = [encode_clips(encoder, encoder.preprocess(items[i: i + batch_size]))
+            for i in range(0, len(items), batch_size)]
     if not rows:
         return np.zeros((0, encoder.dim), np.float32)
     return np.concatenate(rows).astype(np.float32)

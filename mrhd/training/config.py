@@ -1,6 +1,8 @@
-"""Training options: the official per-model defaults (configs/train/<model>.yaml) plus overrides.
+"""Training options: the official per-model settings (configs/train/<model>.yaml) plus overrides.
 
-Precedence, lowest first: the TrainConfig defaults, configs/train/<model>.yaml, the dataset's
+Precedence, lowest first: the TrainConfig defaults (Moment-DETR's official QVHighlights training,
+which QD-DETR, CG-DETR and VideoLights keep), configs/train/<model>.yaml (only what a model's
+authors changed, with where it comes from), the dataset's
 model selection (``best_metric`` of configs/datasets/<dataset>.yaml, when a dataset is named: the
 model YAMLs name QVHighlights' MR-full-mAP), then explicit overrides (command-line flags and
 ``--set`` of a training option, e.g. ``--set best_metric=MR-full-R1@0.7``).
@@ -15,13 +17,14 @@ from pathlib import Path
 import yaml
 
 from mrhd.errors import MrhdError
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"   # shipped in the package
+from mrhd.paths import config_dir
 
 
 @dataclass
 class TrainConfig:
-    """Everything that defines a training run besides the data paths."""
+    """Everything that defines a training run besides the data paths. Defaults: jayleicn/moment_detr
+    moment_detr/config.py + scripts/train.sh (AdamW, StepLR(lr_drop) stepped once per epoch,
+    grad-norm clip, evaluation every 5 epochs, best checkpoint by MR-full-mAP)."""
 
     model: str
     profile: str | None = None          # None: the model's default profile (ModelSpec)
@@ -60,15 +63,16 @@ def _read_yaml(path: Path) -> dict:
 
 
 def model_defaults(model: str) -> dict:
-    """The model's official architecture config (configs/models/<model>.yaml ``config:``), if any."""
-    path = CONFIG_DIR / "models" / f"{model}.yaml"
+    """Fields that differ from the model config's dataclass defaults (which are each model's official
+    setting): configs/models/<name>.yaml ``config:`` (e.g. ``mesm_charades``), {} where there is none."""
+    path = config_dir() / "models" / f"{model}.yaml"
     return dict(_read_yaml(path).get("config") or {}) if path.is_file() else {}
 
 
 def load_train_config(model: str, **overrides) -> TrainConfig:
     """configs/train/<model>.yaml, the dataset's best_metric, then ``overrides`` (None values are
     ignored); see the module docstring."""
-    path = CONFIG_DIR / "train" / f"{model}.yaml"
+    path = config_dir() / "train" / f"{model}.yaml"
     raw = _read_yaml(path) if path.is_file() else {}
     raw["model"] = model
     explicit = {k: v for k, v in overrides.items() if v is not None}

@@ -31,7 +31,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -42,8 +41,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from mrhd.annotations import load_annotations
+from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import load_profile, open_stores
+from mrhd.io import jsonl_text, write_atomic
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
@@ -98,22 +99,6 @@ def json_safe(d: dict) -> dict:
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MrhdError(f"unknown device {name!r}; use cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MrhdError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
 def stored_train_config(out: str | Path) -> dict:
     """The ``train_config`` a run folder's last.ckpt was written with ({} where there is none).
     Its ``dataset`` is None for QVHighlights and for runs from before datasets were recorded."""
@@ -130,7 +115,7 @@ class Trainer:
         self.out = Path(out)
         self.resume = resume
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        self.device = _device(cfg.device)
+        self.device = parse_device(cfg.device)
         self.spec = get_spec(cfg.model)
         if self.spec.build_criterion is None:
             raise MrhdError(f"model {cfg.model!r} has no training path (no criterion); choose another --model")
@@ -301,7 +286,7 @@ class Trainer:
             "epoch": self.epoch, "train_config": self.cfg.to_dict(), "profile_spec": self.profile.to_dict(),
             "metrics": json.loads(json.dumps(metrics["brief"])),
         })
-        _write_atomic(self.out / "best_val_preds.jsonl", "".join(json.dumps(ln) + "\n" for ln in lines))
+        write_atomic(self.out / "best_val_preds.jsonl", jsonl_text(lines))
 
     def load_last(self) -> None:
         ckpt = load_checkpoint(self.out / "last.ckpt")

@@ -13,15 +13,16 @@ The authors' checkpoints (Moment-DETR, QD-DETR, TR-DETR, CG-DETR, UniVTG) pickle
 from __future__ import annotations
 
 import argparse
-import os
 import pickle
-import tempfile
+import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from mrhd.errors import MrhdError
+from mrhd.io import atomic_open
 
 FORMAT = "mrhd-checkpoint/1"
 
@@ -52,17 +53,17 @@ def save_checkpoint(path: str | Path, *, model: str, config: dict, state_dict: d
         payload[key] = value
     if not path.parent.is_dir():
         raise MrhdError(f"cannot write {path}: folder {path.parent} does not exist; create it first")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(payload, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb", durable=True) as fh:
+        torch.save(payload, fh)
     return path
+
+
+def _reason(err: Exception) -> str:
+    """The line of a ``torch.load`` error that says what is wrong (torch wraps it in advice)."""
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = [ln for ln in lines if not ln.startswith(advice)] or lines or [""]
+    return f"{type(err).__name__}: {detail[0][:200]}"
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -72,30 +73,43 @@ def _unsafe_globals(path: Path) -> list[str]:
         return []
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load any checkpoint safely: tensors, builtins and :data:`LEGACY_SAFE_GLOBALS` only.
+def load_checkpoint(path: str | Path, *, what: str = "PyTorch checkpoint", fix: str = "re-download or re-create it",
+                    also_allow: Sequence = (), also_allow_names: str = "") -> dict:
+    """Load any checkpoint safely: tensors, builtins, :data:`LEGACY_SAFE_GLOBALS` and ``also_allow``
+    only (PANNs' files need numpy arrays; ``also_allow_names`` names them in the refusal). Every
+    model and encoder checkpoint is read here.
 
-    Returns the raw dict (mrhd format or the authors' layout); raises :class:`MrhdError` for a missing
-    file, a file that is not a checkpoint, or one that pickles objects outside the allow-list.
+    Returns the raw dict (mrhd format, the authors' layout, or an encoder's state dict; see
+    :func:`unwrap_state_dict`); raises :class:`MrhdError` for a missing file, a file that is not a
+    ``what`` (``fix`` says what to do), or one that pickles objects outside the allow-list.
     """
     path = Path(path)
     if not path.is_file():
         raise MrhdError(f"checkpoint {path} not found; give an existing file or a registry id "
                         "(see `mrhd weights list`)")
     try:
-        with torch.serialization.safe_globals(LEGACY_SAFE_GLOBALS):
+        with torch.serialization.safe_globals([*LEGACY_SAFE_GLOBALS, *also_allow]):
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        found = [g for g in _unsafe_globals(path)]
-        what = ", ".join(found) if found else str(err).strip().splitlines()[0]
-        raise MrhdError(f"refusing to load {path}: it pickles objects outside the allow-list ({what}); "
-                        "only tensors and the official options Namespace are accepted") from None
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise MrhdError(f"{path} is not a readable PyTorch checkpoint ({type(err).__name__}: {first}); "
-                        "re-download or re-create it") from None
+        blocked = re.findall(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else []
+        if blocked:
+            names = ", ".join(_unsafe_globals(path) or blocked)
+            extra = f" (and {also_allow_names})" if also_allow else ""
+            raise MrhdError(f"refusing to load {path}: it pickles objects outside the allow-list ({names}); "
+                            f"only tensors and the official options Namespace{extra} are accepted") from None
+        raise MrhdError(f"{path} is not a readable {what} ({_reason(err)}); {fix}") from None
     if not isinstance(ckpt, dict):
-        raise MrhdError(f"{path} holds a {type(ckpt).__name__}, not a checkpoint dict")
+        raise MrhdError(f"{path} holds a {type(ckpt).__name__}, not a {what}; {fix}")
+    return ckpt
+
+
+def unwrap_state_dict(ckpt: dict, wrappers: Sequence[str] = ("model", "state_dict")) -> dict:
+    """The state dict inside a loaded checkpoint: the first of ``wrappers`` that holds a dict
+    (training scripts save ``{"model": ...}``, ``{"state_dict": ...}``, ``{"module": ...}``,
+    ``{"model_state": ...}``), else the checkpoint itself (a bare state dict)."""
+    for key in wrappers:
+        if isinstance(ckpt.get(key), dict):
+            return ckpt[key]
     return ckpt
 
 
@@ -105,8 +119,8 @@ def is_mrhd_checkpoint(ckpt: dict) -> bool:
 
 def official_state_dict(ckpt: dict) -> dict:
     """The model weights of an authors' checkpoint (``"model"``; some save the bare state dict)."""
-    sd = ckpt.get("model", ckpt.get("state_dict", ckpt))
-    if not isinstance(sd, dict) or not any(torch.is_tensor(v) for v in sd.values()):
+    sd = unwrap_state_dict(ckpt)
+    if not any(torch.is_tensor(v) for v in sd.values()):
         raise MrhdError("the checkpoint has no model state dict (expected a 'model' entry of tensors)")
     return sd
 

@@ -1,4 +1,4 @@
-"""Test videos written with PyAV: H.264 (+ AAC) mp4 files of chosen size, rate and length, and
+"""Test media written with PyAV beside :func:`mrhd.extract.synthetic.write_video`: audio-only files and
 deliberately broken files. Tests generate their own media; nothing is downloaded."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from mrhd.extract.synthetic import frame_pattern, write_video  # noqa: F401  (re-exported)
+from mrhd.extract.synthetic import write_video
 
 
 def write_audio_only(path: str | Path, duration: float = 3.0, sample_rate: int = 44100) -> Path:

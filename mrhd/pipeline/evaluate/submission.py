@@ -9,13 +9,10 @@ and durations but no labels) and the zip is written atomically: nothing is writt
 
 from __future__ import annotations
 
-import json
-import os
-import tempfile
 import zipfile
 from pathlib import Path
 
-from mrhd.pipeline.evaluate.jsonl import read_jsonl_numbered
+from mrhd.io import atomic_path, jsonl_text, read_jsonl_numbered
 from mrhd.pipeline.evaluate.validate import Issue, raise_on_errors, validate
 
 VAL_NAME = "hl_val_submission.jsonl"
@@ -55,14 +52,7 @@ def pack_submission(out_zip: str | Path, val_preds: str | Path, test_preds: str 
 
     out_zip = Path(out_zip)
     out_zip.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_zip.name}.", suffix=".tmp", dir=out_zip.parent)
-    os.close(fd)
-    try:
-        with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name, preds in entries.items():
-                zf.writestr(name, "".join(json.dumps(p) + "\n" for p in preds))
-        os.replace(tmp, out_zip)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_path(out_zip) as tmp, zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name, preds in entries.items():
+            zf.writestr(name, jsonl_text(preds))
     return found

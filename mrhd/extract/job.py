@@ -1,56 +1,41 @@
-"""The batch job behind ``mrhd extract``: decode in worker processes, encode in device batches that
-pack clips of several videos, write each finished video atomically, resume, report.
+"""The scheduler behind ``mrhd extract``: list the work, pack clips of several videos into device
+batches, write each finished video atomically, resume, report.
 
-Flow: the main process owns the encoders and the stores; ``num_workers`` spawned processes each take
-a video, decode every stream it needs in one pass (``decode.VideoDecoder``, ``audio``), run the
-encoder's CPU-side ``preprocess`` where the encoder offers a picklable ``preprocessor``, and send
-chunks of clips through a bounded queue (so a 3-hour video never piles up in memory). The main
-process fills batches of ``batch_size`` clips from whatever videos are ready, encodes them, and writes
-a video to its store once all its clips are encoded. Decoding thus overlaps model compute.
+Flow: the main process owns the encoders and the stores; ``num_workers`` decoding processes
+(:mod:`mrhd.extract.worker`) each take a video and send its clips in chunks. The main process fills
+batches of ``batch_size`` clips from whatever videos are ready, encodes them, and writes a video to
+its store once all its clips are encoded; finished parts are merged into the stores every
+:data:`COMMIT_EVERY_S` seconds and at the end.
 
 Resume: a video already complete in a stream's store is skipped for that stream (``--overwrite``
-recomputes). A killed job leaves at most finished part files (see ``store.py``), which the next run
-merges; the video that was in flight is simply recomputed.
+recomputes). A killed job leaves at most finished part files (see ``features/store.py``), which the
+next run merges; the video that was in flight is simply recomputed.
 """
 
 from __future__ import annotations
 
-import json
-import multiprocessing as mp
 import os
 import pickle
 import queue
-import resource
 import signal
 import sys
 import time
 from collections import defaultdict, deque
-from collections.abc import Callable, Iterator
-from contextlib import nullcontext
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
-from mrhd.extract import sampling
-from mrhd.extract.audio import iter_audio_chunks
-from mrhd.extract.decode import VIDEO_KINDS, DecodeError, VideoDecoder, probe
 from mrhd.extract.sources import Source
+from mrhd.extract.worker import DecodePool, StreamSpec, timed_messages
 from mrhd.features.store import FeatureStore, store_path
+from mrhd.io import read_jsonl_numbered
 
 COMMIT_EVERY_S = 30.0  # merge finished parts into the main files at least this often
-
-
-@dataclass(frozen=True)
-class StreamSpec:
-    """What a decoding worker needs to know about one stream (picklable)."""
-
-    stream: str
-    kind: str
-    preprocessor: Callable | None  # None: the main process runs encoder.preprocess
-    window_picker: Callable | None = None  # window_frames: the encoder's window_frame_picker
 
 
 @dataclass
@@ -101,180 +86,12 @@ class Summary:
         return "\n".join(lines)
 
 
-# ------------------------------------------------------------------------------------ worker side
 def _picklable(obj) -> bool:
     try:
         pickle.dumps(obj)
         return True
     except Exception:  # noqa: BLE001
         return False
-
-
-def _short(reason: str, path: str) -> str:
-    """The message without the path prefix (the summary prints the path)."""
-    prefix = f"{path}: "
-    return reason[len(prefix):] if reason.startswith(prefix) else reason
-
-
-def _shared_picker(specs: list[StreamSpec]) -> Callable | None:
-    """The window picker when every window_frames stream picks the same frames; otherwise None
-    (whole windows, which each encoder's preprocess picks from: pickers are idempotent)."""
-    pickers = {s.window_picker for s in specs}
-    return pickers.pop() if len(pickers) == 1 else None
-
-
-def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, threads: int = 0) -> Iterator[tuple]:
-    """Everything one video sends to the main process, in order:
-    ``("chunk", vid, stream, start, payload, n)``, ``("done", vid, stream, n_clips, duration)`` or
-    ``("error", vid, stream, reason)`` per stream. The caller sends ``("end", vid, seconds)`` after.
-    ``threads``: decoder threads (0: FFmpeg's choice, one per core plus one)."""
-    video_specs = [s for s in specs if s.kind in VIDEO_KINDS]
-    audio_specs = [s for s in specs if s.kind == "audio_chunk"]
-    duration = -1.0
-
-    def pack(spec: StreamSpec, arrays: list):
-        # numpy, not torch: torch shares tensors between processes through file descriptors that
-        # die with the worker; a pickled array travels by value
-        if spec.preprocessor is None:
-            return list(arrays)
-        out = spec.preprocessor(arrays)
-        return out.numpy() if isinstance(out, torch.Tensor) else np.asarray(out)
-
-    if video_specs:
-        buffers: dict[str, list] = {s.stream: [] for s in video_specs}
-        starts = dict.fromkeys(buffers, 0)
-        by_kind: dict[str, list[StreamSpec]] = defaultdict(list)
-        for s in video_specs:
-            by_kind[s.kind].append(s)
-        sent: list[tuple] = []
-        try:
-            decoder = VideoDecoder(path, list(by_kind), threads=threads,
-                                   window_picker=_shared_picker(by_kind.get("window_frames", [])))
-            duration = decoder.info.duration
-            for kind, _index, array in decoder:
-                for spec in by_kind[kind]:
-                    buf = buffers[spec.stream]
-                    buf.append(array)
-                    if len(buf) >= chunk:
-                        yield ("chunk", vid, spec.stream, starts[spec.stream], pack(spec, buf), len(buf))
-                        starts[spec.stream] += len(buf)
-                        buf.clear()
-            if duration <= 0 and decoder.t_end is not None:
-                duration = float(decoder.t_end)
-            for spec in video_specs:
-                buf = buffers[spec.stream]
-                if buf:
-                    yield ("chunk", vid, spec.stream, starts[spec.stream], pack(spec, buf), len(buf))
-                    starts[spec.stream] += len(buf)
-                    buf.clear()
-                if starts[spec.stream] == 0:
-                    sent.append(("error", vid, spec.stream,
-                                 "video too short: the sampler gives no clip"))
-                else:
-                    sent.append(("done", vid, spec.stream, starts[spec.stream], duration))
-        except DecodeError as err:
-            sent = [("error", vid, s.stream, _short(str(err), path)) for s in video_specs]
-        except Exception as err:  # noqa: BLE001  (a damaged file must not end the batch)
-            sent = [("error", vid, s.stream, f"decoding failed ({type(err).__name__}: {err})")
-                    for s in video_specs]
-        yield from sent
-
-    for spec in audio_specs:
-        buf, start = [], 0
-        try:
-            for _index, samples in iter_audio_chunks(path):
-                buf.append(samples)
-                if len(buf) >= chunk:
-                    yield ("chunk", vid, spec.stream, start, pack(spec, buf), len(buf))
-                    start += len(buf)
-                    buf = []
-            if buf:
-                yield ("chunk", vid, spec.stream, start, pack(spec, buf), len(buf))
-                start += len(buf)
-            if start == 0:
-                yield ("error", vid, spec.stream, "audio shorter than 2 s: no chunk")
-            else:
-                if duration <= 0:
-                    duration = start * sampling.CLIP_LEN
-                    try:
-                        duration = probe(path).duration
-                    except DecodeError:
-                        pass
-                yield ("done", vid, spec.stream, start, duration)
-        except DecodeError as err:
-            yield ("error", vid, spec.stream, _short(str(err), path))
-        except Exception as err:  # noqa: BLE001
-            yield ("error", vid, spec.stream, f"audio decoding failed ({type(err).__name__}: {err})")
-
-
-def timed_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, threads: int = 0) -> Iterator[tuple]:
-    """``decode_messages`` then ``("end", vid, seconds)``, seconds = time spent producing them (not
-    time the consumer held the generator)."""
-    spent = cpu = 0.0
-    gen = decode_messages(path, vid, specs, chunk, threads)
-    while True:
-        t0, c0 = time.perf_counter(), time.process_time()
-        try:
-            msg = next(gen)
-        except StopIteration:
-            msg = None
-        spent += time.perf_counter() - t0
-        cpu += time.process_time() - c0
-        if msg is None:
-            break
-        yield msg
-    yield ("end", vid, spent, peak_rss_mb(), cpu)
-
-
-def _die_with_parent() -> None:
-    """Linux: the kernel kills this worker when the main process dies (even by kill -9), so no
-    orphan keeps decoding; elsewhere the ppid checks in :func:`_worker_main` do it."""
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL("libc.so.6", use_errno=True)
-        libc.prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
-
-
-def _worker_main(tasks, results, chunk: int, threads: int, parent: int) -> None:
-    """A decoding process: Ctrl-C is left to the main process, which stops the workers."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
-    if os.getppid() != parent:  # the main process died while this one was starting
-        return
-    torch.set_num_threads(max(1, threads))
-
-    def put(msg) -> None:
-        while True:
-            try:
-                results.put(msg, timeout=1.0)
-                return
-            except queue.Full:
-                if os.getppid() != parent:
-                    os._exit(0)
-
-    while True:
-        try:
-            task = tasks.get(timeout=1.0)
-        except queue.Empty:
-            if os.getppid() != parent:
-                return
-            continue
-        if task is None:
-            return
-        path, vid, specs = task
-        put(("start", vid, os.getpid()))
-        # one decoder thread: the workers already run side by side with the model, and FFmpeg's
-        # frame threads cost ~30% more CPU per clip (13.5 vs 10.5 ms, 640x360 H.264, 2-core CPU)
-        for msg in timed_messages(path, vid, specs, chunk, threads=max(1, threads)):
-            put(msg)
-
-
-# ------------------------------------------------------------------------------------ main side
-class _Interrupted(Exception):
-    pass
 
 
 @dataclass
@@ -294,48 +111,6 @@ class _Video:
     stored: set = field(default_factory=set)
     failed: set = field(default_factory=set)
     ended: bool = False
-
-
-class DecodePool:
-    """The spawned decoding workers. Start it early (``mrhd extract`` starts it before building the
-    encoders): each worker imports torch and the preprocessors, which takes seconds, and that can
-    overlap with loading the models."""
-
-    def __init__(self, num_workers: int, chunk: int, threads: int = 1):
-        self.num_workers = num_workers
-        self.chunk = chunk
-        self.threads = threads
-        self.workers: dict[int, mp.Process] = {}
-        self.started = False
-
-    def start(self) -> DecodePool:
-        if not self.started:
-            self.ctx = mp.get_context("spawn")
-            self.tasks = self.ctx.Queue()
-            self.results = self.ctx.Queue(maxsize=max(4, 4 * self.num_workers))
-            for _ in range(self.num_workers):
-                self.spawn()
-            self.started = True
-        return self
-
-    def spawn(self) -> None:
-        p = self.ctx.Process(target=_worker_main, daemon=True,
-                             args=(self.tasks, self.results, self.chunk, self.threads, os.getpid()))
-        p.start()
-        self.workers[p.pid] = p
-
-    def stop(self) -> None:
-        if not self.started:
-            return
-        for p in self.workers.values():
-            if p.is_alive():
-                p.terminate()
-        for p in self.workers.values():
-            p.join(timeout=5)
-        self.results.cancel_join_thread()
-        self.tasks.cancel_join_thread()
-        self.workers.clear()
-        self.started = False
 
 
 class ExtractJob:
@@ -436,13 +211,7 @@ class ExtractJob:
             tensors = [torch.from_numpy(p[2]) if isinstance(p[2], np.ndarray)
                        else p[2] if isinstance(p[2], torch.Tensor) else enc.preprocess(p[2]) for p in live]
             batch = torch.cat(tensors) if len(tensors) > 1 else tensors[0]
-            device = getattr(enc, "device", torch.device("cpu"))
-            dtype = getattr(enc, "autocast_dtype", None)
-            ctx = (torch.autocast(device_type="cuda", dtype=dtype)
-                   if device.type == "cuda" and dtype is not None else nullcontext())
-            with torch.inference_mode(), ctx:
-                feats = enc.encode(batch.to(device, non_blocking=True))
-            feats = feats.float().cpu().numpy()
+            feats = encode_clips(enc, batch)
             if feats.shape[0] != batch.shape[0]:
                 raise RuntimeError(f"returned {feats.shape[0]} rows for {batch.shape[0]} clips")
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: these videos fail, the job goes on
@@ -674,43 +443,28 @@ def device_oom(err: Exception) -> bool:
 
 def read_queries(path: str | Path, summary: Summary | None = None) -> list[tuple[str, str]]:
     """``(qid, query)`` of a QVHighlights-style JSONL file (one object per line with ``qid`` and
-    ``query``); bad lines are reported in ``summary`` (or raise when there is none)."""
+    ``query``, first line of a qid wins); bad lines are reported in ``summary`` in file order (or
+    the first raises when there is none)."""
     path = Path(path)
     if not path.is_file():
         raise MrhdError(f"--queries {path}: file not found")
+    unreadable: list[int] = []
+    objects = read_jsonl_numbered(path, on_bad_line=lambda bad: unreadable.append(bad.lineno))
     rows, seen = [], set()
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-            qid, query = obj["qid"], obj["query"]
-        except (ValueError, KeyError, TypeError):
+    for lineno, obj in sorted(objects + [(n, None) for n in unreadable], key=lambda row: row[0]):
+        if obj is None or "qid" not in obj or "query" not in obj:
             problem = Failure(f"{path}:{lineno}", None, "not a JSON object with 'qid' and 'query'")
+        elif not isinstance(obj["query"], str) or not obj["query"].strip():
+            problem = Failure(f"{path}:{lineno}", None, f"query {obj['qid']} is empty")
         else:
-            if not isinstance(query, str) or not query.strip():
-                problem = Failure(f"{path}:{lineno}", None, f"query {qid} is empty")
-            else:
-                if str(qid) not in seen:
-                    seen.add(str(qid))
-                    rows.append((str(qid), query))
-                continue
+            if str(obj["qid"]) not in seen:
+                seen.add(str(obj["qid"]))
+                rows.append((str(obj["qid"]), obj["query"]))
+            continue
         if summary is None:
             raise MrhdError(f"{problem.path}: {problem.reason}")
         summary.failures.append(problem)
     return rows
-
-
-def peak_rss_mb() -> float:
-    """Peak resident memory of this process in MiB. ``VmHWM`` rather than ``ru_maxrss``: a spawned
-    worker inherits ru_maxrss from the fork of its (large) parent, VmHWM starts afresh at exec."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def install_sigterm() -> Callable[[], None]:
@@ -722,7 +476,3 @@ def install_sigterm() -> Callable[[], None]:
 
     signal.signal(signal.SIGTERM, handler)
     return lambda: signal.signal(signal.SIGTERM, previous)
-
-
-__all__ = ["DecodePool", "ExtractJob", "Summary", "Failure", "StreamSpec", "decode_messages", "read_queries",
-           "peak_rss_mb", "install_sigterm"]

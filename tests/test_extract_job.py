@@ -17,11 +17,12 @@ import pytest
 from mrhd.errors import MrhdError
 from mrhd.extract.audio import iter_audio_chunks
 from mrhd.extract.decode import VideoDecoder
-from mrhd.extract.jobs import ExtractJob, read_queries
+from mrhd.extract.job import ExtractJob, read_queries
 from mrhd.extract.sources import expand_inputs, parse_shard, shard
+from mrhd.extract.synthetic import write_video
 from mrhd.features.store import FeatureStore, store_path
 from tests.helpers.extract_encoders import StatsEncoder, clip_statistics
-from tests.helpers.videos import write_audio_only, write_broken, write_video
+from tests.helpers.videos import write_audio_only, write_broken
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -193,7 +194,7 @@ def test_read_queries(tmp_path):
     ann = tmp_path / "ann.jsonl"
     ann.write_text('{"qid": 1, "query": "a dog runs", "vid": "x"}\n{"qid": 2, "query": "  "}\nnot json\n'
                    '{"qid": 3, "query": "a cat"}\n')
-    from mrhd.extract.jobs import Summary
+    from mrhd.extract.job import Summary
 
     summary = Summary()
     assert read_queries(ann, summary) == [("1", "a dog runs"), ("3", "a cat")]
@@ -288,8 +289,8 @@ def test_cli_text_streams_take_the_video_weights_and_only_shard_0_writes_them(tm
 _KILLABLE = """
 import sys, time
 import numpy as np
-import mrhd.extract.jobs as jobs
-from mrhd.extract.jobs import ExtractJob
+import mrhd.extract.job as extract_job
+from mrhd.extract.job import ExtractJob
 from mrhd.extract.sources import expand_inputs
 from tests.helpers.extract_encoders import StatsEncoder
 
@@ -298,10 +299,10 @@ class Slow(StatsEncoder):
         time.sleep(0.15)
         return super().encode(batch)
 
-jobs.COMMIT_EVERY_S = 0.0
+extract_job.COMMIT_EVERY_S = 0.0
 job = ExtractJob([Slow("clip", "clip_frame"), Slow("slowfast", "slowfast_clip")], sys.argv[1],
                  batch_size=2, num_workers=0, progress=False, chunk=1)
-undo = jobs.install_sigterm()
+undo = extract_job.install_sigterm()
 try:
     s = job.run_videos(expand_inputs([sys.argv[2]]).sources)
 except KeyboardInterrupt:
@@ -392,7 +393,7 @@ def test_a_crashed_worker_fails_one_video_and_is_replaced(tmp_path, videos):
 
 def test_window_streams_share_a_picker_only_when_they_pick_alike():
     from mrhd.encoders.internvideo2.frames import SegmentMiddles
-    from mrhd.extract.jobs import StreamSpec, _shared_picker
+    from mrhd.extract.worker import StreamSpec, _shared_picker
 
     a, b, c = (StreamSpec(n, "window_frames", None, p) for n, p in
                (("a", SegmentMiddles(8)), ("b", SegmentMiddles(8)), ("c", SegmentMiddles(4))))

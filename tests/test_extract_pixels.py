@@ -132,7 +132,7 @@ def test_one_pass_streams_are_the_cli_bytes(name):
     hashes = record["slowfast"]["sha256"]
     fast = sampling.slowfast_fast_indices(decoder.info.avg_frame_rate)
     block = sampling.CLIP_LEN * sampling.SLOWFAST_FPS
-    clips = SlowFastFrames()(got["slowfast_clip"]).numpy()
+    clips = SlowFastFrames()(got["slowfast_clip"]).numpy() if got["slowfast_clip"] else []
     assert len(clips) == sampling.slowfast_n_clips(len(hashes), decoder.info.stream_duration)
     for c, clip in enumerate(clips):
         assert [_sha(f) for f in clip] == [hashes[min(c * block + off, len(hashes) - 1)] for off in fast], c

@@ -58,7 +58,7 @@ class VideoInfo:
     """What the samplers need to know about a file before decoding it."""
 
     path: str
-    width: int
+    width: int  # coded size, as ffprobe prints it (before the display matrix turns the frames)
     height: int
     stream_duration: float  # as ffprobe prints it, -1 when unknown (HERO's rule input)
     avg_frame_rate: Fraction | None

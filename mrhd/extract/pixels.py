@@ -44,7 +44,7 @@ CLI_PIXELS = ("ffmpeg 5.1 CLI chain on libavfilter: autorotate (display matrix),
               "rgb24; frame choice by the fps rule on timestamps")
 WINDOW_PIXELS = ("native frames upright (autorotate) in rgb24, whole frame resized to 224x224 "
                  "bicubic (torch, no antialias, rounded: InternVideo2_CLIP transform), no crop")
-PIXELS_VERSION = 2  # 1: one swscale call to rgb24, no autorotation (before 2025-12)
+PIXELS_VERSION = 2  # 1 (recipes without "pixels"): one swscale call to rgb24, no autorotation
 
 
 def scaled_size(width: int, height: int, size: int = FRAME_SIZE) -> tuple[int, int]:

@@ -29,6 +29,7 @@ import math
 import struct
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import av
 import numpy as np
@@ -196,7 +197,25 @@ def square_resize(rgb: np.ndarray, size: int = FRAME_SIZE) -> np.ndarray:
     single = rgb.ndim == 3
     x = torch.from_numpy(np.ascontiguousarray(rgb[None] if single else rgb))
     if tuple(x.shape[1:3]) != (size, size):
-        y = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(size, size), mode="bicubic", align_corners=False)
-        x = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    out = x.contiguous().numpy()
+        with _one_torch_thread():
+            y = F.interpolate(x.permute(0, 3, 1, 2).float(), size=(size, size), mode="bicubic", align_corners=False)
+            x = y.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous()
+    out = x.numpy()
     return out[0] if single else out
+
+
+@contextmanager
+def _one_torch_thread():
+    """One frame's resize is too small to share out: on a busy 2-core CPU, OpenMP's hand-offs made
+    it 60-100 ms instead of 6 ms (640x360 -> 224). Decoding workers already run one torch thread;
+    this covers decoding in the main process (``mrhd predict``, ``--num-workers 0``), where decoding
+    and the model take turns, so the model's thread count is back before it runs."""
+    threads = torch.get_num_threads()
+    if threads == 1:
+        yield
+        return
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)

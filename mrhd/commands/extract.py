@@ -39,6 +39,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "repeatable")
     p.add_argument("--encoder-size", choices=("full", "tiny"), default="full",
                    help="'tiny' builds reduced random encoders (with --random-weights; tests)")
+    p.add_argument("--precision", choices=("official", "fast"), default="official",
+                   help="on CUDA: 'official' computes as the released features were (CLIP fp16 weights, "
+                        "SlowFast fp32); 'fast' runs both under fp16 autocast (default: official)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -101,6 +104,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         encoders = [build(n) for n in dict.fromkeys(names)]
+        for encoder in encoders:
+            encoder.set_precision(args.precision)
         # a text stream reads the checkpoint of its video encoder unless given its own
         text_encoders = [build(TEXT_STREAM_OF[n], weights.get(TEXT_STREAM_OF[n]) or weights.get(n))
                          for n in dict.fromkeys(names) if n in TEXT_STREAM_OF] if args.queries else []

@@ -184,7 +184,8 @@ def test_checkpoint_saved_by_the_official_runner_converts(case, tmp_path):
     """train.py:185-192 saves ``{"model": state_dict_without_module(model, "text_encoder"),
     "optimizer", "lr_scheduler", "epoch", "opt": Namespace}``; ``mrhd weights convert --model mesm``
     turns it into a checkpoint whose model predicts as the fixture's."""
-    from mrhd.models.convert import convert_checkpoint
+    from mrhd.features.profiles import load_profile
+    from mrhd.models.convert import convert_checkpoint, streams_from_opt
     from mrhd.models.registry import make_config
     from mrhd.weights.checkpoint import load_checkpoint
 
@@ -195,7 +196,8 @@ def test_checkpoint_saved_by_the_official_runner_converts(case, tmp_path):
     torch.save({"model": {k: v for k, v in state.items() if "text_encoder" not in k}, "optimizer": {},
                 "lr_scheduler": {}, "epoch": 0, "opt": argparse.Namespace(**config["opt_small"])}, src)
     summary = convert_checkpoint(src, tmp_path / "mesm.ckpt", model="mesm")
-    assert summary["profile"] == get_spec("mesm").default_profile
+    assert summary["keys"] == len(convert_state_dict(state))
+    assert load_profile(summary["profile"]).video == streams_from_opt(config["opt_small"])[0]
     ckpt = load_checkpoint(tmp_path / "mesm.ckpt")
     model = build(make_config("mesm", ckpt["config"])).eval()
     model.load_state_dict(ckpt["state_dict"], strict=True)

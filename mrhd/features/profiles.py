@@ -42,6 +42,15 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + L2_EPS)
 
 
+def torch_l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise ``F.normalize(x, dim=1)`` (``x / max(||x||, 1e-12)``) in float32 torch, as MESM's
+    loader normalises each feature file (lntzm/MESM dataset/qvhighlights.py:201-211)."""
+    import torch
+    import torch.nn.functional as F
+
+    return F.normalize(torch.from_numpy(np.ascontiguousarray(x)), dim=1).numpy()
+
+
 def tef(length: int) -> np.ndarray:
     """Temporal endpoint feature ``[t/L, (t+1)/L]``, float32, computed with the same torch ops as
     the official loaders so that the numbers match bit for bit."""
@@ -67,6 +76,7 @@ class Profile:
     max_q_l: int | None = 32          # None: no cap (UniVTG)
     text_keep_last: bool = False      # MESM: body cut so that the last (EOT) token survives
     normalize: bool = True
+    l2: str = "loader"                # "loader": x / (||x|| + 1e-5); "torch": F.normalize (MESM's loader)
 
     # ---- what it needs -------------------------------------------------------------------
     @property
@@ -113,7 +123,7 @@ class Profile:
             x = x[:cap] if cap is not None else x
             x = x.astype(np.float32)
             if self.normalize:
-                x = l2_normalize(x)
+                x = torch_l2_normalize(x) if self.l2 == "torch" else l2_normalize(x)
             parts.append(x)
         n = min(len(p) for p in parts)   # encoders disagree by a clip or two; trim to the shortest
         return np.concatenate([p[:n] for p in parts], axis=1)
@@ -202,6 +212,8 @@ def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
         if s not in STREAM_DIMS:
             raise MrhdError(f"feature profile {d['name']!r} names unknown stream {s!r}; "
                             f"known: {', '.join(STREAM_DIMS)}")
+    if d.get("l2", "loader") not in ("loader", "torch"):
+        raise MrhdError(f"feature profile {d['name']!r}: l2 {d['l2']!r} is unknown; choose loader or torch")
     return Profile(**d)
 
 

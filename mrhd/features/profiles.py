@@ -31,7 +31,7 @@ CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "features"   # sh
 # is opened. A store's own ``dim`` attribute is checked against it when read.
 STREAM_DIMS: dict[str, int] = {
     "clip": 512, "slowfast": 2304, "pann": 2048, "blip2": 768, "internvideo2": 768,
-    "clip_text": 512, "blip2_text": 768, "internvideo2_text": 4096,
+    "clip_text": 512, "blip2_text": 768, "internvideo2_text": 1024,   # InternVideo2-1B's BERT-large tokens
 }
 TEF_DIM = 2
 L2_EPS = 1e-5   # moment_detr utils/basic_utils.py l2_normalize_np_array
@@ -77,6 +77,7 @@ class Profile:
     text_keep_last: bool = False      # MESM: body cut so that the last (EOT) token survives
     normalize: bool = True
     l2: str = "loader"                # "loader": x / (||x|| + 1e-5); "torch": F.normalize (MESM's loader)
+    dims: dict | None = None          # stream -> width where the encoder variant differs from STREAM_DIMS
 
     # ---- what it needs -------------------------------------------------------------------
     @property
@@ -89,19 +90,23 @@ class Profile:
         """The stores that must exist (optional audio excluded)."""
         return self.video + self.text + (() if self.audio_optional else self.audio)
 
+    def dim_of(self, stream: str) -> int:
+        """Width of ``stream`` in this profile (``dims`` names other variants, e.g. InternVideo2-6B)."""
+        return (self.dims or {}).get(stream, STREAM_DIMS[stream])
+
     @property
     def video_dim(self) -> int:
-        return sum(STREAM_DIMS[s] for s in self.video) + (TEF_DIM if self.tef else 0)
+        return sum(self.dim_of(s) for s in self.video) + (TEF_DIM if self.tef else 0)
 
     @property
     def text_dim(self) -> int:
-        return sum(STREAM_DIMS[s] for s in self.text)
+        return sum(self.dim_of(s) for s in self.text)
 
     @property
     def audio_dim(self) -> int:
         if not self.audio:
             return 0
-        return sum(STREAM_DIMS[s] for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
+        return sum(self.dim_of(s) for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
 
     def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)
@@ -212,6 +217,8 @@ def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
         if s not in STREAM_DIMS:
             raise MrhdError(f"feature profile {d['name']!r} names unknown stream {s!r}; "
                             f"known: {', '.join(STREAM_DIMS)}")
+    if set(d.get("dims") or {}) - set(d["video"] + d["text"] + d["audio"]):
+        raise MrhdError(f"feature profile {d['name']!r}: dims names streams it does not read")
     if d.get("l2", "loader") not in ("loader", "torch"):
         raise MrhdError(f"feature profile {d['name']!r}: l2 {d['l2']!r} is unknown; choose loader or torch")
     return Profile(**d)
@@ -282,8 +289,9 @@ def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreRe
         if reader.encoder != stream:
             raise MrhdError(f"{path} holds {reader.encoder!r} features but profile {profile.name!r} needs "
                             f"{stream!r} there; point --features at the right folder or re-extract")
-        if reader.dim and reader.dim != STREAM_DIMS[stream]:
-            raise MrhdError(f"{path} has dim {reader.dim}, expected {STREAM_DIMS[stream]} for {stream!r}")
+        if reader.dim and reader.dim != profile.dim_of(stream):
+            raise MrhdError(f"{path} has dim {reader.dim}, expected {profile.dim_of(stream)} for {stream!r} "
+                            f"(profile {profile.name!r})")
         stores[stream] = reader
     return stores
 

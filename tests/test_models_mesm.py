@@ -1,6 +1,6 @@
 """MESM: registration and configs, shapes and masks, padding and batch invariance, the frozen CLIP
-text tower fed ids, every trainable parameter learning, checkpoints, and a short `mrhd train` run.
-No fixture exists for MESM (docs/MODELS.md); these are properties of the model itself."""
+text tower fed ids, every trainable parameter learning, checkpoints, and a short `mrhd train` run:
+properties of the model itself (its equality with the authors' code: test_models_mesm_fidelity.py)."""
 
 from __future__ import annotations
 

@@ -21,9 +21,9 @@ import numpy as np
 import pytest
 import torch
 
+from mrhd.encoders import pixels as encoder_pixels
 from mrhd.encoders.clip import ClipFrames
 from mrhd.encoders.slowfast import SlowFastFrames
-from mrhd.encoders import pixels as encoder_pixels
 from mrhd.extract import cli_frames as pixels
 from mrhd.extract import sampling
 from mrhd.extract.decode import VideoDecoder, iter_fps_frames, probe, to_rgb

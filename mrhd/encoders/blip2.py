@@ -71,11 +71,17 @@ from mrhd.encoders.base import (
     resolve_encoder_weights,
 )
 from mrhd.encoders.factory import register_encoder
-from mrhd.encoders.pixels import CLIP_MEAN, CLIP_STD, normalise_pixels, resize_frames
+from mrhd.encoders.pixels import (
+    CLI_PIXELS,
+    CLIP_MEAN,
+    CLIP_STD,
+    PIXELS_VERSION,
+    normalise_pixels,
+    resize_frames,
+)
 from mrhd.encoders.wordpiece import wordpiece_tokenizer
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
-from mrhd.encoders.pixels import CLI_PIXELS, PIXELS_VERSION
 
 WEIGHTS_ID = "blip2-pretrain"
 HF_CHECKPOINT = "Salesforce/blip2-itm-vit-g"

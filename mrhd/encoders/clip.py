@@ -16,10 +16,9 @@ import torch
 
 from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
-from mrhd.encoders.pixels import CLIP_MEAN, CLIP_STD, normalise_pixels
+from mrhd.encoders.pixels import CLI_PIXELS, CLIP_MEAN, CLIP_STD, PIXELS_VERSION, normalise_pixels
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
-from mrhd.encoders.pixels import CLI_PIXELS, PIXELS_VERSION
 
 WEIGHTS_ID = "clip-vit-b32-openai"
 SOT_TOKEN = 49406

@@ -19,8 +19,8 @@ from torch import nn
 
 from mrhd.encoders.base import EncoderInfo, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
-from mrhd.errors import MrhdError
 from mrhd.encoders.pixels import CLI_PIXELS, PIXELS_VERSION
+from mrhd.errors import MrhdError
 
 WEIGHTS_ID = "slowfast-r50-8x8-k400-pyslowfast"
 MEAN = 0.45    # PySlowFast DATA.MEAN / DATA.STD defaults, per channel

@@ -30,12 +30,9 @@ import math
 import struct
 import threading
 from collections import OrderedDict
-from contextlib import contextmanager
 
 import av
 import numpy as np
-import torch
-import torch.nn.functional as F
 from av.filter import Graph
 
 FRAME_SIZE = 224  # short side and crop of FEATURES.md

@@ -42,8 +42,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from mrhd.errors import MrhdError
 from mrhd.encoders.pixels import square_resize
+from mrhd.errors import MrhdError
 from mrhd.extract import cli_frames, sampling
 from mrhd.extract.cli_frames import FRAME_SIZE, scaled_size  # noqa: F401  (re-exported)
 

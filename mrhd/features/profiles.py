@@ -36,6 +36,15 @@ def l2_normalize(x: np.ndarray) -> np.ndarray:
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + L2_EPS)
 
 
+def torch_l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise ``F.normalize(x, dim=1)`` (``x / max(||x||, 1e-12)``) in float32 torch, as MESM's
+    loader normalises each feature file (lntzm/MESM dataset/qvhighlights.py:201-211)."""
+    import torch
+    import torch.nn.functional as F
+
+    return F.normalize(torch.from_numpy(np.ascontiguousarray(x)), dim=1).numpy()
+
+
 def tef(length: int) -> np.ndarray:
     """Temporal endpoint feature ``[t/L, (t+1)/L]``, float32, computed with the same torch ops as
     the official loaders so that the numbers match bit for bit."""
@@ -61,6 +70,8 @@ class Profile:
     max_q_l: int | None = 32          # None: no cap (UniVTG)
     text_keep_last: bool = False      # MESM: body cut so that the last (EOT) token survives
     normalize: bool = True
+    l2: str = "loader"                # "loader": x / (||x|| + 1e-5); "torch": F.normalize (MESM's loader)
+    dims: dict | None = None          # stream -> width where the encoder variant differs from STREAMS
 
     # ---- what it needs -------------------------------------------------------------------
     @property
@@ -73,19 +84,23 @@ class Profile:
         """The stores that must exist (optional audio excluded)."""
         return self.video + self.text + (() if self.audio_optional else self.audio)
 
+    def dim_of(self, stream: str) -> int:
+        """Width of ``stream`` in this profile (``dims`` names other variants, e.g. InternVideo2-6B)."""
+        return (self.dims or {}).get(stream, STREAMS[stream].dim)
+
     @property
     def video_dim(self) -> int:
-        return sum(STREAMS[s].dim for s in self.video) + (TEF_DIM if self.tef else 0)
+        return sum(self.dim_of(s) for s in self.video) + (TEF_DIM if self.tef else 0)
 
     @property
     def text_dim(self) -> int:
-        return sum(STREAMS[s].dim for s in self.text)
+        return sum(self.dim_of(s) for s in self.text)
 
     @property
     def audio_dim(self) -> int:
         if not self.audio:
             return 0
-        return sum(STREAMS[s].dim for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
+        return sum(self.dim_of(s) for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
 
     def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)
@@ -107,7 +122,7 @@ class Profile:
             x = x[:cap] if cap is not None else x
             x = x.astype(np.float32)
             if self.normalize:
-                x = l2_normalize(x)
+                x = torch_l2_normalize(x) if self.l2 == "torch" else l2_normalize(x)
             parts.append(x)
         n = min(len(p) for p in parts)   # encoders disagree by a clip or two; trim to the shortest
         return np.concatenate([p[:n] for p in parts], axis=1)
@@ -196,6 +211,10 @@ def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
         if s not in STREAMS:
             raise MrhdError(f"feature profile {d['name']!r} names unknown stream {s!r}; "
                             f"known: {', '.join(STREAMS)}")
+    if set(d.get("dims") or {}) - set(d["video"] + d["text"] + d["audio"]):
+        raise MrhdError(f"feature profile {d['name']!r}: dims names streams it does not read")
+    if d.get("l2", "loader") not in ("loader", "torch"):
+        raise MrhdError(f"feature profile {d['name']!r}: l2 {d['l2']!r} is unknown; choose loader or torch")
     return Profile(**d)
 
 
@@ -264,8 +283,9 @@ def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreRe
         if reader.encoder != stream:
             raise MrhdError(f"{path} holds {reader.encoder!r} features but profile {profile.name!r} needs "
                             f"{stream!r} there; point --features at the right folder or re-extract")
-        if reader.dim and reader.dim != STREAMS[stream].dim:
-            raise MrhdError(f"{path} has dim {reader.dim}, expected {STREAMS[stream].dim} for {stream!r}")
+        if reader.dim and reader.dim != profile.dim_of(stream):
+            raise MrhdError(f"{path} has dim {reader.dim}, expected {profile.dim_of(stream)} for {stream!r} "
+                            f"(profile {profile.name!r})")
         stores[stream] = reader
     return stores
 

@@ -29,9 +29,10 @@ from mrhd.weights.checkpoint import (
 
 def streams_from_opt(opt: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(video streams in order, audio streams) of an official run, read from its feature folder
-    names (``v_feat_dirs``, ``a_feat_dir``); None when a folder name is not recognised."""
+    names (``v_feat_dirs``, ``a_feat_dir``) or feature files (MESM's ``feat_files``); None when a
+    name is not recognised."""
     video = []
-    for d in opt.get("v_feat_dirs") or []:
+    for d in opt.get("v_feat_dirs") or opt.get("feat_files") or []:
         stream = stream_of_folder(Path(str(d).rstrip("/")).name)
         if stream is None:
             return None

@@ -26,7 +26,6 @@ from mrhd.encoders.internvideo2.frames import (
 from mrhd.encoders.internvideo2.model import build
 from mrhd.encoders.internvideo2.text_llama import PREFIX
 from mrhd.encoders.internvideo2.tokenizer import bert_tokenizer, llama_tokenizer
-from mrhd.errors import MrhdError
 from mrhd.encoders.pixels import PIXELS_VERSION, WINDOW_PIXELS
 
 DEFAULT_WEIGHTS = "internvideo2-1b-stage2"

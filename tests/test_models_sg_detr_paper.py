@@ -1,5 +1,5 @@
 """SG-DETR follows its paper (Gordeev et al., arXiv 2410.01615) wherever the paper states a value:
-one test per statement (the model card, mrhd/models/sg_detr/CARD_NOTES.md, cites each)."""
+one test per statement (the model card, mrhd/models/sg_detr/README.md, cites each)."""
 
 from __future__ import annotations
 

@@ -8,7 +8,8 @@ the shared layers of :mod:`mrhd.models`.
   (masked sentence slots <- clips). Keys ``t2v_encoder.layers.N.*`` as the official wrapper.
 - :class:`MESMTransformer`: the DETR with a global token: encoder on [global, video], the anchor
   decoder of QD-DETR; keys ``encoder.*`` / ``decoder.*`` as the official ``Transformer``.
-- :class:`SegmentSentenceReconstructor`: SS-MESM's masked-sentence reconstruction from the video.
+- :class:`SegmentSentenceReconstructor`: SS-MESM's masked-sentence reconstruction from the clips it
+  is given (the query's group's videos, concatenated, on QVHighlights; its own video otherwise).
 - :func:`mask_words`: FW-MESM's word masking (a third of the words, weighted sampling).
 """
 

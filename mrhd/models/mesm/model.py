@@ -2,10 +2,11 @@
 Retrieval", AAAI 2024), after the authors' code lntzm/MESM (``model/model.py``, ``runner.py``).
 
 The network (:class:`MESM`: FW-MESM enhancement and word reconstruction, SS-MESM sentence
-reconstruction, T2V aligner, QD-DETR-style DETR), its config and its ModelSpec. Settings taken from
-the released code, the choices where paper and code are silent (batching by query, negatives, word
-weights, vocabulary, text precision) and the checkpoint key layout: the model card, ``README.md`` in
-this folder.
+reconstruction, T2V aligner, QD-DETR-style DETR), its config (CLIP text states or ids, or the
+authors' stored word features) and its ModelSpec, with the converter of checkpoints saved by the
+authors' train.py. Settings taken from the released code (groups, negatives, word masking), the
+choices where paper and code are silent (batching by query, word weights, vocabulary, text
+precision), the checkpoint format and the fixture test: the model card, ``README.md`` in this folder.
 """
 
 from __future__ import annotations
@@ -295,7 +296,7 @@ class MESM(nn.Module):
                 labels = self.word_label_map[ids]
             if cfg.rec_fw and self.training and labels is not None:
                 weight = targets.get("words_weight")
-                if weight is None:   # body tokens 1, SOT / EOT 0 (see the module docstring)
+                if weight is None:   # body tokens 1, SOT / EOT 0 (see the model card)
                     weight = (labels < cfg.vocab_size + 1) & words_mask
                 unknown = targets.get("unknown_mask")
                 if unknown is None:

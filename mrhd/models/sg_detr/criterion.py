@@ -1,7 +1,7 @@
 """SG-DETR's losses, one small method per term, on top of the shared :class:`SetCriterion`.
 
-The shared criterion (label_loss="focal") gives the DETR head's matched span / GIoU / focal-label
-losses on every decoder layer. Added here:
+The shared criterion (label_loss="focal", span_loss="smooth_l1", the predicted IoU in the matching
+cost) gives the DETR head's matched span / GIoU / focal-label losses on every decoder layer. Added here:
 
 - ``loss_saliency`` (global scores) and ``loss_saliency_local`` (local scores), each the sum of the
   SG-DETR code's terms (``src/losses/saliency_losses.py``): BCE against clip relevance
@@ -12,7 +12,7 @@ losses on every decoder layer. Added here:
 - ``loss_iou`` (+ ``_i`` per aux layer): BCE of the IoU head against the detached IoU between each
   matched query's span and its ground truth.
 - ``loss_{span,giou,label}_enc``: the query-selection proposals, Hungarian-matched per sample over
-  ALL valid proposals (DINO supervises only the selected top-k; with 10 queries that lets
+  ALL valid proposals (DINO supervises only the selected top-k; with few queries that lets
   never-trained proposals overtake the suppressed ones every step and the selection churns).
 - ``loss_{span,giou,label}_dn`` (+ ``_i``): denoising groups; positives regress to and classify as
   their ground truth, negatives classify as background (DINO contrastive denoising); weighted

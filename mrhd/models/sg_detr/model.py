@@ -2,9 +2,10 @@
 highlight detection.
 
 The network (:class:`SGDETR`), its config (:class:`SGDETRConfig`) and its ModelSpec. What comes from
-the paper, what from the parts of ai-forever/sg-detr that could be read, the choices made where both
-are silent (features, layer counts, denoising, fusion, loss weights, negatives) and what is open:
-the model card, ``README.md`` in this folder.
+the paper (layer and query counts, losses, matching, schedules, features: each with its test), what
+from the parts of ai-forever/sg-detr that could be read, the choices made where both are silent
+(denoising, fusion, loss weights, negatives) and what is open: the model card, ``README.md`` in this
+folder. Not checked against the authors' outputs.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ from mrhd.models.sg_detr.layers import (
 @dataclass
 class SGDETRConfig(DetrConfig):
     # Values the paper states (Gordeev et al., arXiv 2410.01615) carry "paper"; "code" ones come from the
-    # readable parts of ai-forever/sg-detr (mrhd/models/sg_detr/CARD_NOTES.md cites each).
+    # readable parts of ai-forever/sg-detr (the model card, mrhd/models/sg_detr/README.md, cites each).
     v_feat_dim: int = 770             # InternVideo2-1B video 768 + tef (profile internvideo2)
     t_feat_dim: int = 1024            # InternVideo2-1B text tokens (BERT-large; profile internvideo2)
     enc_layers: int = 3               # paper: 3 encoder layers

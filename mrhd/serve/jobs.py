@@ -64,7 +64,7 @@ class Job:
         ext = self.extraction
         state = self.phase
         if state == "queued":
-            return "waiting for the model (another video is being read)"
+            return "waiting for the model"
         if state == "extracting":
             if ext is not None and ext.total:
                 return f"extracting features: {ext.done} of {ext.total} clips"

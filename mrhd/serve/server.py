@@ -51,8 +51,17 @@ def _server(app, log_level: str):
 
 
 def serve_forever(app, sock: socket.socket, log_level: str = "warning") -> None:
-    """Serve until Ctrl+C (uvicorn's signal handling: open requests get a few seconds to finish)."""
-    _server(app, log_level).run(sockets=[sock])
+    """Serve until Ctrl+C or SIGTERM: uvicorn gives open requests a few seconds, then passes the
+    signal on, and this returns (SIGTERM too, so that the caller's clean-up runs)."""
+    from mrhd.extract.jobs import install_sigterm
+
+    undo = install_sigterm()
+    try:
+        _server(app, log_level).run(sockets=[sock])
+    except KeyboardInterrupt:
+        pass
+    finally:
+        undo()
 
 
 class BackgroundServer:

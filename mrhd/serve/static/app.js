@@ -287,9 +287,9 @@
       for (const [clip, score] of result.top_clips) {
         const start = clip * CLIP, end = Math.min((clip + 1) * CLIP, pred.duration);
         const button = el("button", { type: "button", class: "thumb", "data-clip": clip, "data-start": start,
-          title: `play from ${fmtTime(start)}` });
+          title: `clip ${fmtTime(start)}–${fmtTime(end)}, saliency ${score.toFixed(4)}: click to play` });
         button.append(el("img", { src: `/api/videos/${video.id}/thumbs/${clip}.jpg`, alt: `frame at ${fmtTime(start)}`,
-          loading: "lazy" }), el("span", {}, `${fmtTime(start)}–${fmtTime(end)} · ${score.toFixed(3)}`));
+          loading: "lazy" }), el("span", {}, `${fmtTime(start)} · ${score.toFixed(2)}`));
         button.addEventListener("click", () => seek(start, true));
         thumbs.appendChild(button);
       }

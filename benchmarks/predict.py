@@ -11,7 +11,9 @@ by its stat index and loads its features, then the text tower and the grounding 
 Next to each time it prints the FLOP bound: the floating-point work of that call (counted by
 ``torch.utils.flop_counter``) over the rate a large float32 matmul reaches on this machine just
 before (best of several runs), and the load average, since on a shared machine the same code can
-take several times longer.
+take several times longer. libgomp's spin-wait is set as `mrhd serve` sets it (unless
+``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is in the environment; ``GOMP_SPINCOUNT=300000`` is
+libgomp's default).
 """
 
 from __future__ import annotations
@@ -57,6 +59,32 @@ def _matmul_rate(device) -> float:
     return 20 * 2 * 1024 * 512 * 2048 / best / 1e9
 
 
+def _copy_rate(device) -> float:
+    """GB/s of memory traffic of a 256-MB tensor copy (read + write), best of 5."""
+    import torch
+
+    a = torch.ones(64 * 2 ** 20, device=device)
+    b = torch.zeros_like(a)   # touched, so no page faults are timed
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        b.copy_(a)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * a.numel() * 4 / best / 1e9
+
+
+def _weight_mb(predictor) -> float:
+    """MB of weights one query reads: the text towers (not CLIP's image tower) and the grounding model."""
+    params = list(predictor.net.parameters())
+    for enc in predictor.text_encoders.values():
+        model = enc.model
+        tower = getattr(model, "transformer", None)
+        params += list(tower.parameters()) if tower is not None and hasattr(model, "visual") else list(model.parameters())
+    return sum(p.numel() * p.element_size() for p in params) / 1e6
+
+
 def _flops(fn) -> float:
     from torch.utils.flop_counter import FlopCounterMode
 
@@ -78,6 +106,10 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
 
+    from mrhd.extract.cpu_sharing import share_cores_with_decoders
+    from mrhd.serve.server import OPENMP_SPIN_ROUNDS
+
+    share_cores_with_decoders(args.device, OPENMP_SPIN_ROUNDS)   # as `mrhd serve` does; before torch loads
     import torch
 
     if args.threads:
@@ -109,11 +141,14 @@ def main(argv=None) -> int:
             return predictor.predict(predictor.encode_video(video), queries)
 
         warm_query()   # first calls allocate; a server has made them long before
-        rate = _matmul_rate(device)
-        warm = [_timed(warm_query, "warm")[1] for _ in range(args.repeats)]
+        weight_mb = _weight_mb(predictor)
+        rate, bandwidth = _matmul_rate(device), _copy_rate(device)
+        warm, lookups, texts = [], [], []
+        for _ in range(args.repeats):   # interleaved, so that a change of load hits all three alike
+            warm.append(_timed(warm_query, "warm")[1])
+            lookups.append(_timed(lambda: predictor.encode_video(video))[1])
+            texts.append(_timed(lambda: predictor.encode_queries([QUERY]))[1])
         many = [_timed(many_queries, "many")[1] for _ in range(3)]
-        lookups = [_timed(lambda: predictor.encode_video(video))[1] for _ in range(args.repeats)]
-        texts = [_timed(lambda: predictor.encode_queries([QUERY]))[1] for _ in range(args.repeats)]
         gflop_one, gflop_many = _flops(warm_query), _flops(many_queries)
         gflop_text_many = _flops(lambda: predictor.encode_queries(queries))
     load_after = os.getloadavg()
@@ -124,9 +159,10 @@ def main(argv=None) -> int:
     n_tokens = len(predictor.text_encoders["clip_text"].tokenizer.encode(QUERY)) + 2 \
         if "clip_text" in predictor.text_encoders else None
     print(f"model {predictor.model_name} (random weights, official size), profile {predictor.profile.name}, "
-          f"device {dev}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}")
+          f"device {dev}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
+          f"GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', 'default')}")
     print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (1 min); "
-          f"float32 matmul {rate:.0f} GFLOP/s now")
+          f"float32 matmul {rate:.0f} GFLOP/s, memory copy {bandwidth:.1f} GB/s now")
     print(f"video {args.duration:.0f} s {args.width}x{args.height} @ {args.fps:g} fps, {feats.n_clips} clips "
           f"(generated in {t_write:.1f} s); model + encoders built in {t_load:.1f} s")
     print(f"cold  (decode + CLIP + predict, 1 query):  {cold:7.2f} s wall, "
@@ -134,7 +170,8 @@ def main(argv=None) -> int:
     med = statistics.median(warm)
     print(f"warm  (cached features, 1 query, {n_tokens} tokens): {med * 1e3:7.1f} ms median of {len(warm)} "
           f"(min {min(warm) * 1e3:.1f}), {CPU['warm'] / len(warm) * 1e3:.1f} ms CPU; "
-          f"{gflop_one:.2f} GFLOP, FLOP bound {gflop_one / rate * 1e3:.1f} ms")
+          f"{gflop_one:.2f} GFLOP, FLOP bound {gflop_one / rate * 1e3:.1f} ms; {weight_mb:.0f} MB of weights, "
+          f"bandwidth bound {weight_mb / 1e3 / bandwidth * 1e3:.1f} ms")
     print(f"      of which cache lookup {statistics.median(lookups) * 1e3:.2f} ms, "
           f"text tower {statistics.median(texts) * 1e3:.1f} ms")
     best = min(many)

@@ -200,8 +200,17 @@ def test_too_large_and_too_long_are_refused(served, media, tmp_path):
     client, service = served
     big = tmp_path / "big.mp4"
     big.write_bytes(np.random.default_rng(0).integers(0, 256, int(1.5 * 2 ** 20), dtype=np.uint8).tobytes())
-    status, body = client.upload(big)
-    assert status == 413 and "upload limit of 1 MB" in body["error"] and "--max-upload-mb" in body["error"]
+    # a declared length over the limit is refused before the body is read (curl sends
+    # "Expect: 100-continue" and waits; the page checks the size before it sends)
+    conn = http.client.HTTPConnection(client.url.removeprefix("http://"), timeout=60)
+    conn.putrequest("POST", "/api/videos?name=big.mp4")
+    conn.putheader("Content-Length", str(big.stat().st_size))
+    conn.putheader("Expect", "100-continue")
+    conn.endheaders()
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 413 and "upload limit of 1 MB" in body["error"] and "--max-upload-mb" in body["error"]
     # no Content-Length (chunked): counted while it arrives, the partial file deleted
     before = sorted(service.library.upload_dir.rglob("*"))
     conn = http.client.HTTPConnection(client.url.removeprefix("http://"), timeout=60)
@@ -313,3 +322,43 @@ def test_busy_port_and_bad_flags_are_one_line_errors(capsys, tmp_path):
         assert main(["serve", *argv]) != 0
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and needle in err, err
+
+
+def test_features_in_memory_stay_within_their_budget(served, media, tmp_path):
+    """With room for one video's features, the older video comes back from the disk cache."""
+    _, warm = served
+    library = VideoLibrary(tmp_path / "uploads", [media["folder"]], max_duration=MAX_DURATION)
+    service = MomentService(warm.predictor, library, feature_bytes=1)
+    try:
+        videos = {v.name: v.id for v in library.folder_videos()}
+        other = write_video(tmp_path / "other.mp4", duration=6.0, fps=10, audio=False)
+        upload = library.begin_upload("other.mp4")
+        upload.write(other.read_bytes())
+        other_id = upload.finish().id
+
+        def run(video_id):
+            job = service.submit(video_id, ["a query"])
+            deadline = time.monotonic() + 120
+            while not job.finished:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+            assert job.state == "done", job.error
+            return job.features
+
+        assert run(videos["sub/walk.mp4"]) in ("cache", "extracted")
+        assert run(videos["sub/walk.mp4"]) == "memory"
+        assert run(other_id) in ("cache", "extracted")
+        assert run(other_id) == "memory"
+        assert run(videos["sub/walk.mp4"]) == "cache"   # pushed out of memory by the other video
+    finally:
+        service.close()
+    assert not (tmp_path / "uploads").exists()
+
+
+def test_a_query_longer_than_the_model_reads_comes_with_a_note(served, media):
+    client, _ = served
+    status, video = client.upload(media["clip"])
+    long_query = "a man in a red coat " * 10
+    job = client.run_job(video["id"], [long_query, "short"])
+    assert job["state"] == "done"
+    assert len(job["notes"]) == 1 and "cut to the first 32" in job["notes"][0]

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import warnings
 from pathlib import Path
 
 from mrhd.errors import MrhdError
@@ -63,8 +62,10 @@ def run(args: argparse.Namespace) -> int:
     except ImportError:
         raise MrhdError("mrhd serve needs the 'serve' extra; install it with: pip install 'mrhd[serve]'") from None
 
-    from mrhd.serve.server import bind, serve_forever, url_of
+    from mrhd.extract.cpu_sharing import share_cores_with_decoders
+    from mrhd.serve.server import OPENMP_SPIN_ROUNDS, bind, serve_forever, url_of
 
+    share_cores_with_decoders(args.device, OPENMP_SPIN_ROUNDS)   # before torch is first imported
     sock = bind(args.host, args.port)   # a busy port fails before minutes of loading
     try:
         import torch
@@ -72,7 +73,6 @@ def run(args: argparse.Namespace) -> int:
         if args.threads:
             torch.set_num_threads(args.threads)
         from mrhd.commands.predict import build_predictor
-        from mrhd.inference.predict import QueryTruncatedWarning
         from mrhd.inference.results import fmt_time
         from mrhd.serve.app import build_app
         from mrhd.serve.library import VideoLibrary
@@ -80,7 +80,6 @@ def run(args: argparse.Namespace) -> int:
 
         predictor = build_predictor(args.weights, model=args.model, device=args.device, profile=args.profile,
                                     cache=not args.no_cache, encoder_size=args.encoder_size)
-        warnings.filterwarnings("ignore", category=QueryTruncatedWarning)   # the page shows them as notes
         library = VideoLibrary(tempfile.mkdtemp(prefix="mrhd-serve-uploads-"), args.videos,
                                max_duration=args.max_duration, max_upload_mb=args.max_upload_mb)
         service = MomentService(predictor, library)

@@ -269,12 +269,13 @@ class Predictor:
                                      f"\"{q[:40]}...\"")
         return notes
 
-    def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
+    def encode_queries(self, queries: Sequence[str], warn: bool = True) -> list[np.ndarray]:
         """Per-query token features ``[Lq, text_dim]`` assembled by the profile (first ``max_q_l``
         tokens, each L2-normalised); all queries go through each text encoder as one batch. A query
-        longer than what the model reads is cut, with a warning (:meth:`truncation_notes`)."""
+        longer than what the model reads is cut, with a warning unless ``warn`` is False (for callers
+        that report :meth:`truncation_notes` themselves)."""
         queries = self.check_queries(queries)
-        for note in self.truncation_notes(queries):
+        for note in self.truncation_notes(queries) if warn else ():
             warnings.warn(note, QueryTruncatedWarning, stacklevel=2)
         per_stream = {}
         for stream, enc in self.text_encoders.items():
@@ -315,8 +316,9 @@ class Predictor:
             out = self.net(**kwargs)
         return self.spec.postprocess(out, src_vid_mask, metas, self.cfg)
 
-    def predict(self, features: VideoFeatures, queries: Sequence[str]) -> list[Prediction]:
-        """One :class:`Prediction` per query: moments best first, one saliency score per clip."""
+    def predict(self, features: VideoFeatures, queries: Sequence[str], warn: bool = True) -> list[Prediction]:
+        """One :class:`Prediction` per query: moments best first, one saliency score per clip
+        (``warn``: see :meth:`encode_queries`)."""
         queries = self.check_queries(queries)
         missing = [s for s in self.profile.video if s not in features.streams]
         if missing:
@@ -336,7 +338,7 @@ class Predictor:
                       if s in features.streams)
         if n_clips == 0:
             raise MrhdError(f"video {features.path} has no clips")
-        texts = self.encode_queries(queries)
+        texts = self.encode_queries(queries, warn=warn)
         windows = plan_windows(n_clips, self.window)
         inputs = [self._window_inputs(features, w) for w in windows]
         # queries of similar length share a batch, so little of it is padding

@@ -104,12 +104,15 @@ def write_atomic(path: str | Path, data: bytes) -> Path:
     return path
 
 
+def predictions_text(preds: Sequence[Prediction], jsonl: bool = False) -> str:
+    """The prediction file's text: one object per line (``jsonl``, the submission format) or a JSON list."""
+    objs = [p.to_json() for p in preds]
+    if jsonl:
+        return "".join(json.dumps(o) + "\n" for o in objs)
+    return json.dumps(objs, indent=1) + "\n"
+
+
 def write_predictions(path: str | Path, preds: Sequence[Prediction]) -> Path:
     """``.jsonl``: one object per line (the submission format); otherwise a JSON list."""
     path = Path(path)
-    objs = [p.to_json() for p in preds]
-    if path.suffix == ".jsonl":
-        text = "".join(json.dumps(o) + "\n" for o in objs)
-    else:
-        text = json.dumps(objs, indent=1) + "\n"
-    return write_atomic(path, text.encode())
+    return write_atomic(path, predictions_text(preds, jsonl=path.suffix == ".jsonl").encode())

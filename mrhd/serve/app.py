@@ -30,7 +30,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from mrhd.errors import MrhdError
-from mrhd.inference.results import CLIP_LEN
+from mrhd.inference.results import CLIP_LEN, predictions_text
 from mrhd.serve.library import UploadTooLarge, VideoNotFound
 from mrhd.serve.service import MomentService, internal_error
 from mrhd.serve.thumbnails import ThumbnailCache
@@ -80,7 +80,7 @@ def build_app(service: MomentService) -> Starlette:
     async def video_file(request: Request) -> Response:
         found = library.get(request.path_params["video_id"])
         media = mimetypes.guess_type(found.name)[0] or "application/octet-stream"
-        return FileResponse(found.path, media_type=media, headers=NO_STORE)
+        return FileResponse(found.path, media_type=media, headers={"Cache-Control": "private, no-cache"})
 
     async def thumbnail(request: Request) -> Response:
         found = library.get(request.path_params["video_id"])
@@ -116,7 +116,7 @@ def build_app(service: MomentService) -> Starlette:
         job = _job(request)
         if job.state != "done":
             raise MrhdError("these queries have no results yet")
-        text = json.dumps(job.predictions_json(), indent=1) + "\n"   # as `mrhd predict --out x.json`
+        text = predictions_text(job.predictions)   # what `mrhd predict --out x.json` writes
         filename = f"{job.video.vid}.moments.json"
         return Response(text, media_type="application/json",
                         headers={**NO_STORE, "Content-Disposition": f'attachment; filename="{filename}"'})

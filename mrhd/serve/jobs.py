@@ -76,10 +76,6 @@ class Job:
         n = len(self.queries)
         return f"{n} quer{'y' if n == 1 else 'ies'} done"
 
-    def predictions_json(self) -> list[dict]:
-        """Exactly what `mrhd predict --out FILE.json` writes for these queries."""
-        return [p.to_json() for p in self.predictions or []]
-
     def to_json(self) -> dict:
         state = self.phase   # read once: the lanes move it on while this runs
         out = {"id": self.id, "state": state, "message": self.message(), "video": self.video.to_json(),

@@ -14,6 +14,15 @@ import time
 
 from mrhd.errors import MrhdError
 
+# libgomp's spin-wait for `mrhd serve` on a CPU (set before torch loads; GOMP_SPINCOUNT or
+# OMP_WAIT_POLICY in the environment win). The server's two lanes run torch at once, and a server
+# often shares its machine: with more runnable threads than cores, a thread spinning at a barrier
+# burns the time slice its partner needs. On the 2-core CPU of benchmarks/predict.py, under a load
+# average of 7-9 from other processes, 2 torch threads took 0.9-2.3 s per warm query (CG-DETR + CLIP
+# text, 75 clips) and 19-35 s for 100 queries with libgomp's default (300,000 rounds), 1.7 s and 26 s
+# with 30,000, and 0.23-0.30 s and 6.4-10 s with 1,000 (1 thread: 0.28-0.31 s and 13-14 s).
+OPENMP_SPIN_ROUNDS = 1000
+
 
 def bind(host: str, port: int) -> socket.socket:
     """A listening socket on ``host:port`` (``port`` 0: any free one)."""

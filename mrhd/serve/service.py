@@ -4,7 +4,8 @@ Work runs on two lanes, one thread each: the extraction lane decodes videos and 
 encoders, the query lane runs the text tower and the grounding model. A query on a video whose
 features are in memory therefore never waits behind another video's extraction (the lanes share
 the cores, not a queue), and since each lane runs one thing at a time, torch never runs two copies
-of the same module at once. Features of the last ``feature_slots`` videos stay in memory, so a
+of the same module at once. The features of the most recently used videos stay in memory (up to
+``feature_bytes``, 1 GiB: about 290 hours of video in CLIP features, 50 in SlowFast + CLIP), so a
 second query on a video decodes nothing and reads nothing from disk; behind that, the predictor's
 feature cache keeps them across restarts. Two jobs on the same video share one extraction.
 """
@@ -34,11 +35,11 @@ def internal_error(err: BaseException) -> str:
 
 
 class MomentService:
-    def __init__(self, predictor, library: VideoLibrary, *, feature_slots: int = 64):
+    def __init__(self, predictor, library: VideoLibrary, *, feature_bytes: int = 1 << 30):
         self.predictor = predictor
         self.library = library
         self.jobs = JobBoard()
-        self.feature_slots = feature_slots
+        self.feature_bytes = feature_bytes
         self._extract_lane = ThreadPoolExecutor(1, thread_name_prefix="mrhd-extract")
         self._query_lane = ThreadPoolExecutor(1, thread_name_prefix="mrhd-query")
         self._features: OrderedDict[tuple, VideoFeatures] = OrderedDict()
@@ -71,6 +72,9 @@ class MomentService:
         pending[1].add_done_callback(lambda fut: self._features_ready(job, fut))
         return job
 
+    def _bytes_in_memory(self) -> int:
+        return sum(a.nbytes for f in self._features.values() for a in f.streams.values())
+
     @staticmethod
     def _key(video: Video) -> tuple:
         try:
@@ -99,7 +103,7 @@ class MomentService:
             features = self.predictor.encode_video(video.path, vid=video.vid, progress=progress)
             with self._lock:
                 self._features[key] = features
-                while len(self._features) > self.feature_slots:
+                while len(self._features) > 1 and self._bytes_in_memory() > self.feature_bytes:
                     self._features.popitem(last=False)
                 if decoded:
                     self.decoded_videos += 1
@@ -128,7 +132,7 @@ class MomentService:
     def _run_query(self, job: Job, features: VideoFeatures) -> None:
         t0 = time.monotonic()
         try:
-            job.predictions = self.predictor.predict(features, job.queries)
+            job.predictions = self.predictor.predict(features, job.queries, warn=False)   # the job's notes say it
         except MrhdError as err:
             return self._fail(job, str(err))
         except Exception as err:  # noqa: BLE001

@@ -318,7 +318,9 @@ def test_busy_port_and_bad_flags_are_one_line_errors(capsys, tmp_path):
     for argv, needle in ((["--videos", str(tmp_path / "none")], "not a folder"),
                          (["--max-duration", "0"], "--max-duration"),
                          (["--encoder-size", "tiny"], "only with --weights random"),
-                         (["--port", "70000", "--weights", "random"], "not a port number")):
+                         (["--port", "70000", "--weights", "random"], "not a port number"),
+                         (["--port", "0", "--weights", "random", "--model", "nonexistent"], "unknown model"),
+                         (["--port", "0", "--weights", "random", "--device", "tpu"], "device")):
         assert main(["serve", *argv]) != 0
         err = capsys.readouterr().err.strip()
         assert err.count("\n") == 0 and needle in err, err

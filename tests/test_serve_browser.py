@@ -350,3 +350,34 @@ def test_two_tabs_get_their_own_results(page, server, media):
     assert "on long walk.mp4" in _by_id(page, "results-title").text
     page.switch_to.window(first)
     assert [c.get_attribute("data-query") for c in _all(page, "article.result")] == ["tab one asks this"]
+
+
+def _write_avi(path: Path, duration: float = 8.0, fps: int = 10) -> Path:
+    """MPEG-4 part 2 in AVI: ffmpeg reads it, browsers do not play it."""
+    import av
+
+    from mrhd.extract.synthetic import frame_pattern
+
+    with av.open(str(path), mode="w", format="avi") as container:
+        stream = container.add_stream("mpeg4", rate=fps)
+        stream.width, stream.height, stream.pix_fmt = 160, 120, "yuv420p"
+        for i in range(int(duration * fps)):
+            frame = av.VideoFrame.from_ndarray(frame_pattern(i, 160, 120), format="rgb24")
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
+def test_a_format_the_browser_cannot_play_still_gets_moments_and_thumbnails(page, tmp_path):
+    avi = _write_avi(tmp_path / "old camera.avi")
+    _upload(page, avi)
+    _wait(page, lambda b: _by_id(b, "video-name").text.startswith("old camera.avi"), 60)
+    _wait(page, lambda b: _by_id(b, "player-note").is_displayed(), 60)
+    assert "cannot play old camera.avi" in _by_id(page, "player-note").text
+    _ask(page, "a white bar")
+    cards = _results(page, 1)
+    assert cards[0].find_elements("css selector", "button.moment")
+    _wait(page, lambda b: b.execute_script(
+        "return [...document.querySelectorAll('.thumb img')].every(i => i.complete && i.naturalWidth > 0)"), 60)

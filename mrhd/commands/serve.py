@@ -89,6 +89,9 @@ def run(args: argparse.Namespace) -> int:
             print(f"mrhd serve: {predictor.model_name} ({predictor.weights}), profile {predictor.profile.name}, "
                   f"device {predictor.device}, torch threads {torch.get_num_threads()}; videos up to "
                   f"{fmt_time(args.max_duration)}", flush=True)
+            if not sock.getsockname()[0].startswith(("127.", "::1")):
+                print(f"mrhd serve: warning: listening on {args.host}: anyone who can reach this port can upload "
+                      "videos and run queries (there is no login)", file=sys.stderr, flush=True)
             print(f"serving on {url_of(sock)}  (Ctrl+C stops)", flush=True)
             serve_forever(app, sock)
         finally:

@@ -1,4 +1,4 @@
-"""The ``mrhd`` command: extract | predict | train | eval | weights.
+"""The ``mrhd`` command: extract | predict | serve | train | eval | weights.
 
 Each subcommand lives in ``mrhd/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; this module only wires them together and turns user errors into one line.
@@ -16,6 +16,7 @@ from mrhd.errors import MrhdError
 COMMANDS = {
     "extract": "decode videos and write per-clip encoder features to HDF5 stores",
     "predict": "find the moments of a video that match a sentence, and its saliency curve",
+    "serve": "a web page on a warm model: upload a video, type queries, click the moments",
     "train": "train a grounding model on features from the store",
     "eval": "score a prediction file with the official metrics",
     "weights": "list, download, convert and inspect checkpoints",

@@ -7,14 +7,14 @@ from mrhd import __version__
 from mrhd.cli import COMMANDS, build_parser, main
 
 
-def test_help_lists_the_five_commands(capsys):
+def test_help_lists_the_six_commands(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("extract", "predict", "train", "eval", "weights"):
+    for name in ("extract", "predict", "serve", "train", "eval", "weights"):
         assert name in out
-    assert set(COMMANDS) == {"extract", "predict", "train", "eval", "weights"}
+    assert set(COMMANDS) == {"extract", "predict", "serve", "train", "eval", "weights"}
 
 
 def test_version(capsys):
@@ -30,6 +30,7 @@ def test_version(capsys):
     (["train", "--model", "m", "--features", "f", "--train", "t", "--val", "v", "--out", "o"],
      ["profile", "epochs", "batch_size", "lr", "device", "seed", "resume"]),
     (["eval", "--submission", "s", "--gt", "g"], ["out", "dataset", "strict"]),
+    (["serve"], ["model", "weights", "host", "port", "device", "videos", "max_duration", "max_upload_mb"]),
 ])
 def test_design_flags_exist(argv, flags):
     args = build_parser().parse_args(argv)

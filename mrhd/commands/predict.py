@@ -64,6 +64,29 @@ def _parse_gt(values) -> list[list[float]] | None:
     return windows
 
 
+def build_predictor(weights: str | None, *, model: str | None, device: str, profile: str | None,
+                    cache: bool = True, encoder_size: str = "full"):
+    """The predictor a command asked for: ``--model`` alone picks that model's released CLIP-only
+    checkpoint; offline, the error says how to run without downloads."""
+    from mrhd.inference.predict import Predictor
+
+    if weights is None and model is not None:
+        from mrhd.weights import entries
+
+        matching = [e.id for e in entries() if e.kind == "model" and e.model == model and e.profile == "clip"
+                    and e.urls]
+        if not matching:
+            raise MrhdError(f"no released CLIP-only checkpoint of {model} is registered; pass --weights "
+                            "ID|PATH (see `mrhd weights list`) or --weights random")
+        weights = matching[0]
+    with _quiet_root_logger(weights == "random"):   # open_clip logs "initialized randomly"
+        try:
+            return Predictor.from_pretrained(weights, device=device, model=model, profile=profile, cache=cache,
+                                             encoder_size=encoder_size)
+        except OfflineError as err:
+            raise OfflineError(f"{err} (or run the whole pipeline offline with --weights random)") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from mrhd.inference.results import check_writable, format_table, write_predictions
 
@@ -81,25 +104,10 @@ def run(args: argparse.Namespace) -> int:
     if args.plot and not args.plot.lower().endswith(".png"):
         raise MrhdError(f"--plot writes a PNG; give a file name ending in .png, not {args.plot}")
 
-    from mrhd.inference.predict import Predictor
-
-    if args.weights is None and args.model is not None:
-        from mrhd.weights import entries
-
-        matching = [e.id for e in entries() if e.kind == "model" and e.model == args.model and e.profile == "clip"
-                    and e.urls]
-        if not matching:
-            raise MrhdError(f"no released CLIP-only checkpoint of {args.model} is registered; pass --weights "
-                            "ID|PATH (see `mrhd weights list`) or --weights random")
-        args.weights = matching[0]
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        with _quiet_root_logger(args.weights == "random"):   # open_clip logs "initialized randomly"
-            try:
-                predictor = Predictor.from_pretrained(args.weights, device=args.device, model=args.model,
-                                                      profile=args.profile, cache=not args.no_cache)
-            except OfflineError as err:
-                raise OfflineError(f"{err} (or run the whole pipeline offline with --weights random)") from None
+        predictor = build_predictor(args.weights, model=args.model, device=args.device, profile=args.profile,
+                                    cache=not args.no_cache)
         features = predictor.encode_video(video)
         preds = predictor.predict(features, args.queries)
     for w in caught:

@@ -23,6 +23,7 @@ from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 WEIGHTS_ID = "clip-vit-b32-openai"
 SOT_TOKEN = 49406
 EOT_TOKEN = 49407
+TEXT_BATCH = 64   # texts per text-tower run (sorted by length, so a batch pads little)
 
 
 @dataclass
@@ -252,22 +253,34 @@ class ClipTextEncoder(TextEncoder):
 
     @torch.inference_mode()
     def token_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``ln_final`` output for every position, [n, 77, width] (causal mask: padding after EOT
-        cannot change the valid positions)."""
+        """``ln_final`` output for every position given, [n, L, width] for ids [n, L] (L <= 77). The
+        mask is causal, so a position's output depends only on the ids up to it: the first L
+        positions of a 77-position run equal this L-position run, and padding after EOT is inert."""
         m = self.model
-        x = m.token_embedding(tokens.to(self.device)) + m.positional_embedding
-        x = m.transformer(x, attn_mask=m.attn_mask)
+        length = tokens.shape[1]
+        x = m.token_embedding(tokens.to(self.device)) + m.positional_embedding[:length]
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
         return m.ln_final(x)
 
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Texts of similar length run together, each batch only as far as its longest EOT: a
+        15-token query costs ~1.1 GFLOP instead of the ~5.8 of all 77 positions."""
         if not texts:
             return []
         tokens = self.tokenize(texts)
-        states = self.token_states(tokens).float()
-        eot = tokens.argmax(dim=-1)   # EOT has the highest id (as open_clip's 'argmax' pooling)
-        with torch.inference_mode():
-            pooled = states[torch.arange(len(texts)), eot.to(states.device)] @ self.model.text_projection.float()
-        return [(states[i, : int(eot[i]) + 1].cpu(), pooled[i].cpu()) for i in range(len(texts))]
+        lengths = (tokens.argmax(dim=-1) + 1).tolist()   # EOT has the highest id (open_clip's 'argmax' pooling)
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        out: list = [None] * len(texts)
+        for start in range(0, len(order), TEXT_BATCH):
+            rows = order[start: start + TEXT_BATCH]
+            n_pos = max(lengths[i] for i in rows)
+            states = self.token_states(tokens[rows, :n_pos]).float()
+            eot = torch.tensor([lengths[i] - 1 for i in rows], device=states.device)
+            with torch.inference_mode():
+                pooled = states[torch.arange(len(rows), device=states.device), eot] @ self.model.text_projection.float()
+            for j, i in enumerate(rows):
+                out[i] = (states[j, : lengths[i]].cpu(), pooled[j].cpu())
+        return out
 
 
 def build_clip_video(device="cpu", weights=None, random_weights=False, size="full") -> ClipVideoEncoder:

@@ -221,12 +221,14 @@ class Predictor:
         return cls(loaded, video_encoders, text_encoders, dev, feature_cache)
 
     # ---- video ----------------------------------------------------------------------------
-    def encode_video(self, path: str | Path, vid: str | None = None) -> VideoFeatures:
-        """Raw per-clip features of the streams this model needs (cached by file content)."""
-        return extract_video_features(path, self.video_encoders, cache=self.cache, vid=vid)
+    def encode_video(self, path: str | Path, vid: str | None = None, progress=None) -> VideoFeatures:
+        """Raw per-clip features of the streams this model needs (cached by file content);
+        ``progress(clips_done, clips_expected)`` hears of the clips while a video is decoded."""
+        return extract_video_features(path, self.video_encoders, cache=self.cache, vid=vid, progress=progress)
 
     # ---- queries --------------------------------------------------------------------------
-    def _check_queries(self, queries: Sequence[str]) -> list[str]:
+    def check_queries(self, queries: Sequence[str]) -> list[str]:
+        """The queries with their whitespace collapsed; an empty list or query is a user error."""
         if isinstance(queries, str):
             queries = [queries]
         if not queries:
@@ -238,12 +240,10 @@ class Predictor:
             out.append(" ".join(q.split()))
         return out
 
-    def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
-        """Per-query token features ``[Lq, text_dim]`` assembled by the profile (first ``max_q_l``
-        tokens, each L2-normalised). A query longer than what the model reads (the encoder's context,
-        or ``max_q_l`` tokens, 32 for the official checkpoints) is cut, with a warning."""
-        queries = self._check_queries(queries)
-        per_stream = {}
+    def truncation_notes(self, queries: Sequence[str]) -> list[str]:
+        """One line per query longer than what the model reads (the encoder's context, or
+        ``max_q_l`` tokens, 32 for the official checkpoints)."""
+        notes = []
         for stream, enc in self.text_encoders.items():
             context = getattr(getattr(enc, "tokenizer", None), "context_length", None)
             if context is not None and hasattr(enc.tokenizer, "encode"):
@@ -251,8 +251,20 @@ class Predictor:
                 for q in queries:
                     n = len(enc.tokenizer.encode(q)) + 2   # + start and end tokens
                     if n > limit:
-                        warnings.warn(f"query of {n} {stream} tokens cut to the first {limit} the model reads: "
-                                      f"\"{q[:40]}...\"", QueryTruncatedWarning, stacklevel=2)
+                        notes.append(f"query of {n} {stream} tokens cut to the first {limit} the model reads: "
+                                     f"\"{q[:40]}...\"")
+        return notes
+
+    def encode_queries(self, queries: Sequence[str], warn: bool = True) -> list[np.ndarray]:
+        """Per-query token features ``[Lq, text_dim]`` assembled by the profile (first ``max_q_l``
+        tokens, each L2-normalised); all queries go through each text encoder as one batch. A query
+        longer than what the model reads is cut, with a warning unless ``warn`` is False (for callers
+        that report :meth:`truncation_notes` themselves)."""
+        queries = self.check_queries(queries)
+        for note in self.truncation_notes(queries) if warn else ():
+            warnings.warn(note, QueryTruncatedWarning, stacklevel=2)
+        per_stream = {}
+        for stream, enc in self.text_encoders.items():
             per_stream[stream] = [t.float().numpy() for t, _pooled in enc.encode_texts(queries)]
         return [self.profile.assemble_text({s: per_stream[s][i] for s in per_stream}) for i in range(len(queries))]
 
@@ -290,9 +302,10 @@ class Predictor:
             out = self.net(**kwargs)
         return self.spec.postprocess(out, src_vid_mask, metas, self.cfg)
 
-    def predict(self, features: VideoFeatures, queries: Sequence[str]) -> list[Prediction]:
-        """One :class:`Prediction` per query: moments best first, one saliency score per clip."""
-        queries = self._check_queries(queries)
+    def predict(self, features: VideoFeatures, queries: Sequence[str], warn: bool = True) -> list[Prediction]:
+        """One :class:`Prediction` per query: moments best first, one saliency score per clip
+        (``warn``: see :meth:`encode_queries`)."""
+        queries = self.check_queries(queries)
         missing = [s for s in self.profile.video if s not in features.streams]
         if missing:
             raise MrhdError(f"these features lack stream(s) {missing} that {self.model_name} needs; "
@@ -311,10 +324,12 @@ class Predictor:
                       if s in features.streams)
         if n_clips == 0:
             raise MrhdError(f"video {features.path} has no clips")
-        texts = self.encode_queries(queries)
+        texts = self.encode_queries(queries, warn=warn)
         windows = plan_windows(n_clips, self.window)
         inputs = [self._window_inputs(features, w) for w in windows]
-        jobs = [(wi, qi) for wi in range(len(windows)) for qi in range(len(queries))]
+        # queries of similar length share a batch, so little of it is padding
+        by_length = sorted(range(len(queries)), key=lambda qi: len(texts[qi]))
+        jobs = [(wi, qi) for qi in by_length for wi in range(len(windows))]
         per_query: list[list] = [[] for _ in queries]
         sal_query: list[list] = [[] for _ in queries]
         for start in range(0, len(jobs), self.batch_size):

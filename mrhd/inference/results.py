@@ -90,9 +90,13 @@ def check_writable(path: str | Path, what: str = "output") -> Path:
     return path
 
 
+def predictions_text(preds: Sequence[Prediction], jsonl: bool = False) -> str:
+    """The prediction file's text: one object per line (``jsonl``, the submission format) or a JSON list."""
+    objs = [p.to_json() for p in preds]
+    return jsonl_text(objs) if jsonl else json.dumps(objs, indent=1) + "\n"
+
+
 def write_predictions(path: str | Path, preds: Sequence[Prediction]) -> Path:
     """``.jsonl``: one object per line (the submission format); otherwise a JSON list."""
     path = Path(path)
-    objs = [p.to_json() for p in preds]
-    text = jsonl_text(objs) if path.suffix == ".jsonl" else json.dumps(objs, indent=1) + "\n"
-    return write_atomic(path, text)
+    return write_atomic(path, predictions_text(preds, jsonl=path.suffix == ".jsonl"))

@@ -5,13 +5,20 @@ Only the streams the model's profile needs are extracted, in one decoding pass
 features (as a store would hold them) are cached in ``$MRHD_CACHE/features/<sha256 of the file>/``,
 one ``.npy`` per stream and encoder recipe, so a second run on the same file -- under any name, with
 any query -- decodes nothing. Writes are atomic (temporary file + rename).
+
+Finding a file's entry must not cost a read of the file (a 2-GB video takes seconds to hash), so the
+cache keeps an index from what ``stat`` says about a path (:class:`FileIdentity`) to the content
+hash: the hash is computed once per version of a file, and a warm lookup is one ``stat`` and one
+small JSON read (none at all within a process).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +27,10 @@ from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
 from mrhd.io import atomic_open, file_sha256, write_atomic
 from mrhd.paths import cache_dir
+
+# (clips done, clips expected) while a video is decoded and encoded; the expected count is the
+# probed duration's, so the last call may pass it by one
+Progress = Callable[[int, int], None]
 
 
 @dataclass
@@ -44,11 +55,77 @@ def _recipe_key(encoder) -> str:
     return hashlib.sha1(encoder.info.recipe_json().encode()).hexdigest()[:16]
 
 
+@dataclass(frozen=True)
+class FileIdentity:
+    """What ``stat`` says about one version of a file. Size, mtime and inode change when a file is
+    replaced or rewritten; ctime also catches an in-place rewrite of the same size whose mtime was
+    set back (``cp -p`` onto an existing file), which no tool can fake. A rename or ``chmod`` also
+    moves ctime: that costs one re-hash, never a wrong entry."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    inode: int
+    device: int
+
+    @classmethod
+    def of(cls, path: str | Path) -> FileIdentity:
+        resolved = Path(path).resolve()
+        st = resolved.stat()
+        return cls(str(resolved), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, st.st_dev)
+
+
 class FeatureCache:
-    """``<root>/<content hash>/<stream>-<recipe key>.npy`` + a small JSON with the duration."""
+    """``<root>/<content hash>/<stream>-<recipe key>.npy`` + a small JSON with the duration, and
+    ``<root>/index/`` (one JSON per file path: its :class:`FileIdentity` and content hash)."""
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else cache_dir() / "features"
+        self._known: dict[FileIdentity, str] = {}
+        self._lock = threading.Lock()
+        self.hashed = 0   # files read to hash them (tests, benchmarks)
+
+    # ---- content hash by path ----------------------------------------------------------------
+    def _index_path(self, identity: FileIdentity) -> Path:
+        key = hashlib.sha1(identity.path.encode("utf-8", "surrogateescape")).hexdigest()
+        return self.root / "index" / key[:2] / f"{key}.json"
+
+    def content_hash(self, path: str | Path) -> str:
+        """sha256 of the file's bytes, read only when this version of the file was never hashed."""
+        identity = FileIdentity.of(path)
+        with self._lock:
+            known = self._known.get(identity)
+        if known is not None:
+            return known
+        try:
+            entry = json.loads(self._index_path(identity).read_text())
+        except (OSError, ValueError):
+            entry = None
+        digest = entry.get("sha256") if isinstance(entry, dict) else None
+        if isinstance(digest, str) and {k: v for k, v in entry.items() if k != "sha256"} == asdict(identity):
+            with self._lock:
+                self._known[identity] = digest
+            return digest
+        digest = file_sha256(path)
+        self.hashed += 1
+        if FileIdentity.of(path) == identity:   # unchanged while it was read: the hash is of this version
+            self.remember_hash(identity, digest)
+        return digest
+
+    def remember_hash(self, file: str | Path | FileIdentity, digest: str) -> None:
+        """Record a hash computed elsewhere (``mrhd serve`` hashes an upload while it arrives)."""
+        identity = file if isinstance(file, FileIdentity) else FileIdentity.of(file)
+        with self._lock:
+            self._known[identity] = digest
+        index = self._index_path(identity)
+        try:
+            index.parent.mkdir(parents=True, exist_ok=True)
+            write_atomic(index, json.dumps({**asdict(identity), "sha256": digest}).encode())
+        except OSError:
+            pass   # an unwritable index only costs a re-hash in the next process
+
+    # ---- features by content hash ------------------------------------------------------------
 
     def _paths(self, content_hash: str, stream: str, key: str) -> tuple[Path, Path]:
         base = self.root / content_hash[:2] / content_hash
@@ -87,15 +164,21 @@ def _encode_batches(encoder, items: list, batch_size: int) -> np.ndarray:
     return np.concatenate(rows).astype(np.float32)
 
 
-def decode_streams(path: str | Path, encoders: dict, batch_size: int = 32) -> tuple[dict[str, np.ndarray], float]:
+def decode_streams(path: str | Path, encoders: dict, batch_size: int = 32,
+                   progress: Progress | None = None) -> tuple[dict[str, np.ndarray], float]:
     """Decode ``path`` once and run each encoder on its input kind; returns raw features per stream
     and the duration in seconds. Items are encoded in batches as they arrive, so memory holds at
-    most one batch of decoded clips per stream."""
+    most one batch of decoded clips per stream. ``progress`` hears of every clip (all streams
+    together, as if they were one)."""
     from mrhd.extract.decode import VIDEO_KINDS, VideoDecoder, probe
 
     video_kinds = sorted({e.input_kind for e in encoders.values() if e.input_kind in VIDEO_KINDS})
     pending: dict[str, list] = {s: [] for s in encoders}
     done: dict[str, list[np.ndarray]] = {s: [] for s in encoders}
+    fed = {"items": 0}
+    expected = 0
+    if progress is not None:
+        expected = max(1, int(np.ceil(max(probe(path).duration, 0.0) / 2.0))) * len(encoders)
 
     def feed(kind: str, item) -> None:
         for stream, enc in encoders.items():
@@ -104,6 +187,9 @@ def decode_streams(path: str | Path, encoders: dict, batch_size: int = 32) -> tu
                 if len(pending[stream]) >= batch_size:
                     done[stream].append(_encode_batches(enc, pending[stream], batch_size))
                     pending[stream] = []
+                fed["items"] += 1
+                if progress is not None:
+                    progress(fed["items"] // len(encoders), expected // len(encoders))
 
     duration = None
     if video_kinds:
@@ -131,15 +217,16 @@ def decode_streams(path: str | Path, encoders: dict, batch_size: int = 32) -> tu
 
 
 def extract_video_features(path: str | Path, encoders: dict, *, cache: FeatureCache | None = None,
-                           vid: str | None = None, batch_size: int = 32) -> VideoFeatures:
+                           vid: str | None = None, batch_size: int = 32,
+                           progress: Progress | None = None) -> VideoFeatures:
     """Features of ``path`` for every encoder in ``encoders`` (stream -> VideoEncoder), from the cache
-    where possible; only the missing streams are decoded."""
+    where possible; only the missing streams are decoded (``progress`` hears of their clips)."""
     path = Path(path)
     if not path.is_file():
         raise MrhdError(f"video {path} not found; check the path")
     if path.stat().st_size == 0:
         raise MrhdError(f"video {path} is empty (0 bytes); give a real video file")
-    digest = file_sha256(path)
+    digest = cache.content_hash(path) if cache is not None else file_sha256(path)
     streams: dict[str, np.ndarray] = {}
     duration = None
     missing = {}
@@ -150,7 +237,7 @@ def extract_video_features(path: str | Path, encoders: dict, *, cache: FeatureCa
         else:
             streams[stream], duration = hit
     if missing:
-        fresh, duration = decode_streams(path, missing, batch_size)
+        fresh, duration = decode_streams(path, missing, batch_size, progress)
         for stream, arr in fresh.items():
             if len(arr) == 0:
                 raise MrhdError(f"video {path} gave no {stream} clips (too short or no frames); "

@@ -65,7 +65,8 @@ def _parse_gt(values) -> list[list[float]] | None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrhd.inference.results import check_writable, format_table, write_predictions
+    from mrhd.inference.results import format_table, write_predictions
+    from mrhd.io import check_writable
 
     video = Path(args.video)
     if not video.is_file():

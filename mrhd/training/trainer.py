@@ -44,7 +44,7 @@ from mrhd.annotations import load_annotations
 from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import load_profile, open_stores
-from mrhd.io import jsonl_text, write_atomic
+from mrhd.io import json_safe, jsonl_text, write_atomic
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
@@ -92,11 +92,6 @@ def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def json_safe(d: dict) -> dict:
-    """NaN (an empty length range in the metrics) as null, so every line is strict JSON."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
 
 
 def stored_train_config(out: str | Path) -> dict:

@@ -112,3 +112,23 @@ def test_corrupt_video_leaves_no_output(tmp_path, capsys, monkeypatch, tiny_enco
     rc = main(["predict", str(bad), "q", "--weights", "random", "--out", str(out)])
     _one_line_error(capsys, rc, "bad.mp4")
     assert not out.exists()
+
+
+# (name, --weights file content, what the one-line error says it is)
+NOT_CHECKPOINT_WEIGHTS = [
+    ("json", b'{"weights": "qd_detr"}\n', "it is JSON text"),
+    ("random-bytes", b"c" + bytes(range(256)) * 8, "binary data"),
+    ("empty", b"", "it is empty"),
+]
+
+
+@pytest.mark.parametrize("name, content, words", NOT_CHECKPOINT_WEIGHTS, ids=[c[0] for c in NOT_CHECKPOINT_WEIGHTS])
+def test_weights_file_that_is_no_checkpoint(video, tmp_path, capsys, name, content, words):
+    weights = tmp_path / "model.ckpt"
+    weights.write_bytes(content)
+    out = tmp_path / "p.json"
+    for argv in (["predict", str(video), "q", "--weights", str(weights), "--out", str(out)],
+                 ["weights", "info", str(weights)]):
+        line = _one_line_error(capsys, main(argv), "is not a model checkpoint at all", words, "mrhd train")
+        assert "allow-list" not in line and "weights_only" not in line
+    assert not out.exists()

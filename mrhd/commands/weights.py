@@ -66,7 +66,13 @@ def _info(path_or_id: str) -> int:
 
     from mrhd.models.convert import profile_from_opt
     from mrhd.weights import cached_path, find_entry
-    from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict
+    from mrhd.weights.checkpoint import (
+        MODEL_CHECKPOINT_FIX,
+        is_mrhd_checkpoint,
+        load_checkpoint,
+        official_opt,
+        official_state_dict,
+    )
 
     path = Path(path_or_id)
     entry = find_entry(path_or_id)
@@ -76,7 +82,7 @@ def _info(path_or_id: str) -> int:
         if not path.is_file():
             print(f"cached:   no (run `mrhd weights download {entry.id}`)")
             return 0
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, what="model checkpoint", fix=MODEL_CHECKPOINT_FIX)
     if is_mrhd_checkpoint(ckpt):
         fmt, model, profile, config = ckpt["format"], ckpt["model"], ckpt["profile"], ckpt["config"]
         sd = ckpt["state_dict"]

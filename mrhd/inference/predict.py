@@ -87,7 +87,13 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
     from mrhd.models.convert import build_and_load, profile_from_opt
     from mrhd.models.registry import make_config
     from mrhd.weights import find_entry, resolve_weights
-    from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict
+    from mrhd.weights.checkpoint import (
+        MODEL_CHECKPOINT_FIX,
+        is_mrhd_checkpoint,
+        load_checkpoint,
+        official_opt,
+        official_state_dict,
+    )
 
     if weights == RANDOM:
         name = model or find_entry(default_weights_id()).model
@@ -110,7 +116,7 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
     if entry is not None and model and entry.model != model:
         raise MrhdError(f"{weights} holds a {entry.model} checkpoint, not {model}")
     path = resolve_weights(weights)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, what="model checkpoint", fix=MODEL_CHECKPOINT_FIX)
     label = entry.id if entry is not None else Path(path).name
     if is_mrhd_checkpoint(ckpt):
         name = ckpt["model"]

@@ -132,3 +132,24 @@ def test_weights_file_that_is_no_checkpoint(video, tmp_path, capsys, name, conte
         line = _one_line_error(capsys, main(argv), "is not a model checkpoint at all", words, "mrhd train")
         assert "allow-list" not in line and "weights_only" not in line
     assert not out.exists()
+
+
+def test_random_weights_say_the_scores_are_meaningless(video, tmp_path, monkeypatch, capsys, tiny_encoders):
+    monkeypatch.setenv("MRHD_CACHE", str(tmp_path / "cache"))
+    assert main(["predict", str(video), "a white bar", "--weights", "random"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("NOTE: random weights") and "meaningless" in lines[1]
+
+
+@pytest.mark.slow
+def test_demo_with_flags_only_generates_the_sample_and_says_it_is_random(tmp_path, monkeypatch, capsys,
+                                                                        tiny_encoders):
+    """`./run.sh demo --weights random`: flags without a video once crashed with a ValueError."""
+    from mrhd.cli import DEMO_VIDEO, demo
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MRHD_CACHE", str(tmp_path / "cache"))
+    assert demo(["--weights", "random", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote sample video {DEMO_VIDEO}" in out and "NOTE: random weights" in out and "meaningless" in out
+    assert (tmp_path / DEMO_VIDEO).is_file()

@@ -56,8 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default=None, metavar="METRICS.json",
                    help="write all metrics as strict JSON (undefined values as null)")
     p.add_argument("--dataset", default="qvhighlights", type=_dataset_name, choices=list(metric_families()),
-                   help="benchmark whose official metrics score the file (default: qvhighlights; "
-                        "charades is an alias of charades_sta)")
+                   help=f"benchmark whose official metrics score the file: {', '.join(metric_families())} "
+                        "(default: qvhighlights; charades is an alias of charades_sta)")
     p.add_argument("--strict", action="store_true", help="treat validation warnings as errors")
     pack = p.add_argument_group("QVHighlights server submission (CodaLab zip)")
     pack.add_argument("--pack", default=None, metavar="OUT.zip",

@@ -33,20 +33,48 @@ def _quiet_root_logger(enabled: bool):
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
+    from mrhd.features.profiles import available_profiles
+    from mrhd.models.registry import available_models
+
     p.add_argument("video", metavar="VIDEO", help="video file")
     p.add_argument("queries", nargs="+", metavar="QUERY", help="one or more sentences")
-    p.add_argument("--model", default=None, help="model name (default: the best CLIP-only checkpoint)")
+    p.add_argument("--model", default=None, metavar="NAME",
+                   help=f"model: {', '.join(available_models())} (default: the checkpoint's; without "
+                        "--weights, the best CLIP-only release)")
     p.add_argument("--weights", default=None, metavar="ID|PATH|random",
-                   help="registry id, checkpoint file, or 'random' for an offline end-to-end run")
+                   help="registry id (`mrhd weights list`), checkpoint file (e.g. RUN_DIR/best.ckpt of "
+                        "`mrhd train`), or 'random' for an offline end-to-end run with meaningless scores "
+                        "(default: the best CLIP-only release)")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--out", default=None, metavar="FILE.json", help="write the predictions as JSON")
+    p.add_argument("--out", default=None, metavar="FILE.json",
+                   help="write the predictions as JSON (.jsonl: one object per line); `mrhd eval` reads both")
     p.add_argument("--plot", default=None, metavar="FILE.png", help="draw the saliency curve and top moments")
     p.add_argument("--top-k", type=int, default=5, help="moments to print per query (default: 5)")
-    p.add_argument("--profile", default=None, help="feature profile (default: the checkpoint's own; "
-                   "'clip' for random weights)")
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help=f"feature profile: {', '.join(available_profiles())} (default: the checkpoint's own; "
+                        "'clip' for random weights)")
+    p.add_argument("--random-encoders", action="store_true", default=None,
+                   help="random-weight encoders (default: those the checkpoint was trained with, as "
+                        "`mrhd train` records them; the released ones for an authors' checkpoint)")
+    p.add_argument("--encoder-size", choices=("full", "tiny"), default=None,
+                   help="encoder size: full or tiny (tiny: reduced random encoders, for checkpoints trained on "
+                        "`mrhd extract --random-weights --encoder-size tiny` features; default: the checkpoint's)")
     p.add_argument("--no-cache", action="store_true", help="do not read or write the feature cache")
     p.add_argument("--gt", action="append", default=None, metavar="START-END",
                    help="ground-truth window in seconds to draw on the plot (repeatable)")
+
+
+def meaningless_scores_notice(predictor) -> str | None:
+    """The line a run with random weights prints above its results, so nobody takes them for real."""
+    if predictor.weights == "random":
+        return ("NOTE: random weights (model and encoders): these moments and scores are meaningless; the run "
+                "only shows that the pipeline works. Drop --weights random (downloads the default model) or "
+                "pass a trained checkpoint for real predictions.")
+    if predictor.profile.random_encoders:
+        return (f"NOTE: {predictor.profile.encoders_text()} (what {predictor.weights} was trained on): the scores "
+                "say nothing about what the video shows; the run only shows that extract -> train -> predict "
+                "works. Train on features of the released encoders for real predictions.")
+    return None
 
 
 def _parse_gt(values) -> list[list[float]] | None:
@@ -98,7 +126,9 @@ def run(args: argparse.Namespace) -> int:
         with _quiet_root_logger(args.weights == "random"):   # open_clip logs "initialized randomly"
             try:
                 predictor = Predictor.from_pretrained(args.weights, device=args.device, model=args.model,
-                                                      profile=args.profile, cache=not args.no_cache)
+                                                      profile=args.profile, cache=not args.no_cache,
+                                                      encoder_size=args.encoder_size,
+                                                      random_encoders=args.random_encoders)
             except OfflineError as err:
                 raise OfflineError(f"{err} (or run the whole pipeline offline with --weights random)") from None
         features = predictor.encode_video(video)
@@ -108,6 +138,9 @@ def run(args: argparse.Namespace) -> int:
 
     print(f"{predictor.model_name} ({predictor.weights}), profile {predictor.profile.name}, "
           f"{features.n_clips} clips")
+    notice = meaningless_scores_notice(predictor)
+    if notice:
+        print(notice)
     for pred in preds:
         print(format_table(pred, args.top_k))
     if args.out:

@@ -55,7 +55,7 @@ def test_readme_tour_runs_offline_end_to_end(tmp_path):
     assert "tiny" in outputs[2].stderr and "pipeline check" in outputs[2].stderr      # train says what it trains on
     metrics = json.loads((tour / "metrics.json").read_text(), parse_constant=pytest.fail)
     assert metrics["brief"]
-    assert "NOTE: random tiny encoders" in outputs[4].stdout                        # predict says the scores mean nothing
+    assert "NOTE: the features come from random tiny encoders" in outputs[4].stdout                        # predict says the scores mean nothing
     preds = json.loads((tour / "preds.json").read_text())
     assert [p["vid"] for p in preds] == ["vid3", "vid3"]
     assert "matched to ground-truth qids by vid and query" in outputs[5].stderr

@@ -71,9 +71,9 @@ def meaningless_scores_notice(predictor) -> str | None:
                 "only shows that the pipeline works. Drop --weights random (downloads the default model) or "
                 "pass a trained checkpoint for real predictions.")
     if predictor.profile.random_encoders:
-        return (f"NOTE: {predictor.profile.encoders_text()} (what {predictor.weights} was trained on): the scores "
-                "say nothing about what the video shows; the run only shows that extract -> train -> predict "
-                "works. Train on features of the released encoders for real predictions.")
+        return (f"NOTE: the features come from {predictor.profile.encoders_text()}: the scores say nothing about "
+                "what the video shows; the run only shows that extract -> train -> predict works. Train on "
+                "features of the released encoders for real predictions.")
     return None
 
 

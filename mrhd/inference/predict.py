@@ -59,7 +59,7 @@ def _encoders_for(prof, encoder_size: str | None, random_encoders: bool | None, 
                         f"gives features it cannot read (drop --encoder-size)")
     if prof.random_encoders and not random_weights:
         raise MrhdError(f"{label} was trained on features of {prof.encoders_text()}; the released encoders "
-                        "give other features (drop the request for released encoders)")
+                        "give other features (leave random_encoders unset)")
     if size != "full" and not random_weights:
         raise MrhdError("--encoder-size tiny exists only with random encoders (--random-encoders)")
     return size, random_weights

@@ -12,9 +12,11 @@ import torch
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import (
     available_profiles,
+    fit_to_stores,
     l2_normalize,
     load_profile,
     open_stores,
+    profile_from_dict,
     read_text_arrays,
     read_video_arrays,
     tef,
@@ -160,6 +162,53 @@ def test_open_stores_rejects_wrong_encoder_and_missing_store(tmp_path):
     stores = open_stores(tmp_path, p)
     assert p.assemble_video(read_video_arrays(p, stores, "v")).shape == (5, 2818)
     assert p.assemble_text(read_text_arrays(p, stores, 1)).shape == (4, 512)
+
+
+def _encoder_stores(folder, kinds: dict):
+    """clip + clip_text stores as an encoder writes them: ``kinds[stream] = (weights, size, dim)``."""
+    rng = np.random.default_rng(4)
+    folder.mkdir(exist_ok=True)
+    for stream, (weights, size, dim) in kinds.items():
+        recipe = {"model": f"{stream} encoder", **({"size": size} if size != "full" else {})}
+        data = {"videos": {"v": rng.normal(size=(5, dim))}} if stream == "clip" else {"texts": {1: rng.normal(size=(4, dim))}}
+        write_store(folder / f"{stream}.h5", stream, weights=weights, recipe=recipe, **data)
+    return folder
+
+
+def test_training_follows_stores_of_tiny_random_encoders(tmp_path):
+    """Stores written by `--random-weights --encoder-size tiny` are trainable: the profile takes
+    their widths and records the encoders, so predict can rebuild them."""
+    p = load_profile("clip")
+    folder = _encoder_stores(tmp_path, {"clip": ("random", "tiny", 32), "clip_text": ("random", "tiny", 32)})
+    fitted = fit_to_stores(p, open_stores(folder, p))
+    assert (fitted.video_dim, fitted.text_dim) == (34, 32)
+    assert fitted.random_encoders and fitted.encoder_size == "tiny" and fitted.encoders_text() == "random tiny encoders"
+    assert profile_from_dict(fitted.to_dict()) == fitted   # as a checkpoint keeps it
+    full = fit_to_stores(p, open_stores(_encoder_stores(tmp_path / "full", {
+        "clip": ("random", "full", 512), "clip_text": ("random", "full", 512)}), p))
+    assert full.random_encoders and full.encoder_size == "full" and full.video_dim == p.video_dim
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    write_store(synthetic / "clip.h5", "clip", videos={"v": np.ones((5, 512))})
+    write_store(synthetic / "clip_text.h5", "clip_text", texts={1: np.ones((4, 512))})
+    assert fit_to_stores(p, open_stores(synthetic, p)) == p   # no encoder recorded: the official ones
+
+
+# (stores in --features, words of the one-line error)
+BAD_STORE_SETS = [
+    ({"clip": ("random", "tiny", 32), "clip_text": ("random", "full", 512)}, "different kinds of encoders"),
+    ({"clip": ("random", "tiny", 32), "clip_text": ("clip-vit-b32-openai", "tiny", 32)}, "different kinds"),
+    ({"clip": ("clip-vit-b32-openai", "full", 288), "clip_text": ("random", "full", 512)},
+     "has dim 288, expected 512 for 'clip'; re-extract it"),
+]
+
+
+@pytest.mark.parametrize("kinds, words", BAD_STORE_SETS, ids=["tiny+full", "random+released", "odd-dim"])
+def test_stores_of_mixed_encoders_are_refused(tmp_path, kinds, words):
+    p = load_profile("clip")
+    with pytest.raises(MrhdError) as info:
+        fit_to_stores(p, open_stores(_encoder_stores(tmp_path, kinds), p))
+    assert words in str(info.value) and "\n" not in str(info.value)
 
 
 # ---- golden inputs -------------------------------------------------------------------------

@@ -38,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"stream ({', '.join(TEXT_STREAM_OF.values())}) unless STREAM_text= is given; "
                         "repeatable")
     p.add_argument("--encoder-size", choices=("full", "tiny"), default="full",
-                   help="'tiny' builds reduced random encoders (with --random-weights; tests)")
+                   help="full or tiny (default: full); tiny builds reduced random encoders (with --random-weights): "
+                        "fast offline features for tests and the README tour, which train and predict follow")
     p.add_argument("--precision", choices=("official", "fast"), default="official",
                    help="on CUDA: 'official' computes as the released features were (CLIP fp16 weights, "
                         "SlowFast fp32); 'fast' runs both under fp16 autocast (default: official)")

@@ -32,16 +32,19 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--videos", action="append", default=[], metavar="DIR",
                    help="a folder whose videos the page may pick (searched recursively; repeatable)")
-    p.add_argument("--max-duration", type=float, default=3600.0, metavar="SECONDS",
+    p.add_argument("--max-duration", type=float, default=3600, metavar="SECONDS",
                    help="longest video accepted (default: 3600)")
-    p.add_argument("--max-upload-mb", type=float, default=4096.0, metavar="MB",
+    p.add_argument("--max-upload-mb", type=float, default=4096, metavar="MB",
                    help="largest upload accepted (default: 4096)")
     p.add_argument("--profile", default=None, help="feature profile (default: the checkpoint's own)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--no-cache", action="store_true",
                    help="keep features in memory only, not in $MRHD_CACHE")
-    p.add_argument("--encoder-size", choices=("full", "tiny"), default="full",
-                   help="'tiny': small random encoders, with --weights random (tests)")
+    p.add_argument("--random-encoders", action="store_true", default=None,
+                   help="random-weight encoders (default: those the checkpoint was trained with)")
+    p.add_argument("--encoder-size", choices=("full", "tiny"), default=None,
+                   help="encoder size: full or tiny (tiny: reduced random encoders, with --weights random or a "
+                        "checkpoint trained on tiny features; default: the checkpoint's)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,8 +54,6 @@ def run(args: argparse.Namespace) -> int:
         raise MrhdError("--max-upload-mb must be positive")
     if args.threads is not None and args.threads < 1:
         raise MrhdError("--threads must be at least 1")
-    if args.encoder_size != "full" and args.weights != "random":
-        raise MrhdError("--encoder-size tiny exists only with --weights random")
     for folder in args.videos:
         if not Path(folder).expanduser().is_dir():
             raise MrhdError(f"--videos {folder}: not a folder; give a folder of video files")
@@ -79,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
         from mrhd.serve.service import MomentService
 
         predictor = build_predictor(args.weights, model=args.model, device=args.device, profile=args.profile,
-                                    cache=not args.no_cache, encoder_size=args.encoder_size)
+                                    cache=not args.no_cache, encoder_size=args.encoder_size,
+                                    random_encoders=args.random_encoders)
         library = VideoLibrary(tempfile.mkdtemp(prefix="mrhd-serve-uploads-"), args.videos,
                                max_duration=args.max_duration, max_upload_mb=args.max_upload_mb)
         service = MomentService(predictor, library)

@@ -19,6 +19,7 @@ from mrhd.encoders.streams import stream_of_folder
 from mrhd.errors import MrhdError
 from mrhd.io import file_sha256
 from mrhd.weights.checkpoint import (
+    MODEL_CHECKPOINT_FIX,
     is_mrhd_checkpoint,
     load_checkpoint,
     official_opt,
@@ -107,7 +108,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, model: str) -> dict:
 
     src, dst = Path(src), Path(dst)
     spec = get_spec(model)
-    ckpt = load_checkpoint(src)
+    ckpt = load_checkpoint(src, what="model checkpoint", fix=MODEL_CHECKPOINT_FIX)
     if is_mrhd_checkpoint(ckpt):
         raise MrhdError(f"{src} is already an mrhd checkpoint (model {ckpt.get('model')!r}); "
                         "nothing to convert")

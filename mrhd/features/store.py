@@ -39,6 +39,7 @@ POOLED = "pooled"
 COMPLETE = "complete"   # per-dataset flag, set last: a dataset without it is never taken as stored
 _MERGING = "merging"
 _INFO_KEYS = ("format", "encoder", "dim", "clip_len", "weights", "recipe")
+READ_WAIT_S = 60.0     # how long a reader waits while a writer merges into the main file
 _TMP_PREFIX = ".tmp-"   # part files being written: .tmp-<pid>-<part name>...
 # part file names: dataset names are free text (file stems), file names must stay portable
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
@@ -166,11 +167,15 @@ class FeatureStore:
     def _main(self) -> h5py.File | None:
         if self._file is None and self.path.exists():
             try:
-                self._file = h5py.File(self.path, "r")
+                self._file = _open_for_reading(self.path)
             except OSError as err:
-                if self.mode == "r" and not self._part_files():
-                    raise MrhdError(f"cannot read feature store {self.path} ({err}); "
-                                    "re-run `mrhd extract` to repair it") from err
+                if self.mode == "r":  # never read the parts alone as if they were the whole store
+                    if _held_open(self.path):
+                        raise MrhdError(f"feature store {self.path} is being written by another process "
+                                        "(a merge of `mrhd extract`); try again when it is done") from err
+                    raise MrhdError(f"cannot read feature store {self.path} (damaged or truncated: "
+                                    f"{_hdf5_reason(err)}); re-run `mrhd extract` with the same arguments "
+                                    "to repair it") from err
                 return None
         return self._file
 
@@ -302,7 +307,7 @@ class FeatureStore:
         try:
             f = h5py.File(self.path, "a")
         except OSError as err:
-            if _busy(err):
+            if _held_open(self.path):
                 return None  # a reader (this or another process) has it open; parts wait for a later merge
             if not os.access(self.path, os.W_OK):
                 raise MrhdError(f"cannot write to {self.path}; make it writable or choose another --out "
@@ -311,9 +316,9 @@ class FeatureStore:
                 with h5py.File(self.path, "r"):
                     pass
             except OSError as err_read:
-                if _busy(err_read):
+                if _held_open(self.path):
                     return None
-                self._salvage(f"cannot be opened ({err_read})")
+                self._salvage(f"is damaged or truncated ({_hdf5_reason(err_read)})")
                 return h5py.File(self.path, "a")
             raise MrhdError(f"cannot open {self.path} for writing ({err}); close what holds it and re-run") from err
         if f.attrs.get(_MERGING, 0):
@@ -453,11 +458,55 @@ class FeatureStore:
             self.close_reader()
 
 
-def _busy(err: OSError) -> bool:
-    """HDF5's refusals while someone else has the file open (file locks, or an open handle in this
-    process), as opposed to a damaged file."""
-    text = str(err).lower()
-    return "lock" in text or "already open" in text
+def _held_open(path: Path) -> bool:
+    """Whether an open HDF5 handle, of this process or another, holds ``path`` (busy, not damaged).
+
+    Decided by the lock itself, never by the words of an error (HDF5's message for a truncated file,
+    "sblock->base_addr", contains "lock"): HDF5 keeps an ``flock`` on every file it has open, shared
+    for readers and exclusive for writers, so an exclusive non-blocking ``flock`` of our own fails
+    exactly while some handle is open. This process's own handles are also looked up directly, for
+    when HDF5's locking is turned off (``HDF5_USE_FILE_LOCKING=FALSE``)."""
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            if os.path.samefile(os.fsdecode(fid.name), path):
+                return True
+        except (OSError, ValueError):
+            continue
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # no flock here (some network file systems): nothing can be holding one
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _open_for_reading(path: Path, wait_s: float = READ_WAIT_S) -> h5py.File:
+    """``h5py.File(path, "r")``, waiting up to ``wait_s`` while a writer holds the file (a merge
+    takes seconds); a damaged file raises at once."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return h5py.File(path, "r")
+        except OSError:
+            if time.monotonic() >= deadline or not _held_open(path):
+                raise
+            time.sleep(0.2)
+
+
+def _hdf5_reason(err: OSError) -> str:
+    """HDF5's reason without h5py's prefix ("Unable to synchronously open file (...)")."""
+    text = str(err)
+    inner = re.search(r"\((.*)\)\s*$", text)
+    return inner.group(1) if inner else text
 
 
 def _part_holding(name: str, parts: list[Path]) -> Path | None:
@@ -502,7 +551,7 @@ class _FileLock:
         self._fd: int | None = None
 
     def __enter__(self):
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # minus the umask, as open() does
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 

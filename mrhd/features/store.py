@@ -45,6 +45,23 @@ _TMP_PREFIX = ".tmp-"   # part files being written: .tmp-<pid>-<part name>...
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
 
 
+SOURCE_KEYS = ("sha256", "size", "path", "mtime_ns")  # stored as ``source_<key>`` on a video entry
+
+
+def video_id_problem(video_id: str) -> str | None:
+    """Why ``video_id`` cannot name a video entry, or None: text entries own ``qid...`` and
+    ``pooled``, and HDF5 reads ``/`` as a group."""
+    if not video_id or video_id in (".", ".."):
+        return "is empty"
+    if video_id.startswith("qid"):
+        return "starts with 'qid', which names the query entries of a store"
+    if video_id == POOLED:
+        return f"is {POOLED!r}, which holds the pooled query entries of a store"
+    if "/" in video_id:
+        return "contains '/'"
+    return None
+
+
 def _part_name(key: str) -> str:
     return _UNSAFE.sub(lambda m: f"%{ord(m.group()):02X}", key) + ".h5"
 
@@ -162,7 +179,8 @@ class FeatureStore:
                     raise MrhdError(f"{src} is not an mrhd feature store (format "
                                     f"{_as_str(attrs['format'])!r}); re-extract it with `mrhd extract`")
                 return attrs
-        raise MrhdError(f"{self.path} is not a readable mrhd feature store; re-extract it with `mrhd extract`")
+        raise MrhdError(f"{self.path} cannot be read (damaged, truncated or not an mrhd feature store); "
+                        "re-run `mrhd extract` with the same arguments to repair it")
 
     def _main(self) -> h5py.File | None:
         if self._file is None and self.path.exists():
@@ -242,11 +260,35 @@ class FeatureStore:
         return got[0]
 
     def read_attrs(self, video_id: str) -> dict:
-        """Per-dataset attributes (``duration``, ``n_clips``)."""
+        """Per-dataset attributes (``duration``, ``n_clips``, ``source_*`` where recorded)."""
         got = self._read_dataset(video_id)
         if got is None:
             raise MrhdError(f"video {video_id!r} is not in {self.path}; extract it with `mrhd extract`")
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in got[1].items() if k != COMPLETE}
+
+    def entry_attrs(self, name: str) -> dict:
+        """The attributes of one stored entry (``qid<qid>`` for a query), without reading its data;
+        :class:`MrhdError` when it is not stored."""
+        main, part = self._locate(name)
+        if main is None and part is None:
+            raise MrhdError(f"{name!r} is not in {self.path}; extract it with `mrhd extract`")
+        if main is not None:
+            return dict(main[name].attrs)
+        with h5py.File(part, "r") as f:
+            return dict(f[name].attrs)
+
+    def source_of(self, video_id: str) -> dict | None:
+        """The file a stored video came from (``sha256``, ``size``, ``path``, ``mtime_ns``), or None
+        for an entry written before stores recorded it; :class:`MrhdError` when it is not stored."""
+        attrs = self.entry_attrs(video_id)
+        if f"source_{SOURCE_KEYS[0]}" not in attrs:
+            return None
+        got = {k: attrs.get(f"source_{k}") for k in SOURCE_KEYS}
+        return {k: (_as_str(v) if isinstance(v, bytes | str) else int(v)) for k, v in got.items() if v is not None}
+
+    def claim_path(self, video_id: str) -> Path:
+        """The file whose lock says which `mrhd extract` run works on this video (extract/claims.py)."""
+        return self.parts_dir / (_part_name(video_id)[: -len(".h5")] + ".claim")
 
     def read_text(self, qid) -> tuple[np.ndarray, np.ndarray | None]:
         """``(tokens [L, dim], pooled [dim] or None)`` float32 of one query."""
@@ -378,26 +420,33 @@ class FeatureStore:
                 ds.attrs.update(attrs)
                 ds.attrs[COMPLETE] = 1
 
-    def write(self, video_id: str, features, duration: float) -> None:
-        """Store one video's ``[n_clips, dim]`` features (atomic; replaces an older entry)."""
+    def write(self, video_id: str, features, duration: float, source: dict | None = None) -> None:
+        """Store one video's ``[n_clips, dim]`` features (atomic; replaces an older entry).
+        ``source``: the file they came from (``SOURCE_KEYS``; ``mrhd.extract.sources.source_file``),
+        so that a later run can tell another file of the same id from this one."""
         if self.mode == "r":
             raise ValueError("store opened read-only")
-        if "/" in video_id or video_id in (POOLED, "") or video_id.startswith("qid"):
-            raise MrhdError(f"video id {video_id!r} cannot be stored (no '/', not 'pooled' or 'qid...'); "
-                            "rename the file")
+        problem = video_id_problem(video_id)
+        if problem:
+            raise MrhdError(f"video id {video_id!r} cannot be stored: it {problem}; rename the file")
         array = np.asarray(features, dtype=self.store_dtype)
         dim = int(self._want["dim"])
         if array.ndim != 2 or array.shape[1] != dim:
             raise ValueError(f"features of {video_id} have shape {array.shape}, expected [n, {dim}]")
-        self._write_part(video_id, {video_id: (array, {"duration": float(duration),
-                                                       "n_clips": int(array.shape[0])})})
+        attrs = {"duration": float(duration), "n_clips": int(array.shape[0])}
+        for key in SOURCE_KEYS:
+            if source and source.get(key) is not None:
+                attrs[f"source_{key}"] = source[key]
+        self._write_part(video_id, {video_id: (array, attrs)})
 
     def write_texts(self, items, batch_name: str | None = None) -> None:
-        """Store queries: ``items`` is an iterable of ``(qid, tokens [L, dim], pooled [dim] | None)``;
-        all go into one part (a part per query would mean thousands of files)."""
+        """Store queries: ``items`` is an iterable of ``(qid, tokens [L, dim], pooled [dim] | None)``
+        or ``(qid, tokens, pooled, query text)``; the text is kept as the entry's ``query``
+        attribute, so that another annotation file's qid of the same number is told apart. All go
+        into one part (a part per query would mean thousands of files)."""
         entries = {}
-        for qid, tokens, pooled in items:
-            entries[f"qid{qid}"] = (np.asarray(tokens, dtype=np.float32), {})
+        for qid, tokens, pooled, *text in items:
+            entries[f"qid{qid}"] = (np.asarray(tokens, dtype=np.float32), {"query": text[0]} if text else {})
             if pooled is not None:
                 entries[f"{POOLED}/qid{qid}"] = (np.asarray(pooled, dtype=np.float32), {})
         if entries:

@@ -30,8 +30,8 @@ def ends_early(decoded_s: float, header_s: float, what: str = "video") -> str | 
     a faststart mp4 whose index survived but not its data), else None. The duration stored and
     used is the decoded one; the header's is only compared."""
     if header_s > 0 and decoded_s >= 0 and header_s - decoded_s > ENDS_EARLY_S:
-        return (f"{what} ends at {decoded_s:.1f} s but its header says {header_s:.1f} s (file cut short?); "
-                f"kept the {decoded_s:.1f} s that decode")
+        return (f"{what} ends at {decoded_s:.1f} s although its header says {header_s:.1f} s (file cut "
+                f"short?); only the {decoded_s:.1f} s that decode are used")
     return None
 
 

@@ -345,12 +345,37 @@ class ExtractJob:
         video.claims = []
 
     def _start(self, video: _Video) -> bool:
-        """Claim ``video`` and make it live; False when another run holds it (deferred)."""
+        """Claim ``video`` and make it live; False when another run holds it (deferred) or stored it
+        since this run made its plan."""
         if not self._claim(video):
             self._deferred.append(video)
             return False
-        self._videos[video.source.video_id] = video
-        return True
+        return self._recheck(video)
+
+    def _recheck(self, video: _Video, waited: bool = False) -> bool:
+        """With ``video`` claimed, decide again what another run may have done since the plan: what
+        it stored is counted as its work; the rest stays to do. True when work is left (the video
+        is live), else the video is finished and counted. ``waited``: another run held the claim,
+        so with ``--overwrite`` what is stored now is what it just computed."""
+        vid = video.source.video_id
+        for n in sorted(video.streams):
+            store = self._streams[n].store
+            verdict, why = self._verdict(store, video.source)
+            if verdict == "stored" or (self.overwrite and waited and store.has(vid)):
+                video.streams.discard(n)
+                video.by_other.add(n)
+            elif verdict == "refused":  # another run stored another file under this id
+                video.streams.discard(n)
+                video.failed.add(n)
+                self._add_failure(video, n, why)
+            store.close_reader()
+        if video.streams:
+            self._videos[vid] = video
+            return True
+        self._release(video)
+        self._count(video)
+        self._tick()
+        return False
 
     def _take_over_deferred(self) -> list[_Video]:
         """Wait until some of the deferred videos are let go by the run that held them, then decide
@@ -364,26 +389,8 @@ class ExtractJob:
             for video in pending:
                 if not self._claim(video):
                     still.append(video)
-                    continue
-                vid = video.source.video_id
-                for n in sorted(video.streams):
-                    store = self._streams[n].store
-                    verdict, why = self._verdict(store, video.source)
-                    if verdict == "stored" or (self.overwrite and store.has(vid)):
-                        video.streams.discard(n)
-                        video.by_other.add(n)
-                    elif verdict == "refused":  # the other run stored another file under this id
-                        video.streams.discard(n)
-                        video.failed.add(n)
-                        self._add_failure(video, n, why)
-                    store.close_reader()
-                if video.streams:
-                    self._videos[vid] = video
+                elif self._recheck(video, waited=True):
                     ready.append(video)
-                else:
-                    self._release(video)
-                    self._count(video)
-                    self._tick()
             if ready or not still:
                 self._deferred = still
                 return ready

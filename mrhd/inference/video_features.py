@@ -164,7 +164,7 @@ def _cut_short(path: Path, duration: float) -> str | None:
     except DecodeError:
         return None
     short = ends_early(duration, info.stream_duration if info.stream_duration > 0 else info.duration)
-    return f"video {path}: {short}" if short else None
+    return f"{path}: {short}" if short else None
 
 
 def extract_video_features(path: str | Path, encoders: dict, *, cache: FeatureCache | None = None,

@@ -415,3 +415,24 @@ def test_every_file_written_honours_the_umask(tmp_path, clips, monkeypatch):
     wrong = {k: oct(m) for k, m in modes.items()
              if m != (0o775 if (out / k).is_dir() or (tmp_path / k).is_dir() else 0o664)}
     assert not wrong, wrong
+
+
+# ------------------------------------------------------------------ 7. --queries: several files, no videos needed
+def test_queries_of_several_files_without_videos_and_a_clashing_annotation_set(tmp_path, capsys):
+    train, val, other = tmp_path / "train.jsonl", tmp_path / "val.jsonl", tmp_path / "other.jsonl"
+    train.write_text('{"qid": 1, "query": "a dog runs"}\n{"qid": 2, "query": "a cat sleeps"}\n')
+    val.write_text('{"qid": 3, "query": "rain falls"}\n')
+    other.write_text('{"qid": 3, "query": "a car turns"}\n')  # another dataset, same qid numbers
+    out = tmp_path / "out"
+    common = ["--encoders", "clip", "--out", str(out), "--random-weights", "--encoder-size", "tiny"]
+    rc, stdout, _ = _cli(capsys, [*common, "--queries", str(train), str(val)])
+    assert rc == 0 and stdout.startswith("no videos; 3 queries encoded"), stdout
+    assert sorted(p.name for p in out.glob("*.h5")) == ["clip_text.h5"]  # no empty video store
+    text = FeatureStore(store_path(out, "clip_text"))
+    assert text.query_ids() == ["1", "2", "3"] and text.entry_attrs("qid3")["query"] == "rain falls"
+    rc, stdout, _ = _cli(capsys, [*common, "--queries", str(other)])
+    assert rc == 1 and "qid 3 is already in clip_text.h5 with another query ('rain falls')" in stdout, stdout
+    tokens = FeatureStore(store_path(out, "clip_text")).read_text(3)[0]
+    rc, stdout, _ = _cli(capsys, [*common, "--queries", str(val)])  # the same text again: nothing to do
+    assert rc == 0 and "queries encoded" not in stdout
+    np.testing.assert_array_equal(FeatureStore(store_path(out, "clip_text")).read_text(3)[0], tokens)

@@ -103,6 +103,12 @@ def test_another_file_with_the_same_id_is_refused_and_a_changed_file_is_extracte
     assert _counts(summary) == (1, 0, 0, 0, 0, 1) and job.encoders[0].calls == 0  # refused before decoding
     assert "another file" in summary.failures[0].reason and "--video-id-from" in summary.failures[0].reason
     np.testing.assert_array_equal(FeatureStore(store_path(out, "clip")).read("clip"), first)  # kept
+    # refused in every store, also where the id is still free: else the stores would mix two videos
+    both = ExtractJob([StatsEncoder("clip", "clip_frame"), StatsEncoder("slowfast", "slowfast_clip")], out,
+                      num_workers=0, progress=False)
+    summary = both.run_videos(expand_inputs([str(b / "clip.mp4")]).sources)
+    assert _counts(summary) == (1, 0, 0, 0, 0, 1) and {f.stream for f in summary.failures} == {"clip", "slowfast"}
+    assert FeatureStore(store_path(out, "slowfast")).video_ids() == []
     # the same content elsewhere (a copy, a move) is the same video: skipped without work
     shutil.copy(a / "clip.mp4", tmp_path / "clip.mp4")
     assert _counts(_run(out, tmp_path / "clip.mp4")[1]) == (1, 0, 1, 0, 0, 0)

@@ -93,10 +93,6 @@ class Summary:
             self.failures.append(Failure(path, None, reason))
 
     @property
-    def failed_paths(self) -> list[str]:
-        return sorted({f.path for f in self.failures})
-
-    @property
     def ok(self) -> bool:
         """Nothing failed (warnings do not count): the exit status is 0."""
         return not self.failures and not self.query_failures
@@ -298,13 +294,15 @@ class ExtractJob:
         for src in sources:
             self.summary.inputs += 1
             video = _Video(src, set())
-            for name, st in self._streams.items():
-                verdict, why = self._verdict(st.store, src)
+            verdicts = {name: self._verdict(st.store, src) for name, st in self._streams.items()}
+            # an id another file holds in one store is refused in all: else the stores would mix two videos
+            refusal = next((why for verdict, why in verdicts.values() if verdict == "refused"), None)
+            for name, (verdict, why) in verdicts.items():
                 if verdict == "stored":
                     video.skipped.add(name)
-                elif verdict == "refused":
+                elif refusal:
                     video.failed.add(name)
-                    self._add_failure(video, name, why)
+                    self._add_failure(video, name, refusal)
                 else:
                     video.streams.add(name)
                     if verdict == "changed" and not any(w.path == str(src.path) for w in self.summary.warnings):
@@ -358,17 +356,22 @@ class ExtractJob:
         is live), else the video is finished and counted. ``waited``: another run held the claim,
         so with ``--overwrite`` what is stored now is what it just computed."""
         vid = video.source.video_id
+        verdicts = {}
         for n in sorted(video.streams):
             store = self._streams[n].store
             verdict, why = self._verdict(store, video.source)
             if verdict == "stored" or (self.overwrite and waited and store.has(vid)):
                 video.streams.discard(n)
                 video.by_other.add(n)
-            elif verdict == "refused":  # another run stored another file under this id
+            verdicts[n] = (verdict, why)
+            store.close_reader()
+        # another run stored another file under this id: refused in every store (as in _plan)
+        refusal = next((why for verdict, why in verdicts.values() if verdict == "refused"), None)
+        if refusal:
+            for n in sorted(video.streams):
                 video.streams.discard(n)
                 video.failed.add(n)
-                self._add_failure(video, n, why)
-            store.close_reader()
+                self._add_failure(video, n, refusal)
         if video.streams:
             self._videos[vid] = video
             return True

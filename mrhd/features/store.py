@@ -226,11 +226,7 @@ class FeatureStore:
         main = self._main()
         names = complete(main) if main is not None else set()
         for part in self._part_files():
-            try:
-                with h5py.File(part, "r") as f:
-                    names |= complete(f)
-            except OSError:
-                continue
+            names |= {n for n in _names_in_part(part) if "/" not in n}
         return names
 
     def video_ids(self) -> list[str]:
@@ -558,16 +554,32 @@ def _hdf5_reason(err: OSError) -> str:
     return inner.group(1) if inner else text
 
 
+_PART_NAMES: dict[str, tuple[tuple[int, int, int], frozenset[str]]] = {}
+
+
+def _names_in_part(part: Path) -> frozenset[str]:
+    """The complete entries of a part file, read once per file: a part never changes after its
+    rename into place (a rewrite is a new file), so its inode, time and size identify what it
+    holds. Opening every part on every lookup cost ~3 ms a part, 0.3 s a lookup with 100 parts."""
+    try:
+        st = part.stat()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = _PART_NAMES.get(str(part))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with h5py.File(part, "r") as f:
+            names = frozenset(_complete_names(f))
+    except OSError:
+        return frozenset()
+    if len(_PART_NAMES) > 100_000:  # parts merged long ago
+        _PART_NAMES.clear()
+    _PART_NAMES[str(part)] = (key, names)
+    return names
+
+
 def _part_holding(name: str, parts: list[Path]) -> Path | None:
     """The first of ``parts`` that holds ``name`` completely."""
-    for part in parts:
-        try:
-            with h5py.File(part, "r") as f:
-                if name in f and f[name].attrs.get(COMPLETE, 0):
-                    return part
-        except OSError:
-            continue
-    return None
+    return next((part for part in parts if name in _names_in_part(part)), None)
 
 
 def _complete_names(f: h5py.File) -> Iterator[str]:

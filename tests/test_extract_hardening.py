@@ -442,3 +442,15 @@ def test_queries_of_several_files_without_videos_and_a_clashing_annotation_set(t
     rc, stdout, _ = _cli(capsys, [*common, "--queries", str(val)])  # the same text again: nothing to do
     assert rc == 0 and "queries encoded" not in stdout
     np.testing.assert_array_equal(FeatureStore(store_path(out, "clip_text")).read_text(3)[0], tokens)
+
+
+def test_with_the_progress_bar_a_failure_is_named_when_it_happens(tmp_path, clips, capsys):
+    d = tmp_path / "in"
+    d.mkdir()
+    shutil.copy(clips / "v0.mp4", d / "a.mp4")
+    write_broken(d / "b.mp4", "garbage")
+    shutil.copy(clips / "v1.mp4", d / "c.mp4")
+    summary = _job(tmp_path / "out", progress=True).run_videos(expand_inputs([str(d)]).sources)
+    err = capsys.readouterr().err
+    assert f"mrhd extract: FAILED {d / 'b.mp4'} [clip]: not a readable video" in err
+    assert _counts(summary) == (3, 2, 0, 0, 0, 1)

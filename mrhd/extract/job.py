@@ -128,7 +128,7 @@ class Summary:
                 names = ",".join(s for s in streams if s)
                 lines.append(f"  FAILED {path}" + (f" [{names}]" if names else "") + f": {reason}")
         for w in self.warnings:
-            lines.append(f"  WARNING {w.path}: {w.reason}")
+            lines.append(f"  WARNING {w.path}: {w.reason}" if w.path else f"  WARNING {w.reason}")
         return "\n".join(lines)
 
 
@@ -208,7 +208,7 @@ class ExtractJob:
             warnings.simplefilter("always")
             yield
         for w in caught:
-            self.summary.warnings.append(Failure(str(self.out_dir), None, str(w.message)))
+            self.summary.warnings.append(Failure("", None, str(w.message)))  # the message names the store
             self._say(f"warning: {w.message}")
 
     def _open_stores(self) -> None:

@@ -1,97 +1,95 @@
-"""The feature cache's path index: a file is hashed once per version, found again without a read."""
+"""predict's feature cache (``mrhd.inference.video_features``): entries are checked by content on
+every read, a video cut short is said so on every use, and the messages name things right."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import shutil
+import json
+import warnings
 
+import numpy as np
 import pytest
 
 import mrhd.inference.video_features as video_features
-from mrhd.inference.predict import Predictor
-from mrhd.inference.video_features import FeatureCache
-from tests.helpers.videos import write_video
-
-SMALL = {"hidden_dim": 32, "nheads": 4, "dim_feedforward": 64}
-
-
-def _sha256(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+from mrhd.errors import MrhdError
+from mrhd.extract.synthetic import write_video
+from mrhd.inference.video_features import FeatureCache, extract_video_features
+from tests.helpers.videos import write_broken
 
 
-def test_a_file_is_hashed_once_and_found_by_a_later_process(tmp_path):
-    video = tmp_path / "v.mp4"
-    video.write_bytes(os.urandom(1 << 16))
+@pytest.fixture(scope="module")
+def encoders():
+    from mrhd.encoders.factory import build_encoder
+
+    return {"clip": build_encoder("clip", random_weights=True, size="tiny")}
+
+
+@pytest.fixture(scope="module")
+def video(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("videos") / "v.mp4", duration=8.0, fps=10, width=64, height=48,
+                       audio=False)
+
+
+def _decodes(monkeypatch) -> list:
+    calls = []
+    real = video_features.decode_streams
+    monkeypatch.setattr(video_features, "decode_streams", lambda *a, **k: calls.append(1) or real(*a, **k))
+    return calls
+
+
+def _entry(cache: FeatureCache, kind: str):
+    [path] = list(cache.root.rglob(f"clip-*.{kind}"))
+    return path
+
+
+@pytest.mark.parametrize("tamper", ["array", "duration"])
+def test_a_changed_cache_entry_is_recomputed_with_a_warning(tmp_path, encoders, video, monkeypatch, tamper):
     cache = FeatureCache(tmp_path / "cache")
-    first = cache.content_hash(video)
-    assert first == _sha256(video) and cache.hashed == 1
-    assert cache.content_hash(video) == first and cache.hashed == 1
-    later = FeatureCache(tmp_path / "cache")          # a new process: the index on disk
-    assert later.content_hash(video) == first and later.hashed == 0
-    # another path to the same bytes is another index entry (hashed once), same content hash
-    copy = tmp_path / "copy.mp4"
-    shutil.copyfile(video, copy)
-    assert later.content_hash(copy) == first and later.hashed == 1
-
-
-@pytest.mark.parametrize("change", ["rewrite_same_size_mtime_restored", "replace", "append"])
-def test_a_changed_file_is_hashed_again(tmp_path, change):
-    video = tmp_path / "v.mp4"
-    video.write_bytes(b"a" * 4096)
-    cache = FeatureCache(tmp_path / "cache")
-    old = cache.content_hash(video)
-    st = video.stat()
-    if change == "rewrite_same_size_mtime_restored":   # cp -p onto the file: same inode, size, mtime
-        with open(video, "r+b") as fh:
-            fh.write(b"b" * 4096)
-        os.utime(video, ns=(st.st_atime_ns, st.st_mtime_ns))
-        assert video.stat().st_ino == st.st_ino and video.stat().st_mtime_ns == st.st_mtime_ns
-    elif change == "replace":
-        new = tmp_path / "new.mp4"
-        new.write_bytes(b"c" * 4096)
-        os.utime(new, ns=(st.st_atime_ns, st.st_mtime_ns))
-        os.replace(new, video)
+    calls = _decodes(monkeypatch)
+    first = extract_video_features(video, encoders, cache=cache)
+    if tamper == "array":  # same shape, other numbers: a structure check cannot see it
+        arr = np.load(_entry(cache, "npy"))
+        np.save(_entry(cache, "npy"), arr[::-1].copy())
     else:
-        with open(video, "ab") as fh:
-            fh.write(b"d")
-    for fresh in (cache, FeatureCache(tmp_path / "cache")):
-        digest = fresh.content_hash(video)
-        assert digest == _sha256(video) != old
+        meta = json.loads(_entry(cache, "json").read_text())
+        meta["duration"] = 80.0
+        _entry(cache, "json").write_text(json.dumps(meta))
+    with pytest.warns(UserWarning, match="do not match their checksum"):
+        again = extract_video_features(video, encoders, cache=cache)
+    assert len(calls) == 2  # decoded again
+    np.testing.assert_array_equal(again.streams["clip"], first.streams["clip"])
+    assert again.duration == first.duration == 8.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the entry is whole again: a silent hit
+        extract_video_features(video, encoders, cache=cache)
+    assert len(calls) == 2
 
 
-def test_damaged_or_unwritable_index_costs_only_a_rehash(tmp_path):
-    video = tmp_path / "v.mp4"
-    video.write_bytes(b"x" * 1000)
+def test_an_entry_without_a_checksum_is_recomputed_quietly(tmp_path, encoders, video, monkeypatch):
     cache = FeatureCache(tmp_path / "cache")
-    cache.content_hash(video)
-    (index_file,) = (tmp_path / "cache" / "index").rglob("*.json")
-    index_file.write_text("{not json")
-    again = FeatureCache(tmp_path / "cache")
-    assert again.content_hash(video) == _sha256(video) and again.hashed == 1
-    blocked = tmp_path / "blocked"
-    blocked.write_text("a file where the cache folder should be")
-    unwritable = FeatureCache(blocked)
-    assert unwritable.content_hash(video) == _sha256(video)
+    calls = _decodes(monkeypatch)
+    extract_video_features(video, encoders, cache=cache)
+    meta = json.loads(_entry(cache, "json").read_text())
+    del meta["sha256"]  # as versions before the checksum wrote it
+    _entry(cache, "json").write_text(json.dumps(meta))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        extract_video_features(video, encoders, cache=cache)
+    assert len(calls) == 2 and "sha256" in json.loads(_entry(cache, "json").read_text())
 
 
-@pytest.mark.slow
-def test_warm_encode_video_neither_hashes_nor_decodes(tmp_path, monkeypatch):
-    video = write_video(tmp_path / "clip.mp4", duration=8.0, fps=10, audio=False)
-    predictor = Predictor.from_pretrained("random", encoder_size="tiny", cache=tmp_path / "cache",
-                                          random_config=SMALL)
-    hashed, decoded = [], []
-    real_hash, real_decode = video_features.file_sha256, video_features.decode_streams
-    monkeypatch.setattr(video_features, "file_sha256", lambda p: hashed.append(p) or real_hash(p))
-    monkeypatch.setattr(video_features, "decode_streams", lambda *a, **k: decoded.append(1) or real_decode(*a, **k))
-    progress = []
-    first = predictor.encode_video(video, progress=lambda done, total: progress.append((done, total)))
-    assert len(hashed) == 1 and len(decoded) == 1
-    assert progress and progress[-1][0] == first.n_clips and progress[-1][1] == 4   # 8 s = 4 clips
-    assert [d for d, _ in progress] == sorted(d for d, _ in progress)
-    second = predictor.encode_video(video)
-    restarted = Predictor.from_pretrained("random", encoder_size="tiny", cache=tmp_path / "cache",
-                                          random_config=SMALL)
-    third = restarted.encode_video(video)
-    assert len(hashed) == 1 and len(decoded) == 1
-    assert (first.streams["clip"] == second.streams["clip"]).all() and (first.streams["clip"] == third.streams["clip"]).all()
+def test_a_video_cut_short_uses_what_decoded_and_says_so_every_time(tmp_path, encoders):
+    cut = write_broken(tmp_path / "cut.mp4", "cut_faststart")  # 12 s announced, about 6 s there
+    cache = FeatureCache(tmp_path / "cache")
+    for _ in range(2):  # decoded, then from the cache
+        with pytest.warns(UserWarning, match="header says 12.0 s") as said:
+            feats = extract_video_features(cut, encoders, cache=cache)
+        assert len([w for w in said if "header says" in str(w.message)]) == 1
+        assert 2.0 < feats.duration < 9.0 and feats.n_clips == round(feats.duration / 2)
+
+
+def test_no_clips_message_names_the_stream(tmp_path, encoders, video, monkeypatch):
+    monkeypatch.setattr(video_features, "decode_streams",
+                        lambda path, encs, batch_size=32, progress=None: ({s: np.zeros((0, 32), np.float32) for s in encs}, 8.0))
+    with pytest.raises(MrhdError, match="gave no clips for the clip stream") as info:
+        extract_video_features(video, encoders, cache=None)
+    assert "clip clips" not in str(info.value)

@@ -211,6 +211,18 @@ def test_stores_of_mixed_encoders_are_refused(tmp_path, kinds, words):
     assert words in str(info.value) and "\n" not in str(info.value)
 
 
+def test_a_missing_text_store_points_at_the_command_that_writes_it(tmp_path):
+    """`--encoders clip` alone writes no clip_text: the hint names --queries (mrhd train's message)."""
+    write_store(tmp_path / "clip.h5", "clip", videos={"v": np.zeros((5, 512))})
+    with pytest.raises(MrhdError) as info:
+        open_stores(tmp_path, load_profile("clip"))
+    assert f"mrhd extract --encoders clip --out {tmp_path} --queries TRAIN.jsonl VAL.jsonl" in str(info.value)
+    (tmp_path / "clip.h5").unlink()
+    write_store(tmp_path / "clip_text.h5", "clip_text", texts={1: np.zeros((4, 512))})
+    with pytest.raises(MrhdError, match=f"mrhd extract VIDEOS --encoders clip --out {tmp_path}`"):
+        open_stores(tmp_path, load_profile("clip"))
+
+
 # ---- golden inputs -------------------------------------------------------------------------
 
 @pytest.mark.fidelity

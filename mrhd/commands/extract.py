@@ -1,8 +1,10 @@
 """Decode videos and write per-clip features of frozen encoders to one HDF5 store per stream.
 
 PATH is a video file, a folder (searched recursively) or a .txt list of paths. Re-running skips
-videos already stored; --overwrite recomputes them. A video that cannot be decoded is reported and
-skipped; the exit status is then non-zero and the summary names every failed file.
+videos already stored (the store records which file each came from: another file under the same
+video id is refused); --overwrite recomputes them. A video that cannot be decoded is reported and
+skipped; the exit status is then non-zero and the summary names every failed file. Runs that share
+an --out folder share the work. With --queries and no PATH, only the queries are encoded.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ from mrhd.errors import MrhdError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="video file, folder or .txt list of paths")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="video file, folder or .txt list of paths (none: only --queries)")
     p.add_argument("--encoders", default="clip,slowfast",
                    help=f"comma-separated: {', '.join(VIDEO_ENCODERS)} (default: clip,slowfast)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the <stream>.h5 stores")
-    p.add_argument("--queries", metavar="ANNOTATIONS.jsonl",
-                   help="also encode every query of this annotation file with the matching text encoders")
+    p.add_argument("--queries", nargs="+", action="extend", default=[], metavar="ANNOTATIONS.jsonl",
+                   help="also encode every query of these annotation files (e.g. train and val) with the "
+                        "matching text encoders (clip -> clip_text, ...)")
+    p.add_argument("--video-id-from", default="stem", metavar="stem|path|hash",
+                   help="how a video is named in the store: stem (file name without extension, default), "
+                        "path (path below the folder given, folders joined by '__') or hash (16 hex digits "
+                        "of its sha256); annotations name videos by this id")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="clips per device batch, packed across videos (default: 64 on CUDA, 16 on CPU)")
@@ -62,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
     share_cores_with_decoders(args.device)  # before torch is first imported
     from mrhd.devices import parse_device
     from mrhd.encoders.factory import build_encoder
-    from mrhd.extract.job import ExtractJob, Failure, install_sigterm
+    from mrhd.extract.job import ExtractJob, install_sigterm
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
     from mrhd.extract.worker import DecodePool
 
@@ -86,10 +94,13 @@ def run(args: argparse.Namespace) -> int:
         if stream not in known:
             raise MrhdError(f"--weights {stream}=...: {stream!r} is not a stream of --encoders "
                             f"({', '.join(sorted(known))})")
-    if args.queries and not os.path.isfile(args.queries):
-        raise MrhdError(f"--queries {args.queries}: file not found")
+    if not args.paths and not args.queries:
+        raise MrhdError("give at least one PATH (video file, folder or .txt list), or --queries ANN.jsonl")
+    for ann in args.queries:
+        if not os.path.isfile(ann):
+            raise MrhdError(f"--queries {ann}: file not found")
 
-    listing = expand_inputs(args.paths)
+    listing = expand_inputs(args.paths, id_from=args.video_id_from)
     sources = shard(listing.sources, index, count)
 
     cuda = args.device.startswith("cuda")
@@ -118,10 +129,11 @@ def run(args: argparse.Namespace) -> int:
         encoders, args.out, text_encoders=text_encoders, batch_size=batch_size, num_workers=num_workers,
         overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(), pool=pool,
     )
-    job.summary.failures.extend(Failure(path, None, reason) for path, reason in listing.problems)
+    job.summary.add_bad_inputs(listing.problems)
     undo = install_sigterm()
     try:
-        job.run_videos(sources)
+        if args.paths:
+            job.run_videos(sources)
         if args.queries and index == 0:  # one shard writes the text stores
             job.run_queries(args.queries)
         elif args.queries:
@@ -133,4 +145,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         undo()
     print(job.summary.report())
-    return 1 if job.summary.failures else 0
+    return 0 if job.summary.ok else 1

@@ -310,8 +310,12 @@ def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreRe
         if not path.is_file():
             if stream in profile.audio and profile.audio_optional:
                 continue
-            raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; "
-                            f"extract it with `mrhd extract --encoders {encoder_of(stream)}`")
+            if STREAMS[stream].kind == "text":  # written from annotation files, not from videos
+                how = (f"encode the queries with `mrhd extract --encoders {encoder_of(stream)} --out {features_dir} "
+                       "--queries TRAIN.jsonl VAL.jsonl` (your annotation files)")
+            else:
+                how = f"extract it with `mrhd extract VIDEOS --encoders {encoder_of(stream)} --out {features_dir}`"
+            raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; {how}")
         reader = StoreReader(path)
         if reader.encoder != stream:
             raise MrhdError(f"{path} holds {reader.encoder!r} features but profile {profile.name!r} needs "

@@ -4,7 +4,9 @@ Only the streams the model's profile needs are extracted, in one decoding pass
 (:class:`mrhd.extract.decode.VideoDecoder`, plus the audio chunks where a profile has audio). The raw
 features (as a store would hold them) are cached in ``$MRHD_CACHE/features/<sha256 of the file>/``,
 one ``.npy`` per stream and encoder recipe, so a second run on the same file -- under any name, with
-any query -- decodes nothing. Writes are atomic (temporary file + rename).
+any query -- decodes nothing. Writes are atomic (temporary file + rename). Each entry's JSON holds a
+sha256 of the array's bytes and of the JSON's other fields, checked on every read: a cache file
+changed on disk is computed again (with a warning), never silently used.
 
 Finding a file's entry must not cost a read of the file (a 2-GB video takes seconds to hash), so the
 cache keeps an index from what ``stat`` says about a path (:class:`FileIdentity`) to the content
@@ -15,8 +17,10 @@ small JSON read (none at all within a process).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import threading
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -25,7 +29,7 @@ import numpy as np
 
 from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
-from mrhd.io import atomic_open, file_sha256, write_atomic
+from mrhd.io import file_sha256, write_atomic
 from mrhd.paths import cache_dir
 
 # (clips done, clips expected) while a video is decoded and encoded; the expected count is the
@@ -137,23 +141,43 @@ class FeatureCache:
             return None
         try:
             meta = json.loads(meta_path.read_text())
-            arr = np.load(arr_path, allow_pickle=False)
+            data = arr_path.read_bytes()
+            if not isinstance(meta, dict) or "sha256" not in meta:
+                return None   # written before entries carried a checksum: computed again
+            if meta["sha256"] != _entry_sha256(data, meta):
+                warnings.warn(f"cached features {arr_path} do not match their checksum (changed on disk); "
+                              "computing them again", stacklevel=2)
+                return None
+            arr = np.load(io.BytesIO(data), allow_pickle=False)
         except (OSError, ValueError):
             return None   # a damaged entry is recomputed
         if arr.ndim != 2 or len(arr) != meta.get("n_clips"):
             return None
+        if meta.get("note"):
+            warnings.warn(meta["note"], stacklevel=2)   # said again on every use, not only the first
         return arr, float(meta["duration"])
 
     def save(self, content_hash: str, stream: str, key: str, arr: np.ndarray, duration: float,
-             recipe: str) -> None:
+             recipe: str, note: str | None = None) -> None:
+        """``note``: a warning that holds for this video (cut short), repeated whenever it is loaded."""
         arr_path, meta_path = self._paths(content_hash, stream, key)
+        buf = io.BytesIO()
+        np.save(buf, arr, allow_pickle=False)
+        data = buf.getvalue()
+        meta = {"duration": duration, "n_clips": len(arr), "recipe": recipe, "note": note}
+        meta["sha256"] = _entry_sha256(data, meta)
         try:
             arr_path.parent.mkdir(parents=True, exist_ok=True)
-            with atomic_open(arr_path, "wb") as fh:
-                np.save(fh, arr, allow_pickle=False)
-            write_atomic(meta_path, json.dumps({"duration": duration, "n_clips": len(arr), "recipe": recipe}))
+            write_atomic(arr_path, data)
+            write_atomic(meta_path, json.dumps(meta))
         except OSError:
             pass   # an unwritable cache only costs the reuse, never the prediction
+
+
+def _entry_sha256(array_bytes: bytes, meta: dict) -> str:
+    """Checksum of a cache entry: the ``.npy`` bytes and every other field of its JSON."""
+    fields = {k: v for k, v in meta.items() if k != "sha256"}
+    return hashlib.sha256(array_bytes + json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 def _encode_batches(encoder, items: list, batch_size: int) -> np.ndarray:
@@ -216,6 +240,19 @@ def decode_streams(path: str | Path, encoders: dict, batch_size: int = 32,
     return out, float(duration)
 
 
+def _cut_short(path: Path, duration: float) -> str | None:
+    """A warning when the decoded ``duration`` falls short of what the file's header announces."""
+    from mrhd.extract.decode import DecodeError, probe
+    from mrhd.extract.sampling import ends_early
+
+    try:
+        info = probe(path)
+    except DecodeError:
+        return None
+    short = ends_early(duration, info.stream_duration if info.stream_duration > 0 else info.duration)
+    return f"{path}: {short}" if short else None
+
+
 def extract_video_features(path: str | Path, encoders: dict, *, cache: FeatureCache | None = None,
                            vid: str | None = None, batch_size: int = 32,
                            progress: Progress | None = None) -> VideoFeatures:
@@ -230,21 +267,28 @@ def extract_video_features(path: str | Path, encoders: dict, *, cache: FeatureCa
     streams: dict[str, np.ndarray] = {}
     duration = None
     missing = {}
-    for stream, enc in encoders.items():
-        hit = cache.load(digest, stream, _recipe_key(enc)) if cache is not None else None
-        if hit is None:
-            missing[stream] = enc
-        else:
-            streams[stream], duration = hit
+    with warnings.catch_warnings(record=True) as said:   # one warning per video, not one per stream
+        warnings.simplefilter("always")
+        for stream, enc in encoders.items():
+            hit = cache.load(digest, stream, _recipe_key(enc)) if cache is not None else None
+            if hit is None:
+                missing[stream] = enc
+            else:
+                streams[stream], duration = hit
+    for message in dict.fromkeys(str(w.message) for w in said):
+        warnings.warn(message, stacklevel=2)
     if missing:
         fresh, duration = decode_streams(path, missing, batch_size, progress)
+        note = _cut_short(path, duration)
+        if note:
+            warnings.warn(note, stacklevel=2)
         for stream, arr in fresh.items():
             if len(arr) == 0:
-                raise MrhdError(f"video {path} gave no {stream} clips (too short or no frames); "
+                raise MrhdError(f"video {path} gave no clips for the {stream} stream (too short or no frames); "
                                 "give a longer video")
             streams[stream] = arr
             if cache is not None:
                 enc = missing[stream]
-                cache.save(digest, stream, _recipe_key(enc), arr, duration, enc.info.recipe_json())
+                cache.save(digest, stream, _recipe_key(enc), arr, duration, enc.info.recipe_json(), note)
     return VideoFeatures(path=str(path), vid=vid or path.stem, duration=float(duration), content_hash=digest,
                          streams=streams, encoders={s: e.info.weights for s, e in encoders.items()})

@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from mrhd.io import read_jsonl  # noqa: E402
 from mrhd.paths import fixtures_dir, shared_dir  # noqa: E402
-from mrhd.pipeline.evaluate import evaluate_qvhighlights, load_jsonl, validate  # noqa: E402
+from mrhd.pipeline.evaluate import evaluate_qvhighlights, validate  # noqa: E402
 
 
 def main() -> int:
@@ -32,7 +33,7 @@ def main() -> int:
     args = p.parse_args()
 
     t0 = time.perf_counter()
-    preds, gt = load_jsonl(args.submission), load_jsonl(args.gt)
+    preds, gt = read_jsonl(args.submission), read_jsonl(args.gt)
     t_load = time.perf_counter() - t0
 
     t0 = time.perf_counter()

@@ -38,9 +38,10 @@ import torch  # noqa: E402
 from mrhd.encoders.factory import build_encoder  # noqa: E402
 from mrhd.extract.audio import iter_audio_chunks  # noqa: E402
 from mrhd.extract.decode import VideoDecoder  # noqa: E402
-from mrhd.extract.jobs import ExtractJob, peak_rss_mb  # noqa: E402
+from mrhd.extract.job import ExtractJob  # noqa: E402
 from mrhd.extract.sources import expand_inputs  # noqa: E402
 from mrhd.extract.synthetic import frame_pattern, write_video  # noqa: E402
+from mrhd.extract.worker import peak_rss_mb  # noqa: E402
 
 
 def write_gop_video(path: Path, duration: float, fps: float, width: int, height: int, preset: str,

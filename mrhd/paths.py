@@ -6,6 +6,11 @@ import os
 from pathlib import Path
 
 
+def config_dir() -> Path:
+    """The YAML configs shipped inside the package: ``datasets/``, ``features/``, ``models/``, ``train/``."""
+    return Path(__file__).resolve().parent / "configs"
+
+
 def cache_dir() -> Path:
     """``$MRHD_CACHE`` or ``~/.cache/mrhd``: downloaded weights and cached video features."""
     root = os.environ.get("MRHD_CACHE")

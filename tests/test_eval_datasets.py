@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mrhd.pipeline.evaluate import evaluate, load_jsonl
+from mrhd.io import read_jsonl
+from mrhd.pipeline.evaluate import evaluate
 from mrhd.pipeline.evaluate.tvsum import lower_median, ranked_ap, tvsum_video_ap, youtube_video_ap
 
 # ---------------------------------------------------------------- Charades-STA / TACoS
@@ -32,7 +33,7 @@ def test_charades_hand_case():
 @pytest.mark.parametrize("dataset, path", [("charades", "charades_sta/charades_test_release.jsonl"),
                                            ("tacos", "tacos/tacos_test_release.jsonl")])
 def test_real_annotations_oracle_is_perfect_and_shift_scores_lower(data_dir, dataset, path):
-    gt = load_jsonl(data_dir / path)
+    gt = read_jsonl(data_dir / path)
     oracle = [{"qid": g["qid"], "pred_relevant_windows": [[*g["relevant_windows"][0], 1.0]]} for g in gt]
     perfect = evaluate(dataset, oracle, gt)["brief"]
     assert set(perfect.values()) == {100.0}
@@ -101,8 +102,8 @@ def test_tvsum_per_category_and_mean():
 
 
 def test_tvsum_real_annotations(data_dir):
-    gt = load_jsonl(data_dir / "tvsum" / "tvsum_train_release.jsonl") + \
-        load_jsonl(data_dir / "tvsum" / "tvsum_val_release.jsonl")
+    gt = read_jsonl(data_dir / "tvsum" / "tvsum_train_release.jsonl") + \
+        read_jsonl(data_dir / "tvsum" / "tvsum_val_release.jsonl")
     consensus = [{"qid": g["qid"], "pred_saliency_scores": np.mean(g["label"], 1).tolist()} for g in gt]
     reversed_ = [{"qid": g["qid"], "pred_saliency_scores": (-np.mean(g["label"], 1)).tolist()} for g in gt]
     good = evaluate("tvsum", consensus, gt)["HL-top5-mAP"]

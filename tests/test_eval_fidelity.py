@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from mrhd.pipeline.evaluate import evaluate, load_jsonl
+from mrhd.io import read_jsonl
+from mrhd.pipeline.evaluate import evaluate
 from tests.conftest import fixture_cases, open_case
 
 
@@ -21,7 +22,7 @@ def test_metrics_equal_the_published_ones(case, data_dir):
     if not gt_path.is_file():
         gt_path = data_dir / meta["ground_truth"]
     expected = json.loads((case / "metrics.json").read_text())
-    got = evaluate(meta["dataset"], load_jsonl(case / "submission.jsonl"), load_jsonl(gt_path))
+    got = evaluate(meta["dataset"], read_jsonl(case / "submission.jsonl"), read_jsonl(gt_path))
     got = json.loads(json.dumps(got))
     for key in expected:
         assert got.get(key) == expected[key], key

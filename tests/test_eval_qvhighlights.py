@@ -10,7 +10,8 @@ import random
 import numpy as np
 import pytest
 
-from mrhd.pipeline.evaluate import evaluate_qvhighlights, load_jsonl
+from mrhd.io import read_jsonl
+from mrhd.pipeline.evaluate import evaluate_qvhighlights
 from mrhd.pipeline.evaluate.highlight import saliency_ap
 from mrhd.pipeline.evaluate.moment_retrieval import MAP_IOU_THRESHOLDS, average_precision_detection
 from mrhd.pipeline.evaluate.numeric import compact_left, numpy_sum_rows
@@ -255,7 +256,7 @@ def _random_submission(gt, rng: random.Random):
 
 @pytest.mark.parametrize("seed", [0, 1])
 def test_vectorised_equals_plain_definitions_on_real_annotations(data_dir, seed):
-    gt = load_jsonl(data_dir / "qvhighlights" / "highlight_val_release.jsonl")[:250]
+    gt = read_jsonl(data_dir / "qvhighlights" / "highlight_val_release.jsonl")[:250]
     sub = _random_submission(gt, random.Random(seed))
     got = json.loads(json.dumps(evaluate_qvhighlights(sub, gt)))
     expected = _ref_evaluate(sub, gt)

@@ -4,12 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
-import yaml
 
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import load_profile
@@ -17,12 +15,11 @@ from mrhd.models.cmdnet.criterion import CMDNetCriterion, relevant_clip_mask
 from mrhd.models.cmdnet.layers import MultiScaleDifferencePerception, adjacent_difference
 from mrhd.models.cmdnet.model import CMDNetConfig, build, build_criterion
 from mrhd.models.registry import create_model, get_spec, make_config
-from mrhd.training.config import load_train_config
+from mrhd.training.config import load_train_config, model_defaults
 from mrhd.training.synthetic import SyntheticSpec, make_synthetic
 from mrhd.training.trainer import Trainer
 from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
 
-ROOT = Path(__file__).resolve().parents[1]
 TINY = dict(hidden_dim=16, nheads=2, enc_layers=1, dec_layers=2, dim_feedforward=24, max_q_l=8)
 
 
@@ -73,12 +70,12 @@ def _pad(batch, extra_v=0, extra_t=0):
 def test_registered_with_qd_detr_setting_and_shipped_config():
     spec = get_spec("cmdnet")
     assert spec.default_profile == "slowfast_clip" and spec.build is build and spec.build_criterion is build_criterion
-    shipped = yaml.safe_load((ROOT / "configs" / "models" / "cmdnet.yaml").read_text())
-    assert load_profile(shipped["profile"]).video_dim == shipped["config"]["v_feat_dim"]
+    shipped = model_defaults("cmdnet")   # what `mrhd train` starts from: the dataclass defaults
+    cfg = make_config("cmdnet", shipped)
+    assert load_profile(spec.default_profile).video_dim == cfg.v_feat_dim
     assert load_profile("slowfast_clip_pann").audio_dim == 2050
-    cfg = make_config("cmdnet", shipped["config"])
     fields = {f.name for f in dataclasses.fields(CMDNetConfig)}
-    assert set(shipped["config"]) == fields
+    assert set(shipped) <= fields
     defaults = dataclasses.asdict(CMDNetConfig())
     assert {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()} == \
         {k: list(v) if isinstance(v, tuple) else v for k, v in defaults.items()}

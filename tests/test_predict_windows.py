@@ -10,11 +10,11 @@ import pytest
 from mrhd.inference.results import Prediction, fmt_time, format_table, write_predictions
 from mrhd.inference.windows import (
     Window,
+    merge_nms,
     merge_window_moments,
+    moment_iou,
     plan_windows,
     stitch_saliency,
-    temporal_iou,
-    temporal_nms,
 )
 
 
@@ -36,11 +36,11 @@ def test_windows_overlap_is_respected():
     assert [w.start for w in wins] == [0, 50, 100, 125]
 
 
-def test_temporal_nms_keeps_best_and_drops_overlaps():
+def test_merge_nms_keeps_best_and_drops_overlaps():
     rows = [[0, 10, 0.5], [1, 10, 0.9], [20, 30, 0.7], [0, 9, 0.8]]
-    kept = temporal_nms(rows, iou_threshold=0.7)
+    kept = merge_nms(rows, iou_threshold=0.7)
     assert kept == [[1, 10, 0.9], [20, 30, 0.7]]
-    assert temporal_iou([0, 10], [5, 15]) == pytest.approx(5 / 15)
+    assert moment_iou([0, 10], [5, 15]) == pytest.approx(5 / 15)
 
 
 def test_merge_shifts_to_video_time_and_clamps():

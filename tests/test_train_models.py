@@ -12,9 +12,10 @@ import torch
 from mrhd.annotations import load_annotations
 from mrhd.features.profiles import load_profile, open_stores
 from mrhd.models.registry import get_spec
+from mrhd.paths import config_dir
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, meta_inputs
-from mrhd.training.config import CONFIG_DIR, load_train_config
+from mrhd.training.config import load_train_config
 from mrhd.training.synthetic import SyntheticSpec, make_synthetic
 from mrhd.training.trainer import Trainer
 from mrhd.training.validation import forward_kwargs
@@ -48,11 +49,11 @@ def _trainer(model: str, tmp_path, model_config: dict, **kw) -> Trainer:
 # ---- training configs -----------------------------------------------------------------------
 def test_train_configs_of_cmdnet_sg_detr_and_mesm_are_picked_up():
     for model in ("cmdnet", "sg_detr", "mesm", "videolights"):
-        assert (CONFIG_DIR / "train" / f"{model}.yaml").is_file(), model
+        assert (config_dir() / "train" / f"{model}.yaml").is_file(), model
     qd, cmd = load_train_config("qd_detr"), load_train_config("cmdnet")
     assert dataclasses.replace(cmd, model="qd_detr") == qd    # CMDNet trains in QD-DETR's setting
     sg = load_train_config("sg_detr")
-    assert (sg.lr, sg.batch_size, sg.eval_every) == (1e-4, 32, 5)
+    assert (sg.lr, sg.batch_size, sg.eval_every) == (5e-4, 128, 5)   # the paper's QVHighlights setting
     assert get_spec("sg_detr").labels == get_spec("cg_detr").labels   # CG-DETR's targets
     mesm = load_train_config("mesm")   # lntzm/MESM config/QVHighlights/C+SF_C.json, not the defaults
     assert (mesm.lr, mesm.batch_size, mesm.lr_gamma, mesm.eval_every) == (2e-4, 12, 0.5, 1)

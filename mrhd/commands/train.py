@@ -2,7 +2,7 @@
 
 Writes RUN_DIR/best.ckpt, last.ckpt, metrics.jsonl and best_val_preds.jsonl (and tensorboard/).
 Defaults are each model's official optimiser, schedule, clipping and loss weights
-(configs/train/<model>.yaml); --resume continues RUN_DIR/last.ckpt exactly where it stopped.
+(Moment-DETR's, plus configs/train/<model>.yaml where a model's authors changed them); --resume continues RUN_DIR/last.ckpt exactly where it stopped.
 --dataset (configs/datasets/<name>.yaml: qvhighlights, charades_sta, tacos, tvsum) validates with
 that benchmark's metrics and selects the best checkpoint as its authors do; with --data-dir, --train
 and --val default to the dataset's split files in that folder (or name a split: --val test).
@@ -21,13 +21,34 @@ from pathlib import Path
 import yaml
 
 from mrhd.errors import MrhdError
+from mrhd.pipeline.dataset_configs import dataset_names
 
 # TrainConfig fields --set may change (the rest have their own flags or are not options)
 _NOT_SETTABLE = {"model", "model_config", "dataset"}
 
 
+def _default(option: str) -> str:
+    """``default: 32 (mesm: 12)``: the TrainConfig default and the models whose official setting
+    (configs/train/<model>.yaml) differs, so --help shows what a run will use."""
+    from mrhd.paths import config_dir
+    from mrhd.training.config import TrainConfig
+
+    base = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == option)
+    changed = []
+    for path in sorted((config_dir() / "train").glob("*.yaml")):
+        value = (yaml.safe_load(path.read_text()) or {}).get(option)
+        if value is not None and value != base:
+            changed.append(f"{path.stem}: {value:g}" if isinstance(value, float) else f"{path.stem}: {value}")
+    shown = f"{base:g}" if isinstance(base, float) else str(base)
+    return f"default: {shown}" + (f"; {', '.join(changed)}" if changed else "") + ", as the authors"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="moment_detr, qd_detr, tr_detr, cg_detr, univtg, ...")
+    from mrhd.features.profiles import available_profiles
+    from mrhd.models.registry import available_models
+
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help=f"the model to train: {', '.join(available_models())}")
     p.add_argument("--features", required=True, metavar="DIR", help="folder of <stream>.h5 stores")
     p.add_argument("--train", default=None, metavar="ANN.jsonl",
                    help="training annotations (default with --data-dir: the dataset's train split)")
@@ -35,19 +56,24 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="validation annotations (default with --data-dir: the dataset's validation split)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
     p.add_argument("--dataset", default=None, metavar="NAME",
-                   help="qvhighlights, charades_sta, tacos or tvsum: its metrics and model selection")
+                   help=f"{', '.join(dataset_names())}: its metrics and model selection")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder holding the dataset's annotation files (needs --dataset)")
-    p.add_argument("--profile", default=None, help="feature profile (default: the model's own)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help=f"feature profile: {', '.join(available_profiles())} (default: the model's own)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help=f"training epochs ({_default('epochs')})")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help=f"training lines per step ({_default('batch_size')})")
+    p.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help=f"AdamW learning rate ({_default('lr')})")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help=f"seed of every random number generator ({_default('seed')})")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
-    p.add_argument("--num-workers", type=int, default=None,
-                   help="DataLoader workers (default: what fits the machine; 0 on CPU)")
-    p.add_argument("--eval-every", type=int, default=None, metavar="N", help="evaluate every N epochs")
+    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="DataLoader workers (default: what fits the machine; 0 on CPU, official 4)")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N", help=f"evaluate every N epochs and after the last ({_default('eval_every')})")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--exact", action="store_true",
                    help="the eager path equal to the authors' code bit for bit: no fused AdamW, fast dropout, "
@@ -100,7 +126,7 @@ def _annotation_path(value: str | None, split: str, dataset, data_dir: str | Non
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrhd.pipeline.dataset_configs import dataset_names, load_dataset_config
+    from mrhd.pipeline.dataset_configs import load_dataset_config
     from mrhd.training.config import load_train_config
     from mrhd.training.trainer import Trainer, stored_train_config
 

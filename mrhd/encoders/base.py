@@ -2,18 +2,24 @@
 
 The job runner owns files, decoding, batching and progress; an encoder owns only the math: it says
 what input it needs (``input_kind`` and its recipe) and turns a batch of prepared clips into one
-feature row per clip. Encoders run in eval mode under ``torch.no_grad()``; on CUDA the runner wraps
-``encode`` in autocast with the dtype the encoder asks for.
+feature row per clip. Encoders run in eval mode under ``torch.no_grad()``; on CUDA
+:func:`encode_clips` wraps ``encode`` in autocast with the dtype the encoder asks for.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+import numpy as np
 import torch
+
+from mrhd.errors import MrhdError
+from mrhd.weights.resolve import resolve_weights
 
 # What a video/audio encoder consumes per clip (the decoder prepares it):
 #   "clip_frame"      one RGB frame per 2-s clip, the ffmpeg fps=0.5 choice, uint8 [224, 224, 3]
@@ -25,6 +31,7 @@ import torch
 #                     uses only some of them declares ``window_frame_picker`` (below) and then gets
 #                     only those, uint8 [len(picker(n_k)), 224, 224, 3]
 INPUT_KINDS = ("clip_frame", "slowfast_clip", "audio_chunk", "window_frames")
+PRECISIONS = ("official", "fast")
 
 
 @dataclass
@@ -71,6 +78,17 @@ class VideoEncoder(Encoder, ABC):
     # rule and accept whole and picked windows alike. None: the whole window.
     window_frame_picker: Callable[[int], list[int]] | None = None
 
+    # "official": the arithmetic precision of the released features; "fast": a quicker one where the
+    # official runs leave room (CLIP, SlowFast on CUDA). Encoders without a faster mode keep theirs.
+    precision: str = "official"
+
+    def set_precision(self, mode: str) -> None:
+        """Switch between ``official`` and ``fast`` (see the encoder's recipe for what each means);
+        only CLIP and SlowFast change anything, and only on CUDA."""
+        if mode not in PRECISIONS:
+            raise MrhdError(f"unknown precision {mode!r}; choose one of: {', '.join(PRECISIONS)}")
+        self.precision = mode
+
     @abstractmethod
     def preprocess(self, clips):
         """CPU-side conversion of decoded clips (uint8 arrays / audio) into the model's input tensor.
@@ -81,6 +99,17 @@ class VideoEncoder(Encoder, ABC):
         """``[n, ...]`` prepared clips on ``self.device`` -> ``[n, dim]`` float features."""
 
 
+def encode_clips(encoder: VideoEncoder, batch: torch.Tensor) -> np.ndarray:
+    """``encoder.encode`` of a prepared batch under inference mode, in the autocast dtype the encoder
+    asks for on CUDA; float32 rows on the CPU."""
+    device = getattr(encoder, "device", torch.device("cpu"))
+    dtype = getattr(encoder, "autocast_dtype", None)
+    autocast = (torch.autocast(device_type="cuda", dtype=dtype) if device.type == "cuda" and dtype is not None
+                else contextlib.nullcontext())
+    with torch.inference_mode(), autocast:
+        return encoder.encode(batch.to(device, non_blocking=True)).float().cpu().numpy()
+
+
 class TextEncoder(Encoder, ABC):
     """Sentences in; per-token features ``[L, dim]`` and a pooled vector ``[dim]`` (or None) out."""
 
@@ -89,6 +118,36 @@ class TextEncoder(Encoder, ABC):
     @abstractmethod
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         """One ``(tokens [L, dim], pooled [dim] | None)`` per text."""
+
+
+@dataclass(frozen=True)
+class EncoderWeights:
+    """Where an encoder's weights come from: ``path`` (None: random weights) and the ``label`` its
+    store records (``random``, a registry id, or the local file's name)."""
+
+    path: Path | None
+    label: str
+
+
+def resolve_encoder_weights(weights: str | None, default_id: str, *, random_weights: bool = False,
+                            folders: bool = False) -> EncoderWeights:
+    """An encoder's ``weights`` argument: random (no file), a local file (with ``folders`` also a
+    folder: BLIP-2's Hugging Face format), or a registry id (None: ``default_id``), downloaded into
+    the cache on first use."""
+    if random_weights:
+        return EncoderWeights(None, "random")
+    ref = weights or default_id
+    local = Path(ref).expanduser()
+    if local.is_file() or (folders and local.is_dir()):
+        return EncoderWeights(local, local.name)
+    return EncoderWeights(Path(resolve_weights(ref)), ref)
+
+
+def require_words(texts: list[str]) -> None:
+    """Refuse an empty query: a tokenizer would encode only its special tokens."""
+    for text in texts:
+        if not text or not text.strip():
+            raise MrhdError("empty query text; every query needs at least one word")
 
 
 def pad_token_ids(ids: list[list[int]], pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -40,9 +40,14 @@ Differences from LAVIS, all numerically neutral:
 - Precision: LAVIS runs the ViT in fp16 under autocast on CUDA (``vit_precision="fp16"``) and casts
   its output to fp32 before the Q-Former, which runs in fp32; the text path is fp32. We do the same:
   on CUDA the ViT's weights are half and the Q-Former runs with autocast disabled.
+- Frames: VideoLights' ``run_on_video/data_utils.py VideoProcessor(framerate=0.5, size=224,
+  centercrop=True).read_raw_image_from_video_file`` runs HERO's CLIP command line (``fps``, the
+  short-video rule, ``scale=W:H``, centre ``crop``, rgb24) and wraps each frame in a PIL image: the
+  ``clip_frame`` stream, byte for byte (``mrhd.extract.pixels``; autorotation included).
 - Pixels: LAVIS' ``blip_image_eval`` = Resize((224, 224), bicubic) + ToTensor + CLIP mean/std. Our
   input is the CLIP stream's 224x224 crop, so the resize is the identity there (PIL returns a copy
-  for an equal size); other sizes are resized with torch bicubic (antialiased), not PIL.
+  for an equal size): the same pixels as VideoLights. Only other sizes (direct API use) are resized
+  with torch bicubic (antialiased), not PIL.
 - Text: LAVIS' ``blip_caption`` eval processor first lower-cases, replaces ``.!"()*#:;~`` by spaces,
   squeezes spaces and keeps 50 words; the BERT tokeniser (bert-base-uncased vocabulary) then adds
   [CLS]/[SEP] with no truncation (we cap at the 512 positions the model has).
@@ -56,17 +61,30 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids
+from mrhd.encoders.base import (
+    EncoderInfo,
+    TextEncoder,
+    VideoEncoder,
+    pad_token_ids,
+    require_words,
+    resolve_encoder_weights,
+)
 from mrhd.encoders.factory import register_encoder
+from mrhd.encoders.pixels import (
+    CLI_PIXELS,
+    CLIP_MEAN,
+    CLIP_STD,
+    PIXELS_VERSION,
+    normalise_pixels,
+    resize_frames,
+)
+from mrhd.encoders.wordpiece import wordpiece_tokenizer
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "blip2-pretrain"
 HF_CHECKPOINT = "Salesforce/blip2-itm-vit-g"
-# OpenAI CLIP constants, LAVIS BlipImageBaseProcessor defaults
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 IMAGE_SIZE = 224
 MAX_WORDS = 50          # LAVIS BlipCaptionProcessor default
 SEED = 0                # --random-weights
@@ -121,29 +139,6 @@ def pre_caption(text: str, max_words: int = MAX_WORDS) -> str:
     return " ".join(text.split(" ")[:max_words])
 
 
-def resolve(ref: str):
-    """``mrhd.weights.resolve_weights`` (imported lazily: it may download), as a one-line error
-    where this build has no weights registry yet."""
-    try:
-        from mrhd.weights import resolve_weights
-    except ImportError as err:
-        raise MrhdError(f"cannot resolve weights {ref!r}: no weights registry in this build; "
-                        "pass a local checkpoint path") from err
-    return resolve_weights(ref)
-
-
-def _checkpoint_path(weights: str | None) -> Path:
-    """The local checkpoint for ``weights``: a Hugging Face folder or a LAVIS ``.pth`` file."""
-    ref = weights or WEIGHTS_ID
-    path = Path(ref).expanduser()
-    if not path.exists():
-        path = Path(resolve(ref))
-    if path.is_dir() and not (path / "config.json").is_file():
-        raise MrhdError(f"{path} is not a BLIP-2 checkpoint folder (no config.json); pass the folder of "
-                        f"{HF_CHECKPOINT} saved with save_pretrained, or LAVIS' blip2_pretrained.pth")
-    return path
-
-
 def _load_hf(model_cls, folder: Path):
     """``model_cls.from_pretrained`` that refuses a checkpoint lacking any of the class' weights."""
     try:
@@ -177,15 +172,9 @@ LAVIS_VIT_DEPTH = 39               # eva_vit.py create_eva_vit_g(depth=39): EVA-
 
 def _read_torch(path: Path) -> dict:
     """A LAVIS checkpoint's state dict (``{"model": ...}`` or bare), loaded tensors-only."""
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise MrhdError(f"{path} is not a readable BLIP-2 checkpoint ({first})") from None
-    state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else None
-    if not isinstance(state, dict):
-        raise MrhdError(f"{path} holds no state dict; expected LAVIS' blip2_pretrained.pth")
-    return state
+    ckpt = load_checkpoint(path, what="BLIP-2 checkpoint",
+                           fix="expected LAVIS' blip2_pretrained.pth (with eva_vit_g.pth beside it)")
+    return unwrap_state_dict(ckpt, ("model",))
 
 
 def lavis_to_hf(state: dict) -> dict:
@@ -291,10 +280,12 @@ def _load_lavis(model_cls, path: Path, need_vision: bool):
     return model, cfg
 
 
-def _load_model(model_cls, weights: str | None, need_vision: bool):
+def _load_model(model_cls, path: Path, need_vision: bool):
     """(model, tokenizer folder) from a Hugging Face folder or a LAVIS file."""
-    path = _checkpoint_path(weights)
     if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise MrhdError(f"{path} is not a BLIP-2 checkpoint folder (no config.json); pass the folder of "
+                            f"{HF_CHECKPOINT} saved with save_pretrained, or LAVIS' blip2_pretrained.pth")
         return _load_hf(model_cls, path), path
     model, _ = _load_lavis(model_cls, path, need_vision)
     return model, path.parent
@@ -305,17 +296,12 @@ def _random_model(model_cls, cfg: Blip2Config):
     return model_cls(cfg.to_hf())
 
 
-def _weights_name(weights: str | None, random_weights: bool) -> str:
-    if random_weights:
-        return "random"
-    return Path(weights).name if weights and Path(weights).expanduser().exists() else (weights or WEIGHTS_ID)
-
-
 def video_recipe(cfg: Blip2Config, size: str) -> dict:
     return {
         "model": "BLIP-2 pretrain feature extractor (EVA ViT-g/14 + Q-Former)",
         "checkpoint": HF_CHECKPOINT, "size": size, "num_query_tokens": cfg.num_query_tokens,
         "input": "clip_frame", "frames": "ffmpeg fps=0.5, one frame per 2-s clip, short side 224 + centre crop",
+        "pixels": CLI_PIXELS, "pixels_version": PIXELS_VERSION,
         "resize": [IMAGE_SIZE, IMAGE_SIZE], "interpolation": "bicubic", "scale": 1 / 255,
         "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
         "layer": "qformer.last_hidden_state[:, 0] (first query token), before vision_proj, unnormalised",
@@ -341,19 +327,7 @@ def frames_224(clips) -> torch.Tensor:
                                                    else clips))
     if frames.ndim != 4 or frames.shape[-1] != 3:
         raise ValueError(f"blip2 expects uint8 frames [n, H, W, 3], got {tuple(frames.shape)}")
-    if tuple(frames.shape[1:3]) != (IMAGE_SIZE, IMAGE_SIZE):
-        x = F.interpolate(frames.permute(0, 3, 1, 2).float(), size=(IMAGE_SIZE, IMAGE_SIZE), mode="bicubic",
-                          align_corners=False, antialias=True)
-        frames = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-    return frames
-
-
-def normalise(frames: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[n, 224, 224, 3]`` (any device) -> float ``[n, 3, 224, 224]``: /255, CLIP mean/std."""
-    x = frames.permute(0, 3, 1, 2).float() / 255.0
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return resize_frames(frames, IMAGE_SIZE)
 
 
 class Blip2VideoEncoder(VideoEncoder):
@@ -378,7 +352,7 @@ class Blip2VideoEncoder(VideoEncoder):
 
     def pixels(self, batch: torch.Tensor) -> torch.Tensor:
         """uint8 frames -> the ViT's input ``[n, 3, 224, 224]`` (CLIP mean/std) on the device."""
-        return normalise(batch.to(self.device))
+        return normalise_pixels(batch.to(self.device), CLIP_MEAN, CLIP_STD)
 
     @torch.no_grad()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
@@ -406,9 +380,7 @@ class Blip2TextEncoder(TextEncoder):
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
         """Token ids per text after LAVIS' caption normalisation, [CLS] and [SEP] included."""
-        for text in texts:
-            if not text or not text.strip():
-                raise MrhdError("empty query text; every query needs at least one word")
+        require_words(texts)
         enc = self.tokenizer([pre_caption(t) for t in texts], truncation=True, max_length=self.max_length)
         return [list(ids) for ids in enc["input_ids"]]
 
@@ -426,49 +398,25 @@ class Blip2TextEncoder(TextEncoder):
         return [(states[row, :len(seq)].clone(), states[row, 0].clone()) for row, seq in enumerate(ids)]
 
 
-def synthetic_vocab() -> dict[str, int]:
-    """A character-level WordPiece vocabulary for ``--random-weights`` (no tokenizer download):
-    BERT's special tokens at BERT's ids, then every printable ASCII character and its ``##`` form."""
-    vocab = {"[PAD]": 0}
-    vocab.update({f"[unused{i}]": i + 1 for i in range(99)})
-    vocab.update({"[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103})
-    for ch in (chr(c) for c in range(33, 127)):
-        if ch.isupper():
-            continue
-        vocab.setdefault(ch, len(vocab))
-        vocab.setdefault("##" + ch, len(vocab))
-    return vocab
-
-
 def load_tokenizer(folder: Path | None):
-    """The bert-base-uncased WordPiece tokenizer from ``folder/vocab.txt`` (or its tokenizer files)."""
-    from transformers import BertTokenizer
-    from transformers.models.bert.tokenization_bert import load_vocab
-
-    if folder is None:
-        return BertTokenizer(vocab=synthetic_vocab(), do_lower_case=True)
-    if (folder / "vocab.txt").is_file():
-        return BertTokenizer(vocab=load_vocab(str(folder / "vocab.txt")), do_lower_case=True)
-    if (folder / "tokenizer.json").is_file():
-        from transformers import AutoTokenizer
-
-        return AutoTokenizer.from_pretrained(folder)
-    raise MrhdError(f"{folder} has no vocab.txt or tokenizer.json; put bert-base-uncased's vocab.txt "
-                    "(the BLIP-2 tokenizer) beside the checkpoint")
+    """The bert-base-uncased WordPiece tokenizer from ``folder`` (None: the synthetic vocabulary)."""
+    return wordpiece_tokenizer(folder, saved_ok=True,
+                               missing=f"{folder} has no vocab.txt or tokenizer.json; put bert-base-uncased's "
+                                       "vocab.txt (the BLIP-2 tokenizer) beside the checkpoint")
 
 
 def build_video(*, device="cpu", weights=None, random_weights=False, size="full") -> Blip2VideoEncoder:
     from transformers import Blip2VisionModelWithProjection
 
     cfg = Blip2Config.of_size(size)
-    if random_weights:
+    source = resolve_encoder_weights(weights, WEIGHTS_ID, random_weights=random_weights, folders=True)
+    if source.path is None:
         model = _random_model(Blip2VisionModelWithProjection, cfg)
     else:
-        model, _ = _load_model(Blip2VisionModelWithProjection, weights, need_vision=True)
+        model, _ = _load_model(Blip2VisionModelWithProjection, source.path, need_vision=True)
         cfg = Blip2Config(num_query_tokens=model.config.num_query_tokens,
                           qformer_hidden=model.config.qformer_config.hidden_size)
-    info = EncoderInfo(stream="blip2", dim=cfg.qformer_hidden,
-                       weights=_weights_name(weights, random_weights), recipe=video_recipe(cfg, size))
+    info = EncoderInfo(stream="blip2", dim=cfg.qformer_hidden, weights=source.label, recipe=video_recipe(cfg, size))
     return Blip2VideoEncoder(model, info, device)
 
 
@@ -476,15 +424,16 @@ def build_text(*, device="cpu", weights=None, random_weights=False, size="full")
     from transformers import Blip2TextModelWithProjection
 
     cfg = Blip2Config.of_size(size)
-    if random_weights:
+    source = resolve_encoder_weights(weights, WEIGHTS_ID, random_weights=random_weights, folders=True)
+    if source.path is None:
         model, tokenizer = _random_model(Blip2TextModelWithProjection, cfg), load_tokenizer(None)
     else:
-        model, folder = _load_model(Blip2TextModelWithProjection, weights, need_vision=False)
+        model, folder = _load_model(Blip2TextModelWithProjection, source.path, need_vision=False)
         tokenizer = load_tokenizer(folder)
         cfg = Blip2Config(num_query_tokens=model.config.num_query_tokens,
                           qformer_hidden=model.config.qformer_config.hidden_size)
-    info = EncoderInfo(stream="blip2_text", dim=cfg.qformer_hidden,
-                       weights=_weights_name(weights, random_weights), recipe=text_recipe(cfg, size))
+    info = EncoderInfo(stream="blip2_text", dim=cfg.qformer_hidden, weights=source.label,
+                       recipe=text_recipe(cfg, size))
     return Blip2TextEncoder(model, tokenizer, info, device)
 
 

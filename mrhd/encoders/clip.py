@@ -14,16 +14,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder
+from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
+from mrhd.encoders.pixels import CLI_PIXELS, CLIP_MEAN, CLIP_STD, PIXELS_VERSION, normalise_pixels
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "clip-vit-b32-openai"
-# open_clip/constants.py OPENAI_DATASET_MEAN / OPENAI_DATASET_STD (= FEATURES.md)
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 SOT_TOKEN = 49406
 EOT_TOKEN = 49407
+TEXT_BATCH = 64   # texts per text-tower run (sorted by length, so a batch pads little)
 
 
 @dataclass
@@ -62,7 +62,10 @@ def _create_open_clip(cfg: ClipConfig):
                            image_size=cfg.image_size)
     text = CLIPTextCfg(context_length=cfg.context_length, vocab_size=cfg.vocab_size,
                        width=cfg.text_width, heads=cfg.text_heads, layers=cfg.text_layers)
-    return CLIP(cfg.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=cfg.quick_gelu)
+    # cast_dtype=float16 only selects open_clip's LayerNormFp32 (normalise in fp32, cast back):
+    # the same numbers in fp32, and OpenAI's LayerNorm when the official precision halves the weights
+    return CLIP(cfg.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=cfg.quick_gelu,
+                cast_dtype=torch.float16)
 
 
 def _random_model(size: str):
@@ -83,16 +86,9 @@ def read_openai_state_dict(path: Path) -> dict:
             return torch.jit.load(str(path), map_location="cpu").state_dict()
     except RuntimeError:
         pass
-    try:
-        obj = torch.load(str(path), map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        raise MrhdError(f"cannot read CLIP weights {path}: {err.__class__.__name__}; "
-                        "give OpenAI's ViT-B-32.pt or a state dict saved with torch.save") from err
-    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
-        obj = {k.removeprefix("module."): v for k, v in obj["state_dict"].items()}
-    if not isinstance(obj, dict):
-        raise MrhdError(f"{path} does not hold a CLIP state dict")
-    return dict(obj)
+    ckpt = load_checkpoint(path, what="CLIP checkpoint",
+                           fix="give OpenAI's ViT-B-32.pt or a state dict saved with torch.save")
+    return {k.removeprefix("module."): v for k, v in unwrap_state_dict(ckpt, ("state_dict",)).items()}
 
 
 def config_from_state_dict(sd: dict) -> ClipConfig:
@@ -143,29 +139,14 @@ def load_openai_model(path: Path):
     return model, cfg
 
 
-def _resolve(weights: str | None) -> Path:
-    local = Path(weights).expanduser() if weights else None
-    if local is not None and local.is_file():
-        return local
-    from mrhd.weights import resolve_weights  # lazy: random/local use never needs the registry
-
-    return Path(resolve_weights(weights or WEIGHTS_ID))
-
-
 def load_clip(weights: str | None, random_weights: bool, size: str):
     """(model in eval mode, config, weights label for the store)."""
-    if random_weights:
-        model, cfg = _random_model(size)
-        label = "random"
-    else:
-        if size != "full":
-            raise MrhdError("size 'tiny' exists only with random weights")
-        path = _resolve(weights)
-        model, cfg = load_openai_model(path)
-        local = weights is not None and Path(weights).expanduser().is_file()
-        label = path.name if local else (weights or WEIGHTS_ID)
+    if not random_weights and size != "full":
+        raise MrhdError("size 'tiny' exists only with random weights")
+    source = resolve_encoder_weights(weights, WEIGHTS_ID, random_weights=random_weights)
+    model, cfg = _random_model(size) if source.path is None else load_openai_model(source.path)
     model.eval().requires_grad_(False)
-    return model, cfg, label
+    return model, cfg, source.label
 
 
 def _arch(cfg: ClipConfig) -> dict:
@@ -191,10 +172,14 @@ class ClipFrames:
 
 def clip_pixels(frames: torch.Tensor) -> torch.Tensor:
     """uint8 [n, S, S, 3] (any device) -> float [n, 3, S, S]: /255, then CLIP mean/std."""
-    x = frames.permute(0, 3, 1, 2).float().div_(255.0)
-    mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-    return (x - mean) / std
+    return normalise_pixels(frames, CLIP_MEAN, CLIP_STD)
+
+
+# what each precision mode computes on CUDA (CPU runs are fp32 in both)
+CLIP_PRECISIONS = {
+    "official": "fp16 weights, LayerNorm in fp32 (OpenAI clip.load on CUDA, as the released features)",
+    "fast": "fp32 weights under fp16 autocast",
+}
 
 
 class ClipVideoEncoder(VideoEncoder):
@@ -208,11 +193,28 @@ class ClipVideoEncoder(VideoEncoder):
             "model": "open_clip CLIP", "arch": _arch(cfg), "weights": weights_label,
             "input": self.input_kind, "fps": 0.5, "frames_per_clip": 1, "clip_len": 2.0,
             "resize": f"short side {cfg.image_size} bicubic", "crop": f"centre {cfg.image_size}",
+            "pixels": CLI_PIXELS, "pixels_version": PIXELS_VERSION,
             "pixel_scale": "1/255", "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
             "layer": "encode_image (projected, not normalised)",
         }
         super().__init__(EncoderInfo("clip", cfg.embed_dim, weights_label, recipe), device)
         self.model = model.to(self.device)
+        self.set_precision("official")
+
+    def set_precision(self, mode: str) -> None:
+        """``official``: on CUDA the weights are halved as OpenAI's ``clip.load`` did (convolutions,
+        linear layers, attention and projections in fp16, LayerNorm in fp32); ``fast``: fp32 weights
+        under fp16 autocast. fp32 on CPU either way."""
+        super().set_precision(mode)
+        self.info.recipe["precision"] = CLIP_PRECISIONS[mode]
+        if self.device.type == "cuda" and mode == "official":
+            from open_clip.model import convert_weights_to_lp
+
+            convert_weights_to_lp(self.model.float(), torch.float16)
+            self.autocast_dtype = None
+        else:
+            self.model.float()
+            self.autocast_dtype = torch.float16
 
     def preprocess(self, clips) -> torch.Tensor:
         """Frames -> uint8 [n, S, S, 3] (see :class:`ClipFrames`)."""
@@ -224,7 +226,8 @@ class ClipVideoEncoder(VideoEncoder):
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(self.pixels(batch)).float()
+        dtype = self.model.visual.conv1.weight.dtype   # fp16 under the official CUDA precision
+        return self.model.encode_image(self.pixels(batch).to(dtype)).float()
 
 
 class ClipTextEncoder(TextEncoder):
@@ -250,22 +253,34 @@ class ClipTextEncoder(TextEncoder):
 
     @torch.inference_mode()
     def token_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``ln_final`` output for every position, [n, 77, width] (causal mask: padding after EOT
-        cannot change the valid positions)."""
+        """``ln_final`` output for every position given, [n, L, width] for ids [n, L] (L <= 77). The
+        mask is causal, so a position's output depends only on the ids up to it: the first L
+        positions of a 77-position run equal this L-position run, and padding after EOT is inert."""
         m = self.model
-        x = m.token_embedding(tokens.to(self.device)) + m.positional_embedding
-        x = m.transformer(x, attn_mask=m.attn_mask)
+        length = tokens.shape[1]
+        x = m.token_embedding(tokens.to(self.device)) + m.positional_embedding[:length]
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
         return m.ln_final(x)
 
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Texts of similar length run together, each batch only as far as its longest EOT: a
+        15-token query costs ~1.1 GFLOP instead of the ~5.8 of all 77 positions."""
         if not texts:
             return []
         tokens = self.tokenize(texts)
-        states = self.token_states(tokens).float()
-        eot = tokens.argmax(dim=-1)   # EOT has the highest id (as open_clip's 'argmax' pooling)
-        with torch.inference_mode():
-            pooled = states[torch.arange(len(texts)), eot.to(states.device)] @ self.model.text_projection.float()
-        return [(states[i, : int(eot[i]) + 1].cpu(), pooled[i].cpu()) for i in range(len(texts))]
+        lengths = (tokens.argmax(dim=-1) + 1).tolist()   # EOT has the highest id (open_clip's 'argmax' pooling)
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        out: list = [None] * len(texts)
+        for start in range(0, len(order), TEXT_BATCH):
+            rows = order[start: start + TEXT_BATCH]
+            n_pos = max(lengths[i] for i in rows)
+            states = self.token_states(tokens[rows, :n_pos]).float()
+            eot = torch.tensor([lengths[i] - 1 for i in rows], device=states.device)
+            with torch.inference_mode():
+                pooled = states[torch.arange(len(rows), device=states.device), eot] @ self.model.text_projection.float()
+            for j, i in enumerate(rows):
+                out[i] = (states[j, : lengths[i]].cpu(), pooled[j].cpu())
+        return out
 
 
 def build_clip_video(device="cpu", weights=None, random_weights=False, size="full") -> ClipVideoEncoder:

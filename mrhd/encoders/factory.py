@@ -1,7 +1,8 @@
 """Build an encoder by stream name.
 
 Each encoder module registers a builder with :func:`register_encoder`; modules are imported lazily
-from :data:`ENCODER_MODULES` so that asking for ``clip`` never imports BLIP-2 or InternVideo2.
+(the ``module`` of :data:`mrhd.encoders.streams.STREAMS`) so that asking for ``clip`` never imports
+BLIP-2 or InternVideo2.
 """
 
 from __future__ import annotations
@@ -9,28 +10,8 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
+from mrhd.encoders.streams import STREAMS, VIDEO_ENCODERS
 from mrhd.errors import MrhdError
-
-# stream name -> module that registers it
-ENCODER_MODULES: dict[str, str] = {
-    "clip": "mrhd.encoders.clip",
-    "clip_text": "mrhd.encoders.clip",
-    "slowfast": "mrhd.encoders.slowfast",
-    "pann": "mrhd.encoders.pann",
-    "blip2": "mrhd.encoders.blip2",
-    "blip2_text": "mrhd.encoders.blip2",
-    "internvideo2": "mrhd.encoders.internvideo2",
-    "internvideo2_text": "mrhd.encoders.internvideo2",
-}
-
-# the text stream that belongs to each video encoder (`mrhd extract --queries`)
-TEXT_STREAM_OF: dict[str, str] = {
-    "clip": "clip_text",
-    "blip2": "blip2_text",
-    "internvideo2": "internvideo2_text",
-}
-
-VIDEO_ENCODERS = ("clip", "slowfast", "pann", "blip2", "internvideo2")
 
 # builder(device, weights, random_weights, size) -> VideoEncoder | TextEncoder
 Builder = Callable[..., object]
@@ -50,13 +31,19 @@ def build_encoder(name: str, *, device: str = "cpu", weights: str | None = None,
     random_weights: random init with a fixed seed, no file needed (tests, benchmarks);
     size: ``full`` (the real architecture) or ``tiny`` (a reduced random model for CPU tests).
     """
-    if name not in ENCODER_MODULES:
+    if name not in STREAMS:
         raise MrhdError(f"unknown encoder {name!r}; choose from: {', '.join(VIDEO_ENCODERS)}")
+    module = STREAMS[name].module
     if name not in _BUILDERS:
         try:
-            importlib.import_module(ENCODER_MODULES[name])
+            importlib.import_module(module)
         except ModuleNotFoundError as err:
-            if err.name == ENCODER_MODULES[name]:
+            if err.name == module:
                 raise MrhdError(f"encoder {name!r} is not available in this build") from err
             raise
-    return _BUILDERS[name](device=device, weights=weights, random_weights=random_weights, size=size)
+    encoder = _BUILDERS[name](device=device, weights=weights, random_weights=random_weights, size=size)
+    if size != "full":
+        # the store records the size (training reads it, so that predict rebuilds the same encoders);
+        # full-size recipes stay as they were, so existing stores still match
+        encoder.info.recipe.setdefault("size", size)
+    return encoder

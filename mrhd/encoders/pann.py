@@ -20,9 +20,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mrhd.encoders.base import EncoderInfo, VideoEncoder
+from mrhd.encoders.base import EncoderInfo, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "panns-cnn14-32k"
 CHUNK_SECONDS = 2.0
@@ -219,16 +220,9 @@ def _numpy_globals() -> list:
 def load_cnn14_state_dict(path: Path, cfg: Cnn14Config) -> dict:
     """``{'model': state_dict}`` (the release) or a bare state dict; strict names and shapes
     (BatchNorm's ``num_batches_tracked`` counters are optional: eval mode never reads them)."""
-    try:
-        with torch.serialization.safe_globals(_numpy_globals()):
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable file is the same user error
-        first = (str(err).strip().splitlines() or [""])[0][:120]
-        raise MrhdError(f"cannot read {path} ({err.__class__.__name__}: {first}); give PANNs' "
-                        "Cnn14_mAP=0.431.pth") from err
-    sd = obj.get("model", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict):
-        raise MrhdError(f"{path} holds no Cnn14 state dict")
+    ckpt = load_checkpoint(path, what="PANNs checkpoint", fix="give PANNs' Cnn14_mAP=0.431.pth",
+                           also_allow=_numpy_globals(), also_allow_names="numpy arrays")
+    sd = unwrap_state_dict(ckpt, ("model",))
     own = Cnn14(cfg).state_dict()
     missing = sorted(k for k in own if k not in sd and not k.endswith("num_batches_tracked"))
     unexpected = sorted(k for k in sd if k not in own)
@@ -290,16 +284,10 @@ def build_pann(device="cpu", weights=None, random_weights=False, size="full") ->
         return PannEncoder(Cnn14(cfg), "random", device)
     if size != "full":
         raise MrhdError("size 'tiny' exists only with random weights")
-    local = Path(weights).expanduser() if weights else None
-    if local is not None and local.is_file():
-        path, label = local, local.name
-    else:
-        from mrhd.weights import resolve_weights  # lazy: random/local use never needs the registry
-
-        path, label = Path(resolve_weights(weights or WEIGHTS_ID)), weights or WEIGHTS_ID
+    source = resolve_encoder_weights(weights, WEIGHTS_ID)
     model = Cnn14(cfg)
-    model.load_state_dict(load_cnn14_state_dict(path, cfg), strict=True)
-    return PannEncoder(model, label, device)
+    model.load_state_dict(load_cnn14_state_dict(source.path, cfg), strict=True)
+    return PannEncoder(model, source.label, device)
 
 
 register_encoder("pann", build_pann)

@@ -31,6 +31,7 @@ import torch
 
 from mrhd.encoders.slowfast import SlowFastConfig, SlowFastR50
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 _BN_CAFFE2 = {"weight": "s", "bias": "b", "running_mean": "rm", "running_var": "riv"}
 _BN_FIELDS = tuple(_BN_CAFFE2)
@@ -171,16 +172,9 @@ def to_pytorchvideo(model: SlowFastR50) -> dict[str, torch.Tensor]:
 
 
 def _torch_state_dict(path: Path) -> dict:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # noqa: BLE001 - any unreadable archive is the same user error
-        first = (str(err).strip().splitlines() or [""])[0][:120]
-        raise MrhdError(f"cannot read {path} ({err.__class__.__name__}: {first}); give pytorchvideo's "
-                        "SLOWFAST_8x8_R50.pyth or PySlowFast's SLOWFAST_8x8_R50.pkl") from err
-    sd = obj.get("model_state", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict):
-        raise MrhdError(f"{path} holds no state dict")
-    return sd
+    ckpt = load_checkpoint(path, what="SlowFast checkpoint",
+                           fix="give pytorchvideo's SLOWFAST_8x8_R50.pyth or PySlowFast's SLOWFAST_8x8_R50.pkl")
+    return unwrap_state_dict(ckpt, ("model_state",))
 
 
 def load_slowfast(path: Path, cfg: SlowFastConfig) -> tuple[SlowFastR50, str]:

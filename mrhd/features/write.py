@@ -15,9 +15,8 @@ import h5py
 import numpy as np
 
 from mrhd.encoders.base import EncoderInfo
-from mrhd.features.store import POOLED, root_attrs
-
-COMPLETE = "complete"   # per-dataset flag FeatureStore checks (mrhd/features/store.py)
+from mrhd.features.store import COMPLETE, POOLED, root_attrs
+from mrhd.io import atomic_path
 
 
 def write_store(path: str | Path, stream: str, *, videos: Mapping[str, np.ndarray] | None = None,
@@ -30,8 +29,7 @@ def write_store(path: str | Path, stream: str, *, videos: Mapping[str, np.ndarra
     first = next(iter((videos or texts or {}).values()), None)
     dim = int(np.asarray(first).shape[-1]) if first is not None else 0
     info = EncoderInfo(stream=stream, dim=dim, weights=weights, recipe=recipe or {"source": "synthetic"})
-    tmp = path.with_name(f".{path.name}.tmp")
-    with h5py.File(tmp, "w") as f:
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
         f.attrs.update(root_attrs(info))
         f.attrs["clip_len"] = float(clip_len)
         for vid, arr in (videos or {}).items():
@@ -41,5 +39,4 @@ def write_store(path: str | Path, stream: str, *, videos: Mapping[str, np.ndarra
             f.create_dataset(f"qid{qid}", data=np.asarray(arr, dtype=np.float32)).attrs[COMPLETE] = 1
         for qid, arr in (pooled or {}).items():
             f.create_dataset(f"{POOLED}/qid{qid}", data=np.asarray(arr, dtype=np.float32)).attrs[COMPLETE] = 1
-    tmp.replace(path)
     return path

@@ -10,7 +10,8 @@ import io
 from collections.abc import Sequence
 from pathlib import Path
 
-from mrhd.inference.results import CLIP_LEN, Prediction, fmt_time, write_atomic
+from mrhd.inference.results import CLIP_LEN, Prediction, fmt_time
+from mrhd.io import write_atomic
 
 
 def _tick_step(duration: float) -> float:

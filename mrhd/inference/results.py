@@ -9,13 +9,11 @@ a half-written output.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrhd.errors import MrhdError
+from mrhd.io import jsonl_text, write_atomic
 
 CLIP_LEN = 2.0
 
@@ -77,39 +75,13 @@ def format_table(pred: Prediction, top_k: int = 5) -> str:
     return "\n".join(lines)
 
 
-def check_writable(path: str | Path, what: str = "output") -> Path:
-    """Fail early (before any work) when ``path`` cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise MrhdError(f"{what} path {path} is a folder; give a file name")
-    if not parent.is_dir():
-        raise MrhdError(f"cannot write {what} {path}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise MrhdError(f"cannot write {what} {path}: permission denied; choose another location")
-    return path
-
-
-def write_atomic(path: str | Path, data: bytes) -> Path:
-    """Write through a temporary file in the same folder and rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+def predictions_text(preds: Sequence[Prediction], jsonl: bool = False) -> str:
+    """The prediction file's text: one object per line (``jsonl``, the submission format) or a JSON list."""
+    objs = [p.to_json() for p in preds]
+    return jsonl_text(objs) if jsonl else json.dumps(objs, indent=1) + "\n"
 
 
 def write_predictions(path: str | Path, preds: Sequence[Prediction]) -> Path:
     """``.jsonl``: one object per line (the submission format); otherwise a JSON list."""
     path = Path(path)
-    objs = [p.to_json() for p in preds]
-    if path.suffix == ".jsonl":
-        text = "".join(json.dumps(o) + "\n" for o in objs)
-    else:
-        text = json.dumps(objs, indent=1) + "\n"
-    return write_atomic(path, text.encode())
+    return write_atomic(path, predictions_text(preds, jsonl=path.suffix == ".jsonl"))

@@ -1,4 +1,4 @@
-"""Videos longer than a model's window: overlapping windows, temporal NMS, saliency stitching.
+"""Videos longer than a model's window: overlapping windows, merging NMS, saliency stitching.
 
 The official checkpoints see at most ``max_v_l`` = 75 clips (150 s): their position encodings,
 tef and training data stop there. A longer video is cut into windows of that many clips that
@@ -46,22 +46,26 @@ def plan_windows(n_clips: int, window: int = 75, overlap: int | None = None) -> 
     return [Window(s, s + window) for s in sorted(set(starts))]
 
 
-def temporal_iou(a: Sequence[float], b: Sequence[float]) -> float:
+def moment_iou(a: Sequence[float], b: Sequence[float]) -> float:
+    """IoU of two moments ``[start, end, ...]`` in seconds (one pair of plain numbers, not the
+    pairwise span tensors of :func:`mrhd.models.spans.temporal_iou`)."""
     inter = max(0.0, min(a[1], b[1]) - max(a[0], b[0]))
     union = max(a[1], b[1]) - min(a[0], b[0])
     return inter / union if union > 0 else 0.0
 
 
-def temporal_nms(moments: Sequence[Sequence[float]], iou_threshold: float = 0.7,
-                 max_keep: int | None = None) -> list[list[float]]:
-    """Greedy NMS on ``[start, end, score]`` rows: best score first, drop rows overlapping a kept
-    one with IoU >= ``iou_threshold`` (the official ``temporal_nms`` of moment_detr's
-    ``utils/temporal_nms.py`` uses the same greedy rule). Ties keep their input order."""
+def merge_nms(moments: Sequence[Sequence[float]], iou_threshold: float = 0.7,
+              max_keep: int | None = None) -> list[list[float]]:
+    """Greedy NMS that merges the ``[start, end, score]`` rows of several windows: best score first,
+    drop rows overlapping a kept one with IoU >= ``iou_threshold``. The greedy rule of the official
+    ``temporal_nms`` (:func:`mrhd.models.nms.temporal_nms`, which the models' own post-processing
+    keeps) without its quirks (a lone row passes unfiltered, one row past the loop is appended).
+    Ties keep their input order."""
     order = sorted(range(len(moments)), key=lambda i: -moments[i][2])
     kept: list[list[float]] = []
     for i in order:
         row = list(moments[i])
-        if all(temporal_iou(row, k) < iou_threshold for k in kept):
+        if all(moment_iou(row, k) < iou_threshold for k in kept):
             kept.append(row)
             if max_keep is not None and len(kept) >= max_keep:
                 break
@@ -72,14 +76,14 @@ def merge_window_moments(per_window: Sequence[tuple[float, Sequence[Sequence[flo
                          duration: float, iou_threshold: float = 0.7,
                          max_keep: int | None = None) -> list[list[float]]:
     """``[(offset_s, rows in window time), ...]`` -> rows in video time, clamped to
-    ``[0, duration]``, merged by :func:`temporal_nms`, best first."""
+    ``[0, duration]``, merged by :func:`merge_nms`, best first."""
     rows = []
     for offset, moments in per_window:
         for st, ed, score in moments:
             st, ed = min(max(st + offset, 0.0), duration), min(max(ed + offset, 0.0), duration)
             if ed > st:
                 rows.append([st, ed, float(score)])
-    return temporal_nms(rows, iou_threshold, max_keep)
+    return merge_nms(rows, iou_threshold, max_keep)
 
 
 def edge_weights(length: int) -> np.ndarray:

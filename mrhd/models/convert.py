@@ -15,28 +15,26 @@ from typing import Any
 
 import torch
 
+from mrhd.encoders.streams import stream_of_folder
 from mrhd.errors import MrhdError
+from mrhd.io import file_sha256
 from mrhd.weights.checkpoint import (
+    MODEL_CHECKPOINT_FIX,
     is_mrhd_checkpoint,
     load_checkpoint,
     official_opt,
     official_state_dict,
     save_checkpoint,
 )
-from mrhd.weights.download import sha256_of
-
-# Stream names as they appear in the authors' feature folder names (opt.v_feat_dirs / a_feat_dir).
-_STREAM_HINTS = (("slowfast", "slowfast"), ("clip", "clip"), ("pann", "pann"), ("blip", "blip2"),
-                 ("internvideo", "internvideo2"))
 
 
 def streams_from_opt(opt: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(video streams in order, audio streams) of an official run, read from its feature folder
-    names (``v_feat_dirs``, ``a_feat_dir``); None when a folder name is not recognised."""
+    names (``v_feat_dirs``, ``a_feat_dir``) or feature files (MESM's ``feat_files``); None when a
+    name is not recognised."""
     video = []
-    for d in opt.get("v_feat_dirs") or []:
-        name = Path(str(d).rstrip("/")).name.lower()
-        stream = next((s for hint, s in _STREAM_HINTS if hint in name), None)
+    for d in opt.get("v_feat_dirs") or opt.get("feat_files") or []:
+        stream = stream_of_folder(Path(str(d).rstrip("/")).name)
         if stream is None:
             return None
         video.append(stream)
@@ -110,7 +108,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, model: str) -> dict:
 
     src, dst = Path(src), Path(dst)
     spec = get_spec(model)
-    ckpt = load_checkpoint(src)
+    ckpt = load_checkpoint(src, what="model checkpoint", fix=MODEL_CHECKPOINT_FIX)
     if is_mrhd_checkpoint(ckpt):
         raise MrhdError(f"{src} is already an mrhd checkpoint (model {ckpt.get('model')!r}); "
                         "nothing to convert")
@@ -131,5 +129,5 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, model: str) -> dict:
     build_and_load(spec, cfg, state_dict, what=str(src))
     profile = profile_from_opt(opt, default=spec.default_profile, preferred=spec.default_profile)
     save_checkpoint(dst, model=model, config=config_to_dict(cfg), state_dict=state_dict, profile=profile,
-                    extra={"source": {"file": src.name, "sha256": sha256_of(src), "opt": _json_safe(opt)}})
+                    extra={"source": {"file": src.name, "sha256": file_sha256(src), "opt": _json_safe(opt)}})
     return {"model": model, "profile": profile, "keys": len(state_dict)}

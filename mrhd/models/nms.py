@@ -2,7 +2,7 @@
 utils/temporal_nms.py and ``post_processing_mr_nms`` in inference.py, copied as is by UniVTG's
 main/inference_mr.py): greedy over [start, end, score] rows, best score first.
 
-Not :func:`mrhd.inference.windows.temporal_nms` (plain IoU, for merging sliding windows): this one
+Not :func:`mrhd.inference.windows.merge_nms` (plain IoU, for merging sliding windows): this one
 measures overlap against the hull of the two windows and keeps the upstream quirks below, so its
 lines equal the official ones.
 """

@@ -15,8 +15,7 @@ from pathlib import Path
 import yaml
 
 from mrhd.errors import MrhdError
-
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs" / "datasets"   # shipped in the package
+from mrhd.paths import config_dir
 
 
 @dataclass(frozen=True)
@@ -45,19 +44,29 @@ class DatasetConfig:
         return profile.replace(**caps) if caps else profile
 
 
-def dataset_names(config_dir: Path = CONFIG_DIR) -> list[str]:
-    """Names of the dataset configs (the shipped ones by default)."""
-    return sorted(p.stem for p in Path(config_dir).glob("*.yaml"))
+def dataset_names(folder: str | Path | None = None) -> list[str]:
+    """Names of the dataset configs in ``folder`` (None: the shipped ones)."""
+    return sorted(p.stem for p in Path(folder or config_dir() / "datasets").glob("*.yaml"))
 
 
-def load_dataset_config(name: str, config_dir: Path = CONFIG_DIR) -> DatasetConfig:
-    """``<config_dir>/<name>.yaml``, checked: known keys only, a metric family with an evaluator,
-    the validation split among the splits."""
+def metric_families() -> dict[str, str]:
+    """Benchmark name -> the metric family (``mrhd.pipeline.evaluate.EVALUATORS`` key) that scores
+    it: every shipped dataset config, plus the families no config names (``youtube``)."""
     from mrhd.pipeline.evaluate import EVALUATORS
 
-    path = Path(config_dir) / f"{name}.yaml"
+    names = {name: load_dataset_config(name).metrics for name in dataset_names()}
+    names.update({family: family for family in EVALUATORS if family not in names.values()})
+    return names
+
+
+def load_dataset_config(name: str, folder: str | Path | None = None) -> DatasetConfig:
+    """``<folder>/<name>.yaml`` (None: the shipped configs), checked: known keys only, a metric
+    family with an evaluator, the validation split among the splits."""
+    from mrhd.pipeline.evaluate import EVALUATORS
+
+    path = Path(folder or config_dir() / "datasets") / f"{name}.yaml"
     if not isinstance(name, str) or not name or "/" in name or not path.is_file():
-        raise MrhdError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names(config_dir))}")
+        raise MrhdError(f"unknown dataset {name!r}; choose one of: {', '.join(dataset_names(folder))}")
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:

@@ -10,14 +10,14 @@ model that reads the query finds the moment. Window lengths and positions vary; 
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from mrhd.features.profiles import STREAM_DIMS, Profile
+from mrhd.features.profiles import Profile
 from mrhd.features.write import write_store
+from mrhd.io import jsonl_text
 
 
 @dataclass
@@ -76,7 +76,7 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
-    dirs = {s: rng.normal(size=(spec.n_concepts, STREAM_DIMS[s])) for s in profile.streams}
+    dirs = {s: rng.normal(size=(spec.n_concepts, profile.dim_of(s))) for s in profile.streams}
     dirs = {s: d / np.linalg.norm(d, axis=1, keepdims=True) for s, d in dirs.items()}
     video_streams = profile.video + profile.audio
     videos: dict[str, dict] = {s: {} for s in video_streams}
@@ -101,7 +101,7 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
         dis &= ~inside
         vid = f"syn{i:05d}_0.0_{2.0 * n_clips:.1f}"
         for s in video_streams:
-            dim = STREAM_DIMS[s]
+            dim = profile.dim_of(s)
             x = rng.normal(size=(n_clips, dim))
             scale = spec.signal * np.sqrt(dim)
             x[inside] += scale * dirs[s][concept]
@@ -114,7 +114,7 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
             weights = None if spec.token_weights is None else np.asarray(spec.token_weights, float)
             n_tok = int(rng.choice(spec.token_counts, p=None if weights is None else weights / weights.sum()))
         for s in profile.text:
-            dim = STREAM_DIMS[s]
+            dim = profile.dim_of(s)
             t = rng.normal(size=(n_tok, dim)) + spec.text_signal * np.sqrt(dim) * dirs[s][concept]
             texts[s][i] = t.astype(np.float32)
         clip_ids = [int(c) for c in np.flatnonzero(inside)]
@@ -137,6 +137,6 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
     paths = {}
     for name, lines in splits.items():
         paths[name] = out / f"{name}.jsonl"
-        paths[name].write_text("".join(json.dumps(ln) + "\n" for ln in lines))
+        paths[name].write_text(jsonl_text(lines))
     paths["features"] = out
     return paths

@@ -36,7 +36,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import random
 import sys
 import time
@@ -47,8 +46,10 @@ import torch
 from torch.utils.data import DataLoader
 
 from mrhd.annotations import load_annotations
+from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
-from mrhd.features.profiles import MemoryBudget, load_profile, open_stores
+from mrhd.features.profiles import MemoryBudget, fit_to_stores, load_profile, open_stores
+from mrhd.io import json_safe, jsonl_text, write_atomic
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
@@ -101,27 +102,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def json_safe(d: dict) -> dict:
-    """NaN (an empty length range in the metrics) as null, so every line is strict JSON."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _device(name: str) -> torch.device:
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise MrhdError(f"unknown device {name!r}; use cpu or cuda[:N]") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise MrhdError(f"--device {name}: CUDA is not available on this machine; use --device cpu")
-    return device
-
-
 def stored_train_config(out: str | Path) -> dict:
     """The ``train_config`` a run folder's last.ckpt was written with ({} where there is none).
     Its ``dataset`` is None for QVHighlights and for runs from before datasets were recorded."""
@@ -138,7 +118,7 @@ class Trainer:
         self.out = Path(out)
         self.resume = resume
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
-        self.device = _device(cfg.device)
+        self.device = parse_device(cfg.device)
         self.speed = plan_speed(cfg, self.device)
         self.spec = get_spec(cfg.model)
         if self.spec.build_criterion is None:
@@ -150,6 +130,10 @@ class Trainer:
         if self.dataset:
             self.profile = self.dataset.apply_to_profile(self.profile)
         self.stores = open_stores(features, self.profile)
+        self.profile = fit_to_stores(self.profile, self.stores)   # recorded in the checkpoints, for predict
+        if not self.profile.official_encoders:
+            self.log(f"note: {features} holds features of {self.profile.encoders_text()}: the model learns only "
+                     "what those features carry (a pipeline check, not a model for real videos)")
         if self.speed.cache_features:
             budget = MemoryBudget()
             for reader in self.stores.values():
@@ -353,7 +337,7 @@ class Trainer:
             "epoch": self.epoch, "train_config": self.cfg.to_dict(), "profile_spec": self.profile.to_dict(),
             "metrics": json.loads(json.dumps(metrics["brief"])),
         })
-        _write_atomic(self.out / "best_val_preds.jsonl", "".join(json.dumps(ln) + "\n" for ln in lines))
+        write_atomic(self.out / "best_val_preds.jsonl", jsonl_text(lines))
 
     def load_last(self) -> None:
         ckpt = load_checkpoint(self.out / "last.ckpt")

@@ -7,7 +7,6 @@ renamed to ``dest``, so a file at ``dest`` is always whole. An interrupted downl
 
 from __future__ import annotations
 
-import hashlib
 import os
 import socket
 import sys
@@ -16,16 +15,9 @@ import urllib.request
 from pathlib import Path
 
 from mrhd.errors import MrhdError, OfflineError
+from mrhd.io import file_sha256
 
 CHUNK = 1 << 20
-
-
-def sha256_of(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(CHUNK), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _is_offline(err: BaseException) -> bool:
@@ -97,7 +89,7 @@ def download(url: str, dest: str | Path, *, sha256: str | None = None, progress:
                                f"connected machine and pass its path, or copy it to {dest}") from None
         raise
     if sha256:
-        got = sha256_of(part)
+        got = file_sha256(part)
         if got != sha256.lower():
             part.unlink(missing_ok=True)
             raise MrhdError(f"sha256 mismatch for {url}: expected {sha256}, got {got}; the file was "

@@ -23,25 +23,18 @@ from mrhd.encoders.internvideo2.model import InternVideo2Model
 from mrhd.encoders.internvideo2.text_llama import LlamaTextEncoder, merge_lora
 from mrhd.encoders.internvideo2.vision import interpolate_temporal
 from mrhd.errors import MrhdError
+from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 TEMPORAL_TABLES = ("vision_encoder.pos_embed", "vision_encoder.clip_pos_embed")
 LLAMA_EMBED = "text_encoder.transformer.embed_tokens.weight"
 
 
 def read_state_dict(path: Path) -> dict:
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a file that is not a checkpoint
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
-        raise MrhdError(f"{path} is not a readable InternVideo2 checkpoint ({first})") from None
-    if isinstance(ckpt, dict):
-        for wrapper in ("module", "model"):
-            if isinstance(ckpt.get(wrapper), dict):
-                ckpt = ckpt[wrapper]
-                break
-    if not isinstance(ckpt, dict) or not any(str(k).startswith(("vision_encoder.", "text_encoder.")) for k in ckpt):
+    fix = "use InternVideo2-stage2_1b-224p-f4.pt or InternVideo2_CLIP_6B.pth"
+    ckpt = unwrap_state_dict(load_checkpoint(path, what="InternVideo2 checkpoint", fix=fix), ("module", "model"))
+    if not any(str(k).startswith(("vision_encoder.", "text_encoder.")) for k in ckpt):
         raise MrhdError(f"{path} is not an InternVideo2 checkpoint (no vision_encoder.* / text_encoder.* "
-                        "weights); use InternVideo2-stage2_1b-224p-f4.pt or InternVideo2_CLIP_6B.pth")
+                        f"weights); {fix}")
     return ckpt
 
 

@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import functools
-from pathlib import Path
 
 import torch
 
-from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, pad_token_ids
+from mrhd.encoders.base import (
+    EncoderInfo,
+    TextEncoder,
+    VideoEncoder,
+    pad_token_ids,
+    require_words,
+    resolve_encoder_weights,
+)
 from mrhd.encoders.internvideo2 import checkpoint as ckpt_io
 from mrhd.encoders.internvideo2.config import CLIP6B, STAGE2, InternVideo2Config, variant_config
 from mrhd.encoders.internvideo2.frames import (
@@ -20,7 +26,7 @@ from mrhd.encoders.internvideo2.frames import (
 from mrhd.encoders.internvideo2.model import build
 from mrhd.encoders.internvideo2.text_llama import PREFIX
 from mrhd.encoders.internvideo2.tokenizer import bert_tokenizer, llama_tokenizer
-from mrhd.errors import MrhdError
+from mrhd.encoders.pixels import PIXELS_VERSION, WINDOW_PIXELS
 
 DEFAULT_WEIGHTS = "internvideo2-1b-stage2"
 VARIANT_OF_ID = {"internvideo2-1b-stage2": STAGE2, "internvideo2-clip-6b": CLIP6B}
@@ -82,9 +88,7 @@ class InternVideo2TextEncoder(TextEncoder):
         self.max_length = model.cfg.text.max_length
 
     def tokenize(self, texts: list[str]) -> list[list[int]]:
-        for text in texts:
-            if not text or not text.strip():
-                raise MrhdError("empty query text; every query needs at least one word")
+        require_words(texts)
         if not self.llama:
             enc = self.tokenizer(list(texts), truncation=True, max_length=self.max_length)
             return [list(ids) for ids in enc["input_ids"]]
@@ -106,32 +110,19 @@ class InternVideo2TextEncoder(TextEncoder):
                 for row, seq in enumerate(ids)]
 
 
-def _resolve(ref: str) -> Path:
-    path = Path(ref).expanduser()
-    if path.is_file():
-        return path
-    try:
-        from mrhd.weights import resolve_weights  # lazy: it may download
-    except ImportError as err:
-        raise MrhdError(f"cannot resolve weights {ref!r}: no weights registry in this build; "
-                        "pass a local checkpoint path") from err
-    return Path(resolve_weights(ref))
-
-
 def _model(weights: str | None, random_weights: bool, size: str, parts: tuple[str, ...], device="cpu"):
     """(model, weights name, folder of the checkpoint or None)."""
-    ref = weights or DEFAULT_WEIGHTS
-    if random_weights:
-        cfg = variant_config(VARIANT_OF_ID.get(ref, STAGE2), size)
+    if random_weights:   # the registry id still picks the variant (stage 2 or CLIP-6B)
+        cfg = variant_config(VARIANT_OF_ID.get(weights or DEFAULT_WEIGHTS, STAGE2), size)
         torch.manual_seed(SEED)
         with torch.device(device):   # a full-size random 6B model is built where it will run
             return build(cfg, parts), "random", None
-    path = _resolve(ref)
-    cfg, state = ckpt_io.config_for(ckpt_io.read_state_dict(path), size)
+    source = resolve_encoder_weights(weights, DEFAULT_WEIGHTS)
+    cfg, state = ckpt_io.config_for(ckpt_io.read_state_dict(source.path), size)
     with torch.device("meta"):   # tensors are assigned from the file: no second full-size copy
         model = build(cfg, parts)
-    ckpt_io.load_into(model, state, source=str(path))
-    return model, path.name if Path(ref).expanduser().exists() else ref, path.parent
+    ckpt_io.load_into(model, state, source=str(source.path))
+    return model, source.label, source.path.parent
 
 
 def video_recipe(cfg: InternVideo2Config, size: str) -> dict:
@@ -142,6 +133,7 @@ def video_recipe(cfg: InternVideo2Config, size: str) -> dict:
         "frame_rule": "native-rate frames of [2k, 2k+2); segment middles (InternVideo2 get_frame_indices 'middle'), "
                       "last repeated when fewer",
         "resize": [v.img_size, v.img_size], "interpolation": "bicubic", "scale": 1 / 255,
+        "pixels": WINDOW_PIXELS, "pixels_version": PIXELS_VERSION,
         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
         "layer": "vision_encoder.clip_projector (attention pooling) output, before vision_proj, unnormalised",
         "pos_embed_frames": v.t_size, "precision": "bf16 on cuda" if cfg.variant == CLIP6B else "fp32",

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from mrhd.encoders.pixels import normalise_pixels, square_resize
 
 # ImageNet constants (internvideo2_clip.py transform; demo/utils.py v_mean / v_std)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -40,26 +41,20 @@ class SegmentMiddles:
 def pick_frames(windows, num_frames: int, size: int) -> torch.Tensor:
     """Windows of uint8 ``[n_k, H, W, 3]`` frames (whole windows, or the ``num_frames`` the decoder
     already picked with :class:`SegmentMiddles`) -> uint8 ``[B, num_frames, size, size, 3]``: the
-    picked frames, bicubic-resized (and rounded, as a PIL resize would) only where the size differs
-    (the decoder's 224 crops pass untouched). Runs in the decode workers: uint8 keeps the batches
-    that travel to the main process 4x smaller than float pixels."""
+    picked frames, whole, resized to ``size`` x ``size`` as ``InternVideo2_CLIP.transform`` does
+    (:func:`mrhd.encoders.pixels.square_resize`) only where the size differs (the decoder's
+    window frames are already 224x224 and pass untouched). Runs in the decode workers: uint8 keeps
+    the batches that travel to the main process 4x smaller than float pixels."""
     batch = []
     for frames in windows:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"internvideo2 expects uint8 windows [n, H, W, 3], got {frames.shape}")
-        picked = torch.from_numpy(np.ascontiguousarray(frames[window_frame_indices(len(frames), num_frames)]))
-        if tuple(picked.shape[1:3]) != (size, size):
-            x = F.interpolate(picked.permute(0, 3, 1, 2).float(), size=(size, size), mode="bicubic",
-                              align_corners=False, antialias=True)
-            picked = x.round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        batch.append(picked)
+        picked = np.ascontiguousarray(frames[window_frame_indices(len(frames), num_frames)])
+        batch.append(torch.from_numpy(square_resize(picked, size)))
     return torch.stack(batch)
 
 
 def normalise(frames: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B, T, H, W, 3]`` (on any device) -> float ``[B, 3, T, H, W]``: /255, ImageNet mean/std."""
-    x = frames.permute(0, 4, 1, 2, 3).float() / 255.0
-    mean = torch.tensor(IMAGENET_MEAN, device=x.device).view(1, 3, 1, 1, 1)
-    std = torch.tensor(IMAGENET_STD, device=x.device).view(1, 3, 1, 1, 1)
-    return (x - mean) / std
+    return normalise_pixels(frames, IMAGENET_MEAN, IMAGENET_STD)

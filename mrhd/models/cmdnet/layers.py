@@ -2,7 +2,7 @@
 
 The paper (Zhou et al., MMSP 2024, "Cross-modal Multiscale Difference-aware Network for Joint
 Moment Retrieval and Highlight Detection"; poster MMSP-P5.11) gives the ingredients but not the
-layer-level recipe; the choices made here are listed in :mod:`mrhd.models.cmdnet.model`.
+layer-level recipe; the choices made here are listed in the model card (``README.md`` in this folder).
 
 Input: query-highlighted clip features (the T2V encoder's video tokens). Steps:
 

@@ -1,53 +1,11 @@
-"""CMDNet: Cross-modal Multiscale Difference-aware Network (Zhou et al., MMSP 2024; poster MMSP-P5.11,
-sigport.org/node/7532) for joint moment retrieval (MR) and highlight detection (HD).
+"""CMDNet: Cross-modal Multiscale Difference-aware Network (Zhou et al., MMSP 2024) for joint moment
+retrieval and highlight detection; reported R1@0.7 46.69 on the QVHighlights test split.
 
-Reported: R1@0.7 46.69 on the QVHighlights test split with CLIP + SlowFast features. There is no
-public code; the paper gives three parts, built here on the shared QD-DETR blocks (the paper compares
-against QD-DETR in QD-DETR's setting):
-
-1. a clip-text alignment module: CLIP-style contrastive alignment of the projected clips and words,
-   with inter-modal constraints (text-video) and intra-modal constraints (video);
-2. a multi-scale difference perception module (:mod:`mrhd.models.cmdnet.layers`): query-highlighted
-   clip features, differences of adjacent clips, multi-scale temporal convolutions and a graph
-   convolution for global dependencies;
-3. the MR and HD heads of QD-DETR (anchor decoder, class / span heads, saliency from the global token,
-   negative pairs with the text rolled along the batch) and QD-DETR's losses, plus the alignment
-   losses (:mod:`mrhd.models.cmdnet.criterion`).
-
-Design choices the paper leaves open, and what is chosen here:
-
-- Backbone: QD-DETR's exactly (input projections, global token, T2V encoder, encoder on
-  [global, video], anchor decoder, PReLU, sizes and loss weights of its QVHighlights config).
-- Where alignment acts: on the outputs of the input projections, the features the transformer then
-  consumes (as TR-DETR, by the same first author, does for its CTC/VTC losses); no separate
-  projection heads. Similarity is cosine times a learnable CLIP logit scale (initialised to
-  1 / 0.07, clamped to 100 as CLIP does).
-- Alignment terms: video-text InfoNCE over the batch (sentence = masked mean of words, moment =
-  mean of its relevant clips); clip-text multi-positive InfoNCE over a video's clips; intra-video
-  supervised contrastive loss among clips (relevant clips are positives of each other). Weights
-  0.3 / 0.5 / 0.3 (``align_vt_coef`` / ``align_ct_coef`` / ``align_intra_coef``), chosen as
-  TR-DETR's VTC / CTC weights. Relevant clips are derived from the ground-truth spans.
-- Relevant clips (for the moment embedding and the positives): clips whose centre lies in a
-  ground-truth window, plus the clip under each window's centre; derived from the span labels, so
-  the ``qd_detr`` label recipe (the trainer's default) suffices.
-- Query-highlighted clip features = the video tokens after QD-DETR's T2V (text-to-video) encoder;
-  one MDP runs between the T2V encoder and the encoder, on video tokens only (the global token
-  passes unchanged; padded clips are zeroed), in both the positive and the negative-pair pass.
-- Differences: ``x_t - x_{t-1}`` with 0 for the first clip (forward differences only), through a
-  Linear and added to x; the convolutions and the graph both read this difference-aware sequence.
-- Multi-scale: parallel Conv1d with kernels (1, 3, 5) (``mdp_kernel_sizes``), zero 'same' padding,
-  ReLU, averaged over the scales.
-- Graph: one GCN layer (``mdp_gcn_layers``) ``ReLU(A X W)``, A = row softmax of cosine similarity
-  between valid clips times sqrt(d) and a learnable sharpness (self loops included); a dense,
-  data-dependent graph rather than a fixed temporal one.
-- Fusion: ``LayerNorm(x + Dropout(Linear([multi-scale | graph])))``; positions are not re-added
-  (the encoder adds QD-DETR's sine positions to queries and keys as before).
-- Training schedule: QD-DETR's defaults (AdamW lr 1e-4, weight decay 1e-4, batch 32, 200 epochs,
-  grad clip 0.1), the trainer's defaults when no configs/train/cmdnet.yaml exists.
-- Audio (optional, profile ``slowfast_clip_pann``): concatenated to the video before the input
-  projection, as QD-DETR's audio branch (``a_feat_dim`` 2050 = PANNs 2048 + tef); the default
-  profile is ``slowfast_clip``.
-- TVSum (``dset_name: tvsum``): saliency losses only, as QD-DETR (no alignment terms either).
+No public code: the network is QD-DETR's (:class:`CMDNet` subclasses :class:`QDDETR`) with the
+multi-scale difference perception module between the T2V encoder and the encoder
+(:mod:`mrhd.models.cmdnet.layers`) and the clip-text alignment losses
+(:mod:`mrhd.models.cmdnet.criterion`). Design choices the paper leaves open, and what was chosen:
+the model card, ``README.md`` in this folder.
 """
 
 from __future__ import annotations
@@ -61,8 +19,9 @@ from torch import nn
 from mrhd.errors import MrhdError
 from mrhd.models.cmdnet.criterion import CMDNetCriterion
 from mrhd.models.cmdnet.layers import MultiScaleDifferencePerception
+from mrhd.models.layers.t2v_anchor_transformer import check_anchor_config
 from mrhd.models.postprocess import detr_postprocess
-from mrhd.models.qd_detr.model import QDDETR, QDDETRConfig, QDDETRTransformer, check_anchor_config
+from mrhd.models.qd_detr.model import QDDETR, QDDETRConfig, QDDETRTransformer
 from mrhd.models.registry import AUDIO_INPUTS, DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 from mrhd.models.spans import inverse_sigmoid
 

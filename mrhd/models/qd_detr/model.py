@@ -22,10 +22,7 @@ from mrhd.errors import MrhdError
 from mrhd.models.config import DetrConfig, fields_from_opt
 from mrhd.models.criterion import SetCriterion
 from mrhd.models.heads import DetrHeads, aux_outputs
-from mrhd.models.layers.t2v_anchor_transformer import (  # kept for cmdnet.py
-    T2VAnchorTransformer,
-    check_anchor_config,
-)
+from mrhd.models.layers.t2v_anchor_transformer import T2VAnchorTransformer, check_anchor_config
 from mrhd.models.postprocess import detr_postprocess
 from mrhd.models.registry import AUDIO_INPUTS, DETR_INPUTS, LabelRecipe, ModelSpec, register_model
 

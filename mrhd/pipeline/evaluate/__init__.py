@@ -2,7 +2,7 @@
 
 ``evaluate(dataset, predictions, ground_truth)`` is what training and ``mrhd eval`` call:
 predictions and ground truth are lists of dicts in the submission / annotation formats
-(``load_jsonl`` reads them). It raises :class:`mrhd.errors.MrhdError` when the predictions cannot
+(:func:`mrhd.io.read_jsonl` reads them). It raises :class:`mrhd.errors.MrhdError` when the predictions cannot
 be scored faithfully (see :mod:`.validate`); warnings do not stop it.
 """
 
@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from mrhd.errors import MrhdError
 from mrhd.pipeline.evaluate.charades import evaluate_charades
-from mrhd.pipeline.evaluate.jsonl import load_jsonl
 from mrhd.pipeline.evaluate.qvhighlights import evaluate_qvhighlights
 from mrhd.pipeline.evaluate.tvsum import evaluate_tvsum, evaluate_youtube
 from mrhd.pipeline.evaluate.validate import Issue, raise_on_errors, validate
@@ -24,7 +23,7 @@ EVALUATORS = {
 }
 DATASETS = tuple(EVALUATORS)
 
-__all__ = ["DATASETS", "Issue", "evaluate", "evaluate_qvhighlights", "load_jsonl", "validate"]
+__all__ = ["DATASETS", "Issue", "evaluate", "evaluate_qvhighlights", "validate"]
 
 
 def evaluate(dataset: str, predictions: list[dict], ground_truth: list[dict], strict: bool = False) -> dict:

@@ -17,11 +17,12 @@ import pytest
 from mrhd.errors import MrhdError
 from mrhd.extract.audio import iter_audio_chunks
 from mrhd.extract.decode import VideoDecoder
-from mrhd.extract.jobs import ExtractJob, read_queries
+from mrhd.extract.job import ExtractJob, read_queries
 from mrhd.extract.sources import expand_inputs, parse_shard, shard
+from mrhd.extract.synthetic import write_video
 from mrhd.features.store import FeatureStore, store_path
 from tests.helpers.extract_encoders import StatsEncoder, clip_statistics
-from tests.helpers.videos import write_audio_only, write_broken, write_video
+from tests.helpers.videos import write_audio_only, write_broken
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -62,8 +63,9 @@ def _sources(*paths):
 def test_batches_pack_videos_and_match_direct_decoding(tmp_path, videos):
     job = _job(tmp_path, batch_size=5, chunk=2)
     summary = job.run_videos(_sources(*videos.values()))
-    assert summary.stored == 3 and summary.skipped == 0
-    # b has no audio: only its pann stream fails, with a clear reason
+    # b has no audio: only its pann stream fails, with a clear reason; b is counted as partly stored
+    assert (summary.inputs, summary.stored, summary.partial, summary.skipped, summary.failed) == (3, 2, 1, 0, 0)
+    assert summary.report().startswith("3 inputs: 2 stored, 0 already stored, 1 partly stored (a stream failed), 0 failed")
     assert [(Path(f.path).name, f.stream) for f in summary.failures] == [("b.mp4", "pann")]
     assert "no audio track" in summary.failures[0].reason
     for stream in ("clip", "slowfast", "pann"):
@@ -126,7 +128,7 @@ def test_preprocess_in_main_process_when_not_picklable(tmp_path, videos):
 @pytest.mark.slow
 def test_worker_processes_give_the_same_features(tmp_path, videos):
     summary = _job(tmp_path, num_workers=2, batch_size=4, chunk=3).run_videos(_sources(*videos.values()))
-    assert summary.stored == 3 and len(summary.failures) == 1
+    assert summary.stored == 2 and summary.partial == 1 and len(summary.failures) == 1
     assert summary.decode_s > 0
     for stream in ("clip", "slowfast"):
         store = FeatureStore(store_path(tmp_path, stream))
@@ -186,20 +188,29 @@ def test_sources_lists_and_shards(tmp_path, videos):
     dup = tmp_path / "other" / "a.mp4"
     dup.parent.mkdir()
     dup.write_bytes(videos["a"].read_bytes())
-    assert any("same video id" in r for _, r in expand_inputs([str(videos["a"]), str(dup)]).problems)
+    with pytest.raises(MrhdError, match="2 inputs would share a video id.*--video-id-from path"):
+        expand_inputs([str(videos["a"]), str(dup)])
 
 
 def test_read_queries(tmp_path):
     ann = tmp_path / "ann.jsonl"
     ann.write_text('{"qid": 1, "query": "a dog runs", "vid": "x"}\n{"qid": 2, "query": "  "}\nnot json\n'
                    '{"qid": 3, "query": "a cat"}\n')
-    from mrhd.extract.jobs import Summary
+    from mrhd.extract.job import Summary
 
     summary = Summary()
-    assert read_queries(ann, summary) == [("1", "a dog runs"), ("3", "a cat")]
-    assert len(summary.failures) == 2
+    assert [row[:2] for row in read_queries(ann, summary)] == [("1", "a dog runs"), ("3", "a cat")]
+    assert [Path(f.path).name for f in summary.query_failures] == ["ann.jsonl:2", "ann.jsonl:3"]
     with pytest.raises(MrhdError, match="empty"):
         read_queries(ann)
+    # several files: a qid seen again with the same text is one query, with another text a problem
+    other = tmp_path / "val.jsonl"
+    other.write_text('{"qid": 3, "query": "a cat"}\n{"qid": 1, "query": "a bird"}\n{"qid": 4, "query": "rain"}\n')
+    summary = Summary()
+    assert [row[:2] for row in read_queries([ann, other], summary)] == [("1", "a dog runs"), ("3", "a cat"),
+                                                                        ("4", "rain")]
+    clash = [f for f in summary.query_failures if f.path.endswith("val.jsonl:2")]
+    assert len(clash) == 1 and "another query at" in clash[0].reason and "ann.jsonl:1" in clash[0].reason
 
 
 # ------------------------------------------------------------------------- the command line
@@ -220,7 +231,7 @@ def test_cli_queries_and_real_clip_encoder(tmp_path, videos, capsys):
                "--batch-size", "4"])
     stdout = capsys.readouterr().out
     assert rc == 0, stdout
-    assert "stored 2 video(s)" in stdout and "2 queries" in stdout
+    assert "2 inputs: 2 stored" in stdout and "2 queries" in stdout
     enc = build_encoder("clip", random_weights=True, size="tiny")
     store = FeatureStore(out / "clip.h5")
     assert store.info["weights"] == "random" and store.info["recipe"] == json.loads(enc.info.recipe_json())
@@ -277,7 +288,7 @@ def test_cli_text_streams_take_the_video_weights_and_only_shard_0_writes_them(tm
     assert rc == 0, stdout
     assert built == {"clip": "/m/ViT-B-32.pt", "clip_text": "/m/ViT-B-32.pt", "internvideo2": "/m/iv2.pt",
                      "internvideo2_text": "/m/iv2-text.pt"}
-    assert "stored 1 video(s)" in stdout and "shard 1/2 leaves the text stores to shard 0" in stdout
+    assert "1 input: 1 stored" in stdout and "shard 1/2 leaves the text stores to shard 0" in stdout
     assert sorted(p.name for p in out.glob("*.h5")) == ["clip.h5", "internvideo2.h5"]
     parser = argparse.ArgumentParser()
     add_arguments(parser)
@@ -288,8 +299,8 @@ def test_cli_text_streams_take_the_video_weights_and_only_shard_0_writes_them(tm
 _KILLABLE = """
 import sys, time
 import numpy as np
-import mrhd.extract.jobs as jobs
-from mrhd.extract.jobs import ExtractJob
+import mrhd.extract.job as extract_job
+from mrhd.extract.job import ExtractJob
 from mrhd.extract.sources import expand_inputs
 from tests.helpers.extract_encoders import StatsEncoder
 
@@ -298,10 +309,10 @@ class Slow(StatsEncoder):
         time.sleep(0.15)
         return super().encode(batch)
 
-jobs.COMMIT_EVERY_S = 0.0
+extract_job.COMMIT_EVERY_S = 0.0
 job = ExtractJob([Slow("clip", "clip_frame"), Slow("slowfast", "slowfast_clip")], sys.argv[1],
                  batch_size=2, num_workers=0, progress=False, chunk=1)
-undo = jobs.install_sigterm()
+undo = extract_job.install_sigterm()
 try:
     s = job.run_videos(expand_inputs([sys.argv[2]]).sources)
 except KeyboardInterrupt:
@@ -392,7 +403,7 @@ def test_a_crashed_worker_fails_one_video_and_is_replaced(tmp_path, videos):
 
 def test_window_streams_share_a_picker_only_when_they_pick_alike():
     from mrhd.encoders.internvideo2.frames import SegmentMiddles
-    from mrhd.extract.jobs import StreamSpec, _shared_picker
+    from mrhd.extract.worker import StreamSpec, _shared_picker
 
     a, b, c = (StreamSpec(n, "window_frames", None, p) for n, p in
                (("a", SegmentMiddles(8)), ("b", SegmentMiddles(8)), ("c", SegmentMiddles(4))))

@@ -19,9 +19,13 @@ written once as our HDF5 stores and once in the authors' layout (``slowfast_feat
 ``features``, ``clip_features/``, ``clip_text_features/qid<q>.npz`` ``last_hidden_state``) with
 the same numbers (video stored as float16, as ``mrhd extract`` stores it).
 
-Speed: both sides are built in one process (official options, batch 32 unless --batch-size) and
-take single training steps in turns, the order flipping every pair, so that load drift on a shared
-machine cancels. Per step: data time (the next batch from the side's DataLoader), compute time
+Speed: each side is built in a child process of its own (official options, batch 32 unless
+--batch-size), so that each runs with the process settings it has for real: the authors' with
+libgomp's defaults, ours with the spin-wait ``mrhd train`` sets on CPU
+(mrhd.commands.train.OPENMP_SPIN_ROUNDS; GOMP_SPINCOUNT in the environment applies to both). The
+two take single training steps in turns, the order flipping every pair, so that load drift on a
+shared machine cancels. --in-process builds both in this process instead, with the same runtime
+settings (ours): the difference of the code alone. Per step: data time (the next batch from the side's DataLoader), compute time
 (their ``train_epoch`` body on that batch / our ``Trainer.train_step``), step time = both, and the
 process CPU time of the step (user + system, all threads: less sensitive to other jobs taking the
 cores, more to threads spinning while they wait). Printed: the median over pairs of authors/ours
@@ -304,17 +308,77 @@ def timed_step(side, batches, device: str) -> tuple[float, float, float]:
     return t1 - t0, time.perf_counter() - t1, _cpu_seconds() - c0
 
 
-def alternate(a, b, pairs: int, warmup: int, device: str) -> list[tuple]:
-    """Single steps in turns (a b, b a, a b, ...); per pair ((a data, a compute), (b data, b compute))."""
-    its = {a.name: a.batches(), b.name: b.batches()}
+class Local:
+    """A side built in this process: its steps run here."""
+
+    def __init__(self, side, device: str):
+        self.name, self.side, self.device = side.name, side, device
+        self.batches = side.batches()
+
+    def timed_step(self) -> tuple[float, float, float]:
+        return timed_step(self.side, self.batches, self.device)
+
+    def close(self) -> None:
+        pass
+
+
+class Remote:
+    """A side built in a child process of its own, which takes one step per request: each side then
+    runs with its own process settings, as it is run for real (the authors' ``train.py``: libgomp's
+    defaults; ours: what ``mrhd train`` sets, mrhd.commands.train.OPENMP_SPIN_ROUNDS)."""
+
+    def __init__(self, name: str, args, env: dict):
+        self.name = name
+        cmd = [*_child_cmd(args), "--_stepper", name]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
+        ready = self.proc.stdout.readline()
+        if ready.strip() != "ready":
+            raise SystemExit(f"the {name} side failed to start (its error is above)")
+
+    def timed_step(self) -> tuple[float, float, float]:
+        self.proc.stdin.write("step\n")
+        self.proc.stdin.flush()
+        return tuple(json.loads(self.proc.stdout.readline()))
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
+def stepper_child(args, data: dict, side: str) -> None:
+    """Build one side, then take a timed step for every ``step`` line on stdin (JSON line back)."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    run = Local(make_side(side, args, data, seed=2018, epochs=1000), args.device)
+    real_stdout = sys.stdout
+    sys.stdout = sys.stderr            # their code prints; only our answers go to the parent
+    print("ready", file=real_stdout, flush=True)
+    for line in sys.stdin:
+        if line.strip() == "step":
+            print(json.dumps(run.timed_step()), file=real_stdout, flush=True)
+
+
+def side_envs() -> dict[str, dict]:
+    """Process environments: the authors' as given; ours with the spin-wait ``mrhd train`` sets."""
+    from mrhd.commands.train import OPENMP_SPIN_ROUNDS
+
+    ours = dict(os.environ)
+    if "GOMP_SPINCOUNT" not in ours and "OMP_WAIT_POLICY" not in ours:
+        ours["GOMP_SPINCOUNT"] = str(OPENMP_SPIN_ROUNDS)
+    return {"authors": dict(os.environ), "ours": ours}
+
+
+def alternate(a, b, pairs: int, warmup: int) -> list[tuple]:
+    """Single steps in turns (a b, b a, a b, ...); per pair ((a data, a compute, a cpu), (b ...))."""
     for _ in range(warmup):
         for side in (a, b):
-            timed_step(side, its[side.name], device)
+            side.timed_step()
     rows = []
     for i in range(pairs):
         got = {}
         for side in ((a, b) if i % 2 == 0 else (b, a)):
-            got[side.name] = timed_step(side, its[side.name], device)
+            got[side.name] = side.timed_step()
         rows.append((got[a.name], got[b.name]))
     return rows
 
@@ -346,15 +410,19 @@ def print_speed(title: str, summary: dict, label_a: str, label_b: str, pairs: in
 
 
 # ---- child processes -------------------------------------------------------------------------
-def _child(args, extra: list[str]) -> dict:
+def _child_cmd(args) -> list[str]:
     cmd = [sys.executable, __file__, "--authors-repo", str(args.authors_repo), "--model", args.model,
            "--device", args.device, "--batch-size", str(args.batch_size), "--threads", str(args.threads),
-           "--authors-workers", str(args.authors_workers), "--data", args.data, *extra]
+           "--authors-workers", str(args.authors_workers), "--data", args.data]
     if args.lr is not None:
         cmd += ["--lr", str(args.lr)]
     for pair in args.ours_set:
         cmd += ["--ours-set", pair]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
+    return cmd
+
+
+def _child(args, extra: list[str], env: dict | None = None) -> dict:
+    proc = subprocess.run([*_child_cmd(args), *extra], capture_output=True, text=True, env=env)
     if proc.returncode != 0:
         tail = "\n".join(proc.stderr.strip().splitlines()[-15:])
         raise SystemExit(f"child {' '.join(extra)} failed:\n{tail}")
@@ -476,15 +544,23 @@ def main(argv=None) -> int:
     p.add_argument("--lever-names", default=",".join(k for k in LEVERS if k != "torch.compile"),
                    help="which levers (torch.compile takes minutes to compile on CPU; name it to include it)")
     p.add_argument("--skip-authors", action="store_true", help="only --levers / --learn")
+    p.add_argument("--in-process", action="store_true",
+                   help="both sides in this process, with the same runtime settings (the code alone)")
     p.add_argument("--learn", action="store_true", help="learning curves of both sides")
     p.add_argument("--seeds", default="2018,2019,2020")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--data", default=None, help=argparse.SUPPRESS)        # children: data already made
     p.add_argument("--_memory", default=None, help=argparse.SUPPRESS)
+    p.add_argument("--_stepper", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_learn", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_seed", type=int, default=None, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     os.environ.setdefault("TQDM_DISABLE", "1")   # their loops draw progress bars; read when tqdm loads
+    envs = side_envs()
+    if not (args._stepper or args._memory or args._learn):
+        # this process (levers, --in-process) runs with the spin-wait of `mrhd train`; the children
+        # get their side's environment from envs. Set before torch (libgomp) loads.
+        os.environ.update({k: v for k, v in envs["ours"].items() if k == "GOMP_SPINCOUNT"})
 
     import warnings
 
@@ -493,6 +569,9 @@ def main(argv=None) -> int:
     warnings.filterwarnings("ignore", message=".*pin_memory.*")                  # their loader on CPU
     warnings.filterwarnings("ignore", message="Converting a tensor with requires_grad")   # their float(loss)
     torch.set_num_threads(args.threads)
+    if args._stepper:
+        stepper_child(args, json.loads(Path(args.data).read_text()), args._stepper)
+        return 0
     if args._memory or args._learn:
         data = json.loads(Path(args.data).read_text())
         res = memory_child(args, data, args._memory) if args._memory else learn_child(args, data, args._learn, args._seed)
@@ -508,17 +587,27 @@ def main(argv=None) -> int:
           flush=True)
 
     if not args.skip_authors:
-        authors = Authors(args.authors_repo, args.model, data, args, seed=2018, epochs=1000)
-        ours = make_side("ours", args, data, seed=2018, epochs=1000)
-        print(f"ours: {ours.trainer.speed.describe()}", flush=True)
-        rows = alternate(authors, ours, args.pairs, args.warmup, args.device)
+        if args.in_process:
+            authors = Local(Authors(args.authors_repo, args.model, data, args, seed=2018, epochs=1000), args.device)
+            ours_side = make_side("ours", args, data, seed=2018, epochs=1000)
+            print(f"ours: {ours_side.trainer.speed.describe()}; both in one process, libgomp spin rounds "
+                  f"{os.environ.get('GOMP_SPINCOUNT', 'default')}", flush=True)
+            ours = Local(ours_side, args.device)
+        else:
+            authors, ours = Remote("authors", args, envs["authors"]), Remote("ours", args, envs["ours"])
+            spin = {k: e.get("GOMP_SPINCOUNT", "default") for k, e in envs.items()}
+            print(f"each side in its own process; libgomp spin rounds: authors {spin['authors']}, "
+                  f"ours {spin['ours']}", flush=True)
+        rows = alternate(authors, ours, args.pairs, args.warmup)
+        authors.close()
+        ours.close()
         summary = summarize(rows, "authors", "ours")
         print_speed("speed: authors vs ours (defaults" + (f", {' '.join(args.ours_set)}" if args.ours_set else "")
-                    + ")", summary, "authors", "ours", args.pairs)
+                    + ("; one process" if args.in_process else "") + ")", summary, "authors", "ours", args.pairs)
         del authors, ours
 
     if not args.no_memory and not args.skip_authors:
-        mem = {side: _child(args, ["--_memory", side, "--memory-steps", str(args.memory_steps)])
+        mem = {side: _child(args, ["--_memory", side, "--memory-steps", str(args.memory_steps)], envs[side])
                for side in ("authors", "ours")}
         key = "cuda_peak_MiB" if args.device.startswith("cuda") else "peak_rss_MiB"
         print(f"  memory   authors {mem['authors'][key]:9.1f} MiB   ours {mem['ours'][key]:9.1f} MiB   "
@@ -536,7 +625,8 @@ def main(argv=None) -> int:
             base.name = "exact"
             lever = make_side("ours", args, data, seed=2018, epochs=1000, settings={**EXACT, **change})
             lever.name = "lever"
-            s = summarize(alternate(base, lever, args.pairs, args.warmup, args.device), "exact", "lever")
+            s = summarize(alternate(Local(base, args.device), Local(lever, args.device), args.pairs, args.warmup),
+                          "exact", "lever")
             default = all(getattr(defaults, k) == v for k, v in change.items())
             print_speed(f"lever {name} ({', '.join(f'{k}={v}' for k, v in change.items())}; "
                         f"{'on' if default else 'off'} by default for {args.model}) vs the exact path",
@@ -548,7 +638,7 @@ def main(argv=None) -> int:
         for seed in [int(s) for s in args.seeds.split(",")]:
             for side in ("authors", "ours"):
                 results.append(_child(args, ["--_learn", side, "--_seed", str(seed), "--epochs", str(args.epochs),
-                                             "--n-train", str(args.n_train)]))
+                                             "--n-train", str(args.n_train)], envs[side]))
                 r = results[-1]
                 print(f"  learned: {side} seed {seed}: {REPORT[0]} {r['curve'][-1][REPORT[0]]:.2f} after "
                       f"{len(r['curve'])} epochs ({r['seconds']:.0f} s)", flush=True)

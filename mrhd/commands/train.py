@@ -125,7 +125,19 @@ def _annotation_path(value: str | None, split: str, dataset, data_dir: str | Non
     return path
 
 
+# libgomp's spin-wait for CPU training (set before torch loads; GOMP_SPINCOUNT or OMP_WAIT_POLICY in
+# the environment win). A torch thread that reaches a barrier first spins 300,000 rounds by default;
+# when other processes share the cores (more runnable threads than cores) that spin burns the time
+# slice its partner needs to reach the barrier. QD-DETR at batch 32 with 2 threads on the 2-core
+# development machine under a load average of 6-7 from other jobs: 43 s per step (13 s of CPU) with the
+# default, 8.7 s (3.2 s of CPU) with 1,000 rounds (docs/training-speed.md). Numbers are unchanged.
+OPENMP_SPIN_ROUNDS = 1000
+
+
 def run(args: argparse.Namespace) -> int:
+    from mrhd.extract.cpu_sharing import share_cores_with_decoders
+
+    share_cores_with_decoders(args.device, OPENMP_SPIN_ROUNDS)   # before torch is first imported
     from mrhd.pipeline.dataset_configs import load_dataset_config
     from mrhd.training.config import load_train_config
     from mrhd.training.trainer import Trainer, stored_train_config

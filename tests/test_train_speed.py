@@ -285,3 +285,45 @@ def test_store_listing_trusts_a_clean_main_file_and_checks_after_an_interrupted_
     store = FeatureStore(path)
     assert store.video_ids() == ["a"] and not store.has("b")
     store.close_reader()
+
+
+def test_a_writer_drops_the_unfinished_copies_of_an_interrupted_merge_before_clearing_its_flag(tmp_path):
+    import h5py
+
+    from mrhd.encoders.base import EncoderInfo
+    from mrhd.features.store import store_path
+
+    path = store_path(tmp_path, "clip")
+    info = EncoderInfo(stream="clip", dim=4, weights="random", recipe={"fps": 0.5})
+    with FeatureStore(path, "a", info) as store:
+        store.write("done", np.ones((2, 4)), 4.0)
+    with h5py.File(path, "a") as f:              # a merge killed between a copy and its `complete` flag
+        f.attrs["merging"] = 1
+        f.create_dataset("half", data=np.ones((1, 4), np.float16))
+    with FeatureStore(path, "a", info) as store:  # the next writer checks the file and clears the flag
+        store.write("next", np.ones((3, 4)), 6.0)
+    with h5py.File(path, "r") as f:
+        assert "merging" not in f.attrs and "half" not in f
+    reader = FeatureStore(path)                   # a clean main file: listed by names alone
+    assert reader.video_ids() == ["done", "next"] and not reader.has("half")
+    reader.close_reader()
+
+
+def test_mrhd_train_shortens_the_openmp_spin_before_torch_loads(tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    code = ("import os, sys\n"
+            "from mrhd.cli import main\n"
+            "rc = main(['train', '--model', 'qd_detr', '--features', 'nowhere', '--out', 'run'])\n"
+            "print(rc, 'torch' in sys.modules, os.environ.get('GOMP_SPINCOUNT'))\n")
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path)
+    rc, torch_loaded, spin = out.stdout.split()
+    from mrhd.commands.train import OPENMP_SPIN_ROUNDS
+
+    assert rc != "0" and spin == str(OPENMP_SPIN_ROUNDS), out.stderr
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**env, "GOMP_SPINCOUNT": "77"}, cwd=tmp_path)
+    assert out.stdout.split()[2] == "77"           # the user's setting wins

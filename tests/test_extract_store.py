@@ -103,11 +103,25 @@ def test_incomplete_dataset_is_not_taken_as_stored(tmp_path):
     path = store_path(tmp_path, "clip")
     with FeatureStore(path, "a", _info()) as store:
         store.write("done", np.ones((2, 4)), 4.0)
-    with h5py.File(path, "a") as f:  # what a write killed before `complete` leaves
+    with h5py.File(path, "a") as f:  # what a merge killed before `complete` leaves
+        f.attrs["merging"] = 1
         f.create_dataset("half", data=np.ones((1, 4), np.float16))
     reader = FeatureStore(path)
     assert reader.has("done") and not reader.has("half")
     assert reader.video_ids() == ["done"]
+
+
+def test_unflagged_dataset_counts_outside_a_merge(tmp_path):
+    """`complete` matters only under a `merging` root flag: a file written in one go by another
+    tool needs no per-dataset flag (docs/STORE.md)."""
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("done", np.ones((2, 4)), 4.0)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("plain", data=np.full((3, 4), 0.5, np.float32))
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["done", "plain"]
+    assert np.array_equal(reader.read("plain"), np.full((3, 4), 0.5, np.float32))
 
 
 def test_corrupt_main_file_is_salvaged(tmp_path):

@@ -12,8 +12,17 @@ fsync'ed and renamed into place (``os.replace`` is atomic), so a part either exi
 at all. Readers see the main file plus the parts. ``commit()`` merges parts into the main file under
 an exclusive lock and deletes a part only after the main file is flushed and closed; a merge killed
 half-way leaves its parts behind (merged again next time) and a ``merging`` root attribute that makes
-the next writer check, and if needed salvage, the main file. Every dataset carries ``complete=1``,
-set last; one without it is never taken as stored.
+the next writer check, and if needed salvage, the main file. Every dataset the merge writes carries
+``complete=1``, set last.
+
+What ``complete`` means (docs/STORE.md): it matters only in a file whose root carries ``merging=1``,
+i.e. a merge was under way or killed; there a dataset without ``complete=1`` may be truncated and is
+never taken as stored. In every other file (part files, which appear only whole; a merged main file;
+a store written in one go by another tool) every dataset is stored, flag or not.
+
+Writing without an encoder (another tool, ``mrhd features import``): :meth:`FeatureStore.create`
+names the root attributes directly; :meth:`FeatureStore.write_entries` writes any batch of
+entries in their own dtype as one atomic part.
 """
 
 from __future__ import annotations
@@ -59,7 +68,7 @@ def root_attrs(info) -> dict:
         "format": FORMAT,
         "encoder": info.stream,
         "dim": int(info.dim),
-        "clip_len": CLIP_LEN,
+        "clip_len": float(getattr(info, "clip_len", CLIP_LEN)),
         "weights": str(info.weights),
         "recipe": json.dumps(info.recipe, sort_keys=True),
     }
@@ -71,6 +80,15 @@ def _as_str(value) -> str:
 
 def _attrs_of(f: h5py.File) -> dict:
     return {k: f.attrs[k] for k in _INFO_KEYS if k in f.attrs}
+
+
+def is_stored(f: h5py.File, name: str) -> bool:
+    """Whether dataset ``name`` of file ``f`` counts as stored: always, unless the file's root says a
+    merge is under way or was killed (``merging``); then only with ``complete=1`` (module docstring)."""
+    obj = f.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        return False
+    return bool(obj.attrs.get(COMPLETE, 0)) or not f.attrs.get(_MERGING, 0)
 
 
 def _same_info(have: dict, want: dict) -> list[str]:
@@ -161,7 +179,8 @@ class FeatureStore:
                     raise MrhdError(f"{src} is not an mrhd feature store (format "
                                     f"{_as_str(attrs['format'])!r}); re-extract it with `mrhd extract`")
                 return attrs
-        raise MrhdError(f"{self.path} is not a readable mrhd feature store; re-extract it with `mrhd extract`")
+        raise MrhdError(f"{self.path} is not a readable mrhd feature store (no `format` root attribute); "
+                        "write the root attributes of docs/STORE.md, or re-extract it with `mrhd extract`")
 
     def _main(self) -> h5py.File | None:
         if self._file is None and self.path.exists():
@@ -181,7 +200,7 @@ class FeatureStore:
 
     def _locate(self, name: str) -> tuple[h5py.File | None, Path | None]:
         main = self._main()
-        if main is not None and name in main and main[name].attrs.get(COMPLETE, 0):
+        if main is not None and is_stored(main, name):
             return main, None
         named = self.parts_dir / _part_name(name)   # a video's own part: found without opening the others
         if "/" not in name and named.exists():
@@ -198,7 +217,9 @@ class FeatureStore:
     def _stored_names(self) -> set[str]:
         """Names of the complete top-level datasets in the main file and the parts (groups excluded)."""
         def complete(f: h5py.File) -> set[str]:
-            return {k for k, v in f.items() if isinstance(v, h5py.Dataset) and v.attrs.get(COMPLETE, 0)}
+            trusted = not f.attrs.get(_MERGING, 0)   # no per-dataset attribute read where none is needed
+            return {k for k, v in f.items()
+                    if isinstance(v, h5py.Dataset) and (trusted or v.attrs.get(COMPLETE, 0))}
 
         main = self._main()
         names = complete(main) if main is not None else set()
@@ -398,6 +419,72 @@ class FeatureStore:
         if entries:
             self._write_part(batch_name or f"qid-batch-{os.getpid()}-{time.time_ns()}", entries)
 
+    @classmethod
+    def create(cls, path: str | Path, *, stream: str, dim: int, clip_len: float, weights: str = "unknown",
+               recipe: dict | None = None, mode: str = "a", dtype: str = "float32") -> FeatureStore:
+        """A store to write without an encoder object: the root attributes given directly (another
+        tool, ``mrhd features import``). ``mode`` "a" resumes (an existing store must carry the same
+        attributes), "w" starts empty; ``dtype`` is what :meth:`write` casts to."""
+        from mrhd.encoders.base import EncoderInfo
+
+        info = EncoderInfo(stream=stream, dim=int(dim), weights=str(weights), recipe=dict(recipe or {}),
+                           clip_len=float(clip_len))
+        return cls(path, mode, info, store_dtype=dtype)
+
+    def write_entries(self, entries: dict[str, tuple[np.ndarray, dict]], part: str | None = None) -> None:
+        """Write a batch of entries as ONE atomic part, each array in its own dtype: ``name -> (array,
+        attrs)`` with names ``<video_id>`` ([n, dim]), ``qid<qid>`` ([L, dim]) or ``pooled/qid<qid>``
+        ([dim]). After a crash the whole batch is there or none of it. ``part`` names the part file."""
+        if self.mode == "r":
+            raise ValueError("store opened read-only")
+        dim = int(self._want["dim"])
+        checked = {}
+        for name, (array, attrs) in entries.items():
+            array = np.asarray(array)
+            pooled = name.startswith(f"{POOLED}/")
+            key = name[len(POOLED) + 1:] if pooled else name
+            if not key or "/" in key or key == POOLED or (pooled and not key.startswith("qid")):
+                raise MrhdError(f"entry name {name!r} cannot be stored (a video id without '/', qid<qid> or "
+                                f"{POOLED}/qid<qid>); rename it")
+            want_ndim = 1 if pooled else 2
+            if array.ndim != want_ndim or array.shape[-1] != dim:
+                shape = "[dim]" if pooled else "[n, dim]"
+                raise MrhdError(f"entry {name!r} has shape {list(array.shape)}, expected {shape} with dim {dim}")
+            if not np.issubdtype(array.dtype, np.floating):
+                array = array.astype(np.float32)
+            checked[name] = (array, dict(attrs or {}))
+        if checked:
+            self._write_part(part or f"batch-{os.getpid()}-{time.time_ns()}", checked)
+
+    def describe(self, name: str) -> tuple[tuple, np.dtype, dict] | None:
+        """``(shape, dtype, attrs)`` of a stored entry without reading its numbers; None if absent."""
+        main, part = self._locate(name)
+        if main is not None:
+            ds = main[name]
+            return ds.shape, ds.dtype, dict(ds.attrs)
+        if part is not None:
+            with h5py.File(part, "r") as f:
+                ds = f[name]
+                return ds.shape, ds.dtype, dict(ds.attrs)
+        return None
+
+    def set_root_attrs(self, **attrs) -> bool:
+        """Extra root attributes of the main file (e.g. ``source``: where imported numbers came from),
+        beside the identity attributes a writer compares; False when a reader holds the file."""
+        if self.mode == "r":
+            raise ValueError("store opened read-only")
+        self.close_reader()
+        with self._locked():
+            f = self._open_main_for_write()
+            if f is None:
+                return False
+            with f:
+                for key, value in attrs.items():
+                    if key in _INFO_KEYS or key == _MERGING:
+                        raise ValueError(f"{key} is an identity attribute; give it to create()")
+                    f.attrs[key] = value
+        return True
+
     def commit(self) -> int:
         """Merge finished parts into the main file; returns how many entries were merged. When the main
         file is held by a reader, the parts stay (readers still see them) and merge on a later run."""
@@ -465,7 +552,7 @@ def _part_holding(name: str, parts: list[Path]) -> Path | None:
     for part in parts:
         try:
             with h5py.File(part, "r") as f:
-                if name in f and f[name].attrs.get(COMPLETE, 0):
+                if is_stored(f, name):
                     return part
         except OSError:
             continue
@@ -476,9 +563,9 @@ def _complete_names(f: h5py.File) -> Iterator[str]:
     for name, obj in f.items():
         if isinstance(obj, h5py.Group):
             for sub, sobj in obj.items():
-                if isinstance(sobj, h5py.Dataset) and sobj.attrs.get(COMPLETE, 0):
+                if isinstance(sobj, h5py.Dataset) and is_stored(f, f"{name}/{sub}"):
                     yield f"{name}/{sub}"
-        elif obj.attrs.get(COMPLETE, 0):
+        elif is_stored(f, name):
             yield name
 
 

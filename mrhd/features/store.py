@@ -112,6 +112,17 @@ def _same_info(have: dict, want: dict) -> list[str]:
     return diff
 
 
+def differs_from(path: str | Path, info) -> list[str]:
+    """Names of the root attributes of the store at ``path`` that differ from those ``info`` (an
+    EncoderInfo) would write; [] when there is no store yet. Lets a writer refuse before it writes."""
+    path = Path(path)
+    parts = Path(path).parent / f".{path.stem}.parts"
+    if not path.exists() and not (parts.is_dir() and any(parts.glob("*.h5"))):
+        return []
+    have = FeatureStore(path, "r")._info
+    return _same_info(have, root_attrs(info))
+
+
 class FeatureStore:
     """Read (``mode="r"``) or write (``mode="a"``, ``"w"`` = start empty) one stream's store.
 
@@ -165,6 +176,16 @@ class FeatureStore:
         if "recipe" in info:
             info["recipe"] = json.loads(info["recipe"])
         return info
+
+    @property
+    def root(self) -> dict:
+        """Every root attribute as stored, unparsed: the identity attributes and any others of the main
+        file (``source`` of an import); ``merging`` left out."""
+        attrs = dict(self._info)
+        main = self._main()
+        if main is not None:
+            attrs.update({k: v for k, v in main.attrs.items() if k != _MERGING})
+        return {k: _as_str(v) if isinstance(v, bytes) else v for k, v in attrs.items()}
 
     def _read_info(self) -> dict:
         sources = ([self.path] if self.path.exists() else []) + self._part_files()

@@ -13,6 +13,7 @@ checkpoints) run as overlapping windows (:mod:`mrhd.inference.windows`).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -200,6 +201,11 @@ class Predictor:
         else:
             loaded = load_model(weights, model=model, profile=profile)
             prof = loaded.profile
+            trained_clip = getattr(loaded.cfg, "clip_length", getattr(loaded.cfg, "clip_len", CLIP_LEN))
+            if not math.isclose(float(trained_clip), CLIP_LEN):
+                raise MrhdError(f"{weights} was trained on {float(trained_clip):g}-s clips; mrhd predict extracts "
+                                f"{CLIP_LEN:g}-s clips, so its moments would be misplaced: use a checkpoint "
+                                f"trained on {CLIP_LEN:g}-s features")
 
         def make(stream):
             return build_encoder(stream, device=str(dev), random_weights=random_weights, size=encoder_size)

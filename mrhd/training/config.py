@@ -47,7 +47,7 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = True                    # mixed precision (float16 autocast + GradScaler) on CUDA only
     model_config: dict = field(default_factory=dict)   # overrides of the model's config fields
-    clip_len: float = 2.0
+    clip_len: float | None = None       # seconds per feature row; None: the stores' clip_len (a value must agree)
     max_windows: int = 5
     progress: bool = True               # tqdm bar with loss and ETA
 

@@ -7,14 +7,14 @@ from mrhd import __version__
 from mrhd.cli import COMMANDS, build_parser, main
 
 
-def test_help_lists_the_five_commands(capsys):
+def test_help_lists_the_six_commands(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("extract", "predict", "train", "eval", "weights"):
+    for name in ("extract", "predict", "train", "eval", "weights", "features"):
         assert name in out
-    assert set(COMMANDS) == {"extract", "predict", "train", "eval", "weights"}
+    assert set(COMMANDS) == {"extract", "predict", "train", "eval", "weights", "features"}
 
 
 def test_version(capsys):

@@ -33,7 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training annotations (default with --data-dir: the dataset's train split)")
     p.add_argument("--val", default=None, metavar="ANN.jsonl",
                    help="validation annotations (default with --data-dir: the dataset's validation split)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run folder (default: runs/<model>_<dataset>)")
     p.add_argument("--dataset", default=None, metavar="NAME",
                    help=f"{', '.join(dataset_names())}: its metrics and model selection")
     p.add_argument("--data-dir", default=None, metavar="DIR",
@@ -99,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     from mrhd.training.config import load_train_config
     from mrhd.training.trainer import Trainer, stored_train_config
 
+    if args.out is None:
+        args.out = str(Path("runs") / f"{args.model}_{args.dataset or 'custom'}")
     train_options, model_config = _split_overrides(args.model, _overrides(args.set))
     stored = stored_train_config(args.out) if args.resume else {}
     dataset_name = args.dataset if args.dataset is not None else stored.get("dataset")

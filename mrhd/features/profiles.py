@@ -7,6 +7,11 @@ L2-normalise each stream separately as ``x / (||x|| + 1e-5)``, trim all streams 
 concatenate in the profile's order, append the temporal endpoint feature ``[t/L, (t+1)/L]``.
 Text: per stream ``tokens[:max_q_l]``, each token L2-normalised, trimmed to the shorter stream,
 concatenated (VideoLights' CLIP + BLIP-2 text).
+Two released recipes differ, and have a field each: TVSum's I3D RGB and flow rows are concatenated
+FIRST and the concatenation L2-normalised (QD-DETR ``start_end_dataset_audio.py:321-336``:
+``normalize_jointly``), and TVSum's and the GloVe text are used as loaded, neither normalised nor cut
+(QD-DETR ``start_end_dataset_audio.py:291-294``, CG-DETR ``start_end_dataset.py:221-223``:
+``normalize_text: false``).
 
 The numpy operations and their order are the official ones, so assembled inputs equal the authors'
 bit for bit (the fidelity tests compare with ``inputs.pt``).
@@ -61,6 +66,8 @@ class Profile:
     max_q_l: int | None = 32          # None: no cap (UniVTG)
     text_keep_last: bool = False      # MESM: body cut so that the last (EOT) token survives
     normalize: bool = True
+    normalize_text: bool | None = None       # None: as ``normalize``; false: TVSum / GloVe text as loaded
+    normalize_jointly: tuple[str, ...] = ()  # video streams concatenated, then normalised as one (TVSum I3D)
 
     # ---- what it needs -------------------------------------------------------------------
     @property
@@ -92,13 +99,14 @@ class Profile:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for key in ("video", "text", "audio"):
+        for key in ("video", "text", "audio", "normalize_jointly"):
             d[key] = list(d[key])
         return d
 
     # ---- assembly ------------------------------------------------------------------------
     def _stack(self, names: tuple[str, ...], arrays: Mapping[str, np.ndarray], cap: int | None,
                what: str) -> np.ndarray:
+        normalize = self.normalize if what != "text" or self.normalize_text is None else self.normalize_text
         parts = []
         for name in names:
             if name not in arrays:
@@ -106,11 +114,28 @@ class Profile:
             x = np.asarray(arrays[name])
             x = x[:cap] if cap is not None else x
             x = x.astype(np.float32)
-            if self.normalize:
+            if normalize and name not in self.normalize_jointly:
                 x = l2_normalize(x)
             parts.append(x)
         n = min(len(p) for p in parts)   # encoders disagree by a clip or two; trim to the shortest
+        if normalize and any(name in self.normalize_jointly for name in names):
+            return self._joined(names, [p[:n] for p in parts])
         return np.concatenate([p[:n] for p in parts], axis=1)
+
+    def _joined(self, names: tuple[str, ...], parts: list[np.ndarray]) -> np.ndarray:
+        """Runs of ``normalize_jointly`` streams concatenated, then normalised as one row."""
+        out, run = [], []
+        for name, x in zip(names, parts):
+            if name in self.normalize_jointly:
+                run.append(x)
+                continue
+            if run:
+                out.append(l2_normalize(np.concatenate(run, axis=-1)))
+                run = []
+            out.append(x)
+        if run:
+            out.append(l2_normalize(np.concatenate(run, axis=-1)))
+        return np.concatenate(out, axis=1)
 
     def assemble_video(self, arrays_by_stream: Mapping[str, np.ndarray],
                        length: int | None = None) -> np.ndarray:
@@ -190,8 +215,12 @@ def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
         raise MrhdError(f"feature profile {d.get('name', default_name)!r} has unknown keys {sorted(unknown)}")
     d = dict(d)
     d.setdefault("name", default_name)
-    for key in ("video", "text", "audio"):
+    for key in ("video", "text", "audio", "normalize_jointly"):
         d[key] = tuple(d.get(key) or ())
+    stray = [s for s in d["normalize_jointly"] if s not in d["video"]]
+    if stray:
+        raise MrhdError(f"feature profile {d['name']!r}: normalize_jointly names {stray}, which are not among "
+                        "its video streams")
     for s in d["video"] + d["text"] + d["audio"]:
         if s not in STREAMS:
             raise MrhdError(f"feature profile {d['name']!r} names unknown stream {s!r}; "
@@ -258,8 +287,11 @@ def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreRe
         if not path.is_file():
             if stream in profile.audio and profile.audio_optional:
                 continue
-            raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; "
-                            f"extract it with `mrhd extract --encoders {encoder_of(stream)}`")
+            how = (f"import the authors' release with `mrhd features import SRC --out {features_dir}`"
+                   if STREAMS[stream].module is None else
+                   f"extract it with `mrhd extract --encoders {encoder_of(stream)}` or import a release with "
+                   "`mrhd features import`")
+            raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; {how}")
         reader = StoreReader(path)
         if reader.encoder != stream:
             raise MrhdError(f"{path} holds {reader.encoder!r} features but profile {profile.name!r} needs "

@@ -199,6 +199,16 @@ class Trainer:
         check_against_annotations(self.stores, video_streams(self.profile, self.stores), store_clip,
                                   train_lines, f"the durations in --train {train}")
         self.cfg.clip_len = store_clip
+        clip_field = self._clip_field()
+        given = {**model_defaults(self.cfg.model), **self.cfg.model_config}.get(clip_field)
+        if given is not None and not math.isclose(float(given), store_clip):
+            raise MrhdError(f"model config {clip_field}={given} (configs/models or --set) disagrees with the "
+                            f"{store_clip:g}-s clips of the features; drop it or use other --features")
+
+    def _clip_field(self) -> str | None:
+        """The model config field holding the clip length (UniVTG: clip_len; the others: clip_length)."""
+        fields = {f.name for f in dataclasses.fields(self.spec.config_cls)}
+        return next((f for f in ("clip_length", "clip_len") if f in fields), None)
 
     def _model_config(self):
         fields = {f.name for f in dataclasses.fields(self.spec.config_cls)}
@@ -213,12 +223,8 @@ class Trainer:
         if unknown:
             raise MrhdError(f"model {self.cfg.model!r} has no config fields {unknown}")
         values.update(self.cfg.model_config)
-        clip_field = next((f for f in ("clip_length", "clip_len") if f in fields), None)
+        clip_field = self._clip_field()
         if clip_field is not None:   # the model's post-processing rounds to the features' clip length
-            given = values.get(clip_field)
-            if given is not None and not math.isclose(float(given), self.cfg.clip_len):
-                raise MrhdError(f"model config {clip_field}={given} (configs/models or --set) disagrees with the "
-                                f"{self.cfg.clip_len:g}-s clips of the features; drop it or use other --features")
             values[clip_field] = self.cfg.clip_len
         return make_config(self.cfg.model, {k: v for k, v in values.items() if k in fields})
 

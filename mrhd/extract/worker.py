@@ -37,6 +37,7 @@ class StreamSpec:
     kind: str
     preprocessor: Callable | None  # None: the main process runs encoder.preprocess
     window_picker: Callable | None = None  # window_frames: the encoder's window_frame_picker
+    clip_len: float = sampling.CLIP_LEN    # seconds per clip (mrhd extract --clip-len)
 
 
 def _short(reason: str, path: str) -> str:
@@ -59,6 +60,7 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
     ``threads``: decoder threads (0: FFmpeg's choice, one per core plus one)."""
     video_specs = [s for s in specs if s.kind in VIDEO_KINDS]
     audio_specs = [s for s in specs if s.kind == "audio_chunk"]
+    clip_len = specs[0].clip_len if specs else sampling.CLIP_LEN
     duration = -1.0
 
     def pack(spec: StreamSpec, arrays: list):
@@ -78,7 +80,7 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
         sent: list[tuple] = []
         try:
             decoder = VideoDecoder(path, list(by_kind), threads=threads,
-                                   window_picker=_shared_picker(by_kind.get("window_frames", [])))
+                                   window_picker=_shared_picker(by_kind.get("window_frames", [])), clip_len=clip_len)
             duration = decoder.info.duration
             for kind, _index, array in decoder:
                 for spec in by_kind[kind]:
@@ -124,7 +126,7 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
                 yield ("error", vid, spec.stream, "audio shorter than 2 s: no chunk")
             else:
                 if duration <= 0:
-                    duration = start * sampling.CLIP_LEN
+                    duration = start * clip_len
                     try:
                         duration = probe(path).duration
                     except DecodeError:

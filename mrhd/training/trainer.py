@@ -50,7 +50,7 @@ from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, meta_inputs
-from mrhd.training.config import TrainConfig, model_defaults
+from mrhd.training.config import TrainConfig, load_recipe, model_defaults
 from mrhd.training.optim import build_optimizer, build_scheduler
 from mrhd.training.validation import (
     check_best_metric,
@@ -126,6 +126,9 @@ class Trainer:
         self.profile = load_profile(cfg.profile or self.spec.default_profile)
         if self.dataset:
             self.profile = self.dataset.apply_to_profile(self.profile)
+        caps = load_recipe(cfg.model, cfg.dataset).caps   # the authors' caps on this benchmark
+        if caps:
+            self.profile = self.profile.replace(**{k: (None if v == -1 else v) for k, v in caps.items()})
         self.stores = open_stores(features, self.profile)
         train_lines, val_all = load_annotations(train), load_annotations(val)
         self._take_clip_len(features, train_lines, train)

@@ -7,6 +7,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import h5py
 import numpy as np
@@ -221,21 +222,20 @@ def test_rerun_after_a_kill_completes_the_import(tmp_path):
     assert not list(out.glob(".*.parts/*.h5"))         # merged
 
 
-def test_hand_written_store_following_the_docs_is_read(tmp_path, capsys):
-    """docs/STORE.md: the root attributes and one dataset per video, written with plain h5py."""
-    vids = {"vid_a": np.ones((4, 512), np.float32), "vid_b": np.arange(3 * 512, dtype=np.float16).reshape(3, 512)}
-    with h5py.File(tmp_path / "clip.h5", "w") as f:
-        f.attrs.update({"format": "mrhd-features/1", "encoder": "clip", "dim": 512, "clip_len": 2.0})
-        for vid, x in vids.items():
-            f.create_dataset(vid, data=x)
-    with h5py.File(tmp_path / "clip_text.h5", "w") as f:
-        f.attrs.update({"format": "mrhd-features/1", "encoder": "clip_text", "dim": 512, "clip_len": 2.0})
-        f.create_dataset("qid7", data=np.full((5, 512), 0.25, np.float32))
-    store = FeatureStore(tmp_path / "clip.h5")
-    assert store.video_ids() == ["vid_a", "vid_b"]
-    assert np.array_equal(store.read("vid_b"), vids["vid_b"].astype(np.float32))
-    assert FeatureStore(tmp_path / "clip_text.h5").read_text(7)[0].shape == (5, 512)
-    assert main(["features", "verify", str(tmp_path), "--no-progress"]) == 0
+def test_hand_written_store_following_the_docs_is_read(tmp_path, capsys, monkeypatch):
+    """docs/STORE.md's h5py example, run as written: the store it makes is read and verifies clean."""
+    doc = (Path(ROOT) / "docs" / "STORE.md").read_text()
+    example = doc.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/STORE.md", "exec"), {})
+    store = FeatureStore(tmp_path / "features" / "clip.h5")
+    assert store.video_ids() == ["RoripwjYFp8_60.0_210.0"] and store.info["clip_len"] == 2.0
+    assert store.read("RoripwjYFp8_60.0_210.0").shape == (75, 512)
+    assert store.describe("RoripwjYFp8_60.0_210.0")[1] == np.float16
+    text = FeatureStore(tmp_path / "features" / "clip_text.h5")
+    tokens, pooled = text.read_text(2579)
+    assert tokens.shape == (14, 512) and pooled.shape == (512,)
+    assert main(["features", "verify", str(tmp_path / "features"), "--no-progress"]) == 0
     assert "no problems found" in capsys.readouterr().out
 
 

@@ -252,3 +252,28 @@ def test_info_and_verify_report_problems(tmp_path, capsys):
     assert main(["features", "verify", str(tmp_path), "--no-progress"]) == 1
     out = capsys.readouterr().out
     assert "nan: 1024 values are NaN or infinite" in out
+
+
+def test_ctrl_c_keeps_whole_batches_and_says_how_to_finish(tmp_path, monkeypatch, capsys):
+    import mrhd.features.importing as importing
+
+    src = tmp_path / "features"
+    release = releases.moment_detr(src, broken=False, audio=False, blip=False)
+    monkeypatch.setattr(importing, "BATCH_ENTRIES", 1)
+    calls = []
+    original = FeatureStore.write_entries
+
+    def interrupted(self, entries, part=None):
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        calls.append(part)
+        original(self, entries, part)
+
+    monkeypatch.setattr(FeatureStore, "write_entries", interrupted)
+    rc = main(["features", "import", str(src), "--out", str(tmp_path / "out"), "--no-progress"])
+    out = capsys.readouterr().out
+    assert rc == 130 and "interrupted: re-run the same command to finish" in out
+    assert FeatureStore(store_path(tmp_path / "out", "slowfast")).video_ids() == sorted(release["slowfast"])[:2]
+    monkeypatch.setattr(FeatureStore, "write_entries", original)
+    assert main(["features", "import", str(src), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
+    assert_store_equals(tmp_path / "out", release)

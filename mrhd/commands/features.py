@@ -56,6 +56,8 @@ def _run_import(args: argparse.Namespace) -> int:
                               dataset=args.dataset, queries=args.queries, overwrite=args.overwrite,
                               progress=not args.no_progress and sys.stderr.isatty())
     print(summary.report())
+    if summary.interrupted:
+        return 130
     return 1 if summary.broken else 0
 
 

@@ -31,6 +31,7 @@ from mrhd.encoders.base import EncoderInfo
 from mrhd.encoders.streams import STREAMS
 from mrhd.errors import MrhdError
 from mrhd.features.layouts import (
+    DATASETS,
     DEFAULT_CLIP_LEN,
     Found,
     Layout,
@@ -293,21 +294,71 @@ def import_features(src: str | Path, out: str | Path, *, layout: str | None = No
                     streams: list[str] | None = None, clip_len: float | None = None,
                     dataset: str | None = None, queries: str | Path | None = None,
                     overwrite: bool = False, progress: bool = False) -> ImportSummary:
-    """Import the released features in ``src`` into stores in ``out`` (module docstring)."""
-    src = Path(src)
-    out = Path(out)
+    """Import the released features in ``src`` into stores in ``out`` (module docstring). Ctrl-C
+    ends it early with the summary marked ``interrupted`` (a re-run finishes the job)."""
+    src, out = Path(src), Path(out)
     if not src.exists():
         raise MrhdError(f"{src} not found; give the folder the release was unpacked into")
+    only = None
     if src.is_file():   # a merged file (MESM's clip_image.hdf5, glove.6B.300d.txt): its folder, that file
-        only = src.name
-        src = src.parent
-    else:
-        only = None
+        only, src = src.name, src.parent
     if clip_len is not None and not clip_len > 0:
         raise MrhdError(f"--clip-len must be a positive number of seconds, not {clip_len}")
+    if dataset is not None and dataset not in DATASETS:
+        raise MrhdError(f"--dataset {dataset!r} is not one whose releases mrhd knows; choose one of: "
+                        f"{', '.join(DATASETS)} (or give --clip-len)")
     if queries is not None and not Path(queries).is_file():
         raise MrhdError(f"--queries {queries}: file not found")
+    if out.exists() and not out.is_dir():
+        raise MrhdError(f"--out {out} is a file; give a folder")
 
+    lay, found, every_found = _select_sources(src, layout, streams, only, queries)
+    items, words, vectors = _list_and_check(found, src, queries)
+    video_ids = [i.key for f in found if STREAMS[f.source.stream].kind != "text" for i in items[f.source.stream]]
+    summary = ImportSummary(lay.name, src, out, dataset or dataset_of_ids(video_ids))
+    infos = _plan_stores(lay, found, summary, clip_len)
+    if not overwrite:
+        for stream, info in infos.items():
+            diff = differs_from(store_path(out, stream), info)
+            if diff:
+                raise MrhdError(f"{store_path(out, stream)} holds {stream} features with another "
+                                f"{', '.join(diff)} (not from these files); import into another --out, or pass "
+                                "--overwrite to replace it")
+    summary.unread = _unread(src, every_found) if only is None else []
+    summary.notes = list(lay.notes)
+
+    # nothing was written up to here; from now on every batch is a whole part file
+    stores = {s: FeatureStore(store_path(out, s), "w" if overwrite else "a", info) for s, info in infos.items()}
+    results = {r.stream: r for r in summary.streams}
+    lengths: dict[str, dict[str, int]] = defaultdict(dict)
+    bar = _progress(sum(len(v) for v in items.values()), progress)
+    try:
+        for f in found:
+            stream = f.source.stream
+            entries = (_glove_entries(items[stream], words, vectors) if stream == "glove"
+                       else _entries(items[stream], f))
+            _import_stream(stores[stream], entries, results[stream], summary, lengths, bar)
+    except KeyboardInterrupt:   # what is written stays (whole batches); the summary says how to finish
+        summary.interrupted = True
+    finally:
+        if bar is not None:
+            bar.close()
+        for stream, store in stores.items():
+            store.close()
+            if results[stream].imported:
+                store.set_root_attrs(source=json.dumps({
+                    "tool": "mrhd features import", "layout": lay.name, "path": str(src.resolve()),
+                    "files": results[stream].place, "dataset": summary.dataset,
+                    "clip_len_from": results[stream].clip_len_from}, sort_keys=True))
+    summary.length_gaps = _length_gaps(lengths)
+    if queries is not None and lay.name != "glove" and not summary.interrupted:
+        summary.coverage = _coverage(Path(queries), out, found)
+    return summary
+
+
+def _select_sources(src: Path, layout: str | None, streams: list[str] | None, only: str | None,
+                    queries) -> tuple[Layout, list[Found], list[Found]]:
+    """The layout and the sources to import (``--streams`` applied), and every source present."""
     lay, found = (get_layout(layout), None) if layout else detect_layout(src)
     if found is None:
         found = find_sources(src, lay)
@@ -319,92 +370,52 @@ def import_features(src: str | Path, out: str | Path, *, layout: str | None = No
                         "check SRC or --layout")
     if lay.needs_queries and queries is None:
         raise MrhdError(f"layout {lay.name} computes features from the query texts; pass --queries ANN.jsonl")
-    if streams:
-        unknown = [s for s in streams if s not in STREAMS]
-        if unknown:
-            raise MrhdError(f"unknown stream(s) {', '.join(unknown)}; known: {', '.join(STREAMS)}")
-        have = {f.source.stream for f in found}
-        missing = [s for s in streams if s not in have]
-        if missing:
-            looked = {s.stream: s.places for s in lay.sources}
-            where = "; ".join(f"{s}: {', '.join(looked.get(s, ('no place in this layout',)))}" for s in missing)
-            raise MrhdError(f"{src} has no {', '.join(missing)} files for layout {lay.name} (looked for {where}); "
-                            f"import the streams it has ({', '.join(sorted(have))}) or fix SRC")
-        found = [f for f in found if f.source.stream in streams]
+    if not streams:
+        return lay, found, found
+    unknown = [s for s in streams if s not in STREAMS]
+    if unknown:
+        raise MrhdError(f"unknown stream(s) {', '.join(unknown)}; known: {', '.join(STREAMS)}")
+    have = {f.source.stream for f in found}
+    missing = [s for s in streams if s not in have]
+    if missing:
+        looked = {s.stream: s.places for s in lay.sources}
+        where = "; ".join(f"{s}: {', '.join(looked.get(s, ('no place in this layout',)))}" for s in missing)
+        raise MrhdError(f"{src} has no {', '.join(missing)} files for layout {lay.name} (looked for {where}); "
+                        f"import the streams it has ({', '.join(sorted(have))}) or fix SRC")
+    return lay, [f for f in found if f.source.stream in streams], found
 
-    # list everything and check one readable file per source before writing anything
-    items = {f.source.stream: (list_items(f) if f.source.stream != "glove" else []) for f in found}
-    for f in found:
-        if f.source.stream != "glove" and not items[f.source.stream]:
-            raise MrhdError(f"{f.path} holds no {'/'.join(suffixes(f.source))} file; check SRC")
-    glove_rows: dict[str, list[str]] = {}
-    glove_vectors: dict[str, np.ndarray] = {}
+
+def _list_and_check(found: list[Found], src: Path, queries) -> tuple[dict, dict, dict]:
+    """``(items by stream, query words, GloVe vectors)``; every source's first readable file checked."""
+    items: dict[str, list[Item]] = {}
+    words: dict[str, list[str]] = {}
+    vectors: dict[str, np.ndarray] = {}
     for f in found:
         if f.source.stream == "glove":
-            glove_rows = _query_words(Path(queries))
-            glove_vectors = _glove_vectors(f.path, {w.lower() for ws in glove_rows.values() for w in ws})
-            items["glove"] = [Item(q, f.path) for q in sorted(glove_rows)]
+            words = _query_words(Path(queries))
+            vectors = _glove_vectors(f.path, {w.lower() for ws in words.values() for w in ws})
+            items["glove"] = [Item(q, f.path) for q in sorted(words)]
             continue
+        items[f.source.stream] = list_items(f)
+        if not items[f.source.stream]:
+            raise MrhdError(f"{f.path} holds no {'/'.join(suffixes(f.source))} file; check SRC")
         _check_first(f, items[f.source.stream], src)
+    return items, words, vectors
 
-    video_ids = [i.key for f in found if STREAMS[f.source.stream].kind != "text" for i in items[f.source.stream]]
-    dataset = dataset or dataset_of_ids(video_ids)
-    summary = ImportSummary(lay.name, src, out, dataset)
-    infos: dict[str, EncoderInfo] = {}
-    video_clip = None
+
+def _plan_stores(lay: Layout, found: list[Found], summary: ImportSummary, clip_len: float | None
+                 ) -> dict[str, EncoderInfo]:
+    """Each stream's store facts and clip length (layouts.clip_len_of); text stores record the clip
+    length of the videos imported with them (unused)."""
+    lengths = {f.source.stream: clip_len_of(f, summary.dataset, clip_len) for f in found
+               if STREAMS[f.source.stream].kind != "text"}
+    text_clip = next(iter(lengths.values()), (clip_len or DEFAULT_CLIP_LEN, ""))[0]
+    infos = {}
     for f in found:
-        if STREAMS[f.source.stream].kind != "text":
-            length, why = clip_len_of(f, dataset, clip_len)
-            video_clip = video_clip or (length, why)
-        else:
-            length, why = (None, "")
-        summary.streams.append(StreamResult(f.source.stream, f.label, length or 0.0, why))
-        infos[f.source.stream] = _store_info(lay, f, length or 0.0)
-    text_clip = video_clip[0] if video_clip else (clip_len or DEFAULT_CLIP_LEN)
-    for f in found:   # text stores record the clip length of the videos imported with them (unused)
-        if STREAMS[f.source.stream].kind == "text":
-            infos[f.source.stream].clip_len = text_clip
-            next(r for r in summary.streams if r.stream == f.source.stream).clip_len = text_clip
-    if not overwrite:
-        for stream, info in infos.items():
-            diff = differs_from(store_path(out, stream), info)
-            if diff:
-                raise MrhdError(f"{store_path(out, stream)} holds {stream} features with another "
-                                f"{', '.join(diff)} (not from these files); import into another --out, or pass "
-                                "--overwrite to replace it")
-    if out.exists() and not out.is_dir():
-        raise MrhdError(f"--out {out} is a file; give a folder")
-
-    summary.unread = _unread(src, found, lay) if only is None else []
-    summary.notes = list(lay.notes)
-    stores = {s: FeatureStore(store_path(out, s), "w" if overwrite else "a", info,
-                              store_dtype="float32") for s, info in infos.items()}
-    lengths: dict[str, dict[str, int]] = defaultdict(dict)
-    total = sum(len(v) for v in items.values())
-    bar = _progress(total, progress)
-    try:
-        for f in found:
-            result = next(r for r in summary.streams if r.stream == f.source.stream)
-            rows = (_glove_entries(items["glove"], glove_rows, glove_vectors, f) if f.source.stream == "glove"
-                    else _entries(items[f.source.stream], f, src))
-            _import_stream(stores[f.source.stream], rows, result, summary, lengths, bar)
-    except KeyboardInterrupt:
-        summary.interrupted = True
-        raise
-    finally:
-        if bar is not None:
-            bar.close()
-        for stream, store in stores.items():
-            store.close()
-            result = next(r for r in summary.streams if r.stream == stream)
-            if result.imported:
-                store.set_root_attrs(source=json.dumps({
-                    "tool": "mrhd features import", "layout": lay.name, "path": str(src.resolve()), "files": result.place, "dataset": dataset,
-                    "clip_len_from": result.clip_len_from}, sort_keys=True))
-    summary.length_gaps = _length_gaps(lengths)
-    if queries is not None and lay.name != "glove":
-        summary.coverage = _coverage(Path(queries), stores, found)
-    return summary
+        length, why = lengths.get(f.source.stream, (text_clip, ""))
+        summary.streams.append(StreamResult(f.source.stream, f.label, length, why))
+        infos[f.source.stream] = _store_info(lay, f, length)
+    return infos
 
 
 def _check_first(found: Found, items: list[Item], src: Path) -> None:
@@ -433,7 +444,7 @@ def _check_first(found: Found, items: list[Item], src: Path) -> None:
 Entry = tuple[Item, "np.ndarray | None", "np.ndarray | None", "str | None"]
 
 
-def _entries(items: list[Item], found: Found, src: Path) -> Iterator[Entry]:
+def _entries(items: list[Item], found: Found) -> Iterator[Entry]:
     """``(item, rows, pooled, error)`` per item, the merged file opened once."""
     merged = h5py.File(found.path, "r") if found.source.merged else None
     try:
@@ -449,8 +460,8 @@ def _entries(items: list[Item], found: Found, src: Path) -> Iterator[Entry]:
             merged.close()
 
 
-def _glove_entries(items: list[Item], words: dict[str, list[str]], vectors: dict[str, np.ndarray],
-                   found: Found) -> Iterator[Entry]:
+def _glove_entries(items: list[Item], words: dict[str, list[str]], vectors: dict[str, np.ndarray]
+                   ) -> Iterator[Entry]:
     zero = np.zeros(GLOVE_DIM, np.float32)   # CG-DETR's appended <unk> row (start_end_dataset.py:139-141)
     for item in items:
         ws = words[item.key]
@@ -521,7 +532,7 @@ def _length_gaps(lengths: dict[str, dict[str, int]]) -> dict[int, int]:
     return dict(gaps)
 
 
-def _unread(src: Path, found: list[Found], lay: Layout) -> list[str]:
+def _unread(src: Path, found: list[Found]) -> list[str]:
     """Top-level entries of SRC that no source of the layout read (told, never guessed at)."""
     used = set()
     for f in found:
@@ -531,19 +542,19 @@ def _unread(src: Path, found: list[Found], lay: Layout) -> list[str]:
                   if not p.name.startswith(".") and p.name not in used)
 
 
-def _coverage(queries: Path, stores: dict[str, FeatureStore], found: list[Found]) -> list[str]:
+def _coverage(queries: Path, out: Path, found: list[Found]) -> list[str]:
     """How much of an annotation file the stores now cover."""
     lines = read_jsonl(queries)
     vids = {str(line.get("vid")) for line in lines}
     qids = {str(line.get("qid")) for line in lines}
-    out = []
+    report = []
     for f in found:
-        store = FeatureStore(store_path(stores[f.source.stream].path.parent, f.source.stream), "r")
+        store = FeatureStore(store_path(out, f.source.stream), "r")
         if STREAMS[f.source.stream].kind == "text":
             have = qids & set(store.query_ids())
-            out.append(f"{f.source.stream}: {len(have)}/{len(qids)} queries of {queries.name}")
+            report.append(f"{f.source.stream}: {len(have)}/{len(qids)} queries of {queries.name}")
         else:
             have = vids & set(store.video_ids())
-            out.append(f"{f.source.stream}: {len(have)}/{len(vids)} videos of {queries.name}")
+            report.append(f"{f.source.stream}: {len(have)}/{len(vids)} videos of {queries.name}")
         store.close_reader()
-    return out
+    return report

@@ -232,11 +232,9 @@ def detect_layout(src: Path) -> tuple[Layout, list[Found]]:
                            for lay in LAYOUTS.values())
         raise MrhdError(f"{src} holds no released feature layout mrhd knows (looked for {looked}); "
                         f"pass --layout NAME ({', '.join(LAYOUTS)}) or point SRC at the release's folder")
-    scored.sort(key=lambda t: -t[0])
-    best = scored[0]
-    if len(scored) > 1 and scored[1][0] == best[0]:
-        raise MrhdError(f"{src} matches layouts {best[1].name} and {scored[1][1].name} equally; "
-                        "pass --layout NAME")
+    # most sources found wins; a tie goes to the layout listed first (a lone clip_features/ folder is
+    # read the same way by moment_detr and umt)
+    best = max(scored, key=lambda t: t[0])
     return best[1], best[2]
 
 
@@ -254,6 +252,9 @@ _DATASET_IDS = (
     ("charades_sta", re.compile(r"^[A-Z0-9]{5}$")),                    # AO8RW
     ("tvsum", re.compile(r"^[A-Za-z0-9_-]{11}$")),                     # a YouTube id
 )
+
+
+DATASETS: tuple[str, ...] = tuple(name for name, _ in _DATASET_IDS)
 
 
 def dataset_of_ids(ids) -> str | None:

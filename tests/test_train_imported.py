@@ -92,3 +92,32 @@ def test_stores_of_two_clip_lengths(released, tmp_path, capsys):
         f.attrs["clip_len"] = 1.0
     rc = _train(released, tmp_path / "feats", tmp_path / "run")
     _one_line_error(capsys, rc, "disagree on the clip length")
+
+
+def test_resume_on_features_of_another_clip_length(released, tmp_path, capsys):
+    import_features(released["src"], tmp_path / "feats")
+    assert _train(released, tmp_path / "feats", tmp_path / "run") == 0
+    capsys.readouterr()
+    import_features(released["src"], tmp_path / "feats_1s", clip_len=1.0)
+    rc = _train(released, tmp_path / "feats_1s", tmp_path / "run", "--resume", "--epochs", "2")
+    _one_line_error(capsys, rc, "was trained on 2-s clips, but the stores")
+
+
+def test_predict_refuses_a_checkpoint_of_other_clips(tmp_path):
+    import dataclasses
+
+    import torch
+
+    from mrhd.errors import MrhdError
+    from mrhd.inference.predict import Predictor
+    from mrhd.models.registry import get_spec, make_config
+    from mrhd.weights.checkpoint import save_checkpoint
+
+    cfg = make_config("cg_detr", {"hidden_dim": 32, "nheads": 4, "enc_layers": 1, "dec_layers": 1,
+                                  "dim_feedforward": 64, "v_feat_dim": 514, "clip_length": 1})
+    torch.manual_seed(0)
+    net = get_spec("cg_detr").build(cfg)
+    path = save_checkpoint(tmp_path / "charades.ckpt", model="cg_detr", config=dataclasses.asdict(cfg),
+                           state_dict=net.state_dict(), profile="clip")
+    with pytest.raises(MrhdError, match="trained on 1-s clips; mrhd predict extracts 2-s clips"):
+        Predictor.from_pretrained(str(path), cache=False)

@@ -6,8 +6,11 @@ Defaults are each model's official optimiser, schedule, clipping and loss weight
 --dataset (configs/datasets/<name>.yaml: qvhighlights, charades_sta, tacos, tvsum) validates with
 that benchmark's metrics and selects the best checkpoint as its authors do; with --data-dir, --train
 and --val default to the dataset's split files in that folder (or name a split: --val test).
-Option precedence: model YAML < the dataset's best_metric < flags and --set. A resumed run keeps
-the dataset (and best_metric, unless --set gives one) of the run it continues.
+Option precedence: model YAML < the dataset's best_metric < the authors' recipe for that dataset
+(configs/recipes/<dataset>/<model>.yaml) < flags and --set. A resumed run keeps the dataset (and
+best_metric, unless --set gives one) of the run it continues. The clip length is the feature stores'
+(their clip_len); one that disagrees with the annotations, --set or the resumed run is refused.
+--out defaults to runs/<model>_<dataset>.
 """
 
 from __future__ import annotations

@@ -111,6 +111,24 @@ def test_incomplete_dataset_is_not_taken_as_stored(tmp_path):
     assert reader.video_ids() == ["done"]
 
 
+def test_a_writer_drops_what_a_killed_merge_left_unflagged(tmp_path):
+    """Clearing `merging` makes every dataset count, so the unflagged ones (maybe truncated) go first;
+    their parts, kept until a merge completes, bring them back whole."""
+    path = store_path(tmp_path, "clip")
+    store = FeatureStore(path, "a", _info())
+    store.write("done", np.ones((2, 4)), 4.0)
+    store.commit()
+    store.write("half", np.full((3, 4), 7.0), 6.0)          # its part stays: the merge below is "killed"
+    with h5py.File(path, "a") as f:
+        f.attrs["merging"] = 1
+        f.create_dataset("half", data=np.zeros((1, 4), np.float16))   # truncated, no `complete`
+    writer = FeatureStore(path, "a", _info())                # checks the main file, drops "half"
+    with h5py.File(path, "r") as f:
+        assert "merging" not in f.attrs and "half" not in f and "done" in f
+    writer.close()                                           # merges the part again
+    assert np.array_equal(FeatureStore(path).read("half"), np.full((3, 4), 7.0, np.float32))
+
+
 def test_unflagged_dataset_counts_outside_a_merge(tmp_path):
     """`complete` matters only under a `merging` root flag: a file written in one go by another
     tool needs no per-dataset flag (docs/STORE.md)."""

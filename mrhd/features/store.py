@@ -17,7 +17,7 @@ the next writer check, and if needed salvage, the main file. Every dataset the m
 
 What ``complete`` means (docs/STORE.md): it matters only in a file whose root carries ``merging=1``,
 i.e. a merge was under way or killed; there a dataset without ``complete=1`` may be truncated and is
-never taken as stored. In every other file (part files, which appear only whole; a merged main file;
+never taken as stored (the next writer drops it before clearing ``merging``; its part merges again). In every other file (part files, which appear only whole; a merged main file;
 a store written in one go by another tool) every dataset is stored, flag or not.
 
 Writing without an encoder (another tool, ``mrhd features import``): :meth:`FeatureStore.create`
@@ -366,6 +366,11 @@ class FeatureStore:
                             _ = sub.shape, dict(sub.attrs)
                     else:
                         _ = obj.shape, dict(obj.attrs)
+                # a dataset the killed merge left without `complete` may be truncated; its part is still
+                # there (parts go only after a whole merge), so it is merged again. Dropped before the
+                # flag goes, because without the flag every dataset counts as stored.
+                for name in [n for n in _dataset_names(f) if not f[n].attrs.get(COMPLETE, 0)]:
+                    del f[name]
                 del f.attrs[_MERGING]
                 f.flush()
             except Exception as err:  # noqa: BLE001  (any HDF5 error means damage)
@@ -578,6 +583,17 @@ def _part_holding(name: str, parts: list[Path]) -> Path | None:
         except OSError:
             continue
     return None
+
+
+def _dataset_names(f: h5py.File) -> list[str]:
+    """Every dataset of a store file: top level and one group deep (``pooled/qid...``)."""
+    names = []
+    for name, obj in f.items():
+        if isinstance(obj, h5py.Group):
+            names += [f"{name}/{sub}" for sub, sobj in obj.items() if isinstance(sobj, h5py.Dataset)]
+        else:
+            names.append(name)
+    return names
 
 
 def _complete_names(f: h5py.File) -> Iterator[str]:

@@ -18,7 +18,7 @@ import pytest
 
 from mrhd.encoders.base import EncoderInfo
 from mrhd.errors import MrhdError
-from mrhd.features.store import FORMAT, FeatureStore, store_path
+from mrhd.features.store import FORMAT, FeatureStore, root_attrs, store_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,14 +101,17 @@ def test_pending_parts_from_other_settings_are_refused(tmp_path):
 
 def test_incomplete_dataset_is_not_taken_as_stored(tmp_path):
     path = store_path(tmp_path, "clip")
-    with FeatureStore(path, "a", _info()) as store:
-        store.write("done", np.ones((2, 4)), 4.0)
-    with h5py.File(path, "a") as f:  # what a merge killed before `complete` leaves
+    store = FeatureStore(path, "a", _info())
+    store.write("done", np.ones((2, 4)), 4.0)
+    store.commit()
+    store.write("half", np.full((3, 4), 7.0), 6.0)   # its part stays pending
+    with h5py.File(path, "a") as f:  # what a merge of "half" killed before `complete` leaves
         f.attrs["merging"] = 1
         f.create_dataset("half", data=np.ones((1, 4), np.float16))
     reader = FeatureStore(path)
-    assert reader.has("done") and not reader.has("half")
-    assert reader.video_ids() == ["done"]
+    assert reader.video_ids() == ["done", "half"]
+    assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))   # never the cut copy
+    assert reader.describe("half")[0] == (3, 4)
 
 
 def test_a_writer_drops_what_a_killed_merge_left_unflagged(tmp_path):
@@ -127,6 +130,53 @@ def test_a_writer_drops_what_a_killed_merge_left_unflagged(tmp_path):
         assert "merging" not in f.attrs and "half" not in f and "done" in f
     writer.close()                                           # merges the part again
     assert np.array_equal(FeatureStore(path).read("half"), np.full((3, 4), 7.0, np.float32))
+
+
+def _hand_written_store_with_a_killed_merge(path):
+    """A store written by another tool (no `complete` flags), into which a merge of "half" was then
+    killed: `merging` set, "half" cut short and unflagged, its part still pending."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update(root_attrs(_info()))
+        f.create_dataset("plain", data=np.full((3, 4), 0.5, np.float32))
+    store = FeatureStore(path, "a", _info())
+    store.write("half", np.full((3, 4), 7.0), 6.0)              # the part the killed merge was copying
+    with h5py.File(path, "a") as f:
+        f.attrs["merging"] = 1
+        f.create_dataset("half", data=np.zeros((1, 4), np.float16))
+    return store
+
+
+def test_a_killed_merge_into_a_hand_written_store_keeps_its_datasets(tmp_path):
+    """Under `merging` only what a pending part holds is suspect: the hand-written entries (no part,
+    no flag) stay stored for readers, for the next writer, and for a rebuild of a damaged file."""
+    path = store_path(tmp_path, "clip")
+    _hand_written_store_with_a_killed_merge(path)
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["half", "plain"]
+    assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))     # the part's copy
+    assert np.array_equal(reader.read("plain"), np.full((3, 4), 0.5, np.float32))
+    reader.close_reader()
+    writer = FeatureStore(path, "a", _info())                      # clears `merging`, drops "half" only
+    with h5py.File(path, "r") as f:
+        assert "merging" not in f.attrs and "plain" in f and "half" not in f
+    writer.close()                                                  # merges "half" again
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["half", "plain"]
+    assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))
+
+
+def test_rebuilding_a_damaged_hand_written_store_keeps_its_datasets(tmp_path):
+    path = store_path(tmp_path, "clip")
+    store = _hand_written_store_with_a_killed_merge(path)
+    with pytest.warns(UserWarning, match="kept 1 readable"):
+        store._salvage("was left damaged by an interrupted merge (test)")   # what a damaged file gets
+    with h5py.File(path, "r") as f:
+        assert sorted(f) == ["plain"] and "merging" not in f.attrs
+    store.close()
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["half", "plain"]
+    assert np.array_equal(reader.read("plain"), np.full((3, 4), 0.5, np.float32))
+    assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))
 
 
 def test_unflagged_dataset_counts_outside_a_merge(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from mrhd.cli import main
 from mrhd.errors import MrhdError
 from mrhd.features.importing import import_features
+from mrhd.features.profiles import load_profile, open_stores
 from mrhd.features.store import FeatureStore, store_path
 from tests.helpers import releases
 
@@ -102,6 +103,11 @@ def test_internvideo2_dtypes_and_window_from_folder_name(tmp_path):
     assert text.describe("qid5")[1] == np.float32                        # bfloat16: its exact float32 values
     assert np.array_equal(text.read_text(5)[0], release["internvideo2_text"]["5"])
     assert store.info["clip_len"] == 2.0
+    # the released text is CLIP-6B's LLaMA tokens (4096-d), not the 1B default's 1024: the 6B profile reads it
+    assert text.info["dim"] == 4096
+    assert set(open_stores(tmp_path / "out", load_profile("internvideo2_6b"))) == {"internvideo2", "internvideo2_text"}
+    with pytest.raises(MrhdError, match="has dim 4096, expected 1024 .*--profile internvideo2_6b"):
+        open_stores(tmp_path / "out", load_profile("internvideo2"))
     releases.internvideo2(tmp_path / "ch", window="w1s", vids=releases.CHARADES_VIDS)
     import_features(tmp_path / "ch", tmp_path / "out_ch")
     assert FeatureStore(store_path(tmp_path / "out_ch", "internvideo2")).info["clip_len"] == 1.0

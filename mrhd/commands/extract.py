@@ -1,8 +1,10 @@
 """Decode videos and write per-clip features of frozen encoders to one HDF5 store per stream.
 
 PATH is a video file, a folder (searched recursively) or a .txt list of paths. Re-running skips
-videos already stored; --overwrite recomputes them. A video that cannot be decoded is reported and
-skipped; the exit status is then non-zero and the summary names every failed file.
+videos already stored (the store records which file each came from: another file under the same
+video id is refused); --overwrite recomputes them. A video that cannot be decoded is reported and
+skipped; the exit status is then non-zero and the summary names every failed file. Runs that share
+an --out folder share the work. With --queries and no PATH, only the queries are encoded.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ from mrhd.errors import MrhdError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="video file, folder or .txt list of paths")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="video file, folder or .txt list of paths (none: only --queries)")
     p.add_argument("--encoders", default="clip,slowfast",
                    help=f"comma-separated: {', '.join(VIDEO_ENCODERS)} (default: clip,slowfast)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the <stream>.h5 stores")
-    p.add_argument("--queries", metavar="ANNOTATIONS.jsonl",
-                   help="also encode every query of this annotation file with the matching text encoders")
+    p.add_argument("--queries", nargs="+", action="extend", default=[], metavar="ANNOTATIONS.jsonl",
+                   help="also encode every query of these annotation files (e.g. train and val) with the "
+                        "matching text encoders (clip -> clip_text, ...)")
+    p.add_argument("--video-id-from", default="stem", metavar="stem|path|hash",
+                   help="how a video is named in the store: stem (file name without extension, default), "
+                        "path (path below the folder given, folders joined by '__') or hash (16 hex digits "
+                        "of its sha256); annotations name videos by this id")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="clips per device batch, packed across videos (default: 64 on CUDA, 16 on CPU)")
@@ -38,9 +46,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"stream ({', '.join(TEXT_STREAM_OF.values())}) unless STREAM_text= is given; "
                         "repeatable")
     p.add_argument("--encoder-size", choices=("full", "tiny"), default="full",
-                   help="'tiny' builds reduced random encoders (with --random-weights; tests)")
+                   help="full or tiny (default: full); tiny builds reduced random encoders (with --random-weights): "
+                        "fast offline features for tests and the README tour, which train and predict follow")
+    p.add_argument("--precision", choices=("official", "fast"), default="official",
+                   help="on CUDA: 'official' computes as the released features were (CLIP fp16 weights, "
+                        "SlowFast fp32); 'fast' runs both under fp16 autocast (default: official)")
     p.add_argument("--clip-len", type=float, default=2.0, metavar="S",
-                   help="seconds per clip (default 2, the official grid; Charades-STA's released features use 1): "
+                   help="seconds per clip (default: 2.0, the official grid; Charades-STA's released features use 1): "
                         "CLIP at fps 1/S, SlowFast clips of S*30 frames, InternVideo2 windows of S seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -77,7 +89,7 @@ def run(args: argparse.Namespace) -> int:
     share_cores_with_decoders(args.device)  # before torch is first imported
     from mrhd.devices import parse_device
     from mrhd.encoders.factory import build_encoder
-    from mrhd.extract.job import ExtractJob, Failure, install_sigterm
+    from mrhd.extract.job import ExtractJob, install_sigterm
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
     from mrhd.extract.worker import DecodePool
 
@@ -102,10 +114,13 @@ def run(args: argparse.Namespace) -> int:
         if stream not in known:
             raise MrhdError(f"--weights {stream}=...: {stream!r} is not a stream of --encoders "
                             f"({', '.join(sorted(known))})")
-    if args.queries and not os.path.isfile(args.queries):
-        raise MrhdError(f"--queries {args.queries}: file not found")
+    if not args.paths and not args.queries:
+        raise MrhdError("give at least one PATH (video file, folder or .txt list), or --queries ANN.jsonl")
+    for ann in args.queries:
+        if not os.path.isfile(ann):
+            raise MrhdError(f"--queries {ann}: file not found")
 
-    listing = expand_inputs(args.paths)
+    listing = expand_inputs(args.paths, id_from=args.video_id_from)
     sources = shard(listing.sources, index, count)
 
     cuda = args.device.startswith("cuda")
@@ -121,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         encoders = [build(n) for n in dict.fromkeys(names)]
+        for encoder in encoders:
+            encoder.set_precision(args.precision)
         # a text stream reads the checkpoint of its video encoder unless given its own
         text_encoders = [build(TEXT_STREAM_OF[n], weights.get(TEXT_STREAM_OF[n]) or weights.get(n))
                          for n in dict.fromkeys(names) if n in TEXT_STREAM_OF] if args.queries else []
@@ -133,10 +150,11 @@ def run(args: argparse.Namespace) -> int:
         overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(), pool=pool,
         clip_len=args.clip_len,
     )
-    job.summary.failures.extend(Failure(path, None, reason) for path, reason in listing.problems)
+    job.summary.add_bad_inputs(listing.problems)
     undo = install_sigterm()
     try:
-        job.run_videos(sources)
+        if args.paths:
+            job.run_videos(sources)
         if args.queries and index == 0:  # one shard writes the text stores
             job.run_queries(args.queries)
         elif args.queries:
@@ -148,4 +166,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         undo()
     print(job.summary.report())
-    return 1 if job.summary.failures else 0
+    return 0 if job.summary.ok else 1

@@ -26,7 +26,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     imp.add_argument("src", metavar="SRC", help="the release's folder (or one merged .hdf5 / glove .txt file)")
     imp.add_argument("--out", required=True, metavar="DIR", help="folder for the <stream>.h5 stores")
     imp.add_argument("--layout", default=None, choices=sorted(LAYOUTS),
-                     help="the release's layout (default: recognised from SRC)")
+                     help=f"the release's layout: {', '.join(sorted(LAYOUTS))} (default: recognised from SRC)")
     imp.add_argument("--streams", default=None, metavar="a,b",
                      help="import only these streams (each must be in SRC)")
     imp.add_argument("--clip-len", type=float, default=None, metavar="S",

@@ -33,7 +33,7 @@ STREAMS: dict[str, Stream] = {s.name: s for s in (
            folder_hint="internvideo"),
     Stream("clip_text", "text", 512, "mrhd.encoders.clip"),
     Stream("blip2_text", "text", 768, "mrhd.encoders.blip2"),
-    Stream("internvideo2_text", "text", 4096, "mrhd.encoders.internvideo2"),   # CLIP-6B's LLaMA tokens
+    Stream("internvideo2_text", "text", 1024, "mrhd.encoders.internvideo2"),   # the 1B default's BERT-large tokens (6B: 4096, profile internvideo2_6b)
     # import-only (docs/FEATURES.md, "Released features"): no encoder here, `mrhd features import`
     Stream("vgg", "video", 4096, None, folder_hint="vgg"),   # Charades-STA VGG16 fc7 (UMT/CG-DETR release)
     Stream("i3d_rgb", "video", 1024, None),     # TVSum I3D RGB stream (UMT release, <vid>_rgb.npy)

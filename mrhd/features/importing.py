@@ -61,6 +61,7 @@ class StreamResult:
     place: str
     clip_len: float
     clip_len_from: str
+    dim: int
     imported: int = 0
     skipped: int = 0
     broken: int = 0
@@ -93,7 +94,7 @@ class ImportSummary:
             what = unit.get(r.kind, "videos")
             clip = "" if r.kind == "text" else f", clip {r.clip_len:g} s ({r.clip_len_from})"
             dtypes = "/".join(sorted(r.dtypes)) or "-"
-            lines.append(f"  {r.stream:<18} {r.place:<34} {STREAMS[r.stream].dim:>5}-d {dtypes:<8} "
+            lines.append(f"  {r.stream:<18} {r.place:<34} {r.dim:>5}-d {dtypes:<8} "
                          f"{r.imported} {what} imported, {r.skipped} already stored, {r.broken} broken{clip}")
         if self.length_gaps:
             n = sum(self.length_gaps.values())
@@ -151,7 +152,7 @@ def _load_pt(path: Path, key: str | None):
 def read_file(path: Path, found: Found) -> tuple[np.ndarray, np.ndarray | None]:
     """``(rows, pooled or None)`` of one released file, exactly as stored."""
     source = found.source
-    dim = STREAMS[source.stream].dim
+    dim = source.width
     pooled = None
     try:
         if path.suffix == ".npz":
@@ -238,7 +239,7 @@ def read_item(item: Item, found: Found, merged: h5py.File | None) -> tuple[np.nd
         array = merged[item.dataset][()]
     except Exception as err:  # noqa: BLE001
         raise BadFile(f"not readable ({type(err).__name__}: {err})") from None
-    return _as_rows(np.asarray(array), STREAMS[found.source.stream].dim, "the dataset"), None
+    return _as_rows(np.asarray(array), found.source.width, "the dataset"), None
 
 
 # ---- GloVe: vectors of the query words ------------------------------------------------------------
@@ -278,7 +279,7 @@ def _store_info(layout: Layout, found: Found, clip_len: float) -> EncoderInfo:
         recipe["pooled_key"] = source.pooled_key
     if source.normalized:
         recipe["normalized"] = "L2 (x / (||x|| + 1e-5)) before release"
-    return EncoderInfo(stream=source.stream, dim=STREAMS[source.stream].dim, weights=f"released:{layout.name}",
+    return EncoderInfo(stream=source.stream, dim=source.width, weights=f"released:{layout.name}",
                        recipe=recipe, clip_len=clip_len)
 
 
@@ -413,7 +414,7 @@ def _plan_stores(lay: Layout, found: list[Found], summary: ImportSummary, clip_l
     infos = {}
     for f in found:
         length, why = lengths.get(f.source.stream, (text_clip, ""))
-        summary.streams.append(StreamResult(f.source.stream, f.label, length, why))
+        summary.streams.append(StreamResult(f.source.stream, f.label, length, why, f.source.width))
         infos[f.source.stream] = _store_info(lay, f, length)
     return infos
 

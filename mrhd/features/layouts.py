@@ -22,6 +22,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mrhd.encoders.streams import STREAMS
 from mrhd.errors import MrhdError
 
 DEFAULT_CLIP_LEN = 2.0
@@ -42,10 +43,16 @@ class Source:
     cite: str = ""                   # the authors' loader that reads it
     clip_len: float | None = None    # fixed by the release (None: --clip-len, the folder name or the dataset)
     normalized: bool = False         # the release stores L2-normalised rows (UniVTG's h5py cache)
+    dim: int | None = None           # width where the release's encoder variant is not the stream's default
 
     @property
     def merged(self) -> bool:
         return not self.suffix
+
+    @property
+    def width(self) -> int:
+        """The width of one row: ``dim``, else the stream's (encoders/streams.py)."""
+        return self.dim or STREAMS[self.stream].dim
 
 
 @dataclass(frozen=True)
@@ -149,12 +156,13 @@ LAYOUTS: dict[str, Layout] = {lay.name: lay for lay in (
                    cite="OpenGVLab/InternVideo InternVideo2/grounding/CGDETR-main/cg_detr/start_end_dataset.py "
                         "_get_video_feat_by_vid (torch.load(<vid>.pt)['features'] or the tensor); "
                         "Zhuo-Cao/FlashVTG FlashVTG/start_end_dataset.py:515-520"),
-            Source("internvideo2_text", ("*llama_text_feature",), ".pt",
+            Source("internvideo2_text", ("*llama_text_feature",), ".pt", dim=4096,   # LLaMA-7B tokens of CLIP-6B
                    cite="OpenGVLab/InternVideo .../cg_detr/start_end_dataset.py _get_query_feat_by_qid "
                         "(torch.load(qid<qid>.pt)); Zhuo-Cao/FlashVTG FlashVTG/start_end_dataset.py:440-441"),
         ),
         notes=("clip length from the folder name: _w2s = 2 s (QVHighlights), _w1s = 1 s (Charades-STA; "
-               "cg_detr/scripts/charades_sta/train.sh --clip_length 1)",),
+               "cg_detr/scripts/charades_sta/train.sh --clip_length 1)",
+               "the text is InternVideo2-CLIP-6B's LLaMA tokens (4096-d): train with --profile internvideo2_6b"),
     ),
     Layout(
         "glove",

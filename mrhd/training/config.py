@@ -2,9 +2,9 @@
 
 Precedence, lowest first: the TrainConfig defaults (Moment-DETR's official QVHighlights training,
 which QD-DETR, CG-DETR and VideoLights keep), configs/train/<model>.yaml (only what a model's
-authors changed, with where it comes from), the dataset's
-model selection (``best_metric`` of configs/datasets/<dataset>.yaml, when a dataset is named: the
-model YAMLs name QVHighlights' MR-full-mAP), the authors' recipe for that benchmark
+authors changed, with where it comes from), the dataset's model selection (``best_metric`` of
+configs/datasets/<dataset>.yaml, when a dataset is named: the model YAMLs name QVHighlights'
+MR-full-mAP), the authors' recipe for that benchmark
 (configs/recipes/<dataset>/<model>.yaml, :func:`load_recipe`), then explicit overrides (command-line
 flags and ``--set`` of a training option, e.g. ``--set best_metric=MR-full-R1@0.7``).
 
@@ -44,7 +44,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lr_drop: int = 400                  # StepLR step (epochs)
     lr_gamma: float = 0.1
-    lr_warmup: int = 0                  # UniVTG: linear warm-up epochs before the step schedule
+    lr_warmup: int = 0                  # UniVTG / SG-DETR: linear warm-up epochs
+    lr_milestones: list | None = None   # SG-DETR: WarmupMultiStepLR milestones (epochs); replaces lr_drop
+    lr_warmup_factor: float = 1 / 3     # WarmupMultiStepLR's starting factor
     grad_clip: float = 0.1
     eval_every: int = 5                 # epochs
     max_es_cnt: int = 200               # early stop after this many evaluations without gain; -1 never
@@ -113,6 +115,9 @@ def load_train_config(model: str, **overrides) -> TrainConfig:
     path = config_dir() / "train" / f"{model}.yaml"
     raw = _read_yaml(path) if path.is_file() else {}
     raw["model"] = model
+    if "datasets" in raw:
+        raise MrhdError(f"{path}: per-dataset settings belong in configs/recipes/<dataset>/{model}.yaml, "
+                        "not under 'datasets:'; move them there")
     explicit = {k: v for k, v in overrides.items() if v is not None}
     dataset = explicit.get("dataset", raw.get("dataset"))
     if dataset is not None:
@@ -121,8 +126,10 @@ def load_train_config(model: str, **overrides) -> TrainConfig:
         raw["best_metric"] = load_dataset_config(dataset).best_metric
     recipe = load_recipe(model, dataset)
     raw.update(recipe.train)
-    if recipe.model:
-        explicit["model_config"] = {**recipe.model, **(explicit.get("model_config") or {})}
+    # model fields: the train YAML's, the recipe's, then the command line's, each key overriding
+    model_fields = {**(raw.get("model_config") or {}), **recipe.model, **(explicit.get("model_config") or {})}
+    if model_fields:
+        explicit["model_config"] = model_fields
     raw.update(explicit)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(raw) - known)

@@ -44,8 +44,8 @@ from mrhd.annotations import load_annotations
 from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
 from mrhd.features.clip_length import check_against_annotations, stores_clip_len
-from mrhd.features.profiles import load_profile, open_stores, video_streams
-from mrhd.io import jsonl_text, write_atomic
+from mrhd.features.profiles import fit_to_stores, load_profile, open_stores, video_streams
+from mrhd.io import json_safe, jsonl_text, write_atomic
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
@@ -95,11 +95,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def json_safe(d: dict) -> dict:
-    """NaN (an empty length range in the metrics) as null, so every line is strict JSON."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
-
-
 def stored_train_config(out: str | Path) -> dict:
     """The ``train_config`` a run folder's last.ckpt was written with ({} where there is none).
     Its ``dataset`` is None for QVHighlights and for runs from before datasets were recorded."""
@@ -130,6 +125,10 @@ class Trainer:
         if caps:
             self.profile = self.profile.replace(**{k: (None if v == -1 else v) for k, v in caps.items()})
         self.stores = open_stores(features, self.profile)
+        self.profile = fit_to_stores(self.profile, self.stores)   # recorded in the checkpoints, for predict
+        if not self.profile.official_encoders:
+            self.log(f"note: {features} holds features of {self.profile.encoders_text()}: the model learns only "
+                     "what those features carry (a pipeline check, not a model for real videos)")
         train_lines, val_all = load_annotations(train), load_annotations(val)
         self._take_clip_len(features, train_lines, train)
         labels = cfg.labels or cfg.model

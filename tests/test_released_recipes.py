@@ -74,3 +74,33 @@ def test_vgg_glove_text_is_not_normalised_and_joint_streams_must_be_video():
     assert prof.video_dim == 4098 and prof.text_dim == 300
     with pytest.raises(MrhdError, match="normalize_jointly"):
         profile_from_dict({"name": "x", "video": ["clip"], "text": ["clip_text"], "normalize_jointly": ["vgg"]})
+
+
+def _reproduce_rows() -> list[dict]:
+    """The table of the README's "Reproduce a paper" section, one dict per row."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text.split("## Reproduce a paper", 1)[1].split("\n## ", 1)[0]
+    lines = [line for line in section.splitlines() if line.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+
+
+def test_reproduce_a_paper_names_every_model_and_the_epochs_training_runs():
+    import re
+
+    from mrhd.models.registry import available_models
+
+    rows = _reproduce_rows()
+    seen = set()
+    for row in rows:
+        command = row["command (`mrhd train ...`)"]
+        model = re.search(r"--model (\w+)", command).group(1)
+        dataset = re.search(r"--dataset (\w+)", command)
+        seen.add(model)
+        assert row["features (`mrhd features import`) -> profile"] and row["the authors report"], row
+        epochs = int(re.match(r"\d+", row["epochs"]).group())
+        cfg = load_train_config(model, dataset=dataset.group(1) if dataset else "qvhighlights")
+        assert epochs == cfg.epochs, (row["model"], epochs, cfg.epochs)
+    assert seen == set(available_models())

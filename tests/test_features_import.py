@@ -283,3 +283,31 @@ def test_ctrl_c_keeps_whole_batches_and_says_how_to_finish(tmp_path, monkeypatch
     monkeypatch.setattr(FeatureStore, "write_entries", original)
     assert main(["features", "import", str(src), "--out", str(tmp_path / "out"), "--no-progress"]) == 0
     assert_store_equals(tmp_path / "out", release)
+
+
+def test_writing_api_of_the_docs(tmp_path, monkeypatch):
+    """docs/STORE.md's FeatureStore example, run as written, then the checks it promises."""
+    doc = (Path(ROOT) / "docs" / "STORE.md").read_text()
+    example = doc.split("## Writing from Python", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(example, "docs/STORE.md", "exec"), {})
+    feats = np.random.default_rng(0).normal(size=(75, 512))
+    store = FeatureStore(tmp_path / "out" / "clip.h5")
+    assert store.video_ids() == ["video_1", "video_2"] and store.info["clip_len"] == 2.0
+    assert np.array_equal(store.read("video_1"), feats.astype(np.float32))    # create(dtype="float32"), the default
+    assert store.describe("video_1")[1] == np.float32
+    assert store.describe("video_2")[1] == np.float16 and store.read_attrs("video_1")["duration"] == 150.0
+    assert not list((tmp_path / "out").glob(".clip.parts/*.h5"))                             # committed
+    tokens, pooled = FeatureStore(tmp_path / "out" / "clip_text.h5").read_text(2579)
+    assert tokens.shape == (14, 512) and pooled.shape == (512,)
+    writer = FeatureStore.create(tmp_path / "out" / "clip.h5", stream="clip", dim=512, clip_len=2.0,
+                                 weights="my-weights", recipe={"fps": 0.5})
+    for name, array in (("a/b", np.ones((2, 512))), ("pooled/v1", np.ones(512)), ("pooled", np.ones((2, 512))),
+                        ("..", np.ones((2, 512))), ("v3", np.ones((2, 256))), ("pooled/qid1", np.ones((2, 512)))):
+        with pytest.raises(MrhdError, match="cannot be stored|expected"):
+            writer.write_entries({"ok": (np.ones((2, 512)), {}), name: (array, {})})
+    writer.close()
+    assert FeatureStore(tmp_path / "out" / "clip.h5").video_ids() == ["video_1", "video_2"]   # nothing half-written
+    with pytest.raises(MrhdError, match="clip_len"):
+        FeatureStore.create(tmp_path / "out" / "clip.h5", stream="clip", dim=512, clip_len=1.0,
+                            weights="my-weights", recipe={"fps": 0.5})

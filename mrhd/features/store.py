@@ -541,7 +541,8 @@ class FeatureStore:
             array = np.asarray(array)
             pooled = name.startswith(f"{POOLED}/")
             key = name[len(POOLED) + 1:] if pooled else name
-            if not key or "/" in key or key == POOLED or (pooled and not key.startswith("qid")):
+            text = key.startswith("qid") and len(key) > 3 and "/" not in key
+            if (pooled and not text) or (not text and video_id_problem(key)):
                 raise MrhdError(f"entry name {name!r} cannot be stored (a video id without '/', qid<qid> or "
                                 f"{POOLED}/qid<qid>); rename it")
             want_ndim = 1 if pooled else 2

@@ -114,24 +114,6 @@ def test_incomplete_dataset_is_not_taken_as_stored(tmp_path):
     assert reader.describe("half")[0] == (3, 4)
 
 
-def test_a_writer_drops_what_a_killed_merge_left_unflagged(tmp_path):
-    """Clearing `merging` makes every dataset count, so the unflagged ones (maybe truncated) go first;
-    their parts, kept until a merge completes, bring them back whole."""
-    path = store_path(tmp_path, "clip")
-    store = FeatureStore(path, "a", _info())
-    store.write("done", np.ones((2, 4)), 4.0)
-    store.commit()
-    store.write("half", np.full((3, 4), 7.0), 6.0)          # its part stays: the merge below is "killed"
-    with h5py.File(path, "a") as f:
-        f.attrs["merging"] = 1
-        f.create_dataset("half", data=np.zeros((1, 4), np.float16))   # truncated, no `complete`
-    writer = FeatureStore(path, "a", _info())                # checks the main file, drops "half"
-    with h5py.File(path, "r") as f:
-        assert "merging" not in f.attrs and "half" not in f and "done" in f
-    writer.close()                                           # merges the part again
-    assert np.array_equal(FeatureStore(path).read("half"), np.full((3, 4), 7.0, np.float32))
-
-
 def _hand_written_store_with_a_killed_merge(path):
     """A store written by another tool (no `complete` flags), into which a merge of "half" was then
     killed: `merging` set, "half" cut short and unflagged, its part still pending."""
@@ -148,7 +130,7 @@ def _hand_written_store_with_a_killed_merge(path):
 
 def test_a_killed_merge_into_a_hand_written_store_keeps_its_datasets(tmp_path):
     """Under `merging` only what a pending part holds is suspect: the hand-written entries (no part,
-    no flag) stay stored for readers, for the next writer, and for a rebuild of a damaged file."""
+    no flag) stay stored for readers and through the next writer's rebuild of the main file."""
     path = store_path(tmp_path, "clip")
     _hand_written_store_with_a_killed_merge(path)
     reader = FeatureStore(path)
@@ -156,26 +138,13 @@ def test_a_killed_merge_into_a_hand_written_store_keeps_its_datasets(tmp_path):
     assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))     # the part's copy
     assert np.array_equal(reader.read("plain"), np.full((3, 4), 0.5, np.float32))
     reader.close_reader()
-    writer = FeatureStore(path, "a", _info())                      # clears `merging`, drops "half" only
+    with pytest.warns(UserWarning, match="rebuilt it from its 1 finished entries"):
+        writer = FeatureStore(path, "a", _info())                  # rebuilds without `merging` and "half"
     with h5py.File(path, "r") as f:
         assert "merging" not in f.attrs and "plain" in f and "half" not in f
     writer.close()                                                  # merges "half" again
     reader = FeatureStore(path)
     assert reader.video_ids() == ["half", "plain"]
-    assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))
-
-
-def test_rebuilding_a_damaged_hand_written_store_keeps_its_datasets(tmp_path):
-    path = store_path(tmp_path, "clip")
-    store = _hand_written_store_with_a_killed_merge(path)
-    with pytest.warns(UserWarning, match="kept 1 readable"):
-        store._salvage("was left damaged by an interrupted merge (test)")   # what a damaged file gets
-    with h5py.File(path, "r") as f:
-        assert sorted(f) == ["plain"] and "merging" not in f.attrs
-    store.close()
-    reader = FeatureStore(path)
-    assert reader.video_ids() == ["half", "plain"]
-    assert np.array_equal(reader.read("plain"), np.full((3, 4), 0.5, np.float32))
     assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))
 
 
@@ -190,6 +159,31 @@ def test_unflagged_dataset_counts_outside_a_merge(tmp_path):
     reader = FeatureStore(path)
     assert reader.video_ids() == ["done", "plain"]
     assert np.array_equal(reader.read("plain"), np.full((3, 4), 0.5, np.float32))
+
+
+def test_interrupted_merge_is_rebuilt_from_finished_entries(tmp_path):
+    """A main file whose root still says ``merging`` was left by a killed merge: it is rebuilt from
+    the entries that merge had finished (HDF5 metadata may be inconsistent even where it reads well),
+    its unfinished entries merge again from the parts, and no damaged copy is kept."""
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("old", np.full((2, 4), 3.0), 4.0)
+    writer = FeatureStore(path, "a", _info())
+    writer.write("new", np.full((3, 4), 5.0), 6.0)  # a part, not merged yet
+    writer.close_reader()
+    with h5py.File(path, "a") as f:  # what a merge killed after starting on "new" leaves
+        f.attrs["merging"] = 1
+        f.create_dataset("new", data=np.zeros((1, 4), np.float16))
+    with pytest.warns(UserWarning, match="interrupted merge"):
+        with FeatureStore(path, "a", _info()) as store:
+            store.commit()
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["new", "old"]
+    np.testing.assert_array_equal(reader.read("new"), np.full((3, 4), 5.0))
+    np.testing.assert_array_equal(reader.read("old"), np.full((2, 4), 3.0))
+    with h5py.File(path, "r") as f:
+        assert "merging" not in f.attrs
+    assert not list(tmp_path.glob("clip.h5.corrupt-*"))
 
 
 def test_corrupt_main_file_is_salvaged(tmp_path):

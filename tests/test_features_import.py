@@ -311,3 +311,15 @@ def test_writing_api_of_the_docs(tmp_path, monkeypatch):
     with pytest.raises(MrhdError, match="clip_len"):
         FeatureStore.create(tmp_path / "out" / "clip.h5", stream="clip", dim=512, clip_len=1.0,
                             weights="my-weights", recipe={"fps": 0.5})
+
+
+def test_a_store_left_by_a_killed_merge_is_rebuilt_and_said_in_the_summary(tmp_path, recwarn):
+    src = tmp_path / "features"
+    release = releases.moment_detr(src, broken=False, audio=False, blip=False)
+    import_features(src, tmp_path / "out")
+    with h5py.File(store_path(tmp_path / "out", "clip"), "a") as f:   # as a merge killed mid-way leaves it
+        f.attrs["merging"] = 1
+    summary = import_features(src, tmp_path / "out")
+    assert "warning: " in summary.report() and "interrupted merge" in summary.report()
+    assert not [w for w in recwarn if "interrupted merge" in str(w.message)]   # no Python warning line
+    assert_store_equals(tmp_path / "out", release)

@@ -17,8 +17,10 @@ anything is written. A file that cannot be read is named in the summary and the 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import warnings
 from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -82,8 +84,10 @@ class ImportSummary:
     broken: list[tuple[str, str]] = field(default_factory=list)     # (file, reason)
     unread: list[str] = field(default_factory=list)                 # SRC entries no source reads
     length_gaps: dict[int, int] = field(default_factory=dict)       # clips of difference -> videos
+    lengths: dict = field(default_factory=lambda: defaultdict(dict), repr=False)   # stream -> video -> rows
     coverage: list[str] = field(default_factory=list)               # --queries: what is present
     notes: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)               # stores repaired on the way
     interrupted: bool = False
 
     def report(self) -> str:
@@ -105,6 +109,7 @@ class ImportSummary:
             lines.append(f"  not read (no rule of layout {self.layout}): {', '.join(self.unread[:10])}"
                          + (f" and {len(self.unread) - 10} more" if len(self.unread) > 10 else ""))
         lines += [f"  note: {n}" for n in self.notes]
+        lines += [f"  warning: {w}" for w in self.warnings]
         if self.interrupted:
             lines.append("  interrupted: re-run the same command to finish")
         if self.broken:
@@ -329,9 +334,29 @@ def import_features(src: str | Path, out: str | Path, *, layout: str | None = No
     summary.notes = list(lay.notes)
 
     # nothing was written up to here; from now on every batch is a whole part file
+    with _store_warnings(summary):
+        _write_stores(lay, src, out, found, items, words, vectors, infos, summary, overwrite, progress)
+    summary.length_gaps = _length_gaps(summary.lengths)
+    if queries is not None and lay.name != "glove" and not summary.interrupted:
+        summary.coverage = _coverage(Path(queries), out, found)
+    return summary
+
+
+@contextlib.contextmanager
+def _store_warnings(summary: ImportSummary):
+    """A store repaired on the way (a killed merge rebuilt) is said in the summary, not as a Python
+    warning with a file and line."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    summary.warnings += [str(w.message) for w in caught]
+
+
+def _write_stores(lay: Layout, src: Path, out: Path, found: list[Found], items: dict, words: dict, vectors: dict,
+                  infos: dict[str, EncoderInfo], summary: ImportSummary, overwrite: bool, progress: bool) -> None:
     stores = {s: FeatureStore(store_path(out, s), "w" if overwrite else "a", info) for s, info in infos.items()}
     results = {r.stream: r for r in summary.streams}
-    lengths: dict[str, dict[str, int]] = defaultdict(dict)
+    lengths = summary.lengths
     bar = _progress(sum(len(v) for v in items.values()), progress)
     try:
         for f in found:
@@ -351,10 +376,6 @@ def import_features(src: str | Path, out: str | Path, *, layout: str | None = No
                     "tool": "mrhd features import", "layout": lay.name, "path": str(src.resolve()),
                     "files": results[stream].place, "dataset": summary.dataset,
                     "clip_len_from": results[stream].clip_len_from}, sort_keys=True))
-    summary.length_gaps = _length_gaps(lengths)
-    if queries is not None and lay.name != "glove" and not summary.interrupted:
-        summary.coverage = _coverage(Path(queries), out, found)
-    return summary
 
 
 def _select_sources(src: Path, layout: str | None, streams: list[str] | None, only: str | None,

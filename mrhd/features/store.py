@@ -12,15 +12,15 @@ fsync'ed and renamed into place (``os.replace`` is atomic), so a part either exi
 at all. Readers see the main file plus the parts. ``commit()`` merges parts into the main file under
 an exclusive lock and deletes a part only after the main file is flushed and closed; a merge killed
 half-way leaves its parts behind (merged again next time) and a ``merging`` root attribute that makes
-the next writer check, and if needed salvage, the main file. Every dataset the merge writes carries
-``complete=1``, set last.
+the next writer rebuild the main file from the entries that merge had finished. Every dataset the
+merge writes carries ``complete=1``, set last.
 
 What ``complete`` means (docs/STORE.md): it matters only in a file whose root carries ``merging=1``,
 i.e. a merge was under way or killed, and only for a name a pending part also holds: the merge was
-writing it, so the main file's copy may be truncated; the part's copy is read instead and the next
-writer merges it again (:func:`suspect_names`). Every other dataset is stored, flag or not: those of
-part files (which appear only whole), of a merged main file, of a store written by another tool,
-and those such a store held before mrhd merged into it (no part holds them).
+writing it, so the main file's copy may be truncated; the part's copy is read instead, the next
+writer's rebuild leaves it out, and it merges again. Every other dataset is stored, flag or not:
+those of part files (which appear only whole), of a merged main file, of a store written by another
+tool, and those such a store held before mrhd merged into it (no part holds them).
 
 Writing without an encoder (another tool, ``mrhd features import``): :meth:`FeatureStore.create`
 names the root attributes directly; :meth:`FeatureStore.write_entries` writes any batch of
@@ -112,14 +112,6 @@ def is_stored(f: h5py.File, name: str, pending: frozenset[str] | set[str] = froz
     if not f.attrs.get(_MERGING, 0) or name not in pending:
         return True
     return bool(obj.attrs.get(COMPLETE, 0))
-
-
-def suspect_names(f: h5py.File, pending: frozenset[str] | set[str]) -> list[str]:
-    """The datasets of ``f`` a killed merge may have left truncated: under ``merging``, those without
-    ``complete=1`` that a pending part also holds (that part is merged again). [] outside a merge."""
-    if not f.attrs.get(_MERGING, 0):
-        return []
-    return [n for n in _dataset_names(f) if n in pending and not f[n].attrs.get(COMPLETE, 0)]
 
 
 def _same_info(have: dict, want: dict) -> list[str]:
@@ -396,7 +388,7 @@ class FeatureStore:
                     f.attrs.update(self._want)
 
     def _open_main_for_write(self) -> h5py.File | None:
-        """Open the main file for appending; check it after an interrupted merge and salvage what can
+        """Open the main file for appending; rebuild it after an interrupted merge and salvage what can
         be read when it is damaged (the damaged file is kept beside it as ``*.corrupt-<time>``)."""
         try:
             f = h5py.File(self.path, "a")
@@ -416,24 +408,12 @@ class FeatureStore:
                 return h5py.File(self.path, "a")
             raise MrhdError(f"cannot open {self.path} for writing ({err}); close what holds it and re-run") from err
         if f.attrs.get(_MERGING, 0):
-            try:
-                for obj in list(f.values()):
-                    if isinstance(obj, h5py.Group):
-                        for sub in obj.values():
-                            _ = sub.shape, dict(sub.attrs)
-                    else:
-                        _ = obj.shape, dict(obj.attrs)
-                # what the killed merge may have cut short goes; its part is still there (parts go
-                # only after a whole merge), so it is merged again. Dropped before the flag goes,
-                # because without the flag every dataset counts as stored.
-                for name in suspect_names(f, self._pending_names()):
-                    del f[name]
-                del f.attrs[_MERGING]
-                f.flush()
-            except Exception as err:  # noqa: BLE001  (any HDF5 error means damage)
-                f.close()
-                self._salvage(f"was left damaged by an interrupted merge ({err})")
-                return h5py.File(self.path, "a")
+            # A merge was killed. HDF5 writes its metadata in no fixed order, so the file may look whole
+            # and still fail later ("addr overflow"): rebuild it from the entries the killed merge had
+            # finished. Parts are removed only after a whole merge, so what it had not finished merges again.
+            f.close()
+            self._salvage("was left by an interrupted merge", keep_damaged=False)
+            return h5py.File(self.path, "a")
         return f
 
     def _pending_names(self) -> frozenset[str]:
@@ -443,25 +423,33 @@ class FeatureStore:
             names |= _names_in_part(part)
         return frozenset(names)
 
-    def _salvage(self, why: str) -> None:
+    def _salvage(self, why: str, keep_damaged: bool = True) -> None:
+        """Rebuild the main file from its readable stored entries (:func:`is_stored`: under ``merging``,
+        not what a pending part holds unflagged). The old file is kept beside it as
+        ``*.corrupt-<time>`` when it is damaged, or when some entry could not be read back."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         os.replace(self.path, aside)
-        kept = 0
+        kept = lost = 0
         pending = self._pending_names()
         with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as out:
             out.attrs.update(self._want)
             try:
                 with h5py.File(aside, "r") as src:
-                    for name in _complete_names(src, pending):
+                    for name in list(_complete_names(src, pending)):
                         try:
                             _copy_entry(src, out, name)
                             kept += 1
-                        except Exception:  # noqa: BLE001
-                            continue
-            except OSError:
-                pass
-        warnings.warn(f"{self.path} {why}; kept {kept} readable entries, moved the damaged file to "
-                      f"{aside.name}; missing videos are extracted again", stacklevel=3)
+                        except Exception:  # noqa: BLE001  (any HDF5 error: the entry is lost, re-extracted)
+                            lost += 1
+            except Exception:  # noqa: BLE001
+                lost += 1
+        if keep_damaged or lost:
+            warnings.warn(f"{self.path} {why}; kept {kept} readable entries, moved the damaged file to "
+                          f"{aside.name}; missing videos are extracted again", stacklevel=3)
+        else:
+            aside.unlink()
+            warnings.warn(f"{self.path} {why}; rebuilt it from its {kept} finished entries, the rest "
+                          "merges again from the parts", stacklevel=3)
 
     def _remove_stale_tmp(self) -> None:
         """Temporary part files of writers that died before their rename."""
@@ -613,6 +601,7 @@ class FeatureStore:
                     except OSError:
                         continue
                     done.append(part)
+                f.flush()  # everything merged is on disk before the flag goes
                 del f.attrs[_MERGING]
                 f.flush()
             for part in done:

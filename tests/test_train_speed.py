@@ -270,43 +270,14 @@ def test_store_reader_keeps_reads_in_memory_within_the_budget(tmp_path):
     assert pickle.loads(pickle.dumps(reader))._kept is None        # workers do not inherit the copies
 
 
-def test_store_listing_trusts_a_clean_main_file_and_checks_after_an_interrupted_merge(tmp_path):
-    import h5py
-
+def test_store_reads_an_entry_as_stored_without_its_attributes(tmp_path):
     path = write_store(tmp_path / "clip.h5", "clip", videos={"a": np.ones((2, 512)), "b": np.ones((3, 512))},
-                       texts={7: np.ones((4, 512))}, pooled={7: np.ones(512)})
+                       texts={7: np.ones((4, 512))}, pooled={7: np.ones(512)}, dtype="float16")
     store = FeatureStore(path)
     assert store.video_ids() == ["a", "b"] and store.query_ids() == ["7"]
+    assert store.read_stored("b").dtype == np.float16 and store.read_stored("b").shape == (3, 512)
     assert store.read_stored("qid7").shape == (4, 512) and store.read_stored("nope") is None
     store.close_reader()
-    with h5py.File(path, "a") as f:              # a merge killed half-way: flag set, one entry unfinished
-        f.attrs["merging"] = 1
-        del f["b"].attrs["complete"]
-    store = FeatureStore(path)
-    assert store.video_ids() == ["a"] and not store.has("b")
-    store.close_reader()
-
-
-def test_a_writer_drops_the_unfinished_copies_of_an_interrupted_merge_before_clearing_its_flag(tmp_path):
-    import h5py
-
-    from mrhd.encoders.base import EncoderInfo
-    from mrhd.features.store import store_path
-
-    path = store_path(tmp_path, "clip")
-    info = EncoderInfo(stream="clip", dim=4, weights="random", recipe={"fps": 0.5})
-    with FeatureStore(path, "a", info) as store:
-        store.write("done", np.ones((2, 4)), 4.0)
-    with h5py.File(path, "a") as f:              # a merge killed between a copy and its `complete` flag
-        f.attrs["merging"] = 1
-        f.create_dataset("half", data=np.ones((1, 4), np.float16))
-    with FeatureStore(path, "a", info) as store:  # the next writer checks the file and clears the flag
-        store.write("next", np.ones((3, 4)), 6.0)
-    with h5py.File(path, "r") as f:
-        assert "merging" not in f.attrs and "half" not in f
-    reader = FeatureStore(path)                   # a clean main file: listed by names alone
-    assert reader.video_ids() == ["done", "next"] and not reader.has("half")
-    reader.close_reader()
 
 
 def test_mrhd_train_shortens_the_openmp_spin_before_torch_loads(tmp_path):

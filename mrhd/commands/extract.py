@@ -86,7 +86,11 @@ def run(args: argparse.Namespace) -> int:
         raise MrhdError("--batch-size must be at least 1")
     if args.num_workers is not None and args.num_workers < 0:
         raise MrhdError("--num-workers must be 0 or more")
-    parse_device(args.device)
+    if args.ray is None:
+        parse_device(args.device)  # with --ray the GPUs are the cluster's, not this machine's
+    elif args.device not in ("cpu", "cuda"):
+        raise MrhdError(f"--device {args.device} with --ray: Ray gives each actor its own GPU; "
+                        "use --device cuda or cpu")
     index, count = parse_shard(args.shard)
     weights = _parse_weights(args.weights)
     known = set(names) | {TEXT_STREAM_OF[n] for n in names if n in TEXT_STREAM_OF}
@@ -102,8 +106,6 @@ def run(args: argparse.Namespace) -> int:
     if args.ray not in (None, "local", "auto") and os.path.exists(args.ray):
         raise MrhdError(f"--ray {args.ray}: a path, not a cluster address; put --ray after the paths "
                         "(or write --ray local)")
-    if args.ray is not None and args.device not in ("cpu", "cuda"):
-        raise MrhdError(f"--device {args.device} with --ray: Ray gives each actor its own GPU; use --device cuda")
 
     listing = expand_inputs(args.paths)
     sources = shard(listing.sources, index, count)

@@ -1,0 +1,289 @@
+"""``mrhd extract --ray``: the cluster job writes the store the local job writes (every array byte for
+byte), keeps going when a worker process is killed, and resumes after its driver is killed.
+
+The cluster is real and local: a head node and two worker nodes (separate raylets with their own
+object stores) on loopback, started here and shut down after the module. Encoders are tiny
+random-weight CLIP and PANN models in CPU actors; the videos are generated, one of them broken.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import pytest
+import torch
+
+from mrhd.encoders.factory import build_encoder
+from mrhd.errors import MrhdError
+from mrhd.extract.job import ExtractJob
+from mrhd.extract.sources import expand_inputs
+from mrhd.extract.synthetic import write_video
+from mrhd.features.store import FeatureStore, store_path
+from tests.helpers.videos import write_broken
+
+ROOT = Path(__file__).resolve().parents[1]
+STREAMS = ("clip", "pann")
+BATCH = 3  # clips of consecutive videos share batches
+DURATIONS = (5.0, 3.0, 6.5, 4.0, 7.0, 2.5, 5.5)
+# the command every cluster run of this module gives (each actor 1 CPU and so 1 torch thread)
+ARGS = ["--encoders", ",".join(STREAMS), "--random-weights", "--encoder-size", "tiny", "--batch-size", str(BATCH),
+        "--ray-cpus-per-actor", "1", "--no-progress"]
+# Ray on loopback only (the node address it would pick is the machine's outward one), no token files
+RAY_ENV = {"RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0", "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+MIB = 1024 * 1024
+
+
+def _require_ray():
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("ray is not installed; ./run.sh test installs it with the 'all' extra")
+        pytest.skip("ray is not installed (pip install 'mrhd[ray]')")
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("ray-videos")
+    for i, duration in enumerate(DURATIONS):
+        write_video(d / f"v{i}.mp4", duration=duration, fps=10, width=96, height=64)
+    write_broken(d / "v9_truncated.mp4", "truncated", source=d / "v2.mp4")
+    return d
+
+
+@pytest.fixture(scope="module")
+def local_store(videos, tmp_path_factory) -> Path:
+    """The local job's store: decoding inline, one torch thread (as each actor here)."""
+    out = tmp_path_factory.mktemp("local-store")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        encoders = [build_encoder(s, random_weights=True, size="tiny") for s in STREAMS]
+        job = ExtractJob(encoders, out, batch_size=BATCH, num_workers=0, progress=False)
+        summary = job.run_videos(expand_inputs([str(videos)]).sources)
+    finally:
+        torch.set_num_threads(threads)
+    assert summary.stored == len(DURATIONS) and summary.failed_paths == [str(videos / "v9_truncated.mp4")]
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """Head (no CPU: it only schedules, as on a real cluster) + two worker nodes of 2 CPUs on loopback."""
+    _require_ray()
+    saved = {k: os.environ.get(k) for k in RAY_ENV}
+    os.environ.update(RAY_ENV)
+    from ray.cluster_utils import Cluster
+
+    c = Cluster(initialize_head=True, connect=False,
+                head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": 80 * MIB})
+    try:
+        for _ in range(2):
+            c.add_node(num_cpus=2, object_store_memory=80 * MIB)
+        c.wait_for_nodes()
+        yield c
+    finally:
+        started = {info.process.pid for node in c.list_all_nodes()
+                   for infos in node.all_processes.values() for info in infos}
+        started |= set(_ray_processes("ray::"))  # the nodes' worker processes
+        c.shutdown()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    deadline = time.monotonic() + 30
+    while (alive := [pid for pid in started if _running(pid)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not alive, f"Ray processes left running after the cluster's shutdown: {alive}"
+
+
+def _running(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"  # a zombie has exited, its parent has not reaped it yet
+
+
+def _extract(videos: Path, out: Path, address: str, *extra: str) -> subprocess.Popen:
+    env = {**os.environ, **RAY_ENV, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.Popen([sys.executable, "-m", "mrhd", "extract", str(videos), "--out", str(out), *ARGS,
+                             *extra, "--ray", address],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+                            start_new_session=True)
+
+
+def _finish(proc: subprocess.Popen, timeout: float = 420) -> tuple[int, str, str]:
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"mrhd extract --ray did not finish in {timeout} s:\n{out}\n{err[-3000:]}")
+    return proc.returncode, out, err
+
+
+def _parts(out: Path) -> set[str]:
+    """Videos of the clip store written by this run and not merged yet (finished part files)."""
+    return {p.stem for p in (out / ".clip.parts").glob("v*.h5")} if (out / ".clip.parts").is_dir() else set()
+
+
+def _wait_for_videos(proc: subprocess.Popen, out: Path, at_least: int, timeout: float = 300) -> None:
+    """Until the running job has written ``at_least`` videos (seen as part files: merges remove them)."""
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout
+    while len(seen) < at_least:
+        if proc.poll() is not None:
+            pytest.fail(f"the job ended before writing {at_least} video(s): {proc.communicate()}")
+        if time.monotonic() > deadline:
+            os.killpg(proc.pid, signal.SIGKILL)
+            pytest.fail(f"no {at_least} video(s) written in {timeout} s")
+        seen |= _parts(out)
+        time.sleep(0.05)
+
+
+def _stored_in_every_stream(out: Path) -> set[str]:
+    return set.intersection(*(set(FeatureStore(store_path(out, s)).video_ids()) for s in STREAMS))
+
+
+def _ray_processes(title: str) -> list[int]:
+    """PIDs of Ray worker processes whose title (``ray::<task or actor>``) starts with ``title``."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmd = (entry / "cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+        except OSError:
+            continue
+        if cmd.startswith(title):
+            pids.append(int(entry.name))
+    return pids
+
+
+def assert_same_store(got: Path, want: Path) -> None:
+    """Same entries, same root and entry attributes, every array equal byte for byte."""
+    for stream in STREAMS:
+        with h5py.File(got / f"{stream}.h5", "r") as g, h5py.File(want / f"{stream}.h5", "r") as w:
+            assert sorted(g) == sorted(w), stream
+            assert {k: str(v) for k, v in g.attrs.items()} == {k: str(v) for k, v in w.attrs.items()}
+            for name in w:
+                a, b = g[name][()], w[name][()]
+                assert a.dtype == b.dtype and a.shape == b.shape, (stream, name)
+                assert a.tobytes() == b.tobytes(), f"{stream}/{name}: arrays differ"
+                assert dict(g[name].attrs) == dict(w[name].attrs), (stream, name)
+        assert not list((got / f".{stream}.parts").glob("*.h5")), "parts left uncommitted"
+
+
+# ------------------------------------------------------------------------------------- no cluster
+def test_ray_missing_says_how_to_install(monkeypatch, tmp_path, capsys):
+    from mrhd.cli import main
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    from mrhd.extract.ray_job import import_ray
+
+    with pytest.raises(MrhdError, match=r"pip install 'mrhd\[ray\]'"):
+        import_ray()
+    video = write_video(tmp_path / "a.mp4", duration=2.5, fps=10, width=64, height=48)
+    rc = main(["extract", str(video), "--out", str(tmp_path / "o"), "--encoders", "clip", "--random-weights",
+               "--encoder-size", "tiny", "--ray"])
+    assert rc != 0 and not (tmp_path / "o" / "clip.h5").exists()
+    assert "pip install 'mrhd[ray]'" in capsys.readouterr().err
+
+
+def test_ray_flags_are_checked(tmp_path, capsys):
+    from mrhd.cli import main
+
+    video = write_video(tmp_path / "a.mp4", duration=2.5, fps=10, width=64, height=48)
+    base = ["extract", str(video), "--out", str(tmp_path / "o"), "--encoders", "clip", "--random-weights",
+            "--encoder-size", "tiny"]
+    assert main(base + ["--ray-actors", "2"]) != 0
+    assert "need --ray" in capsys.readouterr().err
+    # `--ray PATH ...`: the path was taken for the address
+    assert main(["extract", "--ray", str(video), str(video), "--out", str(tmp_path / "o"), "--encoders", "clip"]) != 0
+    assert "not a cluster address" in capsys.readouterr().err
+    assert main(base + ["--ray", "auto", "--device", "cuda:1"]) != 0
+    assert "use --device cuda" in capsys.readouterr().err
+
+
+def test_actor_plan_defaults_and_refusals():
+    from mrhd.extract.ray_job import ActorPlan, plan_actors
+
+    gpu_node = {"CPU": 16.0, "GPU": 4.0}
+    # every GPU holds one actor of each encoder
+    assert plan_actors(gpu_node, 2, "cuda", None, None, None) == ActorPlan(4, 0.5, 1)
+    assert plan_actors(gpu_node, 1, "cuda", None, 2.0, 4) == ActorPlan(2, 2.0, 4)
+    assert plan_actors({"CPU": 8.0}, 2, "cpu", None, None, 3) == ActorPlan(1, 0.0, 3)
+    with pytest.raises(MrhdError, match="no GPU"):
+        plan_actors({"CPU": 8.0}, 1, "cuda", None, None, None)
+    with pytest.raises(MrhdError, match="none for decoding"):
+        plan_actors({"CPU": 4.0}, 2, "cpu", 1, None, 2)
+    with pytest.raises(MrhdError, match="needs --device cuda"):
+        plan_actors({"CPU": 4.0}, 1, "cpu", None, 0.5, None)
+
+
+def test_clips_ref_slices_like_the_list_it_stands_for():
+    from mrhd.extract.ray_job import ClipsRef
+
+    clips, ref = list(range(7)), ClipsRef("r", 0, 7)
+    for a, b in ((3, None), (None, 3), (2, 5)):
+        part = ref[a:b]
+        assert clips[part.lo:part.hi] == clips[a:b]
+    rest = ref[3:]
+    assert clips[rest[1:].lo:rest[1:].hi] == clips[3:][1:] and rest[:2] == ClipsRef("r", 3, 5)
+
+
+# ------------------------------------------------------------------------------------- on a cluster
+@pytest.mark.slow
+def test_cluster_store_equals_the_local_job(cluster, videos, local_store, tmp_path):
+    out = tmp_path / "ray"
+    rc, stdout, stderr = _finish(_extract(videos, out, cluster.address))
+    assert rc == 1, stderr[-3000:]  # the broken video fails, the rest is stored
+    assert f"stored {len(DURATIONS)} video(s), skipped 0 already stored, failed 1" in stdout
+    assert "FAILED" in stdout and "v9_truncated.mp4 [clip,pann]" in stdout
+    assert "3 node(s)" in stderr and "1 actor(s) of 1 CPU per encoder" in stderr
+    assert_same_store(out, local_store)
+    # a re-run finds everything stored and starts no decoding
+    rc, stdout, _ = _finish(_extract(videos, out, cluster.address))
+    assert f"stored 0 video(s), skipped {len(DURATIONS)} already stored, failed 1" in stdout
+    assert_same_store(out, local_store)
+
+
+@pytest.mark.slow
+def test_killed_workers_are_redone_and_nothing_is_lost_or_doubled(cluster, videos, local_store, tmp_path):
+    out = tmp_path / "ray"
+    proc = _extract(videos, out, cluster.address, "--num-workers", "1")
+    _wait_for_videos(proc, out, at_least=1)
+    killed = []
+    for title in ("ray::EncoderActor", "ray::decode_video"):
+        for pid in _ray_processes(title)[:1]:
+            os.kill(pid, signal.SIGKILL)
+            killed.append(title)
+    assert "ray::EncoderActor" in killed, "no encoder actor process found mid-run"
+    rc, stdout, stderr = _finish(proc)
+    assert rc == 1, stderr[-3000:]
+    assert f"stored {len(DURATIONS)} video(s), skipped 0 already stored, failed 1" in stdout, (killed, stdout)
+    # the redone batches were packed as before: the store is still the local job's, byte for byte
+    assert_same_store(out, local_store)
+
+
+@pytest.mark.slow
+def test_killed_driver_resumes(cluster, videos, local_store, tmp_path):
+    out = tmp_path / "ray"
+    proc = _extract(videos, out, cluster.address, "--num-workers", "1")
+    _wait_for_videos(proc, out, at_least=2)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    done = len(_stored_in_every_stream(out))
+    assert 1 <= done < len(DURATIONS), "the driver was not killed mid-run"
+    rc, stdout, stderr = _finish(_extract(videos, out, cluster.address))
+    assert rc == 1, stderr[-3000:]
+    assert (f"stored {len(DURATIONS) - done} video(s), skipped {done} already stored, failed 1") in stdout
+    assert_same_store(out, local_store)

@@ -58,18 +58,28 @@ def videos(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def local_store(videos, tmp_path_factory) -> Path:
+def queries(tmp_path_factory) -> Path:
+    ann = tmp_path_factory.mktemp("ray-queries") / "ann.jsonl"
+    ann.write_text('{"qid": 1, "query": "a bar sweeps across"}\n{"qid": 2, "query": "a colourful screen"}\n')
+    return ann
+
+
+@pytest.fixture(scope="module")
+def local_store(videos, queries, tmp_path_factory) -> Path:
     """The local job's store: decoding inline, one torch thread (as each actor here)."""
     out = tmp_path_factory.mktemp("local-store")
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         encoders = [build_encoder(s, random_weights=True, size="tiny") for s in STREAMS]
-        job = ExtractJob(encoders, out, batch_size=BATCH, num_workers=0, progress=False)
+        text = [build_encoder("clip_text", random_weights=True, size="tiny")]
+        job = ExtractJob(encoders, out, text_encoders=text, batch_size=BATCH, num_workers=0, progress=False)
         summary = job.run_videos(expand_inputs([str(videos)]).sources)
+        job.run_queries(queries)
     finally:
         torch.set_num_threads(threads)
     assert summary.stored == len(DURATIONS) and summary.failed_paths == [str(videos / "v9_truncated.mp4")]
+    assert summary.queries == 2
     return out
 
 
@@ -112,9 +122,9 @@ def _running(pid: int) -> bool:
     return state != "Z"  # a zombie has exited, its parent has not reaped it yet
 
 
-def _extract(videos: Path, out: Path, address: str, *extra: str) -> subprocess.Popen:
+def _extract(videos: Path, out: Path, address: str, *extra: str, args=ARGS) -> subprocess.Popen:
     env = {**os.environ, **RAY_ENV, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    return subprocess.Popen([sys.executable, "-m", "mrhd", "extract", str(videos), "--out", str(out), *ARGS,
+    return subprocess.Popen([sys.executable, "-m", "mrhd", "extract", str(videos), "--out", str(out), *args,
                              *extra, "--ray", address],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
                             start_new_session=True)
@@ -168,13 +178,16 @@ def _ray_processes(title: str) -> list[int]:
     return pids
 
 
-def assert_same_store(got: Path, want: Path) -> None:
+def assert_same_store(got: Path, want: Path, streams=STREAMS) -> None:
     """Same entries, same root and entry attributes, every array equal byte for byte."""
-    for stream in STREAMS:
+    for stream in streams:
         with h5py.File(got / f"{stream}.h5", "r") as g, h5py.File(want / f"{stream}.h5", "r") as w:
             assert sorted(g) == sorted(w), stream
             assert {k: str(v) for k, v in g.attrs.items()} == {k: str(v) for k, v in w.attrs.items()}
-            for name in w:
+            names = [f"{k}/{sub}" if isinstance(v, h5py.Group) else k for k, v in w.items()
+                     for sub in (v if isinstance(v, h5py.Group) else [None])]
+            assert len(names) == len([1 for k, v in g.items() for _ in (v if isinstance(v, h5py.Group) else [0])])
+            for name in names:
                 a, b = g[name][()], w[name][()]
                 assert a.dtype == b.dtype and a.shape == b.shape, (stream, name)
                 assert a.tobytes() == b.tobytes(), f"{stream}/{name}: arrays differ"
@@ -242,14 +255,26 @@ def test_clips_ref_slices_like_the_list_it_stands_for():
 
 # ------------------------------------------------------------------------------------- on a cluster
 @pytest.mark.slow
-def test_cluster_store_equals_the_local_job(cluster, videos, local_store, tmp_path):
+def test_cluster_store_equals_the_local_job(cluster, videos, queries, local_store, tmp_path):
     out = tmp_path / "ray"
-    rc, stdout, stderr = _finish(_extract(videos, out, cluster.address))
+    rc, stdout, stderr = _finish(_extract(videos, out, cluster.address, "--queries", str(queries)))
     assert rc == 1, stderr[-3000:]  # the broken video fails, the rest is stored
-    assert f"stored {len(DURATIONS)} video(s), skipped 0 already stored, failed 1" in stdout
+    assert f"stored {len(DURATIONS)} video(s), skipped 0 already stored, failed 1; 2 queries encoded" in stdout
     assert "FAILED" in stdout and "v9_truncated.mp4 [clip,pann]" in stdout
     assert "3 node(s)" in stderr and "1 actor(s) of 1 CPU per encoder" in stderr
-    assert_same_store(out, local_store)
+    assert_same_store(out, local_store, STREAMS + ("clip_text",))
+
+
+@pytest.mark.slow
+def test_an_encoder_that_cannot_start_is_one_line(cluster, videos, tmp_path):
+    """Weights that the node does not have: the actor's error, before any video starts."""
+    proc = _extract(videos, tmp_path / "ray", cluster.address, "--weights", f"clip={tmp_path / 'missing.pt'}",
+                    args=["--encoders", "clip", "--no-progress"])
+    rc, stdout, stderr = _finish(proc)
+    last = stderr.strip().splitlines()[-1]
+    assert rc != 0 and last.startswith("mrhd extract: error: encoder clip did not start on the Ray cluster ("), stderr
+    assert "missing.pt" in last and last.endswith("every node needs mrhd and the weights (docs/cluster.md)")
+    assert not (tmp_path / "ray" / "clip.h5").exists()
 
 
 @pytest.mark.slow

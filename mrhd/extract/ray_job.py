@@ -23,7 +23,9 @@ Why this shape:
 
 from __future__ import annotations
 
+import logging
 import math
+import re
 import sys
 import time
 from collections import deque
@@ -60,8 +62,7 @@ def ray_session(address: str | None, local_cpus: int | None = None) -> Iterator[
     local one of ``local_cpus`` logical CPUs when it is None; disconnect (and stop a local cluster)
     at the end."""
     ray = import_ray()
-    import logging
-
+    # the workers' output stays in the nodes' Ray logs: the driver's terminal shows one progress bar
     kwargs = dict(log_to_driver=False, logging_level=logging.WARNING)
     try:
         if address is None:
@@ -69,9 +70,10 @@ def ray_session(address: str | None, local_cpus: int | None = None) -> Iterator[
         else:
             ray.init(address=address, **kwargs)
     except Exception as err:  # noqa: BLE001  (Ray raises ConnectionError, ValueError, RuntimeError, ...)
-        where = f"the Ray cluster at {address}" if address else "a local Ray cluster"
-        raise MrhdError(f"cannot connect to {where} ({_first_line(err)}); start it with `ray start --head` "
-                        "or give its address to --ray") from err
+        if address is None:
+            raise MrhdError(f"cannot start a local Ray cluster ({_first_line(err)})") from err
+        raise MrhdError(f"cannot connect to the Ray cluster at {address} ({_first_line(err)}); start it with "
+                        "`ray start --head` or give its address to --ray") from err
     try:
         yield ray
     finally:
@@ -81,6 +83,18 @@ def ray_session(address: str | None, local_cpus: int | None = None) -> Iterator[
 def _first_line(err: BaseException) -> str:
     text = str(err).strip()
     return (text.splitlines() or [type(err).__name__])[0][:300]
+
+
+def _reason(err: BaseException) -> str:
+    """A Ray error in one line: the exception raised on the node when Ray kept it, else the last line
+    of Ray's message (a remote traceback ends with ``module.Error: message``), without the module."""
+    cause = getattr(err, "cause", None)
+    if isinstance(cause, BaseException):
+        return f"{type(cause).__name__}: {_first_line(cause)}"
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    return re.sub(r"^(?:\w+\.)+(?=\w+: )", "", lines[-1])[:300]
 
 
 # ---------------------------------------------------------------------------------------- remote side
@@ -260,8 +274,7 @@ def start_encoders(ray, names: list[str], plan: ActorPlan, *, device: str, weigh
         try:
             facts = _wait_for_actors(ray, name, actors, plan)
         except ray.exceptions.RayError as err:
-            cause = getattr(err, "cause", None) or err
-            raise MrhdError(f"encoder {name} did not start on the Ray cluster ({_first_line(cause)}); "
+            raise MrhdError(f"encoder {name} did not start on the Ray cluster ({_reason(err)}); "
                             "every node needs mrhd and the weights (docs/cluster.md)") from err
         encoders.append(RemoteEncoder(facts, actors, {i: 0 for i in range(len(actors))}))
     return encoders
@@ -368,10 +381,9 @@ class RayExtractJob(ExtractJob):
                         raise RuntimeError("the decoding task ended inside a chunk")
                     msg = msg[:4] + (ClipsRef(clips, 0, msg[5]), msg[5])
             except (ray.exceptions.RayError, RuntimeError) as err:  # Ray gave up on the task
-                cause = getattr(err, "cause", None) or err
                 video = self._videos.get(vid)
                 if video is not None:
-                    self._fail(vid, None, f"decoding task lost ({_first_line(cause)}); re-run to redo it")
+                    self._fail(vid, None, f"decoding task lost ({_reason(err)}); re-run to redo it")
                     video.ended = True
                     self._maybe_close(vid)
                 return
@@ -425,8 +437,7 @@ class RayExtractJob(ExtractJob):
             try:
                 status, value, seconds = ray.get(ref)
             except ray.exceptions.RayError as err:  # Ray gave up on the actor or on the batch's frames
-                cause = getattr(err, "cause", None) or err
-                self._batch_failed(name, live, f"its Ray worker was lost: {_first_line(cause)}; re-run to redo it")
+                self._batch_failed(name, live, f"its Ray worker was lost: {_reason(err)}; re-run to redo it")
                 continue
             self.summary.encode_s += seconds
             if status == "ok":

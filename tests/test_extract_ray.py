@@ -140,22 +140,25 @@ def _finish(proc: subprocess.Popen, timeout: float = 420) -> tuple[int, str, str
     return proc.returncode, out, err
 
 
-def _parts(out: Path) -> set[str]:
-    """Videos of the clip store written by this run and not merged yet (finished part files)."""
-    return {p.stem for p in (out / ".clip.parts").glob("v*.h5")} if (out / ".clip.parts").is_dir() else set()
+def _parts(out: Path, stream: str) -> set[str]:
+    """Videos of a stream written by this run and not merged yet (finished part files)."""
+    folder = out / f".{stream}.parts"
+    return {p.stem for p in folder.glob("v*.h5")} if folder.is_dir() else set()
 
 
 def _wait_for_videos(proc: subprocess.Popen, out: Path, at_least: int, timeout: float = 300) -> None:
-    """Until the running job has written ``at_least`` videos (seen as part files: merges remove them)."""
-    seen: set[str] = set()
+    """Until the running job has written ``at_least`` videos in every stream (seen as part files, which
+    merges remove)."""
+    seen: dict[str, set[str]] = {s: set() for s in STREAMS}
     deadline = time.monotonic() + timeout
-    while len(seen) < at_least:
+    while len(set.intersection(*seen.values())) < at_least:
         if proc.poll() is not None:
             pytest.fail(f"the job ended before writing {at_least} video(s): {proc.communicate()}")
         if time.monotonic() > deadline:
             os.killpg(proc.pid, signal.SIGKILL)
             pytest.fail(f"no {at_least} video(s) written in {timeout} s")
-        seen |= _parts(out)
+        for stream in STREAMS:
+            seen[stream] |= _parts(out, stream)
         time.sleep(0.05)
 
 

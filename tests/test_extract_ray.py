@@ -85,14 +85,20 @@ def local_store(videos, queries, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """Head (no CPU: it only schedules, as on a real cluster) + two worker nodes of 2 CPUs on loopback."""
+    """Head (no CPU: it only schedules, as on a real cluster) + two worker nodes of 2 CPUs on loopback.
+    The last test of the module kills a node and adds another."""
     _require_ray()
-    saved = {k: os.environ.get(k) for k in RAY_ENV}
-    os.environ.update(RAY_ENV)
+    # the nodes' workers import this checkout's mrhd, as every node of a real cluster needs the driver's
+    env = {**RAY_ENV, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
+    saved = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
     from ray.cluster_utils import Cluster
 
+    # a dead node is noticed after 3 missed health checks of 1 s (Ray's default waits longer)
     c = Cluster(initialize_head=True, connect=False,
-                head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": 80 * MIB})
+                head_node_args={"num_cpus": 0, "include_dashboard": False, "object_store_memory": 80 * MIB,
+                                "_system_config": {"health_check_period_ms": 1000,
+                                                   "health_check_failure_threshold": 3}})
     try:
         for _ in range(2):
             c.add_node(num_cpus=2, object_store_memory=80 * MIB)
@@ -123,7 +129,7 @@ def _running(pid: int) -> bool:
 
 
 def _extract(videos: Path, out: Path, address: str, *extra: str, args=ARGS) -> subprocess.Popen:
-    env = {**os.environ, **RAY_ENV, "PYTHONPATH": str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    env = {**os.environ, **RAY_ENV}  # the cluster fixture put this checkout on PYTHONPATH
     return subprocess.Popen([sys.executable, "-m", "mrhd", "extract", str(videos), "--out", str(out), *args,
                              *extra, "--ray", address],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=ROOT,
@@ -310,4 +316,21 @@ def test_killed_driver_resumes(cluster, videos, local_store, tmp_path):
     rc, stdout, stderr = _finish(_extract(videos, out, cluster.address))
     assert rc == 1, stderr[-3000:]
     assert (f"stored {len(DURATIONS) - done} video(s), skipped {done} already stored, failed 1") in stdout
+    assert_same_store(out, local_store)
+
+
+@pytest.mark.slow
+def test_a_lost_node_is_redone_on_the_others(cluster, videos, local_store, tmp_path):
+    """A whole worker node dies (its raylet, with its object store, tasks and actors) and a fresh one
+    joins, as an autoscaler would add it: Ray restarts the actors, reruns the decoding and rebuilds
+    the lost frames; the store is still the local job's. Runs last: it changes the cluster."""
+    out = tmp_path / "ray"
+    proc = _extract(videos, out, cluster.address, "--num-workers", "1")
+    _wait_for_videos(proc, out, at_least=1)
+    raylet = next(iter(cluster.worker_nodes)).all_processes["raylet"][0].process.pid
+    os.kill(raylet, signal.SIGKILL)
+    cluster.add_node(num_cpus=2, object_store_memory=80 * MIB)
+    rc, stdout, stderr = _finish(proc)
+    assert rc == 1 and not _running(raylet), stderr[-3000:]
+    assert f"stored {len(DURATIONS)} video(s), skipped 0 already stored, failed 1" in stdout, stdout
     assert_same_store(out, local_store)

@@ -1,5 +1,6 @@
 """``mrhd extract --ray``: the cluster job writes the store the local job writes (every array byte for
-byte), keeps going when a worker process is killed, and resumes after its driver is killed.
+byte), keeps going when a worker process or a whole node is killed, and resumes after its driver is
+killed.
 
 The cluster is real and local: a head node and two worker nodes (separate raylets with their own
 object stores) on loopback, started here and shut down after the module. Encoders are tiny

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 import re
 import sys
 import time
@@ -66,6 +67,8 @@ def ray_session(address: str | None, local_cpus: int | None = None) -> Iterator[
     kwargs = dict(log_to_driver=False, logging_level=logging.WARNING)
     try:
         if address is None:
+            # a cluster of our own for one job: no usage report to Ray's makers unless the user asks
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
             ray.init(include_dashboard=False, num_cpus=local_cpus, **kwargs)
         else:
             ray.init(address=address, **kwargs)
@@ -250,8 +253,6 @@ def plan_actors(resources: dict, n_encoders: int, device: str, actors: int | Non
 
 def local_resources(device: str) -> dict:
     """What a local cluster would have: this machine's CPUs and GPUs."""
-    import os
-
     gpus = torch.cuda.device_count() if device.startswith("cuda") and torch.cuda.is_available() else 0
     return {"CPU": float(os.cpu_count() or 1), "GPU": float(gpus)}
 

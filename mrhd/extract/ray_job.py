@@ -316,7 +316,8 @@ class RayExtractJob(ExtractJob):
     """:class:`ExtractJob` whose videos decode in Ray tasks and whose batches encode in actors.
 
     ``encoders``: :class:`RemoteEncoder` objects (:func:`start_encoders`); ``decode_ahead``: videos
-    decoding at once ahead of the one being packed (their frames wait in the object store);
+    submitted for decoding at once, the one being packed included (the frames of the next ones wait
+    in the object store);
     ``text_encoders``: starts the text encoders' actors, called by :meth:`run_queries` once the video
     actors are gone (so they take the same GPUs).
     """
@@ -477,9 +478,8 @@ def cluster_job(address: str | None, video_streams: list[str], text_streams: lis
         def text_encoders() -> list[RemoteEncoder]:  # one actor each, in the room of the video actors
             return start_encoders(ray, text_streams, ActorPlan(1, plan.gpus, plan.cpus), **build)
 
-        # twice as many videos as decode at once: the next ones start while the driver packs one
         yield RayExtractJob(encoders, out_dir, text_encoders=text_encoders if text_streams else None,
-                            batch_size=batch_size, decode_ahead=2 * decoding, overwrite=overwrite,
+                            batch_size=batch_size, decode_ahead=decoding, overwrite=overwrite,
                             progress=progress, log=log)
 
 

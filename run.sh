@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # The two set-up commands of the README.
-#   ./run.sh demo [VIDEO] [QUERY]   install into .venv, then `mrhd predict` on a generated sample video
+#   ./run.sh demo [VIDEO] [QUERY...] [predict flags]
+#                                   install into .venv, then `mrhd predict` (default: a generated sample
+#                                   video and query; flags may come first: ./run.sh demo --weights random)
 #   ./run.sh test                   install into .venv (reused when unchanged), then ruff + the whole test suite
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -27,14 +29,8 @@ install() {
 case "${1:-}" in
     demo)
         install
-        video=${2:-out/sample.mp4}
-        query=${3:-"a white bar sweeps across a colourful screen"}
-        if [ ! -f "$video" ]; then
-            "$VENV/bin/python" -c "from mrhd.extract.synthetic import write_video; write_video('$video', duration=40)"
-            echo "wrote sample video $video (40 s, generated)"
-        fi
-        shift $(( $# > 3 ? 3 : $# ))
-        exec "$VENV/bin/mrhd" predict "$video" "$query" "$@"
+        shift
+        exec "$VENV/bin/python" -c 'import sys; from mrhd.cli import demo; sys.exit(demo(sys.argv[1:]))' "$@"
         ;;
     test)
         install
@@ -42,7 +38,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" -m pytest
         ;;
     *)
-        echo "usage: ./run.sh demo [VIDEO] [QUERY] [predict flags...] | ./run.sh test" >&2
+        echo "usage: ./run.sh demo [VIDEO] [QUERY...] [predict flags...] | ./run.sh test" >&2
         exit 2
         ;;
 esac

@@ -1,11 +1,19 @@
-"""`mrhd predict` latency: cold (decode + extract + predict), warm (cached features) and queries/s.
+"""`mrhd predict` latency: cold (decode + extract + predict), warm (cached features) and 100 queries.
 
     python benchmarks/predict.py [--duration 150] [--device cpu] [--model cg_detr] [--queries 100]
 
 Runs the real architectures (full CLIP ViT-B/32, the grounding model at its official size) with
 random weights, so it needs no download; timings are those of the released checkpoints. The video
 is generated with PyAV (640x360, 30 fps by default). Cold = a fresh feature cache; warm = the same
-video again, features read from the cache by content hash.
+video again in the same process (what `mrhd serve` does for every query): the cache finds the file
+by its stat index and loads its features, then the text tower and the grounding model run.
+
+Next to each time it prints the FLOP bound: the floating-point work of that call (counted by
+``torch.utils.flop_counter``) over the rate a large float32 matmul reaches on this machine just
+before (best of several runs), and the load average, since on a shared machine the same code can
+take several times longer. libgomp's spin-wait is set as `mrhd serve` sets it (unless
+``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is in the environment; ``GOMP_SPINCOUNT=300000`` is
+libgomp's default).
 """
 
 from __future__ import annotations
@@ -34,6 +42,57 @@ def _timed(fn, name=None):
     return out, time.perf_counter() - t
 
 
+def _matmul_rate(device) -> float:
+    """GFLOP/s of a [1024, 512] @ [512, 2048] float32 matmul (the shape of a batched text-tower
+    MLP), best of 5 runs of 20."""
+    import torch
+
+    a, b = torch.randn(1024, 512, device=device), torch.randn(512, 2048, device=device)
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(20):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return 20 * 2 * 1024 * 512 * 2048 / best / 1e9
+
+
+def _copy_rate(device) -> float:
+    """GB/s of memory traffic of a 256-MB tensor copy (read + write), best of 5."""
+    import torch
+
+    a = torch.ones(64 * 2 ** 20, device=device)
+    b = torch.zeros_like(a)   # touched, so no page faults are timed
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        b.copy_(a)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * a.numel() * 4 / best / 1e9
+
+
+def _weight_mb(predictor) -> float:
+    """MB of weights one query reads: the text towers (not CLIP's image tower) and the grounding model."""
+    params = list(predictor.net.parameters())
+    for enc in predictor.text_encoders.values():
+        model = enc.model
+        tower = getattr(model, "transformer", None)
+        params += list(tower.parameters()) if tower is not None and hasattr(model, "visual") else list(model.parameters())
+    return sum(p.numel() * p.element_size() for p in params) / 1e6
+
+
+def _flops(fn) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter:
+        fn()
+    return counter.get_total_flops() / 1e9
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--duration", type=float, default=150.0, help="video length in seconds")
@@ -43,10 +102,14 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cpu")
     p.add_argument("--model", default=None, help="grounding model (default: the default CLIP-only one)")
     p.add_argument("--queries", type=int, default=100, help="queries for the throughput figure")
-    p.add_argument("--repeats", type=int, default=3, help="warm runs to take the median of")
+    p.add_argument("--repeats", type=int, default=20, help="warm runs to take the median of")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     args = p.parse_args(argv)
 
+    from mrhd.extract.cpu_sharing import share_cores_with_decoders
+    from mrhd.serve.server import OPENMP_SPIN_ROUNDS
+
+    share_cores_with_decoders(args.device, OPENMP_SPIN_ROUNDS)   # as `mrhd serve` does; before torch loads
     import torch
 
     if args.threads:
@@ -55,6 +118,7 @@ def main(argv=None) -> int:
     from mrhd.inference.predict import Predictor
     from mrhd.inference.video_features import FeatureCache
 
+    load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         video, t_write = _timed(lambda: write_video(tmp / "bench.mp4", duration=args.duration, fps=args.fps,
@@ -62,31 +126,59 @@ def main(argv=None) -> int:
         cache = FeatureCache(tmp / "cache")
         predictor, t_load = _timed(lambda: Predictor.from_pretrained("random", device=args.device,
                                                                       model=args.model, cache=cache.root))
+        device = predictor.device
         # cold: nothing cached
         feats, t_extract = _timed(lambda: predictor.encode_video(video), "extract")
         _, t_pred1 = _timed(lambda: predictor.predict(feats, [QUERY]), "cold predict")
         cold = t_extract + t_pred1
-        # warm: features from the cache (read + hash), then one query
-        warm = []
-        for _ in range(args.repeats):
-            warm.append(_timed(lambda: predictor.predict(predictor.encode_video(video), [QUERY]), "warm")[1])
+
+        def warm_query():
+            return predictor.predict(predictor.encode_video(video), [QUERY])
+
         queries = [f"{QUERY} number {i}" for i in range(args.queries)]
-        _, t_many = _timed(lambda: predictor.predict(feats, queries), "many")
+
+        def many_queries():
+            return predictor.predict(predictor.encode_video(video), queries)
+
+        warm_query()   # first calls allocate; a server has made them long before
+        weight_mb = _weight_mb(predictor)
+        rate, bandwidth = _matmul_rate(device), _copy_rate(device)
+        warm, lookups, texts = [], [], []
+        for _ in range(args.repeats):   # interleaved, so that a change of load hits all three alike
+            warm.append(_timed(warm_query, "warm")[1])
+            lookups.append(_timed(lambda: predictor.encode_video(video))[1])
+            texts.append(_timed(lambda: predictor.encode_queries([QUERY]))[1])
+        many = [_timed(many_queries, "many")[1] for _ in range(3)]
+        gflop_one, gflop_many = _flops(warm_query), _flops(many_queries)
+        gflop_text_many = _flops(lambda: predictor.encode_queries(queries))
+    load_after = os.getloadavg()
 
     dev = args.device
     if dev.startswith("cuda"):
-        dev = f"{dev} ({torch.cuda.get_device_name(torch.device(dev))})"
+        dev = f"{dev} ({torch.cuda.get_device_name(device)})"
+    n_tokens = len(predictor.text_encoders["clip_text"].tokenizer.encode(QUERY)) + 2 \
+        if "clip_text" in predictor.text_encoders else None
     print(f"model {predictor.model_name} (random weights, official size), profile {predictor.profile.name}, "
           f"device {dev}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
-          f"load average {os.getloadavg()[0]:.1f}")
+          f"GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', 'default')}")
+    print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (1 min); "
+          f"float32 matmul {rate:.0f} GFLOP/s, memory copy {bandwidth:.1f} GB/s now")
     print(f"video {args.duration:.0f} s {args.width}x{args.height} @ {args.fps:g} fps, {feats.n_clips} clips "
           f"(generated in {t_write:.1f} s); model + encoders built in {t_load:.1f} s")
-    print(f"cold  (decode + CLIP + predict, 1 query): {cold:7.2f} s wall, "
+    print(f"cold  (decode + CLIP + predict, 1 query):  {cold:7.2f} s wall, "
           f"{CPU['extract'] + CPU['cold predict']:.1f} s CPU (extract {t_extract:.2f} s, predict {t_pred1:.2f} s)")
-    print(f"warm  (cached features, 1 query):         {statistics.median(warm):7.3f} s wall, "
-          f"{CPU['warm'] / len(warm):.2f} s CPU (median of {len(warm)})")
-    print(f"throughput on cached features: {args.queries} queries in {t_many:.2f} s wall = "
-          f"{args.queries / t_many:.1f} queries/s ({args.queries / CPU['many']:.1f} per CPU second)")
+    med = statistics.median(warm)
+    print(f"warm  (cached features, 1 query, {n_tokens} tokens): {med * 1e3:7.1f} ms median of {len(warm)} "
+          f"(min {min(warm) * 1e3:.1f}), {CPU['warm'] / len(warm) * 1e3:.1f} ms CPU; "
+          f"{gflop_one:.2f} GFLOP, FLOP bound {gflop_one / rate * 1e3:.1f} ms; {weight_mb:.0f} MB of weights, "
+          f"bandwidth bound {weight_mb / 1e3 / bandwidth * 1e3:.1f} ms")
+    print(f"      of which cache lookup {statistics.median(lookups) * 1e3:.2f} ms, "
+          f"text tower {statistics.median(texts) * 1e3:.1f} ms")
+    best = min(many)
+    print(f"{args.queries} queries on cached features: {statistics.median(many):6.2f} s median of 3 "
+          f"(best {best:.2f} s = {args.queries / best:.0f} queries/s), {CPU['many'] / len(many):.2f} s CPU; "
+          f"{gflop_many:.0f} GFLOP ({gflop_text_many:.0f} in the text tower), "
+          f"FLOP bound {gflop_many / rate:.2f} s")
     return 0
 
 

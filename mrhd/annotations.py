@@ -8,6 +8,7 @@ official hard-coded clamp).
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from mrhd.errors import MrhdError
@@ -30,7 +31,27 @@ def load_annotations(path: str | Path) -> list[dict]:
         missing = [k for k in ("qid", "vid") if k not in item]
         if missing:
             raise MrhdError(f"{path}:{n} has no {', '.join(missing)}; each line needs qid and vid")
+        problem = window_problem(item.get("relevant_windows"))
+        if problem:
+            raise MrhdError(f"{path}:{n}: qid {item['qid']}: {problem}; fix that line "
+                            "(relevant_windows is a list of [start, end] in seconds, start <= end)")
     return [item for _, item in rows]
+
+
+def window_problem(windows) -> str | None:
+    """Why ``relevant_windows`` cannot be a label (None: absent or fine). Checked when the file is
+    read, because a reversed window otherwise fails deep inside the loss with a traceback."""
+    if windows is None:
+        return None
+    if not isinstance(windows, list):
+        return f"relevant_windows is {windows!r}, not a list of windows"
+    for i, w in enumerate(windows):
+        if not isinstance(w, list | tuple) or len(w) != 2 or not all(
+                isinstance(x, int | float) and not isinstance(x, bool) and math.isfinite(x) for x in w):
+            return f"window {i} {w!r} is not [start, end] in seconds"
+        if w[0] > w[1]:
+            return f"window {i} {list(w)} has start > end"
+    return None
 
 
 def annotation_kind(meta: dict) -> str:

@@ -1,7 +1,8 @@
-"""The ``mrhd`` command: extract | predict | train | eval | weights.
+"""The ``mrhd`` command: extract | predict | serve | train | eval | weights.
 
 Each subcommand lives in ``mrhd/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; this module only wires them together and turns user errors into one line.
+:func:`demo` is ``./run.sh demo``: ``mrhd predict`` with a generated sample video and a default query.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+from pathlib import Path
 
 from mrhd import __version__
 from mrhd.errors import MrhdError
@@ -16,6 +18,7 @@ from mrhd.errors import MrhdError
 COMMANDS = {
     "extract": "decode videos and write per-clip encoder features to HDF5 stores",
     "predict": "find the moments of a video that match a sentence, and its saliency curve",
+    "serve": "a web page on a warm model: upload a video, type queries, click the moments",
     "train": "train a grounding model on features from the store",
     "eval": "score a prediction file with the official metrics",
     "weights": "list, download, convert and inspect checkpoints",
@@ -56,6 +59,47 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"mrhd {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+DEMO_VIDEO = "out/sample.mp4"
+DEMO_QUERY = "a white bar sweeps across a colourful screen"
+
+
+def demo_argv(args: list[str]) -> list[str]:
+    """``./run.sh demo [VIDEO] [QUERY...] [predict flags]`` as ``mrhd predict`` arguments: flags may
+    come first, and a missing video or query gets the demo's own. Which flags take a value is read
+    off predict's parser, so the two never disagree."""
+    predict = build_parser()._subparsers._group_actions[0].choices["predict"]
+    takes_value = {opt for action in predict._actions if action.nargs != 0 for opt in action.option_strings}
+    positional, options = [], []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if arg == "--":
+            positional += args[i + 1:]
+            break
+        if arg.startswith("-") and len(arg) > 1:
+            options.append(arg)
+            if arg in takes_value and i + 1 < len(args):
+                options.append(args[i + 1])
+                i += 1
+        else:
+            positional.append(arg)
+        i += 1
+    video, queries = (positional[0], positional[1:]) if positional else (DEMO_VIDEO, [])
+    return ["predict", video, *(queries or [DEMO_QUERY]), *options]
+
+
+def demo(args: list[str]) -> int:
+    """``./run.sh demo``: write the sample video when the default one is used and missing, then run
+    ``mrhd predict`` (see :func:`demo_argv`)."""
+    argv = demo_argv(args)
+    if argv[1] == DEMO_VIDEO and not Path(DEMO_VIDEO).is_file() and not {"-h", "--help"} & set(argv):
+        from mrhd.extract.synthetic import write_video
+
+        write_video(DEMO_VIDEO, duration=40)
+        print(f"wrote sample video {DEMO_VIDEO} (40 s, generated)")
+    return main(argv)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import math
 import os
 import secrets
 from collections.abc import Callable, Iterable, Iterator
@@ -76,7 +77,40 @@ def jsonl_text(rows: Iterable[dict]) -> str:
     return "".join(json.dumps(row) + "\n" for row in rows)
 
 
+def json_safe(value):
+    """``value`` with every NaN or infinite float (an empty length range in the metrics) replaced by
+    None, at any depth: ``json.dumps`` would write the tokens ``NaN``/``Infinity``, which strict JSON
+    parsers (``jq``, JavaScript, Go) reject."""
+    if isinstance(value, float):
+        return None if not math.isfinite(value) else value
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 # ---- atomic writes -------------------------------------------------------------------------------
+def check_writable(path: str | Path, what: str = "output", *, make_parents: bool = False) -> Path:
+    """Fail with one line before any work when ``path`` cannot be written: a folder, a missing folder
+    (``make_parents``: the nearest existing one must be writable; the caller creates the rest when it
+    writes), or no permission. Nothing is created here."""
+    path = Path(path)
+    if path.is_dir():
+        raise MrhdError(f"{what} path {path} is a folder; give a file name")
+    parent = path.parent
+    if make_parents:
+        while not parent.exists() and parent != parent.parent:
+            parent = parent.parent
+    if parent.exists() and not parent.is_dir():
+        raise MrhdError(f"cannot write {what} {path}: {parent} is a file, not a folder; choose another path")
+    if not parent.is_dir():
+        raise MrhdError(f"cannot write {what} {path}: folder {parent} does not exist; create it first")
+    if not os.access(parent, os.W_OK | os.X_OK) or (path.exists() and not os.access(path, os.W_OK)):
+        raise MrhdError(f"cannot write {what} {path}: permission denied; choose another location")
+    return path
+
+
 def _new_file_beside(path: Path, prefix: str) -> tuple[int, Path]:
     """An empty file next to ``path`` that did not exist before, mode 0o666 minus the umask."""
     while True:

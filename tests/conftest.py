@@ -66,6 +66,26 @@ def fixture_cases(subdir: str, required_file: str | None = None) -> list:
     return [pytest.param(p, id=p.name) for p in cases] or [pytest.param(base, id=f"empty-{subdir}")]
 
 
+# Model fixture sets: the checked ones and staging/ (models whose tests are new); both are discovered.
+MODEL_FIXTURE_SETS = ("models", "staging/models")
+
+
+def model_fixture_cases(required_file: str | None = None) -> list:
+    """Case folders of every model fixture set under ``$MRHD_FIXTURES`` (see
+    :data:`MODEL_FIXTURE_SETS`), as pytest params; ids are the folder names (``staging-<name>`` for
+    staging). Where no set exists, one param that skips (fails under CI=true) says so."""
+    base = _fixtures_dir()
+    params = []
+    for subdir in MODEL_FIXTURE_SETS:
+        folder = base / subdir
+        if not folder.is_dir():
+            continue
+        prefix = "" if subdir == "models" else subdir.split("/")[0] + "-"
+        params += [pytest.param(p, id=prefix + p.name) for p in sorted(folder.iterdir())
+                   if p.is_dir() and (required_file is None or (p / required_file).exists())]
+    return params or [pytest.param(base / "models", id="missing-models")]
+
+
 def open_case(case: Path, required_file: str) -> Path:
     """Inside a test: the case folder, or skip/fail where it (or its key file) is missing."""
     require_dir(case, f"fixture folder {case.name}")

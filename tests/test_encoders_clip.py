@@ -226,3 +226,48 @@ def test_default_weights_come_from_the_registry_cache(tmp_path, monkeypatch):
     assert torch.equal(enc.model.visual.proj, source.visual.proj)
     with pytest.raises(MrhdError):
         build_encoder("clip", weights="no-such-weights-id")
+
+
+@pytest.mark.parametrize("size", ["tiny", pytest.param("full", marks=pytest.mark.slow)])
+def test_text_tower_runs_on_the_real_length_and_equals_the_77_position_run(size):
+    """The tower is causal: a batch runs only as far as its longest EOT, with the same features
+    (to fp tolerance) as the run over all 77 positions that Moment-DETR's extractor made."""
+    enc = build_encoder("clip_text", random_weights=True, size=size)
+    texts = ["a man opens the fridge", "dog", "a white bar sweeps across a colourful screen, then stops"]
+    lengths = [len(enc.tokenizer.encode(t)) + 2 for t in texts]
+    positions = []
+    hook = enc.model.transformer.register_forward_pre_hook(lambda _m, args: positions.append(args[0].shape[1]))
+    try:
+        out = enc.encode_texts(texts)
+    finally:
+        hook.remove()
+    assert positions == [max(lengths)] and max(lengths) < 20   # one run, not 77 positions
+    tokens = enc.tokenize(texts)
+    with torch.no_grad():
+        full_run = enc.token_states(tokens)          # all 77 positions
+        pooled_ref = enc.model.encode_text(tokens)   # open_clip's own 77-position forward
+    assert full_run.shape[1] == 77
+    for i, (toks, pooled) in enumerate(out):
+        assert toks.shape == (lengths[i], enc.dim)
+        torch.testing.assert_close(toks, full_run[i, : lengths[i]], atol=2e-5, rtol=1e-5)
+        torch.testing.assert_close(pooled, pooled_ref[i], atol=2e-5, rtol=1e-5)
+
+
+def test_text_batches_are_grouped_by_length(text_encoder, monkeypatch):
+    """More texts than one batch holds: each batch runs to its own longest text, and every text
+    gets the features it has alone."""
+    monkeypatch.setattr(clip_mod, "TEXT_BATCH", 2)
+    texts = ["dog", "a man is cooking pasta in a small kitchen while the dog waits", "a cat", "red car"]
+    positions = []
+    hook = text_encoder.model.transformer.register_forward_pre_hook(
+        lambda _m, args: positions.append(args[0].shape[1]))
+    try:
+        together = text_encoder.encode_texts(texts)
+    finally:
+        hook.remove()
+    lengths = sorted(len(text_encoder.tokenizer.encode(t)) + 2 for t in texts)
+    assert positions == [lengths[1], lengths[3]]
+    for text, (toks, pooled) in zip(texts, together):
+        alone_toks, alone_pooled = text_encoder.encode_texts([text])[0]
+        torch.testing.assert_close(toks, alone_toks, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(pooled, alone_pooled, atol=1e-5, rtol=1e-5)

@@ -344,7 +344,7 @@ def test_mismatched_checkpoints_are_refused(tmp_path):
         bad = dict(state, **{"vision_encoder.cls_token": torch.zeros(1, 1, 1408)})
         build_encoder("internvideo2", weights=str(_write(bad, tmp_path / "bad.pt")), size="tiny")
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
-    with pytest.raises(MrhdError, match="not a readable"):
+    with pytest.raises(MrhdError, match="not an InternVideo2 checkpoint at all: it is a text file"):
         build_encoder("internvideo2", weights=str(tmp_path / "junk.pt"), size="tiny")
     torch.save({"model": {"encoder.weight": torch.zeros(1)}}, tmp_path / "other.pt")
     with pytest.raises(MrhdError, match="not an InternVideo2 checkpoint"):

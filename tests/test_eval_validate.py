@@ -98,7 +98,7 @@ def test_wrong_ground_truth_file_is_named():
     # an unlabelled release (QVHighlights test) or another dataset's file cannot be scored against
     unlabelled = [{"qid": 1, "duration": 20}, {"qid": 2, "duration": 30}]
     issues = validate("qvhighlights", [_pred(1), _pred(2)], unlabelled)
-    assert "ground-truth line 1 has no relevant_windows" in str(issues[0])
+    assert "ground-truth line 1: qid 1: has no relevant_windows" in str(issues[0])
     assert validate("qvhighlights", [_pred(1), _pred(2)], unlabelled, labels=False) == []
     gt = _gt()
     gt[0]["relevant_clip_ids"] = [0, 10]  # clip 10 is past the 10 clips of a 20-s video

@@ -63,8 +63,9 @@ def _sources(*paths):
 def test_batches_pack_videos_and_match_direct_decoding(tmp_path, videos):
     job = _job(tmp_path, batch_size=5, chunk=2)
     summary = job.run_videos(_sources(*videos.values()))
-    assert summary.stored == 3 and summary.skipped == 0
-    # b has no audio: only its pann stream fails, with a clear reason
+    # b has no audio: only its pann stream fails, with a clear reason; b is counted as partly stored
+    assert (summary.inputs, summary.stored, summary.partial, summary.skipped, summary.failed) == (3, 2, 1, 0, 0)
+    assert summary.report().startswith("3 inputs: 2 stored, 0 already stored, 1 partly stored (a stream failed), 0 failed")
     assert [(Path(f.path).name, f.stream) for f in summary.failures] == [("b.mp4", "pann")]
     assert "no audio track" in summary.failures[0].reason
     for stream in ("clip", "slowfast", "pann"):
@@ -127,7 +128,7 @@ def test_preprocess_in_main_process_when_not_picklable(tmp_path, videos):
 @pytest.mark.slow
 def test_worker_processes_give_the_same_features(tmp_path, videos):
     summary = _job(tmp_path, num_workers=2, batch_size=4, chunk=3).run_videos(_sources(*videos.values()))
-    assert summary.stored == 3 and len(summary.failures) == 1
+    assert summary.stored == 2 and summary.partial == 1 and len(summary.failures) == 1
     assert summary.decode_s > 0
     for stream in ("clip", "slowfast"):
         store = FeatureStore(store_path(tmp_path, stream))
@@ -187,7 +188,8 @@ def test_sources_lists_and_shards(tmp_path, videos):
     dup = tmp_path / "other" / "a.mp4"
     dup.parent.mkdir()
     dup.write_bytes(videos["a"].read_bytes())
-    assert any("same video id" in r for _, r in expand_inputs([str(videos["a"]), str(dup)]).problems)
+    with pytest.raises(MrhdError, match="2 inputs would share a video id.*--video-id-from path"):
+        expand_inputs([str(videos["a"]), str(dup)])
 
 
 def test_read_queries(tmp_path):
@@ -197,10 +199,18 @@ def test_read_queries(tmp_path):
     from mrhd.extract.job import Summary
 
     summary = Summary()
-    assert read_queries(ann, summary) == [("1", "a dog runs"), ("3", "a cat")]
-    assert len(summary.failures) == 2
+    assert [row[:2] for row in read_queries(ann, summary)] == [("1", "a dog runs"), ("3", "a cat")]
+    assert [Path(f.path).name for f in summary.query_failures] == ["ann.jsonl:2", "ann.jsonl:3"]
     with pytest.raises(MrhdError, match="empty"):
         read_queries(ann)
+    # several files: a qid seen again with the same text is one query, with another text a problem
+    other = tmp_path / "val.jsonl"
+    other.write_text('{"qid": 3, "query": "a cat"}\n{"qid": 1, "query": "a bird"}\n{"qid": 4, "query": "rain"}\n')
+    summary = Summary()
+    assert [row[:2] for row in read_queries([ann, other], summary)] == [("1", "a dog runs"), ("3", "a cat"),
+                                                                        ("4", "rain")]
+    clash = [f for f in summary.query_failures if f.path.endswith("val.jsonl:2")]
+    assert len(clash) == 1 and "another query at" in clash[0].reason and "ann.jsonl:1" in clash[0].reason
 
 
 # ------------------------------------------------------------------------- the command line
@@ -221,7 +231,7 @@ def test_cli_queries_and_real_clip_encoder(tmp_path, videos, capsys):
                "--batch-size", "4"])
     stdout = capsys.readouterr().out
     assert rc == 0, stdout
-    assert "stored 2 video(s)" in stdout and "2 queries" in stdout
+    assert "2 inputs: 2 stored" in stdout and "2 queries" in stdout
     enc = build_encoder("clip", random_weights=True, size="tiny")
     store = FeatureStore(out / "clip.h5")
     assert store.info["weights"] == "random" and store.info["recipe"] == json.loads(enc.info.recipe_json())
@@ -278,7 +288,7 @@ def test_cli_text_streams_take_the_video_weights_and_only_shard_0_writes_them(tm
     assert rc == 0, stdout
     assert built == {"clip": "/m/ViT-B-32.pt", "clip_text": "/m/ViT-B-32.pt", "internvideo2": "/m/iv2.pt",
                      "internvideo2_text": "/m/iv2-text.pt"}
-    assert "stored 1 video(s)" in stdout and "shard 1/2 leaves the text stores to shard 0" in stdout
+    assert "1 input: 1 stored" in stdout and "shard 1/2 leaves the text stores to shard 0" in stdout
     assert sorted(p.name for p in out.glob("*.h5")) == ["clip.h5", "internvideo2.h5"]
     parser = argparse.ArgumentParser()
     add_arguments(parser)

@@ -1,22 +1,28 @@
 """``mrhd extract --ray``: the cluster job writes the store the local job writes (every array byte for
-byte), keeps going when a worker process or a whole node is killed, and resumes after its driver is
-killed.
+byte, every attribute: the files' provenance, the decoded durations), prints the same summary, keeps
+going when a worker process or a whole node is killed, resumes after its driver is killed, and
+shares the list with another driver on the same folder.
 
 The cluster is real and local: a head node and two worker nodes (separate raylets with their own
 object stores) on loopback, started here and shut down after the module. Encoders are tiny
-random-weight CLIP and PANN models in CPU actors; the videos are generated, one of them broken.
+random-weight CLIP and PANN models in CPU actors; the videos are generated, one of them broken and
+one cut short (it decodes shorter than its header says).
 """
 
 from __future__ import annotations
 
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
 import h5py
+import numpy as np
 import pytest
 import torch
 
@@ -32,6 +38,8 @@ ROOT = Path(__file__).resolve().parents[1]
 STREAMS = ("clip", "pann")
 BATCH = 3  # clips of consecutive videos share batches
 DURATIONS = (5.0, 3.0, 6.5, 4.0, 7.0, 2.5, 5.5)
+STORED = len(DURATIONS) + 1  # and the video cut short
+INPUTS = STORED + 1  # and the broken one
 # the command every cluster run of this module gives (each actor 1 CPU and so 1 torch thread)
 ARGS = ["--encoders", ",".join(STREAMS), "--random-weights", "--encoder-size", "tiny", "--batch-size", str(BATCH),
         "--ray-cpus-per-actor", "1", "--no-progress"]
@@ -55,6 +63,8 @@ def videos(tmp_path_factory) -> Path:
     for i, duration in enumerate(DURATIONS):
         write_video(d / f"v{i}.mp4", duration=duration, fps=10, width=96, height=64)
     write_broken(d / "v9_truncated.mp4", "truncated", source=d / "v2.mp4")
+    with tempfile.TemporaryDirectory() as tmp:  # its helper files stay out of the folder
+        shutil.copy(write_broken(Path(tmp) / "v8_cut.mp4", "cut_faststart"), d / "v8_cut.mp4")
     return d
 
 
@@ -67,8 +77,9 @@ def queries(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def local_store(videos, queries, tmp_path_factory) -> Path:
-    """The local job's store: decoding inline, one torch thread (as each actor here)."""
-    out = tmp_path_factory.mktemp("local-store")
+    """The local job's store (its summaries beside it, ``report-*.txt``): decoding inline, one torch
+    thread (as each actor here)."""
+    out = tmp_path_factory.mktemp("local") / "store"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -76,11 +87,16 @@ def local_store(videos, queries, tmp_path_factory) -> Path:
         text = [build_encoder("clip_text", random_weights=True, size="tiny")]
         job = ExtractJob(encoders, out, text_encoders=text, batch_size=BATCH, num_workers=0, progress=False)
         summary = job.run_videos(expand_inputs([str(videos)]).sources)
-        job.run_queries(queries)
+        (out.parent / "report-videos.txt").write_text(summary.report() + "\n")
+        job.run_queries([queries])
     finally:
         torch.set_num_threads(threads)
-    assert summary.stored == len(DURATIONS) and summary.failed_paths == [str(videos / "v9_truncated.mp4")]
-    assert summary.queries == 2
+    assert (summary.inputs, summary.stored, summary.failed, summary.queries) == (INPUTS, STORED, 1, 2)
+    assert {f.path for f in summary.failures} == {str(videos / "v9_truncated.mp4")}
+    assert [w.path for w in summary.warnings] == [str(videos / "v8_cut.mp4")]
+    # the duration stored is the decoded one, not the header's 12 s
+    assert FeatureStore(store_path(out, "clip")).read_attrs("v8_cut")["duration"] < 9.0
+    (out.parent / "report-queries.txt").write_text(summary.report() + "\n")
     return out
 
 
@@ -188,21 +204,38 @@ def _ray_processes(title: str) -> list[int]:
     return pids
 
 
+def _attrs(obj) -> dict:
+    """An HDF5 object's attributes as plain Python values (comparable with ==)."""
+    return {k: v.tolist() if isinstance(v, np.ndarray | np.generic) else v for k, v in obj.attrs.items()}
+
+
+def _objects(f: h5py.File) -> dict[str, h5py.HLObject]:
+    """Every group and dataset of a file by its path."""
+    found: dict[str, h5py.HLObject] = {}
+    f.visititems(lambda name, obj: found.setdefault(name, obj) and None)
+    return found
+
+
 def assert_same_store(got: Path, want: Path, streams=STREAMS) -> None:
-    """Same entries, same root and entry attributes, every array equal byte for byte."""
+    """The same groups and datasets, every array equal byte for byte, every attribute equal (the
+    file's, each group's and each entry's: provenance, durations, recipe)."""
     for stream in streams:
         with h5py.File(got / f"{stream}.h5", "r") as g, h5py.File(want / f"{stream}.h5", "r") as w:
-            assert sorted(g) == sorted(w), stream
-            assert {k: str(v) for k, v in g.attrs.items()} == {k: str(v) for k, v in w.attrs.items()}
-            names = [f"{k}/{sub}" if isinstance(v, h5py.Group) else k for k, v in w.items()
-                     for sub in (v if isinstance(v, h5py.Group) else [None])]
-            assert len(names) == len([1 for k, v in g.items() for _ in (v if isinstance(v, h5py.Group) else [0])])
-            for name in names:
-                a, b = g[name][()], w[name][()]
-                assert a.dtype == b.dtype and a.shape == b.shape, (stream, name)
-                assert a.tobytes() == b.tobytes(), f"{stream}/{name}: arrays differ"
-                assert dict(g[name].attrs) == dict(w[name].attrs), (stream, name)
+            assert _attrs(g) == _attrs(w), stream
+            objects, expected = _objects(g), _objects(w)
+            assert sorted(objects) == sorted(expected), stream
+            for name, b in expected.items():
+                a = objects[name]
+                assert _attrs(a) == _attrs(b), (stream, name)
+                if isinstance(b, h5py.Dataset):
+                    assert a.dtype == b.dtype and a.shape == b.shape, (stream, name)
+                    assert a[()].tobytes() == b[()].tobytes(), f"{stream}/{name}: arrays differ"
         assert not list((got / f".{stream}.parts").glob("*.h5")), "parts left uncommitted"
+
+
+def local_report(local_store: Path, queries: bool = False) -> str:
+    """The local job's summary, as ``mrhd extract`` prints it (with ``--queries`` or without)."""
+    return (local_store.parent / f"report-{'queries' if queries else 'videos'}.txt").read_text()
 
 
 # ------------------------------------------------------------------------------------- no cluster
@@ -269,10 +302,17 @@ def test_cluster_store_equals_the_local_job(cluster, videos, queries, local_stor
     out = tmp_path / "ray"
     rc, stdout, stderr = _finish(_extract(videos, out, cluster.address, "--queries", str(queries)))
     assert rc == 1, stderr[-3000:]  # the broken video fails, the rest is stored
-    assert f"stored {len(DURATIONS)} video(s), skipped 0 already stored, failed 1; 2 queries encoded" in stdout
-    assert "FAILED" in stdout and "v9_truncated.mp4 [clip,pann]" in stdout
+    # the same summary, line for line: counts, the failed file with its reason, the file cut short
+    assert stdout == local_report(local_store, queries=True), stdout
+    assert stdout.startswith(f"{INPUTS} inputs: {STORED} stored, 0 already stored, 1 failed; 2 queries encoded")
+    assert "FAILED" in stdout and "v9_truncated.mp4 [clip,pann]" in stdout and "WARNING" in stdout
     assert "3 node(s)" in stderr and "1 actor(s) of 1 CPU per encoder" in stderr
     assert_same_store(out, local_store, STREAMS + ("clip_text",))
+    # each entry names its file as the driver sees it, as the local job's does (a re-run trusts it)
+    source = FeatureStore(store_path(out, "clip")).source_of("v0")
+    assert source["path"] == str((videos / "v0.mp4").resolve()) and len(source["sha256"]) == 64
+    rc, stdout, _ = _finish(_extract(videos, out, cluster.address))
+    assert stdout.startswith(f"{INPUTS} inputs: 0 stored, {STORED} already stored, 1 failed"), stdout
 
 
 @pytest.mark.slow
@@ -300,7 +340,7 @@ def test_killed_workers_are_redone_and_nothing_is_lost_or_doubled(cluster, video
     assert "ray::EncoderActor" in killed, "no encoder actor process found mid-run"
     rc, stdout, stderr = _finish(proc)
     assert rc == 1, stderr[-3000:]
-    assert f"stored {len(DURATIONS)} video(s), skipped 0 already stored, failed 1" in stdout, (killed, stdout)
+    assert stdout == local_report(local_store), (killed, stdout)
     # the redone batches were packed as before: the store is still the local job's, byte for byte
     assert_same_store(out, local_store)
 
@@ -316,8 +356,79 @@ def test_killed_driver_resumes(cluster, videos, local_store, tmp_path):
     assert 1 <= done < len(DURATIONS), "the driver was not killed mid-run"
     rc, stdout, stderr = _finish(_extract(videos, out, cluster.address))
     assert rc == 1, stderr[-3000:]
-    assert (f"stored {len(DURATIONS) - done} video(s), skipped {done} already stored, failed 1") in stdout
+    assert stdout.startswith(f"{INPUTS} inputs: {STORED - done} stored, {done} already stored, 1 failed"), stdout
     assert_same_store(out, local_store)
+
+
+def _counts(head: str) -> dict[str, int]:
+    """The summary's first line as ``{category: count}``, with ``inputs``."""
+    inputs, rest = head.split(" inputs: ", 1)
+    return {"inputs": int(inputs)} | {name: int(n) for n, name in re.findall(r"(\d+) ([a-z][a-z ]*?)(?=,|;|$| \()", rest)}
+
+
+@pytest.mark.slow
+def test_two_drivers_on_one_folder_share_the_list(cluster, videos, local_store, tmp_path):
+    """Two drivers started together on one output folder (each with its own actors): every video is
+    stored by exactly one of them (claims, as between local runs), each summary counts every input
+    once, and the store holds what the local job computes (to rounding: which clips share a batch
+    now depends on which driver took which video)."""
+    out = tmp_path / "ray"
+    # half a CPU per actor: the two drivers' actors leave two CPUs of the cluster for decoding
+    procs = [_extract(videos, out, cluster.address, "--num-workers", "1", "--ray-cpus-per-actor", "0.5")
+             for _ in range(2)]
+    heads = []
+    for proc in procs:
+        rc, stdout, stderr = _finish(proc)
+        assert rc == 1, stderr[-3000:]  # each tried the broken video
+        heads.append(_counts(stdout.splitlines()[0]))
+    for counts in heads:
+        assert counts["inputs"] == INPUTS and counts["failed"] == 1, heads
+        assert counts["stored"] + counts["already stored"] + counts.get("stored by another run", 0) == STORED, heads
+    assert sum(c["stored"] for c in heads) == STORED, heads  # nothing done twice
+    print("stored by each driver:", [c["stored"] for c in heads])
+    with h5py.File(out / "clip.h5", "r") as g, h5py.File(local_store / "clip.h5", "r") as w:
+        assert sorted(g) == sorted(w)
+    for stream in STREAMS:
+        got, want = FeatureStore(store_path(out, stream)), FeatureStore(store_path(local_store, stream))
+        for vid in want.video_ids():
+            assert got.read_attrs(vid) == want.read_attrs(vid), (stream, vid)
+            np.testing.assert_allclose(got.read(vid).astype(np.float32), want.read(vid).astype(np.float32),
+                                       rtol=1e-2, atol=1e-3, err_msg=f"{stream}/{vid}")
+        assert not list((out / f".{stream}.parts").glob("*.claim")), "claims left behind"
+
+
+@pytest.mark.slow
+def test_a_video_another_run_holds_is_waited_for_then_taken_over(cluster, videos, local_store, tmp_path):
+    """Another run (this test) holds the claim of v3: the driver leaves it, stores the rest, says it
+    waits, and takes v3 over once the other run lets go without storing it (it failed, or died)."""
+    from mrhd.extract.claims import try_claim
+
+    out = tmp_path / "ray"
+    held = []
+    for stream in STREAMS:
+        store = FeatureStore(store_path(out, stream), "a", build_encoder(stream, random_weights=True, size="tiny").info)
+        held.append(try_claim(store.claim_path("v3")))
+    proc = _extract(videos, out, cluster.address, "--num-workers", "1")
+    try:
+        for line in proc.stderr:  # the driver's log, line by line, until it waits
+            if "waiting for another run" in line:
+                assert f"(pid {os.getpid()})" in line and "1 video(s)" in line, line
+                break
+        else:
+            pytest.fail(f"the driver did not wait for v3: {proc.communicate()}")
+        stored = _stored_in_every_stream(out) | set.intersection(*(_parts(out, s) for s in STREAMS))
+        assert "v3" not in stored and len(stored) == STORED - 1, stored  # the rest is done first
+    finally:
+        for claim in held:
+            claim.release()
+    rc, stdout, stderr = _finish(proc)
+    assert rc == 1, stderr[-3000:]
+    assert stdout.startswith(f"{INPUTS} inputs: {STORED} stored, 0 already stored, 1 failed"), stdout
+    # v3 was encoded alone in its batches here: the same features to rounding, the same attributes
+    got, want = FeatureStore(store_path(out, "clip")), FeatureStore(store_path(local_store, "clip"))
+    assert got.video_ids() == want.video_ids() and got.read_attrs("v3") == want.read_attrs("v3")
+    np.testing.assert_allclose(got.read("v3").astype(np.float32), want.read("v3").astype(np.float32),
+                               rtol=1e-2, atol=1e-3)
 
 
 @pytest.mark.slow
@@ -333,5 +444,5 @@ def test_a_lost_node_is_redone_on_the_others(cluster, videos, local_store, tmp_p
     cluster.add_node(num_cpus=2, object_store_memory=80 * MIB)
     rc, stdout, stderr = _finish(proc)
     assert rc == 1 and not _running(raylet), stderr[-3000:]
-    assert f"stored {len(DURATIONS)} video(s), skipped 0 already stored, failed 1" in stdout, stdout
+    assert stdout == local_report(local_store), stdout
     assert_same_store(out, local_store)

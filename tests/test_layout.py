@@ -36,7 +36,7 @@ FORBIDDEN = {
 HELPERS = {
     "read_jsonl": "mrhd.io", "read_jsonl_numbered": "mrhd.io", "jsonl_text": "mrhd.io",
     "write_atomic": "mrhd.io", "atomic_open": "mrhd.io", "atomic_path": "mrhd.io", "fsync_dir": "mrhd.io",
-    "file_sha256": "mrhd.io",
+    "file_sha256": "mrhd.io", "json_safe": "mrhd.io", "check_writable": "mrhd.io",
     "parse_device": "mrhd.devices",
     "config_dir": "mrhd.paths",
     "load_checkpoint": "mrhd.weights.checkpoint", "unwrap_state_dict": "mrhd.weights.checkpoint",

@@ -16,6 +16,7 @@ from mrhd.models.spans import (
     span_xx_to_cxw,
     temporal_iou,
 )
+from mrhd.weights.checkpoint import load_checkpoint
 from tests.helpers.model_fixtures import masked_batch, params_without_grad
 
 MODELS = ("moment_detr", "qd_detr", "tr_detr")
@@ -291,7 +292,7 @@ def test_official_checkpoint_format_round_trip(name, tmp_path):
     model = spec.build(spec.config_from_opt(opt)).eval()
     path = tmp_path / "model_best.ckpt"
     torch.save({"model": model.state_dict(), "optimizer": None, "epoch": 3, "opt": argparse.Namespace(**opt)}, path)
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_checkpoint(path)   # the safe loader: the options Namespace is on its allow-list
     again = spec.build(spec.config_from_opt(vars(ckpt["opt"]))).eval()
     again.load_state_dict(ckpt["model"], strict=True)
     inputs = batch()

@@ -1,12 +1,13 @@
 """MESM: registration and configs, shapes and masks, padding and batch invariance, the frozen CLIP
-text tower fed ids, every trainable parameter learning, checkpoints, and a short `mrhd train` run.
-No fixture exists for MESM (docs/MODELS.md); these are properties of the model itself."""
+text tower fed ids, every trainable parameter learning, checkpoints, and a short `mrhd train` run:
+properties of the model itself (its equality with the authors' code: test_models_mesm_fidelity.py)."""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -66,20 +67,24 @@ def test_registered_with_official_configs():
     cfg = make_config("mesm", model_defaults("mesm"))
     assert (cfg.v_feat_dim, cfg.t_feat_dim) == (profile.video_dim, profile.text_dim)
     assert (cfg.vocab_size, cfg.num_recss_layers, cfg.loss_recfw_coef, cfg.use_triplet) == (5000, 4, 0.5, True)
-    # the official Charades json (config/charades/C+SF_C.json), as config_from_opt reads it
-    charades = config_from_opt({"v_feat_dim": 2816, "use_tef": True, "t_feat_dim": 512, "max_words_l": 16,
+    # the official Charades options (config/charades/C+SF_C.json) as parse() saves them: v_feat_dim
+    # 2816 + 2 for tef (utils/config.py:242), dataset_name charades (own-video SS-MESM)
+    charades = config_from_opt({"dataset_name": "charades", "v_feat_dim": 2818, "use_tef": True, "t_feat_dim": 512, "max_words_l": 16,
                                 "max_video_l": 194, "clip_len": 1, "vocab_size": 1111, "use_triplet": False,
                                 "loss_saliency_coef": 4, "loss_recfw_coef": 0.1, "num_recss_layers": 4,
                                 "span_loss_type": "l1", "position_embedding": "sine", "tokenizer_type": "CLIP"})
     assert (charades.v_feat_dim, charades.max_q_l, charades.max_v_l, charades.lw_saliency) == (2818, 16, 194, 4)
+    assert not charades.youtube_groups and charades.text_input == "clip_states"
     yaml_cfg = make_config("mesm", model_defaults("mesm_charades"))
     for key in ("v_feat_dim", "max_q_l", "max_v_l", "clip_length", "vocab_size", "use_triplet", "lw_saliency",
-                "loss_recfw_coef", "num_recss_layers"):
+                "loss_recfw_coef", "num_recss_layers", "youtube_groups"):
         assert getattr(yaml_cfg, key) == getattr(charades, key), key
     train = load_train_config("mesm")   # official C+SF_C.json training options
     assert (train.lr, train.batch_size, train.lr_drop, train.lr_gamma, train.grad_clip) == (2e-4, 12, 400, 0.5, 0.1)
     with pytest.raises(MrhdError, match="GloVe"):
         config_from_opt({"tokenizer_type": "GloVeSimple"})
+    stored = config_from_opt({"tokenizer_type": "GloVeNLTK", "load_vocab_pkl": True, "vocab_size": 40})
+    assert stored.text_input == "word_features" and stored.num_word_classes == 41
     with pytest.raises(MrhdError, match="share_MLP"):
         build(tiny(share_MLP=False))
 
@@ -169,11 +174,16 @@ def test_video_groups_steer_negatives_and_rec_ss_positives():
     cfg = tiny()
     model, crit = build(cfg), build_criterion(cfg)
     group = torch.tensor([0, 0, 1, 2])
-    model.train()
-    for _ in range(20):
-        neg = model.negative_index(group)
-        assert (group[neg] != group).all()
-    assert model.eval().negative_index(group).tolist() == [1, 2, 3, 0]
+    for mode in (True, False):   # the official draws negatives in eval too (sample_outclass_neg)
+        model.train(mode)
+        for _ in range(20):
+            neg = model.negative_index(group)
+            assert (group[neg] != group).all()
+    assert model.negative_index(torch.tensor([0, 0])).tolist() == [1, 0]   # one group: the next query
+    # QVHighlights vids group by YouTube id; without youtube_groups by vid
+    vids = ["yt_a_0.0_150.0", "yt_a_150.0_300.0", "other_0.0_10.0"]
+    assert model.video_groups(vids, 3, "cpu").tolist() == [0, 0, 1]
+    assert build(tiny(youtube_groups=False)).video_groups(vids, 3, "cpu").tolist() == [0, 1, 2]
     inputs = batch(cfg, video_lengths=(9, 9, 9), text_lengths=(4, 3, 5))
     inputs["src_vid"][1] = inputs["src_vid"][0]
     tg = targets_for(3, 9)
@@ -218,7 +228,7 @@ def test_word_masking_and_moment_clip_mask():
     weight[:, 0] = 0
     weight[0, 8] = 0
     for seed in range(5):
-        masked = mask_words(words_mask, weight, torch.Generator().manual_seed(seed))
+        masked = mask_words(words_mask, weight, np.random.RandomState(seed))
         assert masked[0].sum() == 3 and not masked[0, [0, 8]].any() and not masked[0, 9:].any()
         assert masked[1].tolist() == [False, True] + [False] * 10
     vmask = torch.tensor([[1.0] * 10, [1.0] * 5 + [0.0] * 5])
@@ -335,7 +345,7 @@ def test_official_checkpoint_converts(tmp_path):
     summary = convert_checkpoint(tmp_path / "best.ckpt", tmp_path / "mesm.ckpt", model="mesm")
     assert summary["profile"] == "mesm"
     ckpt = load_checkpoint(tmp_path / "mesm.ckpt")
-    assert ckpt["config"]["v_feat_dim"] == 24 and ckpt["config"]["vocab_size"] == 12
+    assert ckpt["config"]["v_feat_dim"] == 22 and ckpt["config"]["vocab_size"] == 12   # as parse() saved it
     model = build(make_config("mesm", ckpt["config"])).eval()
     model.load_state_dict(ckpt["state_dict"], strict=True)
     inputs = batch(model.cfg)
@@ -347,7 +357,6 @@ def test_official_checkpoint_converts(tmp_path):
 def test_stored_clip_text_features_equal_the_token_id_path():
     """The profile ``mesm`` assembles stored ``clip_text`` states into what the frozen tower gives
     the model from ids (queries within 32 tokens), so both inputs predict the same."""
-    import numpy as np
 
     from mrhd.encoders.clip import build_clip_text
 

@@ -199,3 +199,74 @@ def test_models_on_their_own_profiles_predict(tmp_path, model, profile):
     for p in pred.predict(feats, QUERIES):
         assert p.model == model
         _check(p, feats.duration, feats.n_clips)
+
+
+@pytest.mark.slow
+def test_a_cached_run_builds_no_video_encoder(tmp_path, video, monkeypatch):
+    """Warm predict: the features are in the cache, so no video encoder is built (building the
+    released ones loads hundreds of MB); the text encoder still is, for the queries."""
+    import mrhd.encoders.factory as factory
+
+    built = []
+    real = factory.build_encoder
+    monkeypatch.setattr(factory, "build_encoder", lambda name, **k: built.append(name) or real(name, **k))
+    cache = tmp_path / "cache"
+    cold = Predictor.from_pretrained("random", encoder_size="tiny", cache=cache, random_config=SMALL)
+    first = cold.predict(cold.encode_video(video), QUERIES[:1])
+    assert "clip" in built
+    built.clear()
+    warm = Predictor.from_pretrained("random", encoder_size="tiny", cache=cache, random_config=SMALL)
+    second = warm.predict(warm.encode_video(video), QUERIES[:1])
+    assert built == ["clip_text"] and not warm.video_encoders["clip"].built
+    assert first[0].to_json() == second[0].to_json()
+    # without a cache the encoder is built when the video is encoded
+    built.clear()
+    uncached = Predictor.from_pretrained("random", encoder_size="tiny", cache=False, random_config=SMALL)
+    uncached.encode_video(video)
+    assert sorted(built) == ["clip", "clip_text"]
+
+
+def _checkpoint(path, *, random_encoders: bool, size: str):
+    """A moment_detr checkpoint as `mrhd train` writes it, trained on clip features of the given
+    encoders (tiny CLIP: 32-dim video and text)."""
+    import dataclasses
+
+    from mrhd.features.profiles import load_profile
+    from mrhd.models.registry import get_spec, make_config
+    from mrhd.weights.checkpoint import save_checkpoint
+
+    dims = (("clip", 32), ("clip_text", 32)) if size == "tiny" else ()
+    prof = load_profile("clip").replace(random_encoders=random_encoders, encoder_size=size, stream_dims=dims)
+    cfg = make_config("moment_detr", None, v_feat_dim=prof.video_dim, t_feat_dim=prof.text_dim, **SMALL)
+    net = get_spec("moment_detr").build(cfg)
+    return save_checkpoint(path, model="moment_detr", config=dataclasses.asdict(cfg), state_dict=net.state_dict(),
+                           profile="clip", extra={"profile_spec": prof.to_dict()})
+
+
+def test_a_checkpoint_trained_on_tiny_random_features_rebuilds_those_encoders(tmp_path, video):
+    ckpt = _checkpoint(tmp_path / "best.ckpt", random_encoders=True, size="tiny")
+    pred = Predictor.from_pretrained(str(ckpt), cache=False)
+    assert pred.profile.random_encoders and pred.profile.encoder_size == "tiny"
+    assert pred.text_encoders["clip_text"].dim == 32 and pred.video_encoders["clip"].dim == 32
+    feats = pred.encode_video(video)
+    _check(pred.predict(feats, QUERIES[:1])[0], feats.duration, feats.n_clips)
+    same = Predictor.from_pretrained(str(ckpt), cache=False, encoder_size="tiny", random_encoders=True)
+    assert same.profile == pred.profile
+
+
+# (checkpoint's encoders, what is asked, words of the refusal)
+ENCODER_MISMATCHES = [
+    (("random", "tiny"), {"encoder_size": "full"}, "drop --encoder-size"),
+    (("random", "tiny"), {"random_encoders": False}, "released encoders give other features"),
+    (("released", "full"), {"encoder_size": "tiny"}, "--encoder-size tiny gives features it cannot read"),
+    (("random", "full"), {"encoder_size": "tiny"}, "drop --encoder-size"),
+]
+
+
+@pytest.mark.parametrize("trained, asked, words", ENCODER_MISMATCHES,
+                         ids=[f"{t[0]}-{t[1]}-{a}" for t, a, _ in ENCODER_MISMATCHES])
+def test_encoders_that_would_give_other_features_are_refused(tmp_path, trained, asked, words):
+    ckpt = _checkpoint(tmp_path / "best.ckpt", random_encoders=trained[0] == "random", size=trained[1])
+    with pytest.raises(MrhdError) as info:
+        Predictor.from_pretrained(str(ckpt), cache=False, **asked)
+    assert words in str(info.value) and "\n" not in str(info.value)

@@ -112,3 +112,44 @@ def test_corrupt_video_leaves_no_output(tmp_path, capsys, monkeypatch, tiny_enco
     rc = main(["predict", str(bad), "q", "--weights", "random", "--out", str(out)])
     _one_line_error(capsys, rc, "bad.mp4")
     assert not out.exists()
+
+
+# (name, --weights file content, what the one-line error says it is)
+NOT_CHECKPOINT_WEIGHTS = [
+    ("json", b'{"weights": "qd_detr"}\n', "it is JSON text"),
+    ("random-bytes", b"c" + bytes(range(256)) * 8, "binary data"),
+    ("empty", b"", "it is empty"),
+]
+
+
+@pytest.mark.parametrize("name, content, words", NOT_CHECKPOINT_WEIGHTS, ids=[c[0] for c in NOT_CHECKPOINT_WEIGHTS])
+def test_weights_file_that_is_no_checkpoint(video, tmp_path, capsys, name, content, words):
+    weights = tmp_path / "model.ckpt"
+    weights.write_bytes(content)
+    out = tmp_path / "p.json"
+    for argv in (["predict", str(video), "q", "--weights", str(weights), "--out", str(out)],
+                 ["weights", "info", str(weights)]):
+        line = _one_line_error(capsys, main(argv), "is not a model checkpoint at all", words, "mrhd train")
+        assert "allow-list" not in line and "weights_only" not in line
+    assert not out.exists()
+
+
+def test_random_weights_say_the_scores_are_meaningless(video, tmp_path, monkeypatch, capsys, tiny_encoders):
+    monkeypatch.setenv("MRHD_CACHE", str(tmp_path / "cache"))
+    assert main(["predict", str(video), "a white bar", "--weights", "random"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].startswith("NOTE: random weights") and "meaningless" in lines[1]
+
+
+@pytest.mark.slow
+def test_demo_with_flags_only_generates_the_sample_and_says_it_is_random(tmp_path, monkeypatch, capsys,
+                                                                        tiny_encoders):
+    """`./run.sh demo --weights random`: flags without a video once crashed with a ValueError."""
+    from mrhd.cli import DEMO_VIDEO, demo
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MRHD_CACHE", str(tmp_path / "cache"))
+    assert demo(["--weights", "random", "--top-k", "2"]) == 0
+    out = capsys.readouterr().out
+    assert f"wrote sample video {DEMO_VIDEO}" in out and "NOTE: random weights" in out and "meaningless" in out
+    assert (tmp_path / DEMO_VIDEO).is_file()

@@ -12,15 +12,19 @@ import torch
 from mrhd.errors import MrhdError
 from mrhd.features.profiles import (
     available_profiles,
+    fit_to_stores,
     l2_normalize,
     load_profile,
     open_stores,
+    profile_from_dict,
     read_text_arrays,
     read_video_arrays,
     tef,
 )
 from mrhd.features.write import write_store
-from tests.conftest import fixture_cases, open_case
+from tests.conftest import open_case
+from tests.helpers.fixture_recipe import draw_raw_features, feature_recipes, raw_lengths
+from tests.helpers.model_fixtures import model_cases
 
 # ---- helpers shared with the dataset fidelity tests ----------------------------------------
 
@@ -56,26 +60,17 @@ def fixture_profile(config: dict):
 
 
 def fixture_raw_features(case: Path, config: dict, inputs: dict) -> tuple[dict, dict]:
-    """The raw per-stream features the fixture was made from (README "Fake QVHighlights data"):
-    torch.manual_seed(1), then per sample randn(L, 2304) SlowFast, randn(L, 512) CLIP,
-    randn(Lq, 512) CLIP text; BLIP-2 streams (VideoLights) after torch.manual_seed(11):
-    randn(L, 768) video and randn(Lq + 2, 768) text per sample."""
-    anns = config["fixture_annotations"]
-    v_lens = inputs["src_vid_mask"].sum(1).long().tolist()
-    q_lens = inputs["src_txt_mask"].sum(1).long().tolist()
+    """The raw per-stream features the fixture was made from, replayed from the recipe its own files
+    state (config.json ``seeds`` / README, :mod:`tests.helpers.fixture_recipe`) with the raw lengths
+    it states (``raw_txt_lens``; video clips from the annotations' durations)."""
+    kw = config["dataset_kwargs"]
+    valid_text = inputs["src_txt_mask"].sum(1).long().tolist()
+    video_lens, text_lens = raw_lengths(config, valid_text, float(kw["clip_len"]), kw.get("max_q_l"))
+    videos, texts = draw_raw_features(feature_recipes(case, config), config["fixture_annotations"],
+                                      video_lens, text_lens)
     video_streams, text_streams = fixture_streams(config)
-    videos: dict[str, dict] = {s: {} for s in video_streams}
-    texts: dict[str, dict] = {s: {} for s in text_streams}
-    torch.manual_seed(1)
-    for ann, lv, lq in zip(anns, v_lens, q_lens):
-        videos["slowfast"][ann["vid"]] = torch.randn(lv, 2304).numpy()
-        videos["clip"][ann["vid"]] = torch.randn(lv, 512).numpy()
-        texts["clip_text"][ann["qid"]] = torch.randn(lq, 512).numpy()
-    if "blip2" in videos:
-        torch.manual_seed(11)
-        for ann, lv, lq in zip(anns, v_lens, q_lens):
-            videos["blip2"][ann["vid"]] = torch.randn(lv, 768).numpy()
-            texts["blip2_text"][ann["qid"]] = torch.randn(lq + 2, 768).numpy()
+    assert set(videos) == set(video_streams) and set(texts) == set(text_streams), \
+        f"the recipe draws {sorted(videos)} / {sorted(texts)}, the loader reads {video_streams} / {text_streams}"
     return videos, texts
 
 
@@ -169,10 +164,70 @@ def test_open_stores_rejects_wrong_encoder_and_missing_store(tmp_path):
     assert p.assemble_text(read_text_arrays(p, stores, 1)).shape == (4, 512)
 
 
+def _encoder_stores(folder, kinds: dict):
+    """clip + clip_text stores as an encoder writes them: ``kinds[stream] = (weights, size, dim)``."""
+    rng = np.random.default_rng(4)
+    folder.mkdir(exist_ok=True)
+    for stream, (weights, size, dim) in kinds.items():
+        recipe = {"model": f"{stream} encoder", **({"size": size} if size != "full" else {})}
+        data = {"videos": {"v": rng.normal(size=(5, dim))}} if stream == "clip" else {"texts": {1: rng.normal(size=(4, dim))}}
+        write_store(folder / f"{stream}.h5", stream, weights=weights, recipe=recipe, **data)
+    return folder
+
+
+def test_training_follows_stores_of_tiny_random_encoders(tmp_path):
+    """Stores written by `--random-weights --encoder-size tiny` are trainable: the profile takes
+    their widths and records the encoders, so predict can rebuild them."""
+    p = load_profile("clip")
+    folder = _encoder_stores(tmp_path, {"clip": ("random", "tiny", 32), "clip_text": ("random", "tiny", 32)})
+    fitted = fit_to_stores(p, open_stores(folder, p))
+    assert (fitted.video_dim, fitted.text_dim) == (34, 32)
+    assert fitted.random_encoders and fitted.encoder_size == "tiny" and fitted.encoders_text() == "random tiny encoders"
+    assert profile_from_dict(fitted.to_dict()) == fitted   # as a checkpoint keeps it
+    full = fit_to_stores(p, open_stores(_encoder_stores(tmp_path / "full", {
+        "clip": ("random", "full", 512), "clip_text": ("random", "full", 512)}), p))
+    assert full.random_encoders and full.encoder_size == "full" and full.video_dim == p.video_dim
+    synthetic = tmp_path / "synthetic"
+    synthetic.mkdir()
+    write_store(synthetic / "clip.h5", "clip", videos={"v": np.ones((5, 512))})
+    write_store(synthetic / "clip_text.h5", "clip_text", texts={1: np.ones((4, 512))})
+    assert fit_to_stores(p, open_stores(synthetic, p)) == p   # no encoder recorded: the official ones
+
+
+# (stores in --features, words of the one-line error)
+BAD_STORE_SETS = [
+    ({"clip": ("random", "tiny", 32), "clip_text": ("random", "full", 512)}, "different kinds of encoders"),
+    ({"clip": ("random", "tiny", 32), "clip_text": ("clip-vit-b32-openai", "tiny", 32)}, "different kinds"),
+    ({"clip": ("clip-vit-b32-openai", "full", 288), "clip_text": ("random", "full", 512)},
+     "has dim 288, expected 512 for 'clip'; re-extract it"),
+]
+
+
+@pytest.mark.parametrize("kinds, words", BAD_STORE_SETS, ids=["tiny+full", "random+released", "odd-dim"])
+def test_stores_of_mixed_encoders_are_refused(tmp_path, kinds, words):
+    p = load_profile("clip")
+    with pytest.raises(MrhdError) as info:
+        fit_to_stores(p, open_stores(_encoder_stores(tmp_path, kinds), p))
+    assert words in str(info.value) and "\n" not in str(info.value)
+
+
+def test_a_missing_text_store_points_at_the_command_that_writes_it(tmp_path):
+    """`--encoders clip` alone writes no clip_text: the hint names --queries (mrhd train's message)."""
+    write_store(tmp_path / "clip.h5", "clip", videos={"v": np.zeros((5, 512))})
+    with pytest.raises(MrhdError) as info:
+        open_stores(tmp_path, load_profile("clip"))
+    assert f"mrhd extract --encoders clip --out {tmp_path} --queries TRAIN.jsonl VAL.jsonl" in str(info.value)
+    (tmp_path / "clip.h5").unlink()
+    write_store(tmp_path / "clip_text.h5", "clip_text", texts={1: np.zeros((4, 512))})
+    with pytest.raises(MrhdError, match=f"mrhd extract VIDEOS --encoders clip --out {tmp_path}`"):
+        open_stores(tmp_path, load_profile("clip"))
+
+
 # ---- golden inputs -------------------------------------------------------------------------
 
 @pytest.mark.fidelity
-@pytest.mark.parametrize("case", fixture_cases("models", "inputs.pt"))
+# MESM's fixture holds the official batch layout (video_feat / words_id): test_mesm_profile_video_*.
+@pytest.mark.parametrize("case", model_cases(exclude=("mesm",), required_file="inputs.pt"))
 def test_profile_assembly_matches_official_inputs(case, tmp_path):
     case = open_case(case, "inputs.pt")
     config = json.loads((case / "config.json").read_text())
@@ -187,3 +242,31 @@ def test_profile_assembly_matches_official_inputs(case, tmp_path):
         assert torch.equal(torch.from_numpy(t), inputs["src_txt"][i, : len(t)])
         assert int(inputs["src_vid_mask"][i].sum()) == len(v)
         assert int(inputs["src_txt_mask"][i].sum()) == len(t)
+
+
+@pytest.mark.fidelity
+@pytest.mark.parametrize("case", model_cases("mesm", required_file="inputs.pt"))
+def test_mesm_profile_video_matches_official_inputs(case, tmp_path):
+    """MESM's loader (official batch layout ``video_feat``): the ``mesm`` profile assembles each
+    query's video exactly; the stored word features are the model's input rows as they are."""
+    from mrhd.models.convert import streams_from_opt
+    from mrhd.models.registry import get_spec
+
+    case = open_case(case, "inputs.pt")
+    config = json.loads((case / "config.json").read_text())
+    inputs = torch.load(case / "inputs.pt")
+    kw = config["dataset_kwargs"]
+    profile = load_profile(get_spec("mesm").default_profile)
+    assert profile.video == streams_from_opt(kw)[0]
+    words = inputs["words_id"]
+    valid_text = (words.abs().sum(-1) != 0).sum(1).tolist()
+    video_lens, text_lens = raw_lengths(config, valid_text, float(kw["clip_len"]), kw["max_words_l"])
+    videos, texts = draw_raw_features(feature_recipes(case, config), config["fixture_annotations"],
+                                      video_lens, text_lens)
+    stores = open_stores(write_fixture_stores(tmp_path, videos, texts), profile)
+    for i, ann in enumerate(config["fixture_annotations"]):
+        v = profile.assemble_video(read_video_arrays(profile, stores, ann["vid"]))
+        assert torch.equal(torch.from_numpy(v), inputs["video_feat"][i, : len(v)]), ann["vid"]
+        assert int(inputs["video_mask"][i].sum()) == len(v)
+        raw = torch.from_numpy(texts["clip_text"][ann["qid"]])[: kw["max_words_l"]]
+        assert torch.equal(raw, words[i, : len(raw)]) and not words[i, len(raw):].any()

@@ -180,3 +180,35 @@ def test_mixed_precision_step_on_cuda(tiny_data, tmp_path):
     assert tr.amp_dtype is torch.float16
     tr.run()
     assert all(torch.isfinite(torch.tensor(x)) for x in tr.step_losses)
+
+
+def _with_line_3(rows: list[str], **changes) -> list[str]:
+    row = json.loads(rows[2])
+    row.update(changes)
+    return rows[:2] + [json.dumps(row)] + rows[3:]
+
+
+# (name, change to line 3 of --train, words of the one-line error)
+BAD_ANNOTATIONS = [
+    ("start-after-end", {"relevant_windows": [[16.0, 4.0]]}, ["window 0 [16.0, 4.0] has start > end"]),
+    ("window-of-three", {"relevant_windows": [[0.0, 4.0, 1.0]]}, ["window 0", "is not [start, end]"]),
+    ("window-nan", {"relevant_windows": [[0.0, float("nan")]]}, ["window 0", "is not [start, end]"]),
+    ("windows-not-a-list", {"relevant_windows": "0-4"}, ["relevant_windows is '0-4'"]),
+]
+
+
+@pytest.mark.parametrize("name, change, words", BAD_ANNOTATIONS, ids=[c[0] for c in BAD_ANNOTATIONS])
+def test_bad_annotation_windows_name_the_file_line_and_qid(tiny_data, tmp_path, capsys, name, change, words):
+    d = tiny_data
+    rows = d["train"].read_text().splitlines()
+    train = tmp_path / "train.jsonl"
+    train.write_text("\n".join(_with_line_3(rows, **change)) + "\n")
+    qid = json.loads(rows[2])["qid"]
+    rc = _cli("--model", "moment_detr", "--features", d["features"], "--train", train, "--val", d["val"],
+              "--out", tmp_path / "run", "--epochs", "1", "--quiet", "--num-workers", "0")
+    captured = capsys.readouterr()
+    assert rc == 2 and "Traceback" not in captured.err
+    assert captured.err.strip().splitlines() == [captured.err.strip()], captured.err
+    for word in [f"{train}:3: qid {qid}:", "fix that line", *words]:
+        assert word in captured.err, captured.err
+    assert not (tmp_path / "run").exists()   # no partial output

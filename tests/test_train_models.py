@@ -53,7 +53,7 @@ def test_train_configs_of_cmdnet_sg_detr_and_mesm_are_picked_up():
     qd, cmd = load_train_config("qd_detr"), load_train_config("cmdnet")
     assert dataclasses.replace(cmd, model="qd_detr") == qd    # CMDNet trains in QD-DETR's setting
     sg = load_train_config("sg_detr")
-    assert (sg.lr, sg.batch_size, sg.eval_every) == (1e-4, 32, 5)
+    assert (sg.lr, sg.batch_size, sg.eval_every) == (5e-4, 128, 5)   # the paper's QVHighlights setting
     assert get_spec("sg_detr").labels == get_spec("cg_detr").labels   # CG-DETR's targets
     mesm = load_train_config("mesm")   # lntzm/MESM config/QVHighlights/C+SF_C.json, not the defaults
     assert (mesm.lr, mesm.batch_size, mesm.lr_gamma, mesm.eval_every) == (2e-4, 12, 0.5, 1)

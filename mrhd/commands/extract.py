@@ -1,8 +1,10 @@
 """Decode videos and write per-clip features of frozen encoders to one HDF5 store per stream.
 
 PATH is a video file, a folder (searched recursively) or a .txt list of paths. Re-running skips
-videos already stored; --overwrite recomputes them. A video that cannot be decoded is reported and
-skipped; the exit status is then non-zero and the summary names every failed file.
+videos already stored (the store records which file each came from: another file under the same
+video id is refused); --overwrite recomputes them. A video that cannot be decoded is reported and
+skipped; the exit status is then non-zero and the summary names every failed file. Runs that share
+an --out folder share the work. With --queries and no PATH, only the queries are encoded.
 """
 
 from __future__ import annotations
@@ -16,12 +18,18 @@ from mrhd.errors import MrhdError
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("paths", nargs="+", metavar="PATH", help="video file, folder or .txt list of paths")
+    p.add_argument("paths", nargs="*", metavar="PATH",
+                   help="video file, folder or .txt list of paths (none: only --queries)")
     p.add_argument("--encoders", default="clip,slowfast",
                    help=f"comma-separated: {', '.join(VIDEO_ENCODERS)} (default: clip,slowfast)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the <stream>.h5 stores")
-    p.add_argument("--queries", metavar="ANNOTATIONS.jsonl",
-                   help="also encode every query of this annotation file with the matching text encoders")
+    p.add_argument("--queries", nargs="+", action="extend", default=[], metavar="ANNOTATIONS.jsonl",
+                   help="also encode every query of these annotation files (e.g. train and val) with the "
+                        "matching text encoders (clip -> clip_text, ...)")
+    p.add_argument("--video-id-from", default="stem", metavar="stem|path|hash",
+                   help="how a video is named in the store: stem (file name without extension, default), "
+                        "path (path below the folder given, folders joined by '__') or hash (16 hex digits "
+                        "of its sha256); annotations name videos by this id")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
     p.add_argument("--batch-size", type=int, default=None,
                    help="clips per device batch, packed across videos (default: 64 on CUDA, 16 on CPU)")
@@ -38,7 +46,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"stream ({', '.join(TEXT_STREAM_OF.values())}) unless STREAM_text= is given; "
                         "repeatable")
     p.add_argument("--encoder-size", choices=("full", "tiny"), default="full",
-                   help="'tiny' builds reduced random encoders (with --random-weights; tests)")
+                   help="full or tiny (default: full); tiny builds reduced random encoders (with --random-weights): "
+                        "fast offline features for tests and the README tour, which train and predict follow")
+    p.add_argument("--precision", choices=("official", "fast"), default="official",
+                   help="on CUDA: 'official' computes as the released features were (CLIP fp16 weights, "
+                        "SlowFast fp32); 'fast' runs both under fp16 autocast (default: official)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     ray = p.add_argument_group("on a Ray cluster (docs/cluster.md; needs: pip install 'mrhd[ray]')")
     ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
@@ -70,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     share_cores_with_decoders(args.device)  # before torch is first imported
     from mrhd.devices import parse_device
     from mrhd.encoders.factory import build_encoder
-    from mrhd.extract.job import ExtractJob, Failure
+    from mrhd.extract.job import ExtractJob
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
     from mrhd.extract.worker import DecodePool
 
@@ -98,8 +110,11 @@ def run(args: argparse.Namespace) -> int:
         if stream not in known:
             raise MrhdError(f"--weights {stream}=...: {stream!r} is not a stream of --encoders "
                             f"({', '.join(sorted(known))})")
-    if args.queries and not os.path.isfile(args.queries):
-        raise MrhdError(f"--queries {args.queries}: file not found")
+    if not args.paths and not args.queries:
+        raise MrhdError("give at least one PATH (video file, folder or .txt list), or --queries ANN.jsonl")
+    for ann in args.queries:
+        if not os.path.isfile(ann):
+            raise MrhdError(f"--queries {ann}: file not found")
 
     if args.ray is None and (args.ray_actors, args.ray_gpus_per_actor, args.ray_cpus_per_actor) != (None,) * 3:
         raise MrhdError("--ray-actors, --ray-gpus-per-actor and --ray-cpus-per-actor need --ray")
@@ -107,15 +122,14 @@ def run(args: argparse.Namespace) -> int:
         raise MrhdError(f"--ray {args.ray}: a path, not a cluster address; put --ray after the paths "
                         "(or write --ray local)")
 
-    listing = expand_inputs(args.paths)
+    listing = expand_inputs(args.paths, id_from=args.video_id_from)
     sources = shard(listing.sources, index, count)
-    problems = [Failure(path, None, reason) for path, reason in listing.problems]
-    queries = bool(args.queries) and index == 0  # one shard writes the text stores
+    queries = args.queries if index == 0 else []  # one shard writes the text stores
 
     cuda = args.device.startswith("cuda")
     batch_size = args.batch_size or (64 if cuda else 16)
     video_streams = list(dict.fromkeys(names))
-    text_streams = [TEXT_STREAM_OF[n] for n in video_streams if n in TEXT_STREAM_OF] if args.queries else []
+    text_streams = [TEXT_STREAM_OF[n] for n in video_streams if n in TEXT_STREAM_OF] if queries else []
     # a text stream reads the checkpoint of its video encoder unless given its own
     weights_of = {n: weights.get(n) for n in video_streams} | {
         TEXT_STREAM_OF[n]: weights.get(TEXT_STREAM_OF[n]) or weights.get(n) for n in video_streams if n in TEXT_STREAM_OF}
@@ -124,15 +138,14 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from mrhd.extract.ray_job import cluster_job
 
-        with cluster_job(None if args.ray == "local" else args.ray, video_streams, text_streams if queries else [],
-                         args.out,
-                         device=args.device, weights=weights_of, random_weights=args.random_weights,
-                         size=args.encoder_size, batch_size=batch_size, decode_at_once=args.num_workers,
-                         actors=args.ray_actors, gpus_per_actor=args.ray_gpus_per_actor,
-                         cpus_per_actor=args.ray_cpus_per_actor, overwrite=args.overwrite,
-                         progress=progress) as job:
-            job.summary.failures.extend(problems)
-            run_job(job, args, sources, run_queries=queries)
+        with cluster_job(None if args.ray == "local" else args.ray, video_streams, text_streams, args.out,
+                         device=args.device, precision=args.precision, weights=weights_of,
+                         random_weights=args.random_weights, size=args.encoder_size, batch_size=batch_size,
+                         decode_at_once=args.num_workers, actors=args.ray_actors,
+                         gpus_per_actor=args.ray_gpus_per_actor, cpus_per_actor=args.ray_cpus_per_actor,
+                         overwrite=args.overwrite, progress=progress) as job:
+            job.summary.add_bad_inputs(listing.problems)
+            run_job(job, args, sources, queries)
         return _report(job, args, index, count)
 
     num_workers = args.num_workers if args.num_workers is not None else max(1, (os.cpu_count() or 2) - 1)
@@ -146,6 +159,8 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         encoders = [build(n) for n in video_streams]
+        for encoder in encoders:
+            encoder.set_precision(args.precision)
         text_encoders = [build(n) for n in text_streams]
     except BaseException:
         if pool is not None:
@@ -153,21 +168,22 @@ def run(args: argparse.Namespace) -> int:
         raise
     job = ExtractJob(encoders, args.out, text_encoders=text_encoders, batch_size=batch_size,
                      num_workers=num_workers, overwrite=args.overwrite, progress=progress, pool=pool)
-    job.summary.failures.extend(problems)
-    run_job(job, args, sources, run_queries=queries)
+    job.summary.add_bad_inputs(listing.problems)
+    run_job(job, args, sources, queries)
     return _report(job, args, index, count)
 
 
-def run_job(job, args: argparse.Namespace, sources, run_queries: bool) -> None:
+def run_job(job, args: argparse.Namespace, sources, queries: list[str]) -> None:
     """The videos, then the queries (one shard writes the text stores); SIGTERM and Ctrl-C print the
     summary so far and leave a store that the same command finishes."""
     from mrhd.extract.job import install_sigterm
 
     undo = install_sigterm()
     try:
-        job.run_videos(sources)
-        if run_queries:
-            job.run_queries(args.queries)
+        if args.paths:
+            job.run_videos(sources)
+        if queries:
+            job.run_queries(queries)
     except KeyboardInterrupt:
         job.summary.interrupted = True
         print(job.summary.report(), file=sys.stderr)
@@ -180,4 +196,4 @@ def _report(job, args: argparse.Namespace, index: int, count: int) -> int:
     if args.queries and index != 0:
         job.summary.queries_note = f"queries not encoded: shard {index}/{count} leaves the text stores to shard 0"
     print(job.summary.report())
-    return 1 if job.summary.failures else 0
+    return 0 if job.summary.ok else 1

@@ -26,8 +26,28 @@ from mrhd.pipeline.dataset_configs import dataset_names
 _NOT_SETTABLE = {"model", "model_config", "dataset"}
 
 
+def _default(option: str) -> str:
+    """``default: 32 (mesm: 12)``: the TrainConfig default and the models whose official setting
+    (configs/train/<model>.yaml) differs, so --help shows what a run will use."""
+    from mrhd.paths import config_dir
+    from mrhd.training.config import TrainConfig
+
+    base = next(f.default for f in dataclasses.fields(TrainConfig) if f.name == option)
+    changed = []
+    for path in sorted((config_dir() / "train").glob("*.yaml")):
+        value = (yaml.safe_load(path.read_text()) or {}).get(option)
+        if value is not None and value != base:
+            changed.append(f"{path.stem}: {value:g}" if isinstance(value, float) else f"{path.stem}: {value}")
+    shown = f"{base:g}" if isinstance(base, float) else str(base)
+    return f"default: {shown}" + (f"; {', '.join(changed)}" if changed else "") + ", as the authors"
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="moment_detr, qd_detr, tr_detr, cg_detr, univtg, ...")
+    from mrhd.features.profiles import available_profiles
+    from mrhd.models.registry import available_models
+
+    p.add_argument("--model", required=True, metavar="NAME",
+                   help=f"the model to train: {', '.join(available_models())}")
     p.add_argument("--features", required=True, metavar="DIR", help="folder of <stream>.h5 stores")
     p.add_argument("--train", default=None, metavar="ANN.jsonl",
                    help="training annotations (default with --data-dir: the dataset's train split)")
@@ -38,15 +58,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help=f"{', '.join(dataset_names())}: its metrics and model selection")
     p.add_argument("--data-dir", default=None, metavar="DIR",
                    help="folder holding the dataset's annotation files (needs --dataset)")
-    p.add_argument("--profile", default=None, help="feature profile (default: the model's own)")
-    p.add_argument("--epochs", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--profile", default=None, metavar="NAME",
+                   help=f"feature profile: {', '.join(available_profiles())} (default: the model's own)")
+    p.add_argument("--epochs", type=int, default=None, metavar="N",
+                   help=f"training epochs ({_default('epochs')})")
+    p.add_argument("--batch-size", type=int, default=None, metavar="N",
+                   help=f"training lines per step ({_default('batch_size')})")
+    p.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help=f"AdamW learning rate ({_default('lr')})")
     p.add_argument("--device", default="cpu", help="cpu or cuda[:N] (default: cpu)")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help=f"seed of every random number generator ({_default('seed')})")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
     p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 4)")
-    p.add_argument("--eval-every", type=int, default=None, metavar="N", help="evaluate every N epochs")
+    p.add_argument("--eval-every", type=int, default=None, metavar="N", help=f"evaluate every N epochs and after the last ({_default('eval_every')})")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field or a training option, e.g. --set hidden_dim=128 "

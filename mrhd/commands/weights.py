@@ -19,12 +19,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
     sub.add_parser("list", help="the registered checkpoints")
     d = sub.add_parser("download", help="download a checkpoint into $MRHD_CACHE")
-    d.add_argument("id", metavar="ID")
+    d.add_argument("id", metavar="ID", help="registry id (see `mrhd weights list`)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     c = sub.add_parser("convert", help="convert an authors' checkpoint into mrhd's format")
-    c.add_argument("src", metavar="SRC")
-    c.add_argument("dst", metavar="DST")
-    c.add_argument("--model", required=True, help="model name")
+    c.add_argument("src", metavar="SRC", help="the authors' checkpoint file (model_best.ckpt)")
+    c.add_argument("dst", metavar="DST", help="the mrhd checkpoint to write")
+    from mrhd.models.registry import available_models
+
+    c.add_argument("--model", required=True, metavar="NAME", help=f"model: {', '.join(available_models())}")
     i = sub.add_parser("info", help="describe a checkpoint file")
     i.add_argument("path", metavar="PATH", help="checkpoint file or registry id (cached)")
 
@@ -66,7 +68,13 @@ def _info(path_or_id: str) -> int:
 
     from mrhd.models.convert import profile_from_opt
     from mrhd.weights import cached_path, find_entry
-    from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict
+    from mrhd.weights.checkpoint import (
+        MODEL_CHECKPOINT_FIX,
+        is_mrhd_checkpoint,
+        load_checkpoint,
+        official_opt,
+        official_state_dict,
+    )
 
     path = Path(path_or_id)
     entry = find_entry(path_or_id)
@@ -76,7 +84,7 @@ def _info(path_or_id: str) -> int:
         if not path.is_file():
             print(f"cached:   no (run `mrhd weights download {entry.id}`)")
             return 0
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, what="model checkpoint", fix=MODEL_CHECKPOINT_FIX)
     if is_mrhd_checkpoint(ckpt):
         fmt, model, profile, config = ckpt["format"], ckpt["model"], ckpt["profile"], ckpt["config"]
         sd = ckpt["state_dict"]

@@ -31,6 +31,7 @@ from mrhd.weights.resolve import resolve_weights
 #                     uses only some of them declares ``window_frame_picker`` (below) and then gets
 #                     only those, uint8 [len(picker(n_k)), 224, 224, 3]
 INPUT_KINDS = ("clip_frame", "slowfast_clip", "audio_chunk", "window_frames")
+PRECISIONS = ("official", "fast")
 
 
 @dataclass
@@ -76,6 +77,17 @@ class VideoEncoder(Encoder, ABC):
     # ``picker(len(picker(n))) == range(len(picker(n)))``, so that ``preprocess`` may apply the same
     # rule and accept whole and picked windows alike. None: the whole window.
     window_frame_picker: Callable[[int], list[int]] | None = None
+
+    # "official": the arithmetic precision of the released features; "fast": a quicker one where the
+    # official runs leave room (CLIP, SlowFast on CUDA). Encoders without a faster mode keep theirs.
+    precision: str = "official"
+
+    def set_precision(self, mode: str) -> None:
+        """Switch between ``official`` and ``fast`` (see the encoder's recipe for what each means);
+        only CLIP and SlowFast change anything, and only on CUDA."""
+        if mode not in PRECISIONS:
+            raise MrhdError(f"unknown precision {mode!r}; choose one of: {', '.join(PRECISIONS)}")
+        self.precision = mode
 
     @abstractmethod
     def preprocess(self, clips):

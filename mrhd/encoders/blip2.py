@@ -40,9 +40,14 @@ Differences from LAVIS, all numerically neutral:
 - Precision: LAVIS runs the ViT in fp16 under autocast on CUDA (``vit_precision="fp16"``) and casts
   its output to fp32 before the Q-Former, which runs in fp32; the text path is fp32. We do the same:
   on CUDA the ViT's weights are half and the Q-Former runs with autocast disabled.
+- Frames: VideoLights' ``run_on_video/data_utils.py VideoProcessor(framerate=0.5, size=224,
+  centercrop=True).read_raw_image_from_video_file`` runs HERO's CLIP command line (``fps``, the
+  short-video rule, ``scale=W:H``, centre ``crop``, rgb24) and wraps each frame in a PIL image: the
+  ``clip_frame`` stream, byte for byte (``mrhd.extract.pixels``; autorotation included).
 - Pixels: LAVIS' ``blip_image_eval`` = Resize((224, 224), bicubic) + ToTensor + CLIP mean/std. Our
   input is the CLIP stream's 224x224 crop, so the resize is the identity there (PIL returns a copy
-  for an equal size); other sizes are resized with torch bicubic (antialiased), not PIL.
+  for an equal size): the same pixels as VideoLights. Only other sizes (direct API use) are resized
+  with torch bicubic (antialiased), not PIL.
 - Text: LAVIS' ``blip_caption`` eval processor first lower-cases, replaces ``.!"()*#:;~`` by spaces,
   squeezes spaces and keeps 50 words; the BERT tokeniser (bert-base-uncased vocabulary) then adds
   [CLS]/[SEP] with no truncation (we cap at the 512 positions the model has).
@@ -66,7 +71,14 @@ from mrhd.encoders.base import (
     resolve_encoder_weights,
 )
 from mrhd.encoders.factory import register_encoder
-from mrhd.encoders.pixels import CLIP_MEAN, CLIP_STD, normalise_pixels, resize_frames
+from mrhd.encoders.pixels import (
+    CLI_PIXELS,
+    CLIP_MEAN,
+    CLIP_STD,
+    PIXELS_VERSION,
+    normalise_pixels,
+    resize_frames,
+)
 from mrhd.encoders.wordpiece import wordpiece_tokenizer
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
@@ -289,6 +301,7 @@ def video_recipe(cfg: Blip2Config, size: str) -> dict:
         "model": "BLIP-2 pretrain feature extractor (EVA ViT-g/14 + Q-Former)",
         "checkpoint": HF_CHECKPOINT, "size": size, "num_query_tokens": cfg.num_query_tokens,
         "input": "clip_frame", "frames": "ffmpeg fps=0.5, one frame per 2-s clip, short side 224 + centre crop",
+        "pixels": CLI_PIXELS, "pixels_version": PIXELS_VERSION,
         "resize": [IMAGE_SIZE, IMAGE_SIZE], "interpolation": "bicubic", "scale": 1 / 255,
         "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
         "layer": "qformer.last_hidden_state[:, 0] (first query token), before vision_proj, unnormalised",

@@ -16,13 +16,14 @@ import torch
 
 from mrhd.encoders.base import EncoderInfo, TextEncoder, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
-from mrhd.encoders.pixels import CLIP_MEAN, CLIP_STD, normalise_pixels
+from mrhd.encoders.pixels import CLI_PIXELS, CLIP_MEAN, CLIP_STD, PIXELS_VERSION, normalise_pixels
 from mrhd.errors import MrhdError
 from mrhd.weights.checkpoint import load_checkpoint, unwrap_state_dict
 
 WEIGHTS_ID = "clip-vit-b32-openai"
 SOT_TOKEN = 49406
 EOT_TOKEN = 49407
+TEXT_BATCH = 64   # texts per text-tower run (sorted by length, so a batch pads little)
 
 
 @dataclass
@@ -61,7 +62,10 @@ def _create_open_clip(cfg: ClipConfig):
                            image_size=cfg.image_size)
     text = CLIPTextCfg(context_length=cfg.context_length, vocab_size=cfg.vocab_size,
                        width=cfg.text_width, heads=cfg.text_heads, layers=cfg.text_layers)
-    return CLIP(cfg.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=cfg.quick_gelu)
+    # cast_dtype=float16 only selects open_clip's LayerNormFp32 (normalise in fp32, cast back):
+    # the same numbers in fp32, and OpenAI's LayerNorm when the official precision halves the weights
+    return CLIP(cfg.embed_dim, vision_cfg=vision, text_cfg=text, quick_gelu=cfg.quick_gelu,
+                cast_dtype=torch.float16)
 
 
 def _random_model(size: str):
@@ -171,6 +175,13 @@ def clip_pixels(frames: torch.Tensor) -> torch.Tensor:
     return normalise_pixels(frames, CLIP_MEAN, CLIP_STD)
 
 
+# what each precision mode computes on CUDA (CPU runs are fp32 in both)
+CLIP_PRECISIONS = {
+    "official": "fp16 weights, LayerNorm in fp32 (OpenAI clip.load on CUDA, as the released features)",
+    "fast": "fp32 weights under fp16 autocast",
+}
+
+
 class ClipVideoEncoder(VideoEncoder):
     input_kind = "clip_frame"
     autocast_dtype = torch.float16
@@ -182,11 +193,28 @@ class ClipVideoEncoder(VideoEncoder):
             "model": "open_clip CLIP", "arch": _arch(cfg), "weights": weights_label,
             "input": self.input_kind, "fps": 0.5, "frames_per_clip": 1, "clip_len": 2.0,
             "resize": f"short side {cfg.image_size} bicubic", "crop": f"centre {cfg.image_size}",
+            "pixels": CLI_PIXELS, "pixels_version": PIXELS_VERSION,
             "pixel_scale": "1/255", "mean": list(CLIP_MEAN), "std": list(CLIP_STD),
             "layer": "encode_image (projected, not normalised)",
         }
         super().__init__(EncoderInfo("clip", cfg.embed_dim, weights_label, recipe), device)
         self.model = model.to(self.device)
+        self.set_precision("official")
+
+    def set_precision(self, mode: str) -> None:
+        """``official``: on CUDA the weights are halved as OpenAI's ``clip.load`` did (convolutions,
+        linear layers, attention and projections in fp16, LayerNorm in fp32); ``fast``: fp32 weights
+        under fp16 autocast. fp32 on CPU either way."""
+        super().set_precision(mode)
+        self.info.recipe["precision"] = CLIP_PRECISIONS[mode]
+        if self.device.type == "cuda" and mode == "official":
+            from open_clip.model import convert_weights_to_lp
+
+            convert_weights_to_lp(self.model.float(), torch.float16)
+            self.autocast_dtype = None
+        else:
+            self.model.float()
+            self.autocast_dtype = torch.float16
 
     def preprocess(self, clips) -> torch.Tensor:
         """Frames -> uint8 [n, S, S, 3] (see :class:`ClipFrames`)."""
@@ -198,7 +226,8 @@ class ClipVideoEncoder(VideoEncoder):
 
     @torch.inference_mode()
     def encode(self, batch: torch.Tensor) -> torch.Tensor:
-        return self.model.encode_image(self.pixels(batch)).float()
+        dtype = self.model.visual.conv1.weight.dtype   # fp16 under the official CUDA precision
+        return self.model.encode_image(self.pixels(batch).to(dtype)).float()
 
 
 class ClipTextEncoder(TextEncoder):
@@ -224,22 +253,34 @@ class ClipTextEncoder(TextEncoder):
 
     @torch.inference_mode()
     def token_states(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``ln_final`` output for every position, [n, 77, width] (causal mask: padding after EOT
-        cannot change the valid positions)."""
+        """``ln_final`` output for every position given, [n, L, width] for ids [n, L] (L <= 77). The
+        mask is causal, so a position's output depends only on the ids up to it: the first L
+        positions of a 77-position run equal this L-position run, and padding after EOT is inert."""
         m = self.model
-        x = m.token_embedding(tokens.to(self.device)) + m.positional_embedding
-        x = m.transformer(x, attn_mask=m.attn_mask)
+        length = tokens.shape[1]
+        x = m.token_embedding(tokens.to(self.device)) + m.positional_embedding[:length]
+        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
         return m.ln_final(x)
 
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """Texts of similar length run together, each batch only as far as its longest EOT: a
+        15-token query costs ~1.1 GFLOP instead of the ~5.8 of all 77 positions."""
         if not texts:
             return []
         tokens = self.tokenize(texts)
-        states = self.token_states(tokens).float()
-        eot = tokens.argmax(dim=-1)   # EOT has the highest id (as open_clip's 'argmax' pooling)
-        with torch.inference_mode():
-            pooled = states[torch.arange(len(texts)), eot.to(states.device)] @ self.model.text_projection.float()
-        return [(states[i, : int(eot[i]) + 1].cpu(), pooled[i].cpu()) for i in range(len(texts))]
+        lengths = (tokens.argmax(dim=-1) + 1).tolist()   # EOT has the highest id (open_clip's 'argmax' pooling)
+        order = sorted(range(len(texts)), key=lambda i: lengths[i])
+        out: list = [None] * len(texts)
+        for start in range(0, len(order), TEXT_BATCH):
+            rows = order[start: start + TEXT_BATCH]
+            n_pos = max(lengths[i] for i in rows)
+            states = self.token_states(tokens[rows, :n_pos]).float()
+            eot = torch.tensor([lengths[i] - 1 for i in rows], device=states.device)
+            with torch.inference_mode():
+                pooled = states[torch.arange(len(rows), device=states.device), eot] @ self.model.text_projection.float()
+            for j, i in enumerate(rows):
+                out[i] = (states[j, : lengths[i]].cpu(), pooled[j].cpu())
+        return out
 
 
 def build_clip_video(device="cpu", weights=None, random_weights=False, size="full") -> ClipVideoEncoder:

@@ -41,4 +41,9 @@ def build_encoder(name: str, *, device: str = "cpu", weights: str | None = None,
             if err.name == module:
                 raise MrhdError(f"encoder {name!r} is not available in this build") from err
             raise
-    return _BUILDERS[name](device=device, weights=weights, random_weights=random_weights, size=size)
+    encoder = _BUILDERS[name](device=device, weights=weights, random_weights=random_weights, size=size)
+    if size != "full":
+        # the store records the size (training reads it, so that predict rebuilds the same encoders);
+        # full-size recipes stay as they were, so existing stores still match
+        encoder.info.recipe.setdefault("size", size)
+    return encoder

@@ -19,6 +19,7 @@ from torch import nn
 
 from mrhd.encoders.base import EncoderInfo, VideoEncoder, resolve_encoder_weights
 from mrhd.encoders.factory import register_encoder
+from mrhd.encoders.pixels import CLI_PIXELS, PIXELS_VERSION
 from mrhd.errors import MrhdError
 
 WEIGHTS_ID = "slowfast-r50-8x8-k400-pyslowfast"
@@ -204,6 +205,13 @@ def slowfast_pixels(frames: torch.Tensor) -> torch.Tensor:
     return (x - MEAN) / STD
 
 
+# what each precision mode computes on CUDA (CPU runs are fp32 in both)
+SLOWFAST_PRECISIONS = {
+    "official": "fp32 (HERO's extractor), stored as fp16",
+    "fast": "fp16 autocast, stored as fp16",
+}
+
+
 class SlowFastEncoder(VideoEncoder):
     input_kind = "slowfast_clip"
     autocast_dtype = torch.float16
@@ -220,11 +228,21 @@ class SlowFastEncoder(VideoEncoder):
             "fast_index": "linspace(0, clip_size-1, 32) clamped to [0, 59], clip_size = 64*floor(fps_src)/30",
             "slow_index": self.slow_index.tolist(),
             "resize": "short side 224 bicubic", "crop": "centre 224",
+            "pixels": CLI_PIXELS, "pixels_version": PIXELS_VERSION,
             "pixel_scale": "1/255", "mean": [MEAN] * 3, "std": [STD] * 3, "bn": "eval (stored statistics)",
             "layer": "res5 of each pathway, global average pooled, concat [slow | fast]",
         }
         super().__init__(EncoderInfo("slowfast", cfg.dim, weights_label, recipe), device)
         self.model = model.to(self.device).eval().requires_grad_(False)
+        self.set_precision("official")
+
+    def set_precision(self, mode: str) -> None:
+        """``official``: fp32 on CUDA too, as HERO's extractor ran it (the features were cast to
+        fp16 only when stored); ``fast``: fp16 autocast on CUDA (about 2x faster, features differ
+        in the third decimal). fp32 on CPU either way."""
+        super().set_precision(mode)
+        self.info.recipe["precision"] = SLOWFAST_PRECISIONS[mode]
+        self.autocast_dtype = torch.float16 if mode == "fast" else None
 
     def preprocess(self, clips) -> torch.Tensor:
         """Clips -> uint8 [n, 32, H, W, 3] (see :class:`SlowFastFrames`)."""

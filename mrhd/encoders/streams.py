@@ -29,7 +29,7 @@ STREAMS: dict[str, Stream] = {s.name: s for s in (
            folder_hint="internvideo"),
     Stream("clip_text", "text", 512, "mrhd.encoders.clip"),
     Stream("blip2_text", "text", 768, "mrhd.encoders.blip2"),
-    Stream("internvideo2_text", "text", 4096, "mrhd.encoders.internvideo2"),   # CLIP-6B's LLaMA tokens
+    Stream("internvideo2_text", "text", 1024, "mrhd.encoders.internvideo2"),   # the 1B default's BERT-large tokens (6B: 4096, profile internvideo2_6b)
 )}
 
 # what `mrhd extract --encoders` takes: the per-clip streams

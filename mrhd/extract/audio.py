@@ -27,14 +27,38 @@ class NoAudioError(DecodeError):
 def iter_audio_chunks(path: str | Path, rate: int = sampling.AUDIO_RATE,
                       chunk: int = sampling.AUDIO_CHUNK) -> Iterator[tuple[int, np.ndarray]]:
     """``(index, float32 [chunk])`` for every whole chunk of the first audio track."""
-    container = _open(path)
-    try:
+    return iter(AudioChunks(path, rate, chunk))
+
+
+class AudioChunks:
+    """The chunks of :func:`iter_audio_chunks`; after the loop, ``seconds`` (audio decoded) and
+    ``header_seconds`` (what the file's header announces, -1 when unknown): a file that ends
+    before its header says was cut short, and its duration is what was decoded."""
+
+    def __init__(self, path: str | Path, rate: int = sampling.AUDIO_RATE, chunk: int = sampling.AUDIO_CHUNK):
+        self.path, self.rate, self.chunk = path, rate, chunk
+        self.seconds = 0.0
+        self.header_seconds = -1.0
+
+    def __iter__(self) -> Iterator[tuple[int, np.ndarray]]:
+        container = _open(self.path)
+        try:
+            yield from self._decode(container, self.path, self.rate, self.chunk)
+        finally:
+            container.close()
+
+    def _decode(self, container, path, rate: int, chunk: int) -> Iterator[tuple[int, np.ndarray]]:
         if not container.streams.audio:
             raise NoAudioError(f"{path}: no audio track (the pann stream needs one)")
         stream = container.streams.audio[0]
         in_rate = stream.codec_context.sample_rate or stream.rate
         if not in_rate:
             raise DecodeError(f"{path}: audio track has no sample rate")
+        if stream.duration and stream.time_base:
+            self.header_seconds = float(stream.duration * stream.time_base)
+        elif container.duration:
+            self.header_seconds = container.duration / 1_000_000
+        decoded = 0  # samples at the input rate
         # planar float keeps every channel apart so they can be averaged (librosa to_mono)
         to_float = av.AudioResampler(format="fltp")
         resampler = soxr.ResampleStream(in_rate, rate, 1, dtype="float32", quality="HQ")
@@ -66,6 +90,8 @@ def iter_audio_chunks(path: str | Path, rate: int = sampling.AUDIO_RATE,
                 except av.error.FFmpegError:
                     continue  # damaged packet: skipped, as the ffmpeg CLI does
                 for frame in frames:
+                    decoded += frame.samples
+                    self.seconds = decoded / in_rate
                     for planar in to_float.resample(frame):
                         yield from take(planar.to_ndarray().mean(axis=0).astype(np.float32))
             for planar in to_float.resample(None):
@@ -73,5 +99,3 @@ def iter_audio_chunks(path: str | Path, rate: int = sampling.AUDIO_RATE,
         except av.error.FFmpegError as err:
             raise DecodeError(f"{path}: audio decoding failed ({_reason(err)})") from err
         yield from take(np.zeros(0, np.float32), last=True)
-    finally:
-        container.close()

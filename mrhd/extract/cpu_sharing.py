@@ -17,13 +17,14 @@ import sys
 OPENMP_SPIN_ROUNDS = 30_000
 
 
-def share_cores_with_decoders(device: str) -> bool:
-    """Shorten libgomp's spin-wait for a CPU run, unless the user set ``GOMP_SPINCOUNT`` or
-    ``OMP_WAIT_POLICY`` already. libgomp reads them once, when torch loads it, so this must run
-    before the first ``import torch``; returns whether the setting was made."""
+def share_cores_with_decoders(device: str, rounds: int = OPENMP_SPIN_ROUNDS) -> bool:
+    """Shorten libgomp's spin-wait to ``rounds`` for a CPU run, unless the user set ``GOMP_SPINCOUNT``
+    or ``OMP_WAIT_POLICY`` already. libgomp reads them once, when torch loads it, so this must run
+    before the first ``import torch``; returns whether the setting was made. (`mrhd serve` passes
+    its own, shorter count: mrhd.serve.server.OPENMP_SPIN_ROUNDS.)"""
     if not device.startswith("cpu") or "torch" in sys.modules:
         return False
     if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
         return False
-    os.environ["GOMP_SPINCOUNT"] = str(OPENMP_SPIN_ROUNDS)
+    os.environ["GOMP_SPINCOUNT"] = str(rounds)
     return True

@@ -6,12 +6,19 @@ Streams (``input_kind`` of mrhd.encoders.base), each yielded as ``(kind, index, 
 - ``slowfast_clip``  per clip the 32 FAST-pathway frames of the 30-fps stream, uint8 [32, 224, 224, 3]
                      (offsets ``sampling.slowfast_fast_indices``); the encoder takes the slow pathway
                      from these with ``sampling.slowfast_slow_indices``
-- ``window_frames``  every native frame whose time falls in window ``[2k, 2k+2)``, uint8 [n_k, 224, 224, 3];
+- ``window_frames``  every native frame whose time falls in window ``[2k, 2k+2)``, uint8 [n_k, 224, 224, 3]
+                     (the whole frame squeezed to 224x224, InternVideo2's transform);
                      with the encoder's ``window_frame_picker`` only the frames it picks,
                      ``window[picker(n_k)]``, and only those are converted (8 of 60 at 30 fps for
                      InternVideo2): ``n_k`` is read ahead from the packet index; alone, the stream
                      also leaves unpicked non-reference frames undecoded (``skip_frame=NONREF``)
 - ``audio_chunk``    see ``audio.py``
+
+Pixels (``cli_frames.py``): clip_frame and slowfast_clip frames are the bytes of the ffmpeg CLI chain of
+the official extractors (autorotation of phone videos, ``scale`` honouring the colour tags, crop,
+rgb24), run on PyAV's libavfilter with one graph per video geometry; window_frames are InternVideo2's
+whole upright frames resized to 224x224 (no crop). ``size=None`` gives every stream the upright
+frames at their own size.
 
 Why one pass: decoding dominates CPU time, so a video that feeds CLIP, SlowFast and InternVideo2 is
 decoded once; each frame is converted to RGB only when some stream takes it. The CLIP stream alone
@@ -27,7 +34,6 @@ duration otherwise (what the ffmpeg 5.1 CLI that made the official features sees
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -35,12 +41,12 @@ from pathlib import Path
 
 import av
 import numpy as np
-from av.video.reformatter import VideoReformatter
 
+from mrhd.encoders.pixels import square_resize
 from mrhd.errors import MrhdError
-from mrhd.extract import sampling
+from mrhd.extract import cli_frames, sampling
+from mrhd.extract.cli_frames import FRAME_SIZE, scaled_size  # noqa: F401  (re-exported)
 
-FRAME_SIZE = 224  # short side and crop of FEATURES.md
 VIDEO_KINDS = ("clip_frame", "slowfast_clip", "window_frames")
 
 
@@ -53,7 +59,7 @@ class VideoInfo:
     """What the samplers need to know about a file before decoding it."""
 
     path: str
-    width: int
+    width: int  # coded size, as ffprobe prints it (before the display matrix turns the frames)
     height: int
     stream_duration: float  # as ffprobe prints it, -1 when unknown (HERO's rule input)
     avg_frame_rate: Fraction | None
@@ -105,37 +111,14 @@ def probe(path: str | Path) -> VideoInfo:
         return _info_of(container, path)
 
 
-def scaled_size(width: int, height: int, size: int = FRAME_SIZE) -> tuple[int, int]:
-    """Short side to ``size``, long side ``int(long * size / short)`` (HERO video_loader.py
-    ``_get_output_dim``)."""
-    if height >= width:
-        return size, int(height * size / width)
-    return int(width * size / height), size
-
-
-_local = threading.local()
-
-
-def _reformatter() -> VideoReformatter:
-    """One swscale context per thread, reused from frame to frame: ``VideoFrame.reformat`` builds a
-    new one (bicubic filter tables included) for every frame, ~3 ms against ~0.6 ms for the
-    conversion itself at 640x360. The output is the same bytes."""
-    reformatter = getattr(_local, "reformatter", None)
-    if reformatter is None:
-        reformatter = _local.reformatter = VideoReformatter()
-    return reformatter
-
-
 def to_rgb(frame: av.VideoFrame, size: int | None = FRAME_SIZE) -> np.ndarray:
-    """uint8 [size, size, 3]: swscale bicubic resize (what ffmpeg's ``scale`` filter uses by default),
-    rgb24, centre crop at ``x = int((W - size) / 2)``, ``y = int((H - size) / 2)``. ``size=None`` keeps
-    the frame as decoded (tests read the barcode of fixture frames)."""
+    """The one conversion every stream's frames go through. ``size``: uint8 ``[size, size, 3]``, the
+    bytes of the ffmpeg CLI chain (autorotation, short side ``size`` bicubic, centre crop at
+    ``x = int((W - size) / 2)``, ``y = int((H - size) / 2)``, rgb24; :func:`cli_frames.cli_frame`).
+    ``None``: the whole frame upright at its own size in rgb24 (:func:`cli_frames.upright_frame`)."""
     if size is None:
-        return frame.to_ndarray(format="rgb24")
-    w, h = scaled_size(frame.width, frame.height, size)
-    rgb = _reformatter().reformat(frame, width=w, height=h, format="rgb24", interpolation="BICUBIC").to_ndarray()
-    x, y = int((w - size) / 2), int((h - size) / 2)
-    return np.ascontiguousarray(rgb[y: y + size, x: x + size])
+        return cli_frames.upright_frame(frame)
+    return cli_frames.cli_frame(frame, size)
 
 
 class FrameTimeline:
@@ -198,16 +181,26 @@ class FrameTimeline:
 
 
 class _Converted:
-    """RGB conversion memo: a frame taken by several streams is converted once."""
+    """RGB conversion memo: a frame taken by several streams is converted once.
 
-    def __init__(self, size):
+    ``whole=False``: the CLI chain's ``size`` crop (clip_frame, slowfast_clip). ``whole=True``
+    (window_frames, InternVideo2's recipe): the whole upright frame, resized to ``size`` x ``size``
+    without keeping the aspect (:func:`square_resize`); ``size=None`` keeps it as shown."""
+
+    def __init__(self, size, whole: bool = False):
         self.size = size
+        self.whole = whole
         self._pos = None
         self._rgb = None
 
     def __call__(self, pos: int, frame) -> np.ndarray:
         if pos != self._pos:
-            self._pos, self._rgb = pos, to_rgb(frame, self.size)
+            if self.whole:
+                rgb = to_rgb(frame, None)
+                rgb = square_resize(rgb, self.size) if self.size is not None else rgb
+            else:
+                rgb = to_rgb(frame, self.size)
+            self._pos, self._rgb = pos, rgb
         return self._rgb
 
 
@@ -507,7 +500,7 @@ class VideoDecoder:
                 plan.append([start - 1 + i for i in self.window_picker(1)] if start > 0 else None)
             start += n
         needed = {index.pts[p] for positions in plan if positions for p in positions}
-        convert = _Converted(self.size)
+        convert = _Converted(self.size, whole=True)
         rgb: dict[int, np.ndarray] = {}
         window = 0
         last = -1
@@ -621,7 +614,7 @@ class VideoDecoder:
     def _frames(container, stream, needed: set, strict: bool = False):
         """Decoded frames from the current position. Frames that no other frame references and that
         are not wanted are not decoded at all (``skip_frame=NONREF`` for their packets): about half
-        the frames of a typical B-frame stream, and the others decode to the same pixels.
+        the frames of a typical B-frame stream, and the others decode to the same cli_frames.
         ``strict``: a packet that fails to decode raises (it may have held an unwanted frame that
         the in-order pass would drop, changing a window's frame count); else it is skipped."""
         ctx = stream.codec_context
@@ -639,7 +632,8 @@ class VideoDecoder:
         try:
             stream = container.streams.video[0]
             convert = _Converted(self.size)
-            sinks = [_WindowFrames(self.info, convert, self.window_picker, index) if k == "window_frames"
+            convert_whole = _Converted(self.size, whole=True)
+            sinks = [_WindowFrames(self.info, convert_whole, self.window_picker, index) if k == "window_frames"
                      else _SINKS[k](self.info, convert) for k in self.kinds]
             timeline = FrameTimeline(container, stream, self.threads)
             try:

@@ -8,18 +8,28 @@ its store once all its clips are encoded; finished parts are merged into the sto
 :data:`COMMIT_EVERY_S` seconds and at the end.
 
 Resume: a video already complete in a stream's store is skipped for that stream (``--overwrite``
-recomputes). A killed job leaves at most finished part files (see ``features/store.py``), which the
-next run merges; the video that was in flight is simply recomputed.
+recomputes), once the store's record of its file (hash, size, path; ``features/store.py``) says it
+is the same file: a file changed in place is extracted again, another file of the same video id is
+refused (it would silently take the other's place). A killed job leaves at most finished part
+files, which the next run merges; the video that was in flight is simply recomputed.
+
+Several runs on one output folder share the list: a video is claimed (``claims.py``) when it is
+handed to a decoder; a claimed video is left to the run that holds it, and waited for at the end.
+
+Summary: every input lands in exactly one category (stored, already stored, stored by another run,
+partly stored, failed, or not done when interrupted), so the counts add up to the inputs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pickle
 import queue
 import signal
 import sys
 import time
+import warnings
 from collections import defaultdict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,12 +40,14 @@ import torch
 
 from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
+from mrhd.extract.claims import Claim, holder_pid, try_claim
 from mrhd.extract.sources import Source
 from mrhd.extract.worker import DecodePool, StreamSpec, timed_messages
 from mrhd.features.store import FeatureStore, store_path
-from mrhd.io import read_jsonl_numbered
+from mrhd.io import file_sha256, read_jsonl_numbered
 
 COMMIT_EVERY_S = 30.0  # merge finished parts into the main files at least this often
+CLAIM_POLL_S = 0.5  # how often a run looks whether another run let go of the videos it waits for
 
 
 @dataclass
@@ -47,9 +59,19 @@ class Failure:
 
 @dataclass
 class Summary:
-    stored: int = 0  # videos written (every asked stream done or failed, at least one stored)
-    skipped: int = 0  # videos already complete in every asked stream
-    failures: list[Failure] = field(default_factory=list)
+    """What a run did. Every input is counted in exactly one of ``stored``, ``skipped``,
+    ``by_other_run``, ``partial``, ``failed`` (or is not done, when interrupted), so the counts add
+    up to ``inputs``; ``failures`` and ``warnings`` say why, per file."""
+
+    inputs: int = 0  # videos listed plus inputs that could not be used (missing file, empty folder)
+    stored: int = 0  # every asked stream stored, at least one by this run
+    skipped: int = 0  # already stored in every asked stream
+    by_other_run: int = 0  # stored by another run on the same folder while this one ran
+    partial: int = 0  # some streams stored, others failed
+    failed: int = 0  # nothing stored (not a video, unreadable, refused)
+    failures: list[Failure] = field(default_factory=list)  # per video and stream (or input)
+    query_failures: list[Failure] = field(default_factory=list)  # lines of --queries files
+    warnings: list[Failure] = field(default_factory=list)  # files cut short, files changed, stores repaired
     clips: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     video_seconds: float = 0.0
     wall_s: float = 0.0
@@ -63,18 +85,40 @@ class Summary:
     worker_rss_mb: float = 0.0  # peak resident memory of a decoding worker
     queries_note: str = ""  # why --queries were not encoded in this run (e.g. left to shard 0)
 
+    def add_bad_inputs(self, problems: list[tuple[str, str]]) -> None:
+        """Inputs that name no usable video (listing problems): each one is a failed input."""
+        for path, reason in problems:
+            self.inputs += 1
+            self.failed += 1
+            self.failures.append(Failure(path, None, reason))
+
     @property
-    def failed_paths(self) -> list[str]:
-        return sorted({f.path for f in self.failures})
+    def ok(self) -> bool:
+        """Nothing failed (warnings do not count): the exit status is 0."""
+        return not self.failures and not self.query_failures
 
     def report(self) -> str:
-        lines = [f"stored {self.stored} video(s), skipped {self.skipped} already stored, "
-                 f"failed {len(self.failed_paths)}"
-                 + (f"; {self.queries} quer{'y' if self.queries == 1 else 'ies'} encoded" if self.queries else "")
-                 + (f"; {self.queries_note}" if self.queries_note else "")
-                 + (" (interrupted: re-run the same command to finish)" if self.interrupted else "")]
+        not_done = self.inputs - (self.stored + self.skipped + self.by_other_run + self.partial + self.failed)
+        counts = [(self.stored, "stored"), (self.skipped, "already stored")]
+        counts += [(n, name) for n, name in ((self.by_other_run, "stored by another run"),
+                                             (self.partial, "partly stored (a stream failed)")) if n]
+        counts.append((self.failed, "failed"))
+        if not_done > 0:
+            counts.append((not_done, "not done"))
+        head = (f"{self.inputs} input{'' if self.inputs == 1 else 's'}: " + ", ".join(f"{n} {name}" for n, name in counts)
+                if self.inputs or not (self.queries or self.query_failures) else "no videos")
+        if self.queries:
+            head += f"; {self.queries} quer{'y' if self.queries == 1 else 'ies'} encoded"
+        if self.query_failures:
+            n = len(self.query_failures)
+            head += f"; {n} query line{'' if n == 1 else 's'} failed"
+        if self.queries_note:
+            head += f"; {self.queries_note}"
+        if self.interrupted:
+            head += " (interrupted: re-run the same command to finish)"
+        lines = [head]
         by_path: dict[str, list[Failure]] = defaultdict(list)
-        for f in self.failures:
+        for f in self.failures + self.query_failures:
             by_path[f.path].append(f)
         for path in sorted(by_path):
             reasons: dict[str, list[str]] = defaultdict(list)
@@ -83,6 +127,8 @@ class Summary:
             for reason, streams in reasons.items():
                 names = ",".join(s for s in streams if s)
                 lines.append(f"  FAILED {path}" + (f" [{names}]" if names else "") + f": {reason}")
+        for w in self.warnings:
+            lines.append(f"  WARNING {w.path}: {w.reason}" if w.path else f"  WARNING {w.reason}")
         return "\n".join(lines)
 
 
@@ -110,6 +156,10 @@ class _Video:
     expected: dict = field(default_factory=dict)  # stream -> (n_clips, duration)
     stored: set = field(default_factory=set)
     failed: set = field(default_factory=set)
+    skipped: set = field(default_factory=set)  # streams already stored before this run
+    by_other: set = field(default_factory=set)  # streams another run stored meanwhile
+    source_file: dict | None = None  # what the worker read (hash, size, path): recorded with the entry
+    claims: list = field(default_factory=list)  # Claim per open stream while this run works on it
     ended: bool = False
 
 
@@ -136,6 +186,8 @@ class ExtractJob:
         self.summary = Summary()
         self._streams: dict[str, _Stream] = {}
         self._videos: dict[str, _Video] = {}
+        self._deferred: list[_Video] = []  # claimed by another run: waited for at the end
+        self._sha256: dict[Path, str] = {}  # files hashed by this run (each once)
         self._last_commit = time.monotonic()
         self._bar = None
         self._inline = self.num_workers == 0
@@ -148,23 +200,42 @@ class ExtractJob:
         return max(1, min(batch_size, 16))
 
     # -- stores
+    @contextlib.contextmanager
+    def _store_warnings(self):
+        """Warnings of the stores (a damaged file salvaged) go to the summary, not to Python's
+        warnings output."""
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            yield
+        for w in caught:
+            self.summary.warnings.append(Failure("", None, str(w.message)))  # the message names the store
+            self._say(f"warning: {w.message}")
+
     def _open_stores(self) -> None:
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise MrhdError(f"cannot create output folder {self.out_dir} ({err.strerror}); "
                             "choose a writable --out folder") from err
-        for enc in self.encoders:
-            path = store_path(self.out_dir, enc.info.stream)
-            store = FeatureStore(path, "a", enc.info, store_dtype=getattr(enc, "store_dtype", "float16"))
-            store.commit()  # parts left by a killed run join the store first
-            self._streams[enc.info.stream] = _Stream(enc, store)
+        with self._store_warnings():
+            for enc in self.encoders:
+                path = store_path(self.out_dir, enc.info.stream)
+                store = FeatureStore(path, "a", enc.info, store_dtype=getattr(enc, "store_dtype", "float16"))
+                store.commit()  # parts left by a killed run join the store first
+                self._streams[enc.info.stream] = _Stream(enc, store)
 
     def _commit(self, force: bool = False) -> None:
         if force or time.monotonic() - self._last_commit > COMMIT_EVERY_S:
-            for st in self._streams.values():
-                st.store.commit()
+            with self._store_warnings():
+                for st in self._streams.values():
+                    st.store.commit()
             self._last_commit = time.monotonic()
+
+    def _say(self, msg: str) -> None:
+        """A line while the progress bar runs (failures as they happen); without the bar the
+        summary at the end says it all."""
+        if self._bar is not None:
+            self._bar.write(f"mrhd extract: {msg}", file=sys.stderr)
 
     # -- planning
     def _specs(self) -> dict[str, StreamSpec]:
@@ -177,18 +248,167 @@ class ExtractJob:
                                      picker if picker is not None and _picklable(picker) else None)
         return specs
 
-    def _plan(self, sources: list[Source]) -> list[tuple[str, str, list[StreamSpec]]]:
-        specs = self._specs()
-        tasks = []
+    def _sha_of(self, src: Source) -> str:
+        """The file's sha256, computed at most once per run."""
+        if src.sha256:
+            return src.sha256
+        if src.path not in self._sha256:
+            self._sha256[src.path] = file_sha256(src.path)
+        return self._sha256[src.path]
+
+    def _verdict(self, store: FeatureStore, src: Source) -> tuple[str, str]:
+        """``("todo" | "stored" | "changed" | "refused", why)`` for one video in one store.
+
+        A stored entry counts only when it came from this file: the same path, size and
+        modification time, or else the same content hash (a moved or copied file). The same path
+        with other content is a file changed in place: extracted again. Another file with the same
+        id is refused, not overwritten: both are somebody's video, and re-running would make the
+        store flip between them; ``--video-id-from`` gives both a place."""
+        vid = src.video_id
+        if not store.has(vid):
+            return "todo", ""
+        if self.overwrite:
+            return "todo", ""
+        had = store.source_of(vid)
+        if had is None:
+            return "stored", ""  # written before stores recorded their source: taken as it is
+        try:
+            st = src.path.stat()
+        except OSError:
+            return "todo", ""  # gone meanwhile: decoding says so
+        here = str(src.path.resolve())
+        if had.get("path") == here and had.get("size") == st.st_size and had.get("mtime_ns") == st.st_mtime_ns:
+            return "stored", ""
+        if had.get("size") == st.st_size and had.get("sha256") == self._sha_of(src):
+            return "stored", ""
+        if had.get("path") == here:
+            return "changed", (f"changed since its {store.path.name} features were stored (other content); "
+                               "extracted again")
+        return "refused", (f"video id {vid!r} is already in {store.path.name}, from another file "
+                           f"({had.get('path')}); use --video-id-from path or hash to keep both, "
+                           "--overwrite to replace it, or another --out folder")
+
+    def _plan(self, sources: list[Source]) -> list[_Video]:
+        """The videos with work to do; the others are counted (already stored, or refused)."""
+        work = []
         for src in sources:
-            todo = [spec for name, spec in specs.items()
-                    if self.overwrite or not self._streams[name].store.has(src.video_id)]
-            if not todo:
-                self.summary.skipped += 1
-                continue
-            self._videos[src.video_id] = _Video(src, {s.stream for s in todo})
-            tasks.append((str(src.path), src.video_id, todo))
-        return tasks
+            self.summary.inputs += 1
+            video = _Video(src, set())
+            verdicts = {name: self._verdict(st.store, src) for name, st in self._streams.items()}
+            # an id another file holds in one store is refused in all: else the stores would mix two videos
+            refusal = next((why for verdict, why in verdicts.values() if verdict == "refused"), None)
+            for name, (verdict, why) in verdicts.items():
+                if verdict == "stored":
+                    video.skipped.add(name)
+                elif refusal:
+                    video.failed.add(name)
+                    self._add_failure(video, name, refusal)
+                else:
+                    video.streams.add(name)
+                    if verdict == "changed" and not any(w.path == str(src.path) for w in self.summary.warnings):
+                        self.summary.warnings.append(Failure(str(src.path), None, why))
+            if video.streams:
+                work.append(video)
+            else:
+                self._count(video)
+        for st in self._streams.values():
+            st.store.close_reader()  # an open handle would keep other runs from merging
+        return work
+
+    def _task(self, video: _Video, specs: dict[str, StreamSpec]) -> tuple:
+        src = video.source
+        return (str(src.path), src.video_id, [specs[n] for n in self._streams if n in video.streams],
+                src.sha256 or self._sha256.get(src.path))
+
+    # -- claims
+    def _claim(self, video: _Video) -> bool:
+        """Claim every open stream of ``video``, or none (then it waits for the run that holds it)."""
+        claims: list[Claim] = []
+        for name in sorted(video.streams):
+            try:
+                claim = try_claim(self._streams[name].store.claim_path(video.source.video_id))
+            except OSError:
+                continue  # no claim file possible here: work without (claims only share work)
+            if claim is None:
+                for c in claims:
+                    c.release()
+                return False
+            claims.append(claim)
+        video.claims = claims
+        return True
+
+    def _release(self, video: _Video) -> None:
+        for claim in video.claims:
+            claim.release()
+        video.claims = []
+
+    def _start(self, video: _Video) -> bool:
+        """Claim ``video`` and make it live; False when another run holds it (deferred) or stored it
+        since this run made its plan."""
+        if not self._claim(video):
+            self._deferred.append(video)
+            return False
+        return self._recheck(video)
+
+    def _recheck(self, video: _Video, waited: bool = False) -> bool:
+        """With ``video`` claimed, decide again what another run may have done since the plan: what
+        it stored is counted as its work; the rest stays to do. True when work is left (the video
+        is live), else the video is finished and counted. ``waited``: another run held the claim,
+        so with ``--overwrite`` what is stored now is what it just computed."""
+        vid = video.source.video_id
+        verdicts = {}
+        for n in sorted(video.streams):
+            store = self._streams[n].store
+            verdict, why = self._verdict(store, video.source)
+            if verdict == "stored" or (self.overwrite and waited and store.has(vid)):
+                video.streams.discard(n)
+                video.by_other.add(n)
+            verdicts[n] = (verdict, why)
+            store.close_reader()
+        # another run stored another file under this id: refused in every store (as in _plan)
+        refusal = next((why for verdict, why in verdicts.values() if verdict == "refused"), None)
+        if refusal:
+            for n in sorted(video.streams):
+                video.streams.discard(n)
+                video.failed.add(n)
+                self._add_failure(video, n, refusal)
+        if video.streams:
+            self._videos[vid] = video
+            return True
+        self._release(video)
+        self._count(video)
+        self._tick()
+        return False
+
+    def _take_over_deferred(self) -> list[_Video]:
+        """Wait until some of the deferred videos are let go by the run that held them, then decide
+        again: what that run stored is counted as its work, what is still missing (it failed, or
+        died: the kernel drops a dead process's locks) is returned to be done here. Never blocks
+        while holding a claim, so two runs cannot wait for each other."""
+        pending, self._deferred = self._deferred, []
+        said = False
+        while True:
+            ready, still = [], []
+            for video in pending:
+                if not self._claim(video):
+                    still.append(video)
+                elif self._recheck(video, waited=True):
+                    ready.append(video)
+            if ready or not still:
+                self._deferred = still
+                return ready
+            if not said:
+                first = still[0]
+                pid = holder_pid(self._streams[sorted(first.streams)[0]].store.claim_path(first.source.video_id))
+                msg = (f"waiting for another run{f' (pid {pid})' if pid else ''} on {self.out_dir} to finish "
+                       f"{len(still)} video(s) it is working on")
+                if self._bar is not None:
+                    self._say(msg)
+                else:
+                    self.log(f"mrhd extract: {msg}")
+                said = True
+            time.sleep(CLAIM_POLL_S)
+            pending = still
 
     # -- encoding
     def _take_batch(self, name: str, st: _Stream, limit: int) -> list[tuple]:
@@ -264,7 +484,7 @@ class ExtractJob:
             return
         feats = np.concatenate([rows[k] for k in sorted(rows)])
         try:
-            self._streams[name].store.write(vid, feats, duration)
+            self._streams[name].store.write(vid, feats, duration, source=video.source_file)
         except (OSError, MrhdError) as err:
             self._fail(vid, name, f"cannot write the store ({err})")
             return
@@ -272,6 +492,10 @@ class ExtractJob:
         video.streams.discard(name)
         del video.rows[name]
         self._maybe_close(vid)
+
+    def _add_failure(self, video: _Video, name: str | None, reason: str) -> None:
+        self.summary.failures.append(Failure(str(video.source.path), name, reason))
+        self._say(f"FAILED {video.source.path}" + (f" [{name}]" if name else "") + f": {reason}")
 
     def _fail(self, vid: str, name: str | None, reason: str) -> None:
         video = self._videos.get(vid)
@@ -283,22 +507,41 @@ class ExtractJob:
                 video.streams.discard(n)
                 video.failed.add(n)
                 video.rows.pop(n, None)
-                self.summary.failures.append(Failure(str(video.source.path), n, reason))
+                self._add_failure(video, n, reason)
         self._maybe_close(vid)
+
+    def _count(self, video: _Video) -> None:
+        """Put a finished video in exactly one category of the summary."""
+        s = self.summary
+        if video.failed:
+            if video.stored or video.skipped or video.by_other:
+                s.partial += 1
+            else:
+                s.failed += 1
+        elif video.stored:
+            s.stored += 1
+        elif video.by_other:
+            s.by_other_run += 1
+        else:
+            s.skipped += 1
+
+    def _tick(self) -> None:
+        if self._bar is not None:
+            self._bar.update(1)
+            elapsed = max(time.perf_counter() - self._t0, 1e-9)
+            self._bar.set_postfix_str(f"{sum(self.summary.clips.values()) / elapsed:.1f} clips/s")
 
     def _maybe_close(self, vid: str) -> None:
         video = self._videos[vid]
         if video.streams or not video.ended:
             return
+        self._release(video)  # its parts are written: another run may look at it now
+        self._count(video)
         if video.stored:
-            self.summary.stored += 1
             dur = max(exp[1] for s, exp in video.expected.items() if s in video.stored)
             self.summary.video_seconds += max(dur, 0.0)
         del self._videos[vid]
-        if self._bar is not None:
-            self._bar.update(1)
-            elapsed = max(time.perf_counter() - self._t0, 1e-9)
-            self._bar.set_postfix_str(f"{sum(self.summary.clips.values()) / elapsed:.1f} clips/s")
+        self._tick()
         self._commit()
 
     def _handle(self, msg: tuple) -> None:
@@ -314,6 +557,11 @@ class ExtractJob:
                 st = self._streams[name]
                 st.pending.append((vid, start, payload, n))
                 st.pending_rows += n
+        elif kind == "source":
+            video.source_file = msg[2]
+        elif kind == "warning":
+            self.summary.warnings.append(Failure(str(video.source.path), None, msg[2]))
+            self._say(f"warning: {video.source.path}: {msg[2]}")
         elif kind == "done":
             _, _, name, n_clips, duration = msg
             video.expected[name] = (n_clips, duration)
@@ -329,27 +577,40 @@ class ExtractJob:
             self._maybe_close(vid)
 
     # -- running
-    def _run_inline(self, tasks) -> None:
+    def _run_inline(self, work: list[_Video], specs: dict[str, StreamSpec], claimed: bool = False) -> None:
         """Decode in this process (``--num-workers 0``): simple, and all decoding time is exposed."""
-        for path, vid, specs in tasks:
-            for msg in timed_messages(path, vid, specs, self.chunk):
+        for video in work:
+            if not claimed and not self._start(video):
+                continue
+            path, vid, todo, sha256 = self._task(video, specs)
+            for msg in timed_messages(path, vid, todo, self.chunk, sha256=sha256):
                 if msg[0] == "end":
                     self.summary.wait_s += msg[2]
                 self._handle(msg)
                 self._encode_ready(force=False)
         self._encode_ready(force=True)
 
-    def _run_workers(self, tasks) -> None:
+    def _run_workers(self, work: list[_Video], specs: dict[str, StreamSpec], claimed: bool = False) -> None:
+        """Hand videos to the decoding workers a few at a time (each claimed as it is handed out, so
+        that another run on the folder takes the ones not yet handed out) and encode what comes back."""
         pool = self._pool
-        for task in tasks:
-            pool.tasks.put(task)
-        for _ in range(pool.num_workers):
-            pool.tasks.put(None)
+        backlog = deque(work)
         workers, results = pool.workers, pool.results
         current: dict[int, str] = {}
-        remaining = len(tasks)
+        remaining = 0  # handed out, not yet ended
+        ahead = 2 * pool.num_workers + 2  # queued tasks: enough to keep every worker busy
         started = False
         idle_since = None
+
+        def hand_out() -> None:
+            nonlocal remaining
+            while backlog and remaining < ahead:
+                video = backlog.popleft()
+                if claimed or self._start(video):
+                    pool.tasks.put(self._task(video, specs))
+                    remaining += 1
+
+        hand_out()
         while remaining > 0:
             try:
                 msg = results.get(timeout=0.05)
@@ -373,6 +634,7 @@ class ExtractJob:
                                 self._videos[vid].ended = True
                                 self._maybe_close(vid)
                                 remaining -= 1
+                                hand_out()
                             pool.spawn()
                     continue
             if idle_since is not None:  # the model had nothing to do: decoding was not hidden
@@ -392,15 +654,16 @@ class ExtractJob:
                         del current[pid]
             self._handle(msg)
             self._encode_ready(force=False)
+            hand_out()
         self._encode_ready(force=True)
 
-    def _run_tasks(self, tasks, pooled: bool) -> None:
-        """Decode the planned videos and encode their clips: in the decoding workers, or inline
-        (the cluster job, :mod:`mrhd.extract.ray_job`, replaces this with Ray tasks and actors)."""
-        if pooled:
-            self._run_workers(tasks)
-        else:
-            self._run_inline(tasks)
+    def _run_tasks(self, work: list[_Video], specs: dict[str, StreamSpec], pooled: bool,
+                   claimed: bool = False) -> None:
+        """Decode the videos of ``work`` and encode their clips: in the decoding workers, or inline
+        (the cluster job, :mod:`mrhd.extract.ray_job`, replaces this with Ray tasks and actors).
+        ``claimed``: the videos are claimed and live already (taken over from another run)."""
+        run = self._run_workers if pooled else self._run_inline
+        run(work, specs, claimed)
 
     def run_videos(self, sources: list[Source]) -> Summary:
         self._t0 = time.perf_counter()
@@ -415,14 +678,19 @@ class ExtractJob:
             self._pool.stop()
         try:
             self._open_stores()
-            tasks = self._plan(sources)
-            if self.progress and tasks:
+            specs = self._specs()
+            work = self._plan(sources)
+            if self.progress and work:
                 from tqdm import tqdm
 
-                self._bar = tqdm(total=len(tasks), unit="video", desc="extract", dynamic_ncols=True,
+                self._bar = tqdm(total=len(work), unit="video", desc="extract", dynamic_ncols=True,
                                  file=sys.stderr)
-            self._run_tasks(tasks, pooled=pool)
+            self._run_tasks(work, specs, pooled=pool)
+            while self._deferred:  # left to another run: wait for it, take over what it did not do
+                self._run_tasks(self._take_over_deferred(), specs, pooled=pool, claimed=True)
         finally:
+            for video in list(self._videos.values()) + self._deferred:
+                self._release(video)
             if pool:
                 self._pool.stop()
             if self._bar is not None:
@@ -431,30 +699,47 @@ class ExtractJob:
             self.summary.wall_s += time.perf_counter() - self._t0
             for st in self._streams.values():
                 try:
-                    st.store.commit()
+                    with self._store_warnings():
+                        st.store.commit()
                 except OSError as err:
                     self.log(f"warning: could not merge {st.store.path} now ({err}); the next run does")
         return self.summary
 
     # -- queries
-    def run_queries(self, annotations: str | Path, batch: int = 64) -> Summary:
+    def run_queries(self, annotations: str | Path | list, batch: int = 64) -> Summary:
+        """Encode the queries of one or more annotation files with every text encoder. A qid already
+        stored with the same text is skipped; stored with another text (another annotation set
+        with the same qid numbers) it is refused, not overwritten (``--overwrite`` replaces)."""
         rows = read_queries(annotations, self.summary)
         for enc in self.text_encoders:
             path = store_path(self.out_dir, enc.info.stream)
-            store = FeatureStore(path, "a", enc.info, store_dtype=getattr(enc, "store_dtype", "float32"))
-            store.commit()
-            todo = [r for r in rows if self.overwrite or not store.has(f"qid{r[0]}")]
+            with self._store_warnings():
+                store = FeatureStore(path, "a", enc.info, store_dtype=getattr(enc, "store_dtype", "float32"))
+                store.commit()
+            todo = []
+            for qid, query, where in rows:
+                if self.overwrite or not store.has(f"qid{qid}"):
+                    todo.append((qid, query))
+                    continue
+                had = store.entry_attrs(f"qid{qid}").get("query")
+                had = had.decode() if isinstance(had, bytes) else had
+                if had is not None and had != query:
+                    self.summary.query_failures.append(Failure(where, enc.info.stream, (
+                        f"qid {qid} is already in {path.name} with another query ({had!r}); use another "
+                        "--out folder for another annotation set, or --overwrite to replace it")))
+            store.close_reader()
             for i in range(0, len(todo), batch):
                 part = todo[i: i + batch]
                 t0 = time.perf_counter()
                 outs = enc.encode_texts([q for _, q in part])
                 self.summary.encode_s += time.perf_counter() - t0
                 store.write_texts(
-                    ((qid, tok.float().cpu().numpy(), None if pooled is None else pooled.float().cpu().numpy())
-                     for (qid, _), (tok, pooled) in zip(part, outs)),
+                    ((qid, tok.float().cpu().numpy(), None if pooled is None else pooled.float().cpu().numpy(), q)
+                     for (qid, q), (tok, pooled) in zip(part, outs)),
                     batch_name=f"qid-{enc.info.stream}-{os.getpid()}-{i}")
                 self.summary.queries += len(part)
-            store.commit()
+            with self._store_warnings():
+                store.commit()
         return self.summary
 
 
@@ -462,29 +747,37 @@ def device_oom(err: Exception | str) -> bool:
     return "out of memory" in str(err).lower()
 
 
-def read_queries(path: str | Path, summary: Summary | None = None) -> list[tuple[str, str]]:
-    """``(qid, query)`` of a QVHighlights-style JSONL file (one object per line with ``qid`` and
-    ``query``, first line of a qid wins); bad lines are reported in ``summary`` in file order (or
-    the first raises when there is none)."""
-    path = Path(path)
-    if not path.is_file():
-        raise MrhdError(f"--queries {path}: file not found")
-    unreadable: list[int] = []
-    objects = read_jsonl_numbered(path, on_bad_line=lambda bad: unreadable.append(bad.lineno))
-    rows, seen = [], set()
-    for lineno, obj in sorted(objects + [(n, None) for n in unreadable], key=lambda row: row[0]):
-        if obj is None or "qid" not in obj or "query" not in obj:
-            problem = Failure(f"{path}:{lineno}", None, "not a JSON object with 'qid' and 'query'")
-        elif not isinstance(obj["query"], str) or not obj["query"].strip():
-            problem = Failure(f"{path}:{lineno}", None, f"query {obj['qid']} is empty")
-        else:
-            if str(obj["qid"]) not in seen:
-                seen.add(str(obj["qid"]))
-                rows.append((str(obj["qid"]), obj["query"]))
-            continue
-        if summary is None:
-            raise MrhdError(f"{problem.path}: {problem.reason}")
-        summary.failures.append(problem)
+def read_queries(paths: str | Path | list, summary: Summary | None = None) -> list[tuple[str, str, str]]:
+    """``(qid, query, "file:line")`` of QVHighlights-style JSONL files (one object per line with
+    ``qid`` and ``query``); a qid seen again with the same text is one query, with another text it is
+    a problem (its features could only match one of them). Problems go to ``summary`` in file order
+    (or the first raises when there is none)."""
+    rows: list[tuple[str, str, str]] = []
+    first: dict[str, tuple[str, str]] = {}  # qid -> (query, where)
+    for path in [paths] if isinstance(paths, str | Path) else list(paths):
+        path = Path(path)
+        if not path.is_file():
+            raise MrhdError(f"--queries {path}: file not found")
+        unreadable: list[int] = []
+        objects = read_jsonl_numbered(path, on_bad_line=lambda bad, u=unreadable: u.append(bad.lineno))
+        for lineno, obj in sorted(objects + [(n, None) for n in unreadable], key=lambda row: row[0]):
+            where = f"{path}:{lineno}"
+            if obj is None or "qid" not in obj or "query" not in obj:
+                problem = Failure(where, None, "not a JSON object with 'qid' and 'query'")
+            elif not isinstance(obj["query"], str) or not obj["query"].strip():
+                problem = Failure(where, None, f"query {obj['qid']} is empty")
+            elif str(obj["qid"]) in first and first[str(obj["qid"])][0] != obj["query"]:
+                problem = Failure(where, None, f"qid {obj['qid']} has another query at {first[str(obj['qid'])][1]}; "
+                                               "a qid must name one query (its features are stored by qid)")
+            else:
+                qid = str(obj["qid"])
+                if qid not in first:
+                    first[qid] = (obj["query"], where)
+                    rows.append((qid, obj["query"], where))
+                continue
+            if summary is None:
+                raise MrhdError(f"{problem.path}: {problem.reason}")
+            summary.query_failures.append(problem)
     return rows
 
 

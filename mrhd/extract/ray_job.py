@@ -23,6 +23,7 @@ Why this shape:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
@@ -78,9 +79,12 @@ def ray_session(address: str | None, local_cpus: int | None = None) -> Iterator[
         raise MrhdError(f"cannot connect to the Ray cluster at {address} ({_first_line(err)}); start it with "
                         "`ray start --head` or give its address to --ray") from err
     try:
-        yield ray
+        # Ray's driver prints what the nodes report (a worker died, a task is retried) to stdout from
+        # a thread of its own; stdout is the summary's, so those lines go to stderr with the progress
+        with contextlib.redirect_stdout(sys.stderr):
+            yield ray
     finally:
-        ray.shutdown()
+        ray.shutdown()  # joins that thread: nothing of Ray's reaches stdout after this
 
 
 def _first_line(err: BaseException) -> str:
@@ -101,12 +105,14 @@ def _reason(err: BaseException) -> str:
 
 
 # ---------------------------------------------------------------------------------------- remote side
-def decode_video(path: str, vid: str, specs: list[StreamSpec], chunk: int):
+def decode_video(path: str, vid: str, specs: list[StreamSpec], chunk: int, sha256: str | None = None):
     """Ray generator task: :func:`~mrhd.extract.worker.timed_messages` of one video, where a chunk's
     clips follow its header as an item of their own, so that the driver reads the header and hands
-    the clips to an encoder actor without fetching them. Deterministic, so Ray may retry it."""
+    the clips to an encoder actor without fetching them. Deterministic, so Ray may retry it; the
+    file's hash (its provenance in the store) is computed here, on the node, as a local decoding
+    worker computes it, unless the driver already has it."""
     torch.set_num_threads(1)  # one decoder thread per task, as a local decoding worker
-    for msg in timed_messages(path, vid, specs, chunk, threads=1):
+    for msg in timed_messages(path, vid, specs, chunk, threads=1, sha256=sha256):
         if msg[0] == "chunk":
             kind, vid_, stream, start, payload, n = msg
             yield (kind, vid_, stream, start, None, n)
@@ -131,12 +137,14 @@ class EncoderActor:
     on the node, from that node's weights cache or a shared path."""
 
     def __init__(self, name: str, device: str, weights: str | None, random_weights: bool, size: str,
-                 threads: int):
+                 threads: int, precision: str | None = None):
         from mrhd.encoders.factory import build_encoder
 
         torch.set_num_threads(max(1, threads))
         self.encoder = build_encoder(name, device=device, weights=weights, random_weights=random_weights,
                                      size=size)
+        if precision is not None:  # video encoders, as the local job sets them (the recipe records it)
+            self.encoder.set_precision(precision)
 
     def facts(self) -> EncoderFacts:
         enc = self.encoder
@@ -258,9 +266,10 @@ def local_resources(device: str) -> dict:
 
 
 def start_encoders(ray, names: list[str], plan: ActorPlan, *, device: str, weights: dict[str, str | None],
-                   random_weights: bool, size: str) -> list[RemoteEncoder]:
+                   random_weights: bool, size: str, precision: str | None = None) -> list[RemoteEncoder]:
     """Start ``plan.actors`` actors per encoder (all at once: models load side by side) and wait
-    until each has built its model; one that cannot is a one-line error."""
+    until each has built its model; one that cannot is a one-line error. ``precision``: set on each
+    encoder (``--precision``; None for text encoders, which the local job leaves as built)."""
     actor_class = ray.remote(EncoderActor)
     actor_device = "cuda" if device.startswith("cuda") else "cpu"
     threads = max(1, int(plan.cpus))
@@ -268,8 +277,8 @@ def start_encoders(ray, names: list[str], plan: ActorPlan, *, device: str, weigh
     for name in names:
         options = actor_class.options(num_cpus=plan.cpus, num_gpus=plan.gpus, max_restarts=RETRIES,
                                       max_task_retries=RETRIES)
-        started[name] = [options.remote(name, actor_device, weights.get(name), random_weights, size, threads)
-                         for _ in range(plan.actors)]
+        started[name] = [options.remote(name, actor_device, weights.get(name), random_weights, size, threads,
+                                        precision) for _ in range(plan.actors)]
     encoders = []
     for name, actors in started.items():
         try:
@@ -343,19 +352,21 @@ class RayExtractJob(ExtractJob):
         return super().run_queries(annotations, batch)
 
     # -- decoding
-    def _run_tasks(self, tasks, pooled: bool) -> None:
+    def _run_tasks(self, work: list, specs: dict, pooled: bool, claimed: bool = False) -> None:
+        """Decode ``decode_ahead`` videos at a time in Ray tasks, each claimed as it is submitted (as
+        the local job claims a video when it hands it to a decoder), and read them in listing order."""
         ray = self._ray = import_ray()
         decode = ray.remote(decode_video).options(num_cpus=1, max_retries=RETRIES,
                                                   _generator_backpressure_num_objects=-1)
-        todo = iter(tasks)
+        backlog = deque(work)
         window: deque = deque()
 
         def refill() -> None:
-            while len(window) < self.decode_ahead:
-                task = next(todo, None)
-                if task is None:
-                    return
-                window.append((task[1], decode.remote(task[0], task[1], task[2], self.chunk)))
+            while backlog and len(window) < self.decode_ahead:
+                video = backlog.popleft()
+                if claimed or self._start(video):  # else another run holds it or stored it meanwhile
+                    path, vid, todo, sha256 = self._task(video, specs)
+                    window.append((vid, decode.remote(path, vid, todo, self.chunk, sha256)))
 
         refill()
         while window:
@@ -367,6 +378,13 @@ class RayExtractJob(ExtractJob):
         self._encode_ready(force=True)
         while self._in_flight:
             self._collect(block=True)
+
+    def _handle(self, msg: tuple) -> None:
+        """As the local job; a video's provenance names the file by the driver's path, the one every
+        later run (local or on the cluster) compares with, even where a node mounts it elsewhere."""
+        if msg[0] == "source" and msg[1] in self._videos:
+            msg = (*msg[:2], {**msg[2], "path": str(self._videos[msg[1]].source.path.resolve())})
+        super()._handle(msg)
 
     def _read_video(self, vid: str, gen) -> None:
         """Every message of one video, in order, into the job's bookkeeping (as ``_run_inline``)."""
@@ -451,6 +469,7 @@ class RayExtractJob(ExtractJob):
 @contextmanager
 def cluster_job(address: str | None, video_streams: list[str], text_streams: list[str], out_dir: str | Path, *,
                 device: str, weights: dict[str, str | None], random_weights: bool, size: str, batch_size: int,
+                precision: str = "official",
                 decode_at_once: int | None = None, actors: int | None = None, gpus_per_actor: float | None = None,
                 cpus_per_actor: float | None = None, overwrite: bool = False, progress: bool = True,
                 log=None) -> Iterator[RayExtractJob]:
@@ -472,7 +491,7 @@ def cluster_job(address: str | None, video_streams: list[str], text_streams: lis
         free = int(resources.get("CPU", 0) - plan.cpus * plan.actors * len(video_streams))
         decoding = decode_at_once or max(1, free)
         build = dict(device=device, weights=weights, random_weights=random_weights, size=size)
-        encoders = start_encoders(ray, video_streams, plan, **build)
+        encoders = start_encoders(ray, video_streams, plan, precision=precision, **build)
         log(describe_cluster(ray, plan, video_streams, decoding))
 
         def text_encoders() -> list[RemoteEncoder]:  # one actor each, in the room of the video actors

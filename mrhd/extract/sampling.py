@@ -22,6 +22,17 @@ SLOWFAST_SAMPLING_RATE = 2  # DATA.SAMPLING_RATE
 SLOWFAST_ALPHA = 4  # SLOWFAST.ALPHA
 AUDIO_RATE = 32000  # PANNs Cnn14 sample rate
 AUDIO_CHUNK = AUDIO_RATE * CLIP_LEN  # 64000 samples per 2-s chunk
+ENDS_EARLY_S = 1.0  # decoded this much less than the header announces: the file was cut short
+
+
+def ends_early(decoded_s: float, header_s: float, what: str = "video") -> str | None:
+    """A warning when a file decodes to clearly less than its header announces (a copy cut short,
+    a faststart mp4 whose index survived but not its data), else None. The duration stored and
+    used is the decoded one; the header's is only compared."""
+    if header_s > 0 and decoded_s >= 0 and header_s - decoded_s > ENDS_EARLY_S:
+        return (f"{what} ends at {decoded_s:.1f} s although its header says {header_s:.1f} s (file cut "
+                f"short?); only the {decoded_s:.1f} s that decode are used")
+    return None
 
 
 def round_half_away(x: Fraction) -> int:

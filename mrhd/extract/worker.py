@@ -25,8 +25,9 @@ import numpy as np
 import torch
 
 from mrhd.extract import sampling
-from mrhd.extract.audio import iter_audio_chunks
-from mrhd.extract.decode import VIDEO_KINDS, DecodeError, VideoDecoder, probe
+from mrhd.extract.audio import AudioChunks
+from mrhd.extract.decode import VIDEO_KINDS, DecodeError, VideoDecoder
+from mrhd.extract.sources import source_file
 
 
 @dataclass(frozen=True)
@@ -52,14 +53,22 @@ def _shared_picker(specs: list[StreamSpec]) -> Callable | None:
     return pickers.pop() if len(pickers) == 1 else None
 
 
-def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, threads: int = 0) -> Iterator[tuple]:
-    """Everything one video sends to the main process, in order:
-    ``("chunk", vid, stream, start, payload, n)``, ``("done", vid, stream, n_clips, duration)`` or
-    ``("error", vid, stream, reason)`` per stream. The caller sends ``("end", vid, seconds)`` after.
-    ``threads``: decoder threads (0: FFmpeg's choice, one per core plus one)."""
+def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, threads: int = 0,
+                    sha256: str | None = None) -> Iterator[tuple]:
+    """Everything one video sends to the main process, in order: ``("source", vid, source_file)``
+    (the file's hash, size, path: the store records it), then ``("chunk", vid, stream, start,
+    payload, n)``, ``("done", vid, stream, n_clips, duration)`` or ``("error", vid, stream, reason)``
+    per stream, and ``("warning", vid, text)`` for a file that ends before its header says. The
+    caller sends ``("end", vid, seconds)`` after. ``duration`` is what was decoded.
+    ``threads``: decoder threads (0: FFmpeg's choice, one per core plus one). ``sha256``: the
+    file's hash when the main process already has it (hashed once)."""
     video_specs = [s for s in specs if s.kind in VIDEO_KINDS]
     audio_specs = [s for s in specs if s.kind == "audio_chunk"]
     duration = -1.0
+    try:
+        yield ("source", vid, source_file(path, sha256))
+    except OSError:
+        pass  # gone or unreadable: decoding says so
 
     def pack(spec: StreamSpec, arrays: list):
         # numpy, not torch: torch shares tensors between processes through file descriptors that
@@ -79,7 +88,6 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
         try:
             decoder = VideoDecoder(path, list(by_kind), threads=threads,
                                    window_picker=_shared_picker(by_kind.get("window_frames", [])))
-            duration = decoder.info.duration
             for kind, _index, array in decoder:
                 for spec in by_kind[kind]:
                     buf = buffers[spec.stream]
@@ -88,8 +96,11 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
                         yield ("chunk", vid, spec.stream, starts[spec.stream], pack(spec, buf), len(buf))
                         starts[spec.stream] += len(buf)
                         buf.clear()
-            if duration <= 0 and decoder.t_end is not None:
-                duration = float(decoder.t_end)
+            info = decoder.info
+            duration = float(decoder.t_end) if decoder.t_end is not None else info.duration
+            short = sampling.ends_early(duration, info.stream_duration if info.stream_duration > 0 else info.duration)
+            if short:
+                sent.append(("warning", vid, short))
             for spec in video_specs:
                 buf = buffers[spec.stream]
                 if buf:
@@ -111,7 +122,8 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
     for spec in audio_specs:
         buf, start = [], 0
         try:
-            for _index, samples in iter_audio_chunks(path):
+            audio = AudioChunks(path)
+            for _index, samples in audio:
                 buf.append(samples)
                 if len(buf) >= chunk:
                     yield ("chunk", vid, spec.stream, start, pack(spec, buf), len(buf))
@@ -123,12 +135,11 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
             if start == 0:
                 yield ("error", vid, spec.stream, "audio shorter than 2 s: no chunk")
             else:
-                if duration <= 0:
-                    duration = start * sampling.CLIP_LEN
-                    try:
-                        duration = probe(path).duration
-                    except DecodeError:
-                        pass
+                if duration <= 0:  # no video decoded in this pass: the audio's length
+                    duration = audio.seconds
+                    short = sampling.ends_early(audio.seconds, audio.header_seconds, "audio")
+                    if short:
+                        yield ("warning", vid, short)
                 yield ("done", vid, spec.stream, start, duration)
         except DecodeError as err:
             yield ("error", vid, spec.stream, _short(str(err), path))
@@ -136,11 +147,12 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
             yield ("error", vid, spec.stream, f"audio decoding failed ({type(err).__name__}: {err})")
 
 
-def timed_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, threads: int = 0) -> Iterator[tuple]:
+def timed_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, threads: int = 0,
+                   sha256: str | None = None) -> Iterator[tuple]:
     """``decode_messages`` then ``("end", vid, seconds)``, seconds = time spent producing them (not
     time the consumer held the generator)."""
     spent = cpu = 0.0
-    gen = decode_messages(path, vid, specs, chunk, threads)
+    gen = decode_messages(path, vid, specs, chunk, threads, sha256)
     while True:
         t0, c0 = time.perf_counter(), time.process_time()
         try:
@@ -193,11 +205,11 @@ def _worker_main(tasks, results, chunk: int, threads: int, parent: int) -> None:
             continue
         if task is None:
             return
-        path, vid, specs = task
+        path, vid, specs, sha256 = task
         put(("start", vid, os.getpid()))
         # one decoder thread: the workers already run side by side with the model, and FFmpeg's
         # frame threads cost ~30% more CPU per clip (13.5 vs 10.5 ms, 640x360 H.264, 2-core CPU)
-        for msg in timed_messages(path, vid, specs, chunk, threads=max(1, threads)):
+        for msg in timed_messages(path, vid, specs, chunk, threads=max(1, threads), sha256=sha256):
             put(msg)
 
 

@@ -10,6 +10,12 @@ concatenated (VideoLights' CLIP + BLIP-2 text).
 
 The numpy operations and their order are the official ones, so assembled inputs equal the authors'
 bit for bit (the fidelity tests compare with ``inputs.pt``).
+
+Encoders: a profile also says which encoders made its features when they are not the official
+ones: random weights (``random_encoders``) and/or the tiny test size (``encoder_size``, whose widths
+``stream_dims`` holds). Training follows the stores (:func:`fit_to_stores`) and the checkpoint keeps
+the profile, so that `mrhd predict` rebuilds the same encoders: features of a random or tiny encoder
+fed to a model trained on the official ones (or the reverse) would give numbers with no meaning.
 """
 
 from __future__ import annotations
@@ -34,6 +40,15 @@ L2_EPS = 1e-5   # moment_detr utils/basic_utils.py l2_normalize_np_array
 def l2_normalize(x: np.ndarray) -> np.ndarray:
     """Row-wise ``x / (||x|| + 1e-5)`` in float32 numpy, exactly as the official loaders do."""
     return x / (np.linalg.norm(x, axis=-1, keepdims=True) + L2_EPS)
+
+
+def torch_l2_normalize(x: np.ndarray) -> np.ndarray:
+    """Row-wise ``F.normalize(x, dim=1)`` (``x / max(||x||, 1e-12)``) in float32 torch, as MESM's
+    loader normalises each feature file (lntzm/MESM dataset/qvhighlights.py:201-211)."""
+    import torch
+    import torch.nn.functional as F
+
+    return F.normalize(torch.from_numpy(np.ascontiguousarray(x)), dim=1).numpy()
 
 
 def tef(length: int) -> np.ndarray:
@@ -61,6 +76,12 @@ class Profile:
     max_q_l: int | None = 32          # None: no cap (UniVTG)
     text_keep_last: bool = False      # MESM: body cut so that the last (EOT) token survives
     normalize: bool = True
+    l2: str = "loader"                # "loader": x / (||x|| + 1e-5); "torch": F.normalize (MESM's loader)
+    dims: dict | None = None          # stream -> width where the encoder variant differs from STREAMS
+    # the encoders behind the features when not the official ones (module docstring)
+    random_encoders: bool = False
+    encoder_size: str = "full"
+    stream_dims: tuple[tuple[str, int], ...] = ()   # (stream, width) the stores hold where not ``dims`` (tiny)
 
     # ---- what it needs -------------------------------------------------------------------
     @property
@@ -73,19 +94,44 @@ class Profile:
         """The stores that must exist (optional audio excluded)."""
         return self.video + self.text + (() if self.audio_optional else self.audio)
 
+    def dim_of(self, stream: str) -> int:
+        """The width of one stream's features: what the stores hold (``stream_dims``: tiny random
+        encoders), else the profile's encoder variant (``dims``, e.g. InternVideo2-6B), else the
+        official encoder's."""
+        return dict(self.stream_dims).get(stream, self.variant_dim(stream))
+
+    def variant_dim(self, stream: str) -> int:
+        """The width the profile's encoder variant gives ``stream`` (``dims``, else STREAMS)."""
+        return (self.dims or {}).get(stream, STREAMS[stream].dim)
+
     @property
     def video_dim(self) -> int:
-        return sum(STREAMS[s].dim for s in self.video) + (TEF_DIM if self.tef else 0)
+        return sum(self.dim_of(s) for s in self.video) + (TEF_DIM if self.tef else 0)
 
     @property
     def text_dim(self) -> int:
-        return sum(STREAMS[s].dim for s in self.text)
+        return sum(self.dim_of(s) for s in self.text)
 
     @property
     def audio_dim(self) -> int:
         if not self.audio:
             return 0
-        return sum(STREAMS[s].dim for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
+        return sum(self.dim_of(s) for s in self.audio) + (TEF_DIM if self.tef and self.audio_tef else 0)
+
+    @property
+    def official_encoders(self) -> bool:
+        return not self.random_encoders and self.encoder_size == "full"
+
+    def encoders_text(self) -> str:
+        """``official`` or e.g. ``random tiny``: what made the features, for messages."""
+        if self.official_encoders:
+            return "official"
+        return " ".join(w for w in ("random" if self.random_encoders else "", self.encoder_size) if w) + " encoders"
+
+    def with_encoders_of(self, other: Profile) -> Profile:
+        """This profile with the encoder fields of ``other`` (a checkpoint's record)."""
+        return self.replace(random_encoders=other.random_encoders, encoder_size=other.encoder_size,
+                            stream_dims=other.stream_dims)
 
     def replace(self, **changes) -> Profile:
         return dataclasses.replace(self, **changes)
@@ -94,6 +140,7 @@ class Profile:
         d = dataclasses.asdict(self)
         for key in ("video", "text", "audio"):
             d[key] = list(d[key])
+        d["stream_dims"] = dict(self.stream_dims)
         return d
 
     # ---- assembly ------------------------------------------------------------------------
@@ -107,7 +154,7 @@ class Profile:
             x = x[:cap] if cap is not None else x
             x = x.astype(np.float32)
             if self.normalize:
-                x = l2_normalize(x)
+                x = torch_l2_normalize(x) if self.l2 == "torch" else l2_normalize(x)
             parts.append(x)
         n = min(len(p) for p in parts)   # encoders disagree by a clip or two; trim to the shortest
         return np.concatenate([p[:n] for p in parts], axis=1)
@@ -192,10 +239,15 @@ def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
     d.setdefault("name", default_name)
     for key in ("video", "text", "audio"):
         d[key] = tuple(d.get(key) or ())
+    d["stream_dims"] = tuple(sorted(dict(d.get("stream_dims") or {}).items()))
     for s in d["video"] + d["text"] + d["audio"]:
         if s not in STREAMS:
             raise MrhdError(f"feature profile {d['name']!r} names unknown stream {s!r}; "
                             f"known: {', '.join(STREAMS)}")
+    if set(d.get("dims") or {}) - set(d["video"] + d["text"] + d["audio"]):
+        raise MrhdError(f"feature profile {d['name']!r}: dims names streams it does not read")
+    if d.get("l2", "loader") not in ("loader", "torch"):
+        raise MrhdError(f"feature profile {d['name']!r}: l2 {d['l2']!r} is unknown; choose loader or torch")
     return Profile(**d)
 
 
@@ -258,16 +310,49 @@ def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreRe
         if not path.is_file():
             if stream in profile.audio and profile.audio_optional:
                 continue
-            raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; "
-                            f"extract it with `mrhd extract --encoders {encoder_of(stream)}`")
+            if STREAMS[stream].kind == "text":  # written from annotation files, not from videos
+                how = (f"encode the queries with `mrhd extract --encoders {encoder_of(stream)} --out {features_dir} "
+                       "--queries TRAIN.jsonl VAL.jsonl` (your annotation files)")
+            else:
+                how = f"extract it with `mrhd extract VIDEOS --encoders {encoder_of(stream)} --out {features_dir}`"
+            raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; {how}")
         reader = StoreReader(path)
         if reader.encoder != stream:
             raise MrhdError(f"{path} holds {reader.encoder!r} features but profile {profile.name!r} needs "
                             f"{stream!r} there; point --features at the right folder or re-extract")
-        if reader.dim and reader.dim != STREAMS[stream].dim:
-            raise MrhdError(f"{path} has dim {reader.dim}, expected {STREAMS[stream].dim} for {stream!r}")
+        if reader.dim and reader.dim != profile.variant_dim(stream) and store_encoder_size(reader) == "full":
+            raise MrhdError(f"{path} has dim {reader.dim}, expected {profile.variant_dim(stream)} for {stream!r}; "
+                            f"re-extract it with `mrhd extract --encoders {encoder_of(stream)}` (profile "
+                            f"{profile.name!r})")
         stores[stream] = reader
     return stores
+
+
+def store_encoder_size(reader: StoreReader) -> str:
+    """``full`` or ``tiny``: the size of the encoder that wrote a store (its recipe's ``size``;
+    full-size recipes of CLIP, SlowFast and PANNs have none)."""
+    return str((reader.info.get("recipe") or {}).get("size", "full"))
+
+
+def _made_by_encoder(reader: StoreReader) -> bool:
+    """Written by one of mrhd's encoders (its recipe names the model), not generated or imported."""
+    recipe = reader.info.get("recipe") or {}
+    return isinstance(recipe, dict) and "model" in recipe
+
+
+def fit_to_stores(profile: Profile, stores: Mapping[str, StoreReader]) -> Profile:
+    """``profile`` with the encoders its stores were written with (random weights, the tiny test
+    size and its widths), so a model trained on them records what `mrhd predict` must rebuild.
+    Stores of different encoder kinds cannot be combined: one-line error."""
+    kinds = {s: (str(r.info.get("weights")) == "random", store_encoder_size(r))
+             for s, r in stores.items() if _made_by_encoder(r)}
+    if len(set(kinds.values())) > 1:
+        listed = ", ".join(f"{s}: {'random' if rnd else 'released'} {size}" for s, (rnd, size) in sorted(kinds.items()))
+        raise MrhdError(f"the feature stores were made by different kinds of encoders ({listed}); re-extract "
+                        "them with the same --random-weights and --encoder-size")
+    random_encoders, size = next(iter(kinds.values()), (False, "full"))
+    dims = tuple(sorted((s, r.dim) for s, r in stores.items() if r.dim and r.dim != profile.variant_dim(s)))
+    return profile.replace(random_encoders=random_encoders, encoder_size=size, stream_dims=dims)
 
 
 def video_streams(profile: Profile, stores: Mapping[str, StoreReader]) -> tuple[str, ...]:

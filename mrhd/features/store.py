@@ -39,9 +39,27 @@ POOLED = "pooled"
 COMPLETE = "complete"   # per-dataset flag, set last: a dataset without it is never taken as stored
 _MERGING = "merging"
 _INFO_KEYS = ("format", "encoder", "dim", "clip_len", "weights", "recipe")
+READ_WAIT_S = 60.0     # how long a reader waits while a writer merges into the main file
 _TMP_PREFIX = ".tmp-"   # part files being written: .tmp-<pid>-<part name>...
 # part file names: dataset names are free text (file stems), file names must stay portable
 _UNSAFE = re.compile(r"[^A-Za-z0-9._\-]")
+
+
+SOURCE_KEYS = ("sha256", "size", "path", "mtime_ns")  # stored as ``source_<key>`` on a video entry
+
+
+def video_id_problem(video_id: str) -> str | None:
+    """Why ``video_id`` cannot name a video entry, or None: text entries own ``qid...`` and
+    ``pooled``, and HDF5 reads ``/`` as a group."""
+    if not video_id or video_id in (".", ".."):
+        return "is empty"
+    if video_id.startswith("qid"):
+        return "starts with 'qid', which names the query entries of a store"
+    if video_id == POOLED:
+        return f"is {POOLED!r}, which holds the pooled query entries of a store"
+    if "/" in video_id:
+        return "contains '/'"
+    return None
 
 
 def _part_name(key: str) -> str:
@@ -161,16 +179,21 @@ class FeatureStore:
                     raise MrhdError(f"{src} is not an mrhd feature store (format "
                                     f"{_as_str(attrs['format'])!r}); re-extract it with `mrhd extract`")
                 return attrs
-        raise MrhdError(f"{self.path} is not a readable mrhd feature store; re-extract it with `mrhd extract`")
+        raise MrhdError(f"{self.path} cannot be read (damaged, truncated or not an mrhd feature store); "
+                        "re-run `mrhd extract` with the same arguments to repair it")
 
     def _main(self) -> h5py.File | None:
         if self._file is None and self.path.exists():
             try:
-                self._file = h5py.File(self.path, "r")
+                self._file = _open_for_reading(self.path)
             except OSError as err:
-                if self.mode == "r" and not self._part_files():
-                    raise MrhdError(f"cannot read feature store {self.path} ({err}); "
-                                    "re-run `mrhd extract` to repair it") from err
+                if self.mode == "r":  # never read the parts alone as if they were the whole store
+                    if _held_open(self.path):
+                        raise MrhdError(f"feature store {self.path} is being written by another process "
+                                        "(a merge of `mrhd extract`); try again when it is done") from err
+                    raise MrhdError(f"cannot read feature store {self.path} (damaged or truncated: "
+                                    f"{_hdf5_reason(err)}); re-run `mrhd extract` with the same arguments "
+                                    "to repair it") from err
                 return None
         return self._file
 
@@ -203,11 +226,7 @@ class FeatureStore:
         main = self._main()
         names = complete(main) if main is not None else set()
         for part in self._part_files():
-            try:
-                with h5py.File(part, "r") as f:
-                    names |= complete(f)
-            except OSError:
-                continue
+            names |= {n for n in _names_in_part(part) if "/" not in n}
         return names
 
     def video_ids(self) -> list[str]:
@@ -237,11 +256,35 @@ class FeatureStore:
         return got[0]
 
     def read_attrs(self, video_id: str) -> dict:
-        """Per-dataset attributes (``duration``, ``n_clips``)."""
+        """Per-dataset attributes (``duration``, ``n_clips``, ``source_*`` where recorded)."""
         got = self._read_dataset(video_id)
         if got is None:
             raise MrhdError(f"video {video_id!r} is not in {self.path}; extract it with `mrhd extract`")
         return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in got[1].items() if k != COMPLETE}
+
+    def entry_attrs(self, name: str) -> dict:
+        """The attributes of one stored entry (``qid<qid>`` for a query), without reading its data;
+        :class:`MrhdError` when it is not stored."""
+        main, part = self._locate(name)
+        if main is None and part is None:
+            raise MrhdError(f"{name!r} is not in {self.path}; extract it with `mrhd extract`")
+        if main is not None:
+            return dict(main[name].attrs)
+        with h5py.File(part, "r") as f:
+            return dict(f[name].attrs)
+
+    def source_of(self, video_id: str) -> dict | None:
+        """The file a stored video came from (``sha256``, ``size``, ``path``, ``mtime_ns``), or None
+        for an entry written before stores recorded it; :class:`MrhdError` when it is not stored."""
+        attrs = self.entry_attrs(video_id)
+        if f"source_{SOURCE_KEYS[0]}" not in attrs:
+            return None
+        got = {k: attrs.get(f"source_{k}") for k in SOURCE_KEYS}
+        return {k: (_as_str(v) if isinstance(v, bytes | str) else int(v)) for k, v in got.items() if v is not None}
+
+    def claim_path(self, video_id: str) -> Path:
+        """The file whose lock says which `mrhd extract` run works on this video (extract/claims.py)."""
+        return self.parts_dir / (_part_name(video_id)[: -len(".h5")] + ".claim")
 
     def read_text(self, qid) -> tuple[np.ndarray, np.ndarray | None]:
         """``(tokens [L, dim], pooled [dim] or None)`` float32 of one query."""
@@ -302,7 +345,7 @@ class FeatureStore:
         try:
             f = h5py.File(self.path, "a")
         except OSError as err:
-            if _busy(err):
+            if _held_open(self.path):
                 return None  # a reader (this or another process) has it open; parts wait for a later merge
             if not os.access(self.path, os.W_OK):
                 raise MrhdError(f"cannot write to {self.path}; make it writable or choose another --out "
@@ -311,9 +354,9 @@ class FeatureStore:
                 with h5py.File(self.path, "r"):
                     pass
             except OSError as err_read:
-                if _busy(err_read):
+                if _held_open(self.path):
                     return None
-                self._salvage(f"cannot be opened ({err_read})")
+                self._salvage(f"is damaged or truncated ({_hdf5_reason(err_read)})")
                 return h5py.File(self.path, "a")
             raise MrhdError(f"cannot open {self.path} for writing ({err}); close what holds it and re-run") from err
         if f.attrs.get(_MERGING, 0):
@@ -373,26 +416,33 @@ class FeatureStore:
                 ds.attrs.update(attrs)
                 ds.attrs[COMPLETE] = 1
 
-    def write(self, video_id: str, features, duration: float) -> None:
-        """Store one video's ``[n_clips, dim]`` features (atomic; replaces an older entry)."""
+    def write(self, video_id: str, features, duration: float, source: dict | None = None) -> None:
+        """Store one video's ``[n_clips, dim]`` features (atomic; replaces an older entry).
+        ``source``: the file they came from (``SOURCE_KEYS``; ``mrhd.extract.sources.source_file``),
+        so that a later run can tell another file of the same id from this one."""
         if self.mode == "r":
             raise ValueError("store opened read-only")
-        if "/" in video_id or video_id in (POOLED, "") or video_id.startswith("qid"):
-            raise MrhdError(f"video id {video_id!r} cannot be stored (no '/', not 'pooled' or 'qid...'); "
-                            "rename the file")
+        problem = video_id_problem(video_id)
+        if problem:
+            raise MrhdError(f"video id {video_id!r} cannot be stored: it {problem}; rename the file")
         array = np.asarray(features, dtype=self.store_dtype)
         dim = int(self._want["dim"])
         if array.ndim != 2 or array.shape[1] != dim:
             raise ValueError(f"features of {video_id} have shape {array.shape}, expected [n, {dim}]")
-        self._write_part(video_id, {video_id: (array, {"duration": float(duration),
-                                                       "n_clips": int(array.shape[0])})})
+        attrs = {"duration": float(duration), "n_clips": int(array.shape[0])}
+        for key in SOURCE_KEYS:
+            if source and source.get(key) is not None:
+                attrs[f"source_{key}"] = source[key]
+        self._write_part(video_id, {video_id: (array, attrs)})
 
     def write_texts(self, items, batch_name: str | None = None) -> None:
-        """Store queries: ``items`` is an iterable of ``(qid, tokens [L, dim], pooled [dim] | None)``;
-        all go into one part (a part per query would mean thousands of files)."""
+        """Store queries: ``items`` is an iterable of ``(qid, tokens [L, dim], pooled [dim] | None)``
+        or ``(qid, tokens, pooled, query text)``; the text is kept as the entry's ``query``
+        attribute, so that another annotation file's qid of the same number is told apart. All go
+        into one part (a part per query would mean thousands of files)."""
         entries = {}
-        for qid, tokens, pooled in items:
-            entries[f"qid{qid}"] = (np.asarray(tokens, dtype=np.float32), {})
+        for qid, tokens, pooled, *text in items:
+            entries[f"qid{qid}"] = (np.asarray(tokens, dtype=np.float32), {"query": text[0]} if text else {})
             if pooled is not None:
                 entries[f"{POOLED}/qid{qid}"] = (np.asarray(pooled, dtype=np.float32), {})
         if entries:
@@ -453,23 +503,83 @@ class FeatureStore:
             self.close_reader()
 
 
-def _busy(err: OSError) -> bool:
-    """HDF5's refusals while someone else has the file open (file locks, or an open handle in this
-    process), as opposed to a damaged file."""
-    text = str(err).lower()
-    return "lock" in text or "already open" in text
+def _held_open(path: Path) -> bool:
+    """Whether an open HDF5 handle, of this process or another, holds ``path`` (busy, not damaged).
+
+    Decided by the lock itself, never by the words of an error (HDF5's message for a truncated file,
+    "sblock->base_addr", contains "lock"): HDF5 keeps an ``flock`` on every file it has open, shared
+    for readers and exclusive for writers, so an exclusive non-blocking ``flock`` of our own fails
+    exactly while some handle is open. This process's own handles are also looked up directly, for
+    when HDF5's locking is turned off (``HDF5_USE_FILE_LOCKING=FALSE``)."""
+    for fid in h5py.h5f.get_obj_ids(types=h5py.h5f.OBJ_FILE):
+        try:
+            if os.path.samefile(os.fsdecode(fid.name), path):
+                return True
+        except (OSError, ValueError):
+            continue
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False  # no flock here (some network file systems): nothing can be holding one
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+    return False
+
+
+def _open_for_reading(path: Path, wait_s: float = READ_WAIT_S) -> h5py.File:
+    """``h5py.File(path, "r")``, waiting up to ``wait_s`` while a writer holds the file (a merge
+    takes seconds); a damaged file raises at once."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            return h5py.File(path, "r")
+        except OSError:
+            if time.monotonic() >= deadline or not _held_open(path):
+                raise
+            time.sleep(0.2)
+
+
+def _hdf5_reason(err: OSError) -> str:
+    """HDF5's reason without h5py's prefix ("Unable to synchronously open file (...)")."""
+    text = str(err)
+    inner = re.search(r"\((.*)\)\s*$", text)
+    return inner.group(1) if inner else text
+
+
+_PART_NAMES: dict[str, tuple[tuple[int, int, int], frozenset[str]]] = {}
+
+
+def _names_in_part(part: Path) -> frozenset[str]:
+    """The complete entries of a part file, read once per file: a part never changes after its
+    rename into place (a rewrite is a new file), so its inode, time and size identify what it
+    holds. Opening every part on every lookup cost ~3 ms a part, 0.3 s a lookup with 100 parts."""
+    try:
+        st = part.stat()
+        key = (st.st_ino, st.st_mtime_ns, st.st_size)
+        hit = _PART_NAMES.get(str(part))
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        with h5py.File(part, "r") as f:
+            names = frozenset(_complete_names(f))
+    except OSError:
+        return frozenset()
+    if len(_PART_NAMES) > 100_000:  # parts merged long ago
+        _PART_NAMES.clear()
+    _PART_NAMES[str(part)] = (key, names)
+    return names
 
 
 def _part_holding(name: str, parts: list[Path]) -> Path | None:
     """The first of ``parts`` that holds ``name`` completely."""
-    for part in parts:
-        try:
-            with h5py.File(part, "r") as f:
-                if name in f and f[name].attrs.get(COMPLETE, 0):
-                    return part
-        except OSError:
-            continue
-    return None
+    return next((part for part in parts if name in _names_in_part(part)), None)
 
 
 def _complete_names(f: h5py.File) -> Iterator[str]:
@@ -502,7 +612,7 @@ class _FileLock:
         self._fd: int | None = None
 
     def __enter__(self):
-        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)  # minus the umask, as open() does
         fcntl.flock(self._fd, fcntl.LOCK_EX)
         return self
 

@@ -13,6 +13,7 @@ checkpoints) run as overlapping windows (:mod:`mrhd.inference.windows`).
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 
 from mrhd.devices import parse_device
+from mrhd.encoders.streams import STREAMS
 from mrhd.errors import MrhdError
 from mrhd.inference.results import CLIP_LEN, Prediction
 from mrhd.inference.video_features import FeatureCache, VideoFeatures, extract_video_features
@@ -44,6 +46,23 @@ def inside_video(rows: list, duration: float) -> list[list[float]]:
                 (max(duration - CLIP_LEN, 0.0), duration)
         out.append([st, ed, float(score)])
     return out
+
+
+def _encoders_for(prof, encoder_size: str | None, random_encoders: bool | None, label: str) -> tuple[str, bool]:
+    """``(size, random weights)`` of the encoders for a checkpoint trained on ``prof``'s features:
+    what it recorded, unless asked otherwise; a request that would give other features than those
+    it was trained on is refused (the numbers would mean nothing)."""
+    size = encoder_size or prof.encoder_size
+    random_weights = prof.random_encoders if random_encoders is None else random_encoders
+    if size != prof.encoder_size:
+        raise MrhdError(f"{label} was trained on features of {prof.encoders_text()}; --encoder-size {size} "
+                        f"gives features it cannot read (drop --encoder-size)")
+    if prof.random_encoders and not random_weights:
+        raise MrhdError(f"{label} was trained on features of {prof.encoders_text()}; the released encoders "
+                        "give other features (leave random_encoders unset)")
+    if size != "full" and not random_weights:
+        raise MrhdError("--encoder-size tiny exists only with random encoders (--random-encoders)")
+    return size, random_weights
 
 
 class QueryTruncatedWarning(UserWarning):
@@ -87,7 +106,13 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
     from mrhd.models.convert import build_and_load, profile_from_opt
     from mrhd.models.registry import make_config
     from mrhd.weights import find_entry, resolve_weights
-    from mrhd.weights.checkpoint import is_mrhd_checkpoint, load_checkpoint, official_opt, official_state_dict
+    from mrhd.weights.checkpoint import (
+        MODEL_CHECKPOINT_FIX,
+        is_mrhd_checkpoint,
+        load_checkpoint,
+        official_opt,
+        official_state_dict,
+    )
 
     if weights == RANDOM:
         name = model or find_entry(default_weights_id()).model
@@ -110,7 +135,7 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
     if entry is not None and model and entry.model != model:
         raise MrhdError(f"{weights} holds a {entry.model} checkpoint, not {model}")
     path = resolve_weights(weights)
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, what="model checkpoint", fix=MODEL_CHECKPOINT_FIX)
     label = entry.id if entry is not None else Path(path).name
     if is_mrhd_checkpoint(ckpt):
         name = ckpt["model"]
@@ -120,6 +145,7 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
         cfg = make_config(name, ckpt["config"])
         state_dict = ckpt["state_dict"]
         ckpt_profile = ckpt.get("profile")
+        trained_on = ckpt.get("profile_spec")   # mrhd train: the profile as trained, encoders included
     else:
         name = model or (entry.model if entry is not None else None)
         if name is None:
@@ -138,10 +164,13 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
             state_dict = spec.convert_state_dict(state_dict)
         ckpt_profile = profile_from_opt(opt, default=entry.profile if entry else spec.default_profile,
                                         preferred=spec.default_profile)
+        trained_on = None
     state_dict = {k: v for k, v in state_dict.items() if torch.is_tensor(v)}
     net = build_and_load(spec, cfg, state_dict, what=str(path))
     ckpt_profile = ckpt_profile or spec.default_profile
     prof = _load_profile(ckpt_profile)
+    if isinstance(trained_on, dict):
+        prof = prof.with_encoders_of(_load_profile(trained_on))
     if profile is not None and _load_profile(profile).name != prof.name:
         raise MrhdError(f"{path} was trained on feature profile {prof.name!r}, not {profile!r}")
     v_dim, t_dim = getattr(cfg, "v_feat_dim", None), getattr(cfg, "t_feat_dim", None)
@@ -178,35 +207,46 @@ class Predictor:
     # ---- construction ---------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | None = None, device: str | torch.device = "cpu", *,
-                        model: str | None = None, profile: str | None = None, encoder_size: str = "full",
-                        cache: bool | str | Path = True, random_config: dict | None = None) -> Predictor:
+                        model: str | None = None, profile: str | None = None, encoder_size: str | None = None,
+                        random_encoders: bool | None = None, cache: bool | str | Path = True,
+                        random_config: dict | None = None) -> Predictor:
         """``name_or_path``: a registry id, a checkpoint file, ``"random"`` (random weights for model
         and encoders, no download), or None for the default CLIP-only checkpoint.
-        ``encoder_size="tiny"`` (random weights only) uses small encoders for tests.
+        ``encoder_size`` (``full``/``tiny``) and ``random_encoders``: the encoders that make the
+        features; None follows the checkpoint (what `mrhd train` recorded, e.g. random tiny encoders
+        for a run on ``--random-weights --encoder-size tiny`` features; the official ones otherwise).
         ``cache``: True = ``$MRHD_CACHE/features``, a folder, or False. ``random_config``: config
         fields of a random network (e.g. a small ``hidden_dim`` for tests)."""
         from mrhd.encoders.factory import build_encoder
         from mrhd.features.profiles import load_profile
+        from mrhd.inference.lazy_encoders import lazy_encoder
         from mrhd.weights import find_entry
 
         dev = parse_device(device)
         weights = name_or_path or default_weights_id()
-        random_weights = weights == RANDOM
-        if encoder_size != "full" and not random_weights:
-            raise MrhdError("encoder_size other than 'full' exists only with random weights")
-        if random_weights:
+        if encoder_size not in (None, "full", "tiny"):
+            raise MrhdError(f"unknown encoder size {encoder_size!r}; choose full or tiny")
+        if weights == RANDOM:
             get_spec(model or find_entry(default_weights_id()).model)   # unknown model: fail before any work
             prof = load_profile(profile or "clip")
+            size, random_weights = encoder_size or "full", True
         else:
             loaded = load_model(weights, model=model, profile=profile)
             prof = loaded.profile
+            size, random_weights = _encoders_for(prof, encoder_size, random_encoders, loaded.weights)
+        feature_cache = None
+        if cache is not False:
+            feature_cache = FeatureCache(None if cache is True else cache)
 
         def make(stream):
-            return build_encoder(stream, device=str(dev), random_weights=random_weights, size=encoder_size)
+            return build_encoder(stream, device=str(dev), random_weights=random_weights, size=size)
 
-        video_encoders = {s: make(s) for s in prof.video + prof.audio}
-        text_encoders = {s: make(s) for s in prof.text}
-        if random_weights:
+        # video encoders are built only when a stream is not in the feature cache
+        video_encoders = {s: lazy_encoder(s, functools.partial(make, s), random_weights=random_weights, size=size,
+                                          cache_root=feature_cache.root if feature_cache else None)
+                          for s in prof.video + prof.audio}
+        text_encoders = {s: make(s) for s in prof.text}   # every call encodes its queries
+        if weights == RANDOM:
             v_dim = sum(video_encoders[s].dim for s in prof.video) + (2 if prof.tef else 0)
             t_dim = sum(text_encoders[s].dim for s in prof.text)
             random_config = dict(random_config or {})
@@ -215,18 +255,27 @@ class Predictor:
                                                + (2 if prof.tef and prof.audio_tef else 0))
             loaded = load_model(RANDOM, model=model, profile=prof.name, video_dim=v_dim, text_dim=t_dim,
                                 random_config=random_config)
-        feature_cache = None
-        if cache is not False:
-            feature_cache = FeatureCache(None if cache is True else cache)
+        else:
+            wrong = [f"{s} {enc.dim}" for s, enc in {**video_encoders, **text_encoders}.items()
+                     if enc.dim != prof.dim_of(s)]
+            if wrong:
+                raise MrhdError(f"{loaded.weights} expects {prof.encoders_text()} features of other widths than "
+                                f"these encoders give ({', '.join(wrong)}); use the encoders it was trained with")
+        widths = {s: enc.dim for s, enc in {**video_encoders, **text_encoders}.items()}
+        loaded.profile = loaded.profile.replace(
+            random_encoders=random_weights, encoder_size=size,
+            stream_dims=tuple(sorted((s, d) for s, d in widths.items() if d != STREAMS[s].dim)))
         return cls(loaded, video_encoders, text_encoders, dev, feature_cache)
 
     # ---- video ----------------------------------------------------------------------------
-    def encode_video(self, path: str | Path, vid: str | None = None) -> VideoFeatures:
-        """Raw per-clip features of the streams this model needs (cached by file content)."""
-        return extract_video_features(path, self.video_encoders, cache=self.cache, vid=vid)
+    def encode_video(self, path: str | Path, vid: str | None = None, progress=None) -> VideoFeatures:
+        """Raw per-clip features of the streams this model needs (cached by file content);
+        ``progress(clips_done, clips_expected)`` hears of the clips while a video is decoded."""
+        return extract_video_features(path, self.video_encoders, cache=self.cache, vid=vid, progress=progress)
 
     # ---- queries --------------------------------------------------------------------------
-    def _check_queries(self, queries: Sequence[str]) -> list[str]:
+    def check_queries(self, queries: Sequence[str]) -> list[str]:
+        """The queries with their whitespace collapsed; an empty list or query is a user error."""
         if isinstance(queries, str):
             queries = [queries]
         if not queries:
@@ -238,12 +287,10 @@ class Predictor:
             out.append(" ".join(q.split()))
         return out
 
-    def encode_queries(self, queries: Sequence[str]) -> list[np.ndarray]:
-        """Per-query token features ``[Lq, text_dim]`` assembled by the profile (first ``max_q_l``
-        tokens, each L2-normalised). A query longer than what the model reads (the encoder's context,
-        or ``max_q_l`` tokens, 32 for the official checkpoints) is cut, with a warning."""
-        queries = self._check_queries(queries)
-        per_stream = {}
+    def truncation_notes(self, queries: Sequence[str]) -> list[str]:
+        """One line per query longer than what the model reads (the encoder's context, or
+        ``max_q_l`` tokens, 32 for the official checkpoints)."""
+        notes = []
         for stream, enc in self.text_encoders.items():
             context = getattr(getattr(enc, "tokenizer", None), "context_length", None)
             if context is not None and hasattr(enc.tokenizer, "encode"):
@@ -251,8 +298,20 @@ class Predictor:
                 for q in queries:
                     n = len(enc.tokenizer.encode(q)) + 2   # + start and end tokens
                     if n > limit:
-                        warnings.warn(f"query of {n} {stream} tokens cut to the first {limit} the model reads: "
-                                      f"\"{q[:40]}...\"", QueryTruncatedWarning, stacklevel=2)
+                        notes.append(f"query of {n} {stream} tokens cut to the first {limit} the model reads: "
+                                     f"\"{q[:40]}...\"")
+        return notes
+
+    def encode_queries(self, queries: Sequence[str], warn: bool = True) -> list[np.ndarray]:
+        """Per-query token features ``[Lq, text_dim]`` assembled by the profile (first ``max_q_l``
+        tokens, each L2-normalised); all queries go through each text encoder as one batch. A query
+        longer than what the model reads is cut, with a warning unless ``warn`` is False (for callers
+        that report :meth:`truncation_notes` themselves)."""
+        queries = self.check_queries(queries)
+        for note in self.truncation_notes(queries) if warn else ():
+            warnings.warn(note, QueryTruncatedWarning, stacklevel=2)
+        per_stream = {}
+        for stream, enc in self.text_encoders.items():
             per_stream[stream] = [t.float().numpy() for t, _pooled in enc.encode_texts(queries)]
         return [self.profile.assemble_text({s: per_stream[s][i] for s in per_stream}) for i in range(len(queries))]
 
@@ -290,9 +349,10 @@ class Predictor:
             out = self.net(**kwargs)
         return self.spec.postprocess(out, src_vid_mask, metas, self.cfg)
 
-    def predict(self, features: VideoFeatures, queries: Sequence[str]) -> list[Prediction]:
-        """One :class:`Prediction` per query: moments best first, one saliency score per clip."""
-        queries = self._check_queries(queries)
+    def predict(self, features: VideoFeatures, queries: Sequence[str], warn: bool = True) -> list[Prediction]:
+        """One :class:`Prediction` per query: moments best first, one saliency score per clip
+        (``warn``: see :meth:`encode_queries`)."""
+        queries = self.check_queries(queries)
         missing = [s for s in self.profile.video if s not in features.streams]
         if missing:
             raise MrhdError(f"these features lack stream(s) {missing} that {self.model_name} needs; "
@@ -311,10 +371,12 @@ class Predictor:
                       if s in features.streams)
         if n_clips == 0:
             raise MrhdError(f"video {features.path} has no clips")
-        texts = self.encode_queries(queries)
+        texts = self.encode_queries(queries, warn=warn)
         windows = plan_windows(n_clips, self.window)
         inputs = [self._window_inputs(features, w) for w in windows]
-        jobs = [(wi, qi) for wi in range(len(windows)) for qi in range(len(queries))]
+        # queries of similar length share a batch, so little of it is padding
+        by_length = sorted(range(len(queries)), key=lambda qi: len(texts[qi]))
+        jobs = [(wi, qi) for qi in by_length for wi in range(len(windows))]
         per_query: list[list] = [[] for _ in queries]
         sal_query: list[list] = [[] for _ in queries]
         for start in range(0, len(jobs), self.batch_size):

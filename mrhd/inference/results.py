@@ -9,12 +9,10 @@ a half-written output.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mrhd.errors import MrhdError
 from mrhd.io import jsonl_text, write_atomic
 
 CLIP_LEN = 2.0
@@ -77,22 +75,13 @@ def format_table(pred: Prediction, top_k: int = 5) -> str:
     return "\n".join(lines)
 
 
-def check_writable(path: str | Path, what: str = "output") -> Path:
-    """Fail early (before any work) when ``path`` cannot be written."""
-    path = Path(path)
-    parent = path.parent if str(path.parent) else Path(".")
-    if path.is_dir():
-        raise MrhdError(f"{what} path {path} is a folder; give a file name")
-    if not parent.is_dir():
-        raise MrhdError(f"cannot write {what} {path}: folder {parent} does not exist; create it first")
-    if not os.access(parent, os.W_OK) or (path.exists() and not os.access(path, os.W_OK)):
-        raise MrhdError(f"cannot write {what} {path}: permission denied; choose another location")
-    return path
+def predictions_text(preds: Sequence[Prediction], jsonl: bool = False) -> str:
+    """The prediction file's text: one object per line (``jsonl``, the submission format) or a JSON list."""
+    objs = [p.to_json() for p in preds]
+    return jsonl_text(objs) if jsonl else json.dumps(objs, indent=1) + "\n"
 
 
 def write_predictions(path: str | Path, preds: Sequence[Prediction]) -> Path:
     """``.jsonl``: one object per line (the submission format); otherwise a JSON list."""
     path = Path(path)
-    objs = [p.to_json() for p in preds]
-    text = jsonl_text(objs) if path.suffix == ".jsonl" else json.dumps(objs, indent=1) + "\n"
-    return write_atomic(path, text)
+    return write_atomic(path, predictions_text(preds, jsonl=path.suffix == ".jsonl"))

@@ -19,6 +19,7 @@ from mrhd.encoders.streams import stream_of_folder
 from mrhd.errors import MrhdError
 from mrhd.io import file_sha256
 from mrhd.weights.checkpoint import (
+    MODEL_CHECKPOINT_FIX,
     is_mrhd_checkpoint,
     load_checkpoint,
     official_opt,
@@ -29,9 +30,10 @@ from mrhd.weights.checkpoint import (
 
 def streams_from_opt(opt: dict) -> tuple[tuple[str, ...], tuple[str, ...]] | None:
     """(video streams in order, audio streams) of an official run, read from its feature folder
-    names (``v_feat_dirs``, ``a_feat_dir``); None when a folder name is not recognised."""
+    names (``v_feat_dirs``, ``a_feat_dir``) or feature files (MESM's ``feat_files``); None when a
+    name is not recognised."""
     video = []
-    for d in opt.get("v_feat_dirs") or []:
+    for d in opt.get("v_feat_dirs") or opt.get("feat_files") or []:
         stream = stream_of_folder(Path(str(d).rstrip("/")).name)
         if stream is None:
             return None
@@ -106,7 +108,7 @@ def convert_checkpoint(src: str | Path, dst: str | Path, *, model: str) -> dict:
 
     src, dst = Path(src), Path(dst)
     spec = get_spec(model)
-    ckpt = load_checkpoint(src)
+    ckpt = load_checkpoint(src, what="model checkpoint", fix=MODEL_CHECKPOINT_FIX)
     if is_mrhd_checkpoint(ckpt):
         raise MrhdError(f"{src} is already an mrhd checkpoint (model {ckpt.get('model')!r}); "
                         "nothing to convert")

@@ -3,7 +3,8 @@
 Shared by Moment-DETR, QD-DETR and TR-DETR (and reusable by the other DETR models), configured by
 :class:`CriterionConfig`:
 
-- ``loss_spans``: L1 on matched (center, width) + 1 - GIoU.
+- ``loss_spans``: L1 (``span_loss="smooth_l1"``: smooth L1, beta 1, SG-DETR) on matched (center,
+  width) + 1 - GIoU.
 - ``loss_labels``: Moment-DETR / QD-DETR: cross-entropy with ``empty_weight`` [1, eos_coef] and
   reduction 'none' then a plain mean (not the weighted mean); TR-DETR (``label_loss="focal"``):
   sigmoid focal loss (alpha 0.25, gamma 2, torchvision's formula) of both logits against one-hot
@@ -55,6 +56,8 @@ class CriterionConfig:
     vtc_loss_coef: float = 0.3
     alignment_temperature: float = 0.07
     use_matcher: bool = True          # False for TVSum in QD-DETR / TR-DETR (saliency only)
+    set_cost_iou: float = 0           # SG-DETR: predicted IoU in the matching cost
+    span_loss: str = "l1"             # "l1" | "smooth_l1" (SG-DETR)
 
 
 def sigmoid_focal_loss(inputs: torch.Tensor, targets: torch.Tensor, alpha: float = 0.25,
@@ -80,7 +83,9 @@ class SetCriterion(nn.Module):
     def __init__(self, cfg: CriterionConfig):
         super().__init__()
         self.cfg = cfg
-        self.matcher = HungarianMatcher(cfg.set_cost_class, cfg.set_cost_span, cfg.set_cost_giou)
+        if cfg.span_loss not in ("l1", "smooth_l1"):
+            raise MrhdError(f"span_loss {cfg.span_loss!r} is unknown; choose l1 or smooth_l1")
+        self.matcher = HungarianMatcher(cfg.set_cost_class, cfg.set_cost_span, cfg.set_cost_giou, cfg.set_cost_iou)
         self.losses = ["spans", "labels", "saliency"] + (["alignment"] if cfg.alignment else [])
         empty_weight = torch.ones(2)
         empty_weight[-1] = cfg.eos_coef  # background (index 1) down-weighted
@@ -109,7 +114,8 @@ class SetCriterion(nn.Module):
         idx = self.src_permutation_idx(indices)
         src_spans = outputs["pred_spans"][idx]
         tgt_spans = torch.cat([t["spans"][i] for t, (_, i) in zip(targets["span_labels"], indices)], dim=0)
-        loss_span = F.l1_loss(src_spans, tgt_spans, reduction="none")
+        span_loss = F.smooth_l1_loss if self.cfg.span_loss == "smooth_l1" else F.l1_loss
+        loss_span = span_loss(src_spans, tgt_spans, reduction="none")
         loss_giou = 1 - torch.diag(generalized_temporal_iou(span_cxw_to_xx(src_spans), span_cxw_to_xx(tgt_spans)))
         return {"loss_span": loss_span.mean(), "loss_giou": loss_giou.mean()}
 

@@ -2,6 +2,7 @@
 
 Cost = cost_span * L1(cxw) - cost_giou * GIoU(xx) - cost_class * p(foreground); foreground is class
 index 0 (softmax over the 2 logits), solved per sample with scipy's ``linear_sum_assignment``.
+With ``cost_iou`` (SG-DETR) the predicted IoU joins the cost: - cost_iou * sigmoid(pred_iou).
 """
 
 from __future__ import annotations
@@ -16,13 +17,14 @@ FOREGROUND = 0
 
 
 class HungarianMatcher(nn.Module):
-    def __init__(self, cost_class: float = 1, cost_span: float = 1, cost_giou: float = 1):
+    def __init__(self, cost_class: float = 1, cost_span: float = 1, cost_giou: float = 1, cost_iou: float = 0):
         super().__init__()
         if cost_class == 0 and cost_span == 0 and cost_giou == 0:
             raise ValueError("all matching costs are 0")
         self.cost_class = cost_class
         self.cost_span = cost_span
         self.cost_giou = cost_giou
+        self.cost_iou = cost_iou
 
     @torch.no_grad()
     def forward(self, outputs: dict, targets: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
@@ -38,6 +40,8 @@ class HungarianMatcher(nn.Module):
         cost_span = torch.cdist(out_spans, tgt_spans, p=1)
         cost_giou = -generalized_temporal_iou(span_cxw_to_xx(out_spans), span_cxw_to_xx(tgt_spans))
         cost = self.cost_span * cost_span + self.cost_giou * cost_giou + self.cost_class * cost_class
+        if self.cost_iou and "pred_iou" in outputs:   # (B, nq) IoU logits
+            cost = cost - self.cost_iou * outputs["pred_iou"].flatten(0, 1).sigmoid()[:, None]
         cost = cost.view(bs, num_queries, -1).cpu()
         sizes = [len(v["spans"]) for v in span_labels]
         indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]

@@ -2,7 +2,8 @@
 
 Precedence, lowest first: the TrainConfig defaults (Moment-DETR's official QVHighlights training,
 which QD-DETR, CG-DETR and VideoLights keep), configs/train/<model>.yaml (only what a model's
-authors changed, with where it comes from), the dataset's
+authors changed, with where it comes from), its preset for the named dataset (the YAML's
+``datasets: {<dataset>: {...}}``, e.g. SG-DETR's per-dataset schedules), the dataset's
 model selection (``best_metric`` of configs/datasets/<dataset>.yaml, when a dataset is named: the
 model YAMLs name QVHighlights' MR-full-mAP), then explicit overrides (command-line flags and
 ``--set`` of a training option, e.g. ``--set best_metric=MR-full-R1@0.7``).
@@ -37,7 +38,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     lr_drop: int = 400                  # StepLR step (epochs)
     lr_gamma: float = 0.1
-    lr_warmup: int = 0                  # UniVTG: linear warm-up epochs before the step schedule
+    lr_warmup: int = 0                  # UniVTG / SG-DETR: linear warm-up epochs
+    lr_milestones: list | None = None   # SG-DETR: WarmupMultiStepLR milestones (epochs); replaces lr_drop
+    lr_warmup_factor: float = 1 / 3     # WarmupMultiStepLR's starting factor
     grad_clip: float = 0.1
     eval_every: int = 5                 # epochs
     max_es_cnt: int = 200               # early stop after this many evaluations without gain; -1 never
@@ -75,12 +78,19 @@ def load_train_config(model: str, **overrides) -> TrainConfig:
     path = config_dir() / "train" / f"{model}.yaml"
     raw = _read_yaml(path) if path.is_file() else {}
     raw["model"] = model
+    presets = raw.pop("datasets", None) or {}
     explicit = {k: v for k, v in overrides.items() if v is not None}
     dataset = explicit.get("dataset", raw.get("dataset"))
+    if dataset is not None and dataset in presets:
+        preset = dict(presets[dataset])
+        raw["model_config"] = {**(raw.get("model_config") or {}), **(preset.pop("model_config", None) or {})}
+        raw.update(preset)
     if dataset is not None:
         from mrhd.pipeline.dataset_configs import load_dataset_config
 
         raw["best_metric"] = load_dataset_config(dataset).best_metric
+    if "model_config" in explicit and raw.get("model_config"):   # a preset's model fields stay unless overridden
+        explicit["model_config"] = {**raw["model_config"], **explicit["model_config"]}
     raw.update(explicit)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(raw) - known)

@@ -2,10 +2,13 @@
 
 All models: AdamW over every trainable parameter, one group (moment_detr ``inference.py
 setup_model``), weight decay ``wd``. Schedule stepped once per epoch: StepLR(lr_drop, gamma); UniVTG
-adds a linear warm-up (``main/config.py WarmupStepLR``).
+adds a linear warm-up (``main/config.py WarmupStepLR``); SG-DETR uses WarmupMultiStepLR (warm-up, then
+x gamma at each of ``lr_milestones``; arXiv 2410.01615).
 """
 
 from __future__ import annotations
+
+from bisect import bisect_right
 
 import torch
 from torch import nn
@@ -33,7 +36,28 @@ class WarmupStepFactor:
         return self.gamma ** n_drops
 
 
+class WarmupMultiStepFactor:
+    """LR factor of WarmupMultiStepLR (maskrcnn-benchmark's ``solver/lr_scheduler.py``, the form
+    detection code uses) at epoch ``e``: gamma ** (number of milestones <= e), times the linear
+    warm-up ``warmup_factor * (1 - e / W) + e / W`` while ``e < W``. Picklable, as WarmupStepFactor."""
+
+    def __init__(self, warmup: int, milestones, gamma: float, warmup_factor: float = 1 / 3):
+        self.warmup, self.gamma, self.warmup_factor = warmup, gamma, warmup_factor
+        self.milestones = sorted(int(m) for m in milestones)
+
+    def __call__(self, epoch: int) -> float:
+        factor = 1.0
+        if epoch < self.warmup:
+            alpha = epoch / self.warmup
+            factor = self.warmup_factor * (1 - alpha) + alpha
+        return factor * self.gamma ** bisect_right(self.milestones, epoch)
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.lr_milestones:
+        return torch.optim.lr_scheduler.LambdaLR(
+            optimizer, WarmupMultiStepFactor(int(cfg.lr_warmup), cfg.lr_milestones, cfg.lr_gamma,
+                                             cfg.lr_warmup_factor))
     if cfg.lr_warmup and cfg.lr_warmup > 0:
         return torch.optim.lr_scheduler.LambdaLR(
             optimizer, WarmupStepFactor(int(cfg.lr_warmup), int(cfg.lr_drop), cfg.lr_gamma))

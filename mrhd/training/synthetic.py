@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 
-from mrhd.encoders.streams import STREAMS
 from mrhd.features.profiles import Profile
 from mrhd.features.write import write_store
 from mrhd.io import jsonl_text
@@ -57,7 +56,7 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(spec.seed)
-    dirs = {s: rng.normal(size=(spec.n_concepts, STREAMS[s].dim)) for s in profile.streams}
+    dirs = {s: rng.normal(size=(spec.n_concepts, profile.dim_of(s))) for s in profile.streams}
     dirs = {s: d / np.linalg.norm(d, axis=1, keepdims=True) for s, d in dirs.items()}
     video_streams = profile.video + profile.audio
     videos: dict[str, dict] = {s: {} for s in video_streams}
@@ -80,7 +79,7 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
         dis &= ~inside
         vid = f"syn{i:05d}_0.0_{2.0 * n_clips:.1f}"
         for s in video_streams:
-            dim = STREAMS[s].dim
+            dim = profile.dim_of(s)
             x = rng.normal(size=(n_clips, dim))
             scale = spec.signal * np.sqrt(dim)
             x[inside] += scale * dirs[s][concept]
@@ -89,7 +88,7 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
             videos[s][vid] = x.astype(np.float32)
         n_tok = int(rng.integers(6, 20))
         for s in profile.text:
-            dim = STREAMS[s].dim
+            dim = profile.dim_of(s)
             t = rng.normal(size=(n_tok, dim)) + spec.text_signal * np.sqrt(dim) * dirs[s][concept]
             texts[s][i] = t.astype(np.float32)
         clip_ids = [int(c) for c in np.flatnonzero(inside)]

@@ -43,8 +43,8 @@ from torch.utils.data import DataLoader
 from mrhd.annotations import load_annotations
 from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
-from mrhd.features.profiles import load_profile, open_stores
-from mrhd.io import jsonl_text, write_atomic
+from mrhd.features.profiles import fit_to_stores, load_profile, open_stores
+from mrhd.io import json_safe, jsonl_text, write_atomic
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
@@ -94,11 +94,6 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def json_safe(d: dict) -> dict:
-    """NaN (an empty length range in the metrics) as null, so every line is strict JSON."""
-    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in d.items()}
-
-
 def stored_train_config(out: str | Path) -> dict:
     """The ``train_config`` a run folder's last.ckpt was written with ({} where there is none).
     Its ``dataset`` is None for QVHighlights and for runs from before datasets were recorded."""
@@ -126,6 +121,10 @@ class Trainer:
         if self.dataset:
             self.profile = self.dataset.apply_to_profile(self.profile)
         self.stores = open_stores(features, self.profile)
+        self.profile = fit_to_stores(self.profile, self.stores)   # recorded in the checkpoints, for predict
+        if not self.profile.official_encoders:
+            self.log(f"note: {features} holds features of {self.profile.encoders_text()}: the model learns only "
+                     "what those features carry (a pipeline check, not a model for real videos)")
         labels = cfg.labels or cfg.model
         wanted = meta_inputs(self.spec.forward_inputs)
         dcfg = DatasetConfig(labels=labels, clip_len=cfg.clip_len, max_windows=cfg.max_windows, inputs=wanted)

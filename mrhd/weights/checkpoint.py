@@ -13,8 +13,12 @@ The authors' checkpoints (Moment-DETR, QD-DETR, TR-DETR, CG-DETR, UniVTG) pickle
 from __future__ import annotations
 
 import argparse
+import codecs
 import pickle
 import re
+import tarfile
+import warnings
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +34,9 @@ FORMAT = "mrhd-checkpoint/1"
 # (moment_detr/train.py saves `"opt": opt` with opt from argparse; QD-DETR, TR-DETR, CG-DETR and
 # UniVTG copy that code). Nothing else is admitted.
 LEGACY_SAFE_GLOBALS: list = [argparse.Namespace]
+# what to do when a grounding model's --weights file is no checkpoint
+MODEL_CHECKPOINT_FIX = ("give a checkpoint written by `mrhd train` (RUN_DIR/best.ckpt) or by the model's authors, "
+                        "or a registry id (`mrhd weights list`)")
 
 
 def save_checkpoint(path: str | Path, *, model: str, config: dict, state_dict: dict, profile: str,
@@ -59,11 +66,13 @@ def save_checkpoint(path: str | Path, *, model: str, config: dict, state_dict: d
 
 
 def _reason(err: Exception) -> str:
-    """The line of a ``torch.load`` error that says what is wrong (torch wraps it in advice)."""
-    advice = ("Weights only load failed", "Please file an issue", "Check the documentation")
+    """The line of a ``torch.load`` error that says what is wrong. torch wraps it in advice, among
+    it to turn the weights-only safety off (which runs whatever the file pickles): never relayed."""
+    advice = ("Weights only load failed", "Please file an issue", "Check the documentation", "(1)", "(2)")
     lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
-    detail = [ln for ln in lines if not ln.startswith(advice)] or lines or [""]
-    return f"{type(err).__name__}: {detail[0][:200]}"
+    detail = [ln for ln in lines if not ln.startswith(advice) and "weights_only" not in ln
+              and "trusted source" not in ln] or [""]
+    return f"{type(err).__name__}: {detail[0][:200]}".rstrip(": ")
 
 
 def _unsafe_globals(path: Path) -> list[str]:
@@ -71,6 +80,45 @@ def _unsafe_globals(path: Path) -> list[str]:
         return list(torch.serialization.get_unsafe_globals_in_checkpoint(str(path)))
     except Exception:  # legacy (non-zip) files cannot be scanned without unpickling
         return []
+
+
+# torch's legacy (non-zip) format starts with its magic number 0x1950a86a20f9469cfc6c, pickled
+# with protocol 2 (torch.serialization._legacy_save; _legacy_load refuses a file without it)
+LEGACY_MAGIC = b"\x80\x02\x8a\x0al\xfc\x9cF\xf9 j\xa8P\x19."
+
+
+def not_a_checkpoint(path: Path) -> str | None:
+    """What ``path`` holds instead, when its first bytes show it cannot be a PyTorch checkpoint
+    (empty, JSON or other text, HTML, a Git LFS pointer, a zip without ``data.pkl``, other binary
+    data); None when it may be one. A PyTorch file is a zip archive with ``<name>/data.pkl`` (the
+    format since torch 1.6) or starts with the legacy format's magic number. Checked before
+    unpickling, so that unreadable bytes are never reported as a refused pickle."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    if not head:
+        return "it is empty (0 bytes)"
+    if zipfile.is_zipfile(path):
+        try:
+            with zipfile.ZipFile(path) as zf:
+                names = zf.namelist()
+        except (zipfile.BadZipFile, OSError):
+            return "it is a damaged zip archive"
+        return None if any(n.endswith("data.pkl") for n in names) else "it is a zip archive without data.pkl"
+    if head.startswith(LEGACY_MAGIC) or tarfile.is_tarfile(path):   # tar: torch < 0.4
+        return None
+    if head.startswith(b"version https://git-lfs"):
+        return "it is a Git LFS pointer, not the file it points to (run `git lfs pull` or download the file)"
+    try:
+        text = codecs.getincrementaldecoder("utf-8")().decode(head).lstrip().lower()   # a cut last char is fine
+        if any(ord(ch) < 32 and ch not in "\t\n\r\f" for ch in text):
+            raise UnicodeDecodeError("utf-8", head, 0, 1, "control characters")
+    except UnicodeDecodeError:
+        return "it holds binary data that is neither a PyTorch zip archive nor a legacy torch.save file"
+    if text.startswith(("<!doctype", "<html", "<?xml")):
+        return "it is an HTML/XML page (a failed download?)"
+    if text.startswith(("{", "[")):
+        return "it is JSON text"
+    return "it is a text file"
 
 
 def load_checkpoint(path: str | Path, *, what: str = "PyTorch checkpoint", fix: str = "re-download or re-create it",
@@ -81,17 +129,26 @@ def load_checkpoint(path: str | Path, *, what: str = "PyTorch checkpoint", fix: 
 
     Returns the raw dict (mrhd format, the authors' layout, or an encoder's state dict; see
     :func:`unwrap_state_dict`); raises :class:`MrhdError` for a missing file, a file that is not a
-    ``what`` (``fix`` says what to do), or one that pickles objects outside the allow-list.
+    ``what`` at all or not a readable one (``fix`` says what to do), or one that pickles objects
+    outside the allow-list.
     """
     path = Path(path)
+    if path.is_dir():
+        raise MrhdError(f"checkpoint {path} is a folder; give the checkpoint file")
     if not path.is_file():
         raise MrhdError(f"checkpoint {path} not found; give an existing file or a registry id "
                         "(see `mrhd weights list`)")
+    instead = not_a_checkpoint(path)
+    if instead:
+        article = "an" if what[:1].lower() in "aeiou" else "a"
+        raise MrhdError(f"{path} is not {article} {what} at all: {instead}; {fix}")
     try:
-        with torch.serialization.safe_globals([*LEGACY_SAFE_GLOBALS, *also_allow]):
+        with torch.serialization.safe_globals([*LEGACY_SAFE_GLOBALS, *also_allow]), warnings.catch_warnings():
+            warnings.simplefilter("ignore")   # e.g. torch's "please file an issue" on an odd pickle protocol
             ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for a file that is not a checkpoint
         blocked = re.findall(r"GLOBAL ([\w.]+)", str(err)) if isinstance(err, pickle.UnpicklingError) else []
+        blocked = [name for name in blocked if re.fullmatch(r"[A-Za-z_][\w]*(\.[A-Za-z_][\w]*)*", name)]
         if blocked:
             names = ", ".join(_unsafe_globals(path) or blocked)
             extra = f" (and {also_allow_names})" if also_allow else ""

@@ -14,23 +14,32 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import fixture_cases, open_case
+from tests.conftest import _fixtures_dir, fixture_cases, model_fixture_cases, open_case
 
 # ---- discovery and loading ----------------------------------------------------------------------
 
-def model_cases(*models: str) -> list:
-    """Case folders under ``$MRHD_FIXTURES/models`` whose config.json names one of ``models``.
+def model_cases(*models: str, exclude: tuple[str, ...] = (), required_file: str = "config.json") -> list:
+    """Case folders of every model fixture set (``models/`` and ``staging/models/``) whose
+    config.json names one of ``models`` (any model when none is given) and none of ``exclude``.
 
     Folders without a config.json are kept (``open_case`` then skips or fails with the reason);
     where nothing matches, the missing ``models/<first model>`` folder stands in, so the absence
     is reported instead of collecting nothing.
     """
     cases = []
-    for param in fixture_cases("models", "config.json"):
+    for param in model_fixture_cases(required_file):
         cfg_file = Path(param.values[0]) / "config.json"
-        if not cfg_file.exists() or json.loads(cfg_file.read_text()).get("model") in models:
+        if not cfg_file.exists():
             cases.append(param)
-    return cases or fixture_cases(f"models/{models[0]}")
+            continue
+        name = json.loads(cfg_file.read_text()).get("model")
+        if (not models or name in models) and name not in exclude:
+            cases.append(param)
+    if cases:
+        return cases
+    if models:
+        return fixture_cases(f"models/{models[0]}")
+    return [pytest.param(_fixtures_dir() / "models" / "no-matching-case", id="no-matching-case")]
 
 
 def read_config(case: Path) -> dict:

@@ -38,7 +38,9 @@ def write_broken(path: str | Path, kind: str, source: str | Path | None = None) 
 
     kind: ``truncated`` (the first third of a valid mp4 ``source``), ``garbage`` (random bytes with an
     .mp4 name), ``empty`` (zero bytes), ``text`` (a text file named like a video), ``corrupt`` (a
-    valid mp4 with its middle overwritten by noise).
+    valid mp4 with its middle overwritten by noise), ``cut_faststart`` (``source`` remuxed with its
+    index first, as web videos are, then cut in half: it opens, and its header announces the whole
+    duration).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -59,6 +61,20 @@ def write_broken(path: str | Path, kind: str, source: str | Path | None = None) 
             lo, hi = len(data) // 4, 3 * len(data) // 4
             data[lo:hi] = rng.integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
         path.write_bytes(bytes(data))
+    elif kind == "cut_faststart":
+        if source is None:
+            source = write_video(path.with_name(path.stem + "_source.mp4"), duration=12.0, fps=10, width=64,
+                                 height=48)
+        whole = path.with_name(path.stem + "_faststart.mp4")
+        with av.open(str(source)) as src, av.open(str(whole), "w", options={"movflags": "faststart"}) as dst:
+            out = {s.index: dst.add_stream_from_template(s) for s in src.streams}
+            for packet in src.demux():
+                if packet.dts is None:
+                    continue
+                packet.stream = out[packet.stream.index]
+                dst.mux(packet)
+        data = whole.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
     else:
         raise ValueError(f"unknown broken-file kind {kind!r}")
     return path

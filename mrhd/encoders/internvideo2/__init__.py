@@ -24,8 +24,13 @@ Choices the sources leave open, and what we chose:
   "8 frames uniformly sampled"; exact indices of the released features are unknown.
 - The 1B stage-2 checkpoint is "f4" (4-frame position table); we run 8 frames and resample the
   table linearly in time on load, as the authors do when fine-tuning at another frame count.
-- Pixels: 224x224 (the decoder's short-side-224 centre crop; other sizes are resized bicubic),
-  /255, ImageNet mean/std. bf16 autocast on CUDA (the authors' eval configs: ``use_bf16=True``).
+- Pixels: the whole frame, upright (display matrix applied), resized to 224x224 without keeping
+  the aspect and without a crop, as ``InternVideo2_CLIP.transform`` (``Resize((224, 224),
+  BICUBIC)`` on uint8 frames, torchvision 0.14 as pinned by the authors: no antialias, rounded),
+  then /255, ImageNet mean/std; the frames at their own size are decord's rgb24 (the extraction
+  script the authors point to, VideoMAEv2 ``extract_tad_feature.py``, reads with decord).
+  ``mrhd.extract.pixels`` and docs/FEATURES.md say what could not be checked. bf16 autocast on
+  CUDA (the authors' eval configs: ``use_bf16=True``).
 - Text, stage 2: bert-large-uncased WordPiece from ``vocab.txt`` beside the checkpoint, no prefix,
   [CLS] ... [SEP], truncated to 40 tokens (``max_txt_l``); tokens = xbert ``mode="text"`` output
   (layers 0-18 of 24: the fusion layers are skipped) incl. [CLS]/[SEP], 1024-d, before

@@ -26,6 +26,7 @@ from mrhd.encoders.internvideo2.frames import (
 from mrhd.encoders.internvideo2.model import build
 from mrhd.encoders.internvideo2.text_llama import PREFIX
 from mrhd.encoders.internvideo2.tokenizer import bert_tokenizer, llama_tokenizer
+from mrhd.encoders.pixels import PIXELS_VERSION, WINDOW_PIXELS
 
 DEFAULT_WEIGHTS = "internvideo2-1b-stage2"
 VARIANT_OF_ID = {"internvideo2-1b-stage2": STAGE2, "internvideo2-clip-6b": CLIP6B}
@@ -132,6 +133,7 @@ def video_recipe(cfg: InternVideo2Config, size: str) -> dict:
         "frame_rule": "native-rate frames of [2k, 2k+2); segment middles (InternVideo2 get_frame_indices 'middle'), "
                       "last repeated when fewer",
         "resize": [v.img_size, v.img_size], "interpolation": "bicubic", "scale": 1 / 255,
+        "pixels": WINDOW_PIXELS, "pixels_version": PIXELS_VERSION,
         "mean": list(IMAGENET_MEAN), "std": list(IMAGENET_STD),
         "layer": "vision_encoder.clip_projector (attention pooling) output, before vision_proj, unnormalised",
         "pos_embed_frames": v.t_size, "precision": "bf16 on cuda" if cfg.variant == CLIP6B else "fp32",

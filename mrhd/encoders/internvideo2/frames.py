@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from mrhd.encoders.pixels import normalise_pixels, resize_frames
+from mrhd.encoders.pixels import normalise_pixels, square_resize
 
 # ImageNet constants (internvideo2_clip.py transform; demo/utils.py v_mean / v_std)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -41,16 +41,17 @@ class SegmentMiddles:
 def pick_frames(windows, num_frames: int, size: int) -> torch.Tensor:
     """Windows of uint8 ``[n_k, H, W, 3]`` frames (whole windows, or the ``num_frames`` the decoder
     already picked with :class:`SegmentMiddles`) -> uint8 ``[B, num_frames, size, size, 3]``: the
-    picked frames, bicubic-resized (and rounded, as a PIL resize would) only where the size differs
-    (the decoder's 224 crops pass untouched). Runs in the decode workers: uint8 keeps the batches
-    that travel to the main process 4x smaller than float pixels."""
+    picked frames, whole, resized to ``size`` x ``size`` as ``InternVideo2_CLIP.transform`` does
+    (:func:`mrhd.encoders.pixels.square_resize`) only where the size differs (the decoder's
+    window frames are already 224x224 and pass untouched). Runs in the decode workers: uint8 keeps
+    the batches that travel to the main process 4x smaller than float pixels."""
     batch = []
     for frames in windows:
         frames = np.asarray(frames)
         if frames.ndim != 4 or frames.shape[-1] != 3:
             raise ValueError(f"internvideo2 expects uint8 windows [n, H, W, 3], got {frames.shape}")
-        picked = torch.from_numpy(np.ascontiguousarray(frames[window_frame_indices(len(frames), num_frames)]))
-        batch.append(resize_frames(picked, size))
+        picked = np.ascontiguousarray(frames[window_frame_indices(len(frames), num_frames)])
+        batch.append(torch.from_numpy(square_resize(picked, size)))
     return torch.stack(batch)
 
 

@@ -9,7 +9,8 @@
   mean per query then over the batch (official ``cal_nll_loss``).
 - ``loss_rec_ss`` (SS-MESM): InfoNCE (tau ``recss_tau``) between each query's mean projected clip
   of :func:`query_clip_mask` and the mean of its words + reconstructed sentence token, over the batch;
-  positives are queries of the same video whose merged moments have GIoU >= ``iou_gamma``.
+  positives are queries of the same group (YouTube id on QVHighlights, else video) whose merged
+  moments have GIoU >= ``iou_gamma``.
 """
 
 from __future__ import annotations

@@ -8,12 +8,14 @@ the shared layers of :mod:`mrhd.models`.
   (masked sentence slots <- clips). Keys ``t2v_encoder.layers.N.*`` as the official wrapper.
 - :class:`MESMTransformer`: the DETR with a global token: encoder on [global, video], the anchor
   decoder of QD-DETR; keys ``encoder.*`` / ``decoder.*`` as the official ``Transformer``.
-- :class:`SegmentSentenceReconstructor`: SS-MESM's masked-sentence reconstruction from the video.
+- :class:`SegmentSentenceReconstructor`: SS-MESM's masked-sentence reconstruction from the clips it
+  is given (the query's group's videos, concatenated, on QVHighlights; its own video otherwise).
 - :func:`mask_words`: FW-MESM's word masking (a third of the words, weighted sampling).
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -107,19 +109,31 @@ class SegmentSentenceReconstructor(nn.Module):
         return F.normalize(out[0], dim=-1)
 
 
-def mask_words(words_mask: torch.Tensor, weight: torch.Tensor, generator: torch.Generator | None = None
-               ) -> torch.Tensor:
-    """FW-MESM's masked words (official ``_mask_words``): per query max(n // 3, 1) of its n valid
-    tokens, drawn without replacement with probability proportional to ``weight`` (0 for SOT/EOT);
-    queries with at most one token, or no positive weight, mask nothing. -> bool (B, Lt)."""
+def mask_words(words_mask: torch.Tensor, weight: torch.Tensor | None,
+               rng: np.random.RandomState | None = None) -> torch.Tensor:
+    """FW-MESM's masked words, drawn as the official ``_mask_words`` (model/model.py:361-384) draws
+    them: per query ``max(n // 3, 1)`` of its ``n`` valid (leading) tokens, with numpy's
+    ``choice(arange(n), k, replace=False, p)`` where ``p`` is the row's L1-normalised ``weight``;
+    queries with at most one token mask nothing. ``rng`` defaults to numpy's global generator (the
+    official one, seeded by ``mrhd train``), so a seeded run masks the official words. Where fewer
+    tokens than ``k`` have a positive weight (the official raises) only those are masked.
+    -> bool (B, Lt)."""
+    rng = np.random if rng is None else rng
     masked = torch.zeros_like(words_mask, dtype=torch.bool)
-    lengths = words_mask.sum(dim=1).tolist()
-    w = weight.float().cpu() * words_mask.float().cpu()
+    lengths = words_mask.count_nonzero(dim=1).tolist()
+    if weight is not None:
+        weight = F.normalize((weight * words_mask).float().cpu(), dim=1, p=1)
     for i, n in enumerate(lengths):
         n = int(n)
-        if n <= 1 or float(w[i, :n].sum()) <= 0:
+        if n <= 1:
             continue
-        k = min(max(n // 3, 1), int((w[i, :n] > 0).sum()))
-        picks = torch.multinomial(w[i, :n], k, replacement=False, generator=generator)
-        masked[i, picks.to(masked.device)] = True
+        k = max(n // 3, 1)
+        p = None
+        if weight is not None:
+            p = weight[i, :n].numpy()
+            k = min(k, int((p > 0).sum()))
+            if k == 0:
+                continue
+        picks = rng.choice(np.arange(0, n), k, replace=False, p=p)
+        masked[i, torch.as_tensor(picks, device=masked.device)] = True
     return masked

@@ -2,10 +2,11 @@
 Retrieval", AAAI 2024), after the authors' code lntzm/MESM (``model/model.py``, ``runner.py``).
 
 The network (:class:`MESM`: FW-MESM enhancement and word reconstruction, SS-MESM sentence
-reconstruction, T2V aligner, QD-DETR-style DETR), its config and its ModelSpec. Settings taken from
-the released code, the choices where paper and code are silent (batching by query, negatives, word
-weights, vocabulary, text precision) and the checkpoint key layout: the model card, ``README.md`` in
-this folder.
+reconstruction, T2V aligner, QD-DETR-style DETR), its config (CLIP text states or ids, or the
+authors' stored word features) and its ModelSpec, with the converter of checkpoints saved by the
+authors' train.py. Settings taken from the released code (groups, negatives, word masking), the
+choices where paper and code are silent (batching by query, word weights, vocabulary, text
+precision), the checkpoint format and the fixture test: the model card, ``README.md`` in this folder.
 """
 
 from __future__ import annotations
@@ -55,6 +56,21 @@ class MESMConfig(DetrConfig):
     text_encoder_weights: str | None = None   # ViT-B-32.pt, MESM's clip_text_encoder.pth, id, or "random"
     word_vocab: list | None = None    # FW-MESM vocabulary: CLIP ids by frequency
     word_vocab_file: str | None = None
+    # "clip_states": stored CLIP token states (profile mesm: SOT/EOT kept, L2-normalised) or ids through
+    # the tower; word classes vocab_size + 3 (<unknown>, <start>, <end>). "word_features": the official
+    # stored-text-feature path (runner.build_model's text_encoder None, model/model.py:145-152): raw
+    # word features the model L2-normalises (eps 1e-5), mask = non-zero rows when none is given,
+    # word classes vocab_size + 1 (<unknown>; model/model.py:74-77), labels from targets["words_label"].
+    text_input: str = "clip_states"
+    # QVHighlights layout (official dataset_name "qvhighlights", dataset/qvhighlights.py:41,
+    # model/model.py:190-195): queries are grouped by YouTube id (vid "<ytid>_<start>_<end>") for the
+    # negatives and rec_ss positives, and SS-MESM reads the clips of all the group's videos concatenated.
+    # False (Charades-STA, TACoS): groups are vids and SS-MESM reads the query's own video.
+    youtube_groups: bool = True
+
+    @property
+    def num_word_classes(self) -> int:
+        return self.vocab_size + (1 if self.text_input == "word_features" else 3)
 
 
 class MESM(nn.Module):
@@ -64,6 +80,10 @@ class MESM(nn.Module):
             raise MrhdError("mesm: share_MLP false (T2VEncoder_TwoMLP) is not implemented; set share_MLP true")
         if cfg.hidden_dim % cfg.nheads:
             raise MrhdError(f"mesm: hidden_dim {cfg.hidden_dim} must be divisible by nheads {cfg.nheads}")
+        if cfg.text_input not in ("clip_states", "word_features"):
+            raise MrhdError(f"mesm: text_input {cfg.text_input!r} is unknown; choose clip_states or word_features")
+        if cfg.text_input == "word_features" and cfg.text_encoder != "none":
+            raise MrhdError("mesm: text_input word_features reads stored features; set text_encoder none")
         self.cfg = cfg
         d = self.hidden_dim = cfg.hidden_dim
         self.text_encoder = build_text_encoder(cfg.text_encoder, cfg.text_encoder_weights)
@@ -92,7 +112,7 @@ class MESM(nn.Module):
             self.unknown_token = nn.Parameter(torch.zeros(cfg.t_feat_dim))
             self.output_txt_proj = nn.Sequential(
                 LinearLayer(d, d, layer_norm=True, dropout=cfg.input_dropout, relu=True),
-                nn.Linear(d, cfg.vocab_size + 3))
+                nn.Linear(d, cfg.num_word_classes))
         if cfg.rec_ss:
             self.ss_reconstructor = SegmentSentenceReconstructor(d, cfg.nheads, cfg.num_recss_layers,
                                                                  cfg.dim_feedforward, cfg.dropout)
@@ -118,6 +138,11 @@ class MESM(nn.Module):
             return words, mask, ids
         if src_txt is None:
             raise MrhdError("mesm: give the query as src_txt features or words_id token ids")
+        if self.cfg.text_input == "word_features":
+            if self.cfg.normalize_txt:
+                src_txt = F.normalize(src_txt, dim=-1, eps=1e-5)
+            if src_txt_mask is None:   # the official mask: rows that are not all zero
+                src_txt_mask = src_txt.sum(dim=-1) != 0
         mask = src_txt_mask.bool()
         if not bool(mask.any(dim=1).all()):
             raise MrhdError("mesm: a query has no text tokens; give a non-empty query")
@@ -132,18 +157,43 @@ class MESM(nn.Module):
 
     # ---- pieces ----------------------------------------------------------------------------
     def negative_index(self, group: torch.Tensor) -> torch.Tensor:
-        """Per query, the query whose text makes its negative pair (see the module docstring)."""
+        """Per query, the query whose text makes its negative pair: as the official
+        ``sample_outclass_neg`` (utils/data_utils.py:113-124), in training and eval alike, the first
+        of a ``torch.randperm`` of the queries of other groups (global torch RNG); a query with no
+        other group in the batch pairs with the next query (the official has no such batch)."""
         bs = len(group)
-        if not self.training:
-            return torch.roll(torch.arange(bs, device=group.device), -1)
         out = []
         for i in range(bs):
-            candidates = torch.nonzero(group != group[i]).flatten()
+            candidates = torch.where(group != group[i])[0]
             if len(candidates) == 0:
-                candidates = torch.tensor([(i + 1) % bs], device=group.device)
-            pick = torch.randint(len(candidates), (1,)).item()
-            out.append(candidates[pick])
+                out.append(torch.tensor((i + 1) % bs, device=group.device))
+                continue
+            out.append(candidates[torch.randperm(candidates.shape[0])][0])
         return torch.stack(out)
+
+    def video_groups(self, vid, bs: int, device) -> torch.Tensor:
+        """Group id per query (first-appearance order): the YouTube id of ``vid`` with
+        ``youtube_groups``, else ``vid``; each query alone without ``vid``."""
+        if vid is None:
+            return torch.arange(bs, device=device)
+        keys = [str(v).rsplit("_", 2)[0] if self.cfg.youtube_groups else v for v in vid]
+        names = {k: i for i, k in enumerate(dict.fromkeys(keys))}
+        return torch.tensor([names[k] for k in keys], device=device)
+
+    def group_clips(self, proj_vid: torch.Tensor, vid_mask: torch.Tensor, group: torch.Tensor):
+        """SS-MESM's source clips per query: with ``youtube_groups`` the valid clips of every query
+        of its group, concatenated in batch order (a video asked twice is repeated, as the official
+        ``split_expand_and_pad``), else its own clips. -> clips (B, Lg, d), padding (B, Lg)."""
+        if not self.cfg.youtube_groups:
+            return proj_vid, ~vid_mask
+        rows = [torch.cat([proj_vid[j][vid_mask[j]] for j in torch.where(group == group[i])[0].tolist()])
+                for i in range(len(group))]
+        n = max(len(r) for r in rows)
+        clips = proj_vid.new_zeros(len(rows), n, proj_vid.shape[-1])
+        pad = torch.ones(len(rows), n, dtype=torch.bool, device=proj_vid.device)
+        for i, r in enumerate(rows):
+            clips[i, : len(r)], pad[i, : len(r)] = r, False
+        return clips, pad
 
     def saliency(self, memory, memory_global):
         return torch.sum(self.saliency_proj1(memory) * self.saliency_proj2(memory_global).unsqueeze(1),
@@ -160,11 +210,12 @@ class MESM(nn.Module):
     def text_positions(self, words):
         return self.txt_position_embed(words) if self.cfg.use_txt_pos else torch.zeros_like(words)
 
-    def reconstruct_words(self, proj_vid, vid_pos, proj_words, words_mask, txt_pos, labels, clip_mask, weight):
-        """FW-MESM: masked words rebuilt from the moment's clips -> word-class logits (B, Lt, V+3)."""
-        unknown = (labels == self.cfg.vocab_size) & words_mask
-        words = self.replace_words(proj_words, unknown, self.unknown_token)
-        words = self.replace_words(words, mask_words(words_mask, weight), self.masked_token)
+    def reconstruct_words(self, proj_vid, vid_pos, proj_words, words_mask, txt_pos, unknown, clip_mask, weight):
+        """FW-MESM: masked words rebuilt from the moment's clips -> word-class logits
+        (B, Lt, num_word_classes), the masked words (B, Lt)."""
+        words = self.replace_words(proj_words, unknown & words_mask, self.unknown_token)
+        masked = mask_words(words_mask, weight)
+        words = self.replace_words(words, masked, self.masked_token)
         lengths = clip_mask.sum(dim=1)
         n = int(lengths.max())
         order = torch.argsort((~clip_mask).to(torch.int8), dim=1, stable=True)[:, :n]   # moment clips first
@@ -172,7 +223,7 @@ class MESM(nn.Module):
         clips_pos = torch.gather(vid_pos, 1, order.unsqueeze(-1).expand(-1, -1, vid_pos.shape[-1]))
         clips_pad = torch.arange(n, device=clip_mask.device)[None] >= lengths[:, None]
         out = self.enhance_encoder(clips, words, clips_pad, ~words_mask, clips_pos, txt_pos)
-        return self.output_txt_proj(out)
+        return self.output_txt_proj(out), masked
 
     # ---- forward ---------------------------------------------------------------------------
     def query_token_ids(self, query: list[str], words_mask: torch.Tensor) -> torch.Tensor:
@@ -194,11 +245,7 @@ class MESM(nn.Module):
         words, words_mask, ids = self.encode_text(src_txt, src_txt_mask, words_id)
         vid_mask = src_vid_mask.bool()
         bs = src_vid.shape[0]
-        if vid is not None:
-            names = {v: i for i, v in enumerate(dict.fromkeys(vid))}
-            group = torch.tensor([names[v] for v in vid], device=src_vid.device)
-        else:
-            group = torch.arange(bs, device=src_vid.device)
+        group = self.video_groups(vid, bs, src_vid.device)
 
         proj_vid = self.input_vid_proj(src_vid)
         proj_words = self.input_txt_proj(words)
@@ -210,7 +257,7 @@ class MESM(nn.Module):
         words_all, words_all_mask = proj_words, words_mask
         if cfg.rec_ss:
             # the official projects the clips again (its own dropout draw) for the reconstructor
-            recon = self.ss_reconstructor(self.input_vid_proj(src_vid), ~vid_mask)
+            recon = self.ss_reconstructor(*self.group_clips(self.input_vid_proj(src_vid), vid_mask, group))
             words_all = torch.cat([recon.unsqueeze(1), proj_words], dim=1)
             words_all_mask = torch.cat([torch.ones(bs, 1, dtype=torch.bool, device=words_mask.device),
                                         words_mask], dim=1)
@@ -232,9 +279,11 @@ class MESM(nn.Module):
         out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1],
                "saliency_scores": self.saliency(memory, memory_global),
                "saliency_scores_neg": self.saliency(neg_memory, neg_global),
-               "video_mask": src_vid_mask, "video_group": group,
-               "projed_video_feat": proj_vid, "expanded_words_feat": words_all,
-               "expanded_words_mask": words_all_mask}
+               "video_mask": src_vid_mask, "video_group": group, "neg_index": neg,
+               "projed_video_feat": proj_vid, "projed_words_feat": proj_words, "enhanced_video_feat": enhanced,
+               "expanded_words_feat": words_all, "expanded_words_mask": words_all_mask}
+        if cfg.rec_ss:
+            out["recon_feat"] = recon
         if cfg.aux_loss:
             out["aux_outputs"] = [{"pred_logits": a, "pred_spans": b}
                                   for a, b in zip(outputs_class[:-1], outputs_coord[:-1])]
@@ -247,10 +296,13 @@ class MESM(nn.Module):
                 labels = self.word_label_map[ids]
             if cfg.rec_fw and self.training and labels is not None:
                 weight = targets.get("words_weight")
-                if weight is None:   # body tokens 1, SOT / EOT 0 (see the module docstring)
+                if weight is None:   # body tokens 1, SOT / EOT 0 (see the model card)
                     weight = (labels < cfg.vocab_size + 1) & words_mask
-                out["recfw_words_logit"] = self.reconstruct_words(
-                    proj_vid, vid_pos, proj_words, words_mask, txt_pos, labels, out["clip_mask"], weight)
+                unknown = targets.get("unknown_mask")
+                if unknown is None:
+                    unknown = labels == cfg.vocab_size
+                out["recfw_words_logit"], out["masked_words"] = self.reconstruct_words(
+                    proj_vid, vid_pos, proj_words, words_mask, txt_pos, unknown.bool(), out["clip_mask"], weight)
                 out["words_label"], out["words_mask"] = labels, words_mask
         return out
 
@@ -273,13 +325,21 @@ OPT_RENAMES = {"loss_span_coef": "span_loss_coef", "loss_giou_coef": "giou_loss_
 
 
 def config_from_opt(opt: dict) -> MESMConfig:
-    """An official config (dict) -> config; tef adds 2 to the official v_feat_dim."""
+    """The options an official run parsed (``utils/config.py`` ``BaseOptions.parse``, as train.py saves
+    them in checkpoints) -> config. parse() has already added tef's 2 to ``v_feat_dim``
+    (utils/config.py:242-243: a config file's 2816 is 2818 here)."""
     opt = {OPT_RENAMES.get(k, k): v for k, v in dict(opt).items()}
-    if opt.get("tokenizer_type", "CLIP") != "CLIP":
-        raise MrhdError(f"mesm: tokenizer_type {opt['tokenizer_type']!r} (GloVe) is not supported; only CLIP")
+    tokenizer = opt.get("tokenizer_type", "CLIP")
+    stored_words = tokenizer == "GloVeNLTK" and bool(opt.get("load_vocab_pkl"))
+    if tokenizer != "CLIP" and not stored_words:
+        raise MrhdError(f"mesm: tokenizer_type {tokenizer!r} needs the GloVe text tower, which is not supported; "
+                        "use CLIP, or GloVeNLTK with load_vocab_pkl (stored word features)")
     fields = fields_from_opt(MESMConfig, opt, "mesm")
-    if opt.get("use_tef", True) and "v_feat_dim" in fields:
-        fields["v_feat_dim"] = int(fields["v_feat_dim"]) + 2
+    # runner.build_model (runner.py:255-266): the CLIP tower is not saved in checkpoints (our stored
+    # CLIP states replace it); GloVeNLTK + load_vocab_pkl builds no tower (stored word features)
+    fields["text_input"] = "word_features" if stored_words else "clip_states"
+    if "dataset_name" in opt:
+        fields["youtube_groups"] = opt["dataset_name"] == "qvhighlights"
     return MESMConfig(**fields)
 
 

@@ -3,9 +3,10 @@
 MESM (lntzm/MESM ``model/text_encoder.py`` ``CLIPTextEncoder``, ``dataset/tokenizer.py``) encodes
 queries online: CLIP BPE ids ``[SOT, body[:max_words_l - 2], EOT]`` zero-padded to the 77-token
 context, the text transformer under the causal mask, ``ln_final``; the model keeps the first
-``max_words_l`` states (so EOT survives, FEATURES.md). Frame-word reconstruction classifies every
-word into ``vocab_size`` frequent CLIP ids + <unknown>, <start>, <end> (``load_CLIP_keep_vocab``:
-the first ``vocab_size`` lines of ``CLIP_tokenized_count.txt``, "token_id count" sorted by count).
+``max_words_l`` states (so EOT survives, FEATURES.md). Frame-word reconstruction on this CLIP path
+classifies every word into ``vocab_size`` frequent CLIP ids + <unknown>, <start>, <end>
+(``load_CLIP_keep_vocab``: the first ``vocab_size`` lines of ``CLIP_tokenized_count.txt``,
+"token_id count" sorted by count); the stored-word-feature path has <unknown> only.
 
 The tower is the one of :mod:`mrhd.encoders.clip` (open_clip), so its keys are OpenAI's
 (``transformer.resblocks.N.*``, ``token_embedding``, ``positional_embedding``, ``ln_final``,

@@ -1,7 +1,7 @@
 """SG-DETR's losses, one small method per term, on top of the shared :class:`SetCriterion`.
 
-The shared criterion (label_loss="focal") gives the DETR head's matched span / GIoU / focal-label
-losses on every decoder layer. Added here:
+The shared criterion (label_loss="focal", span_loss="smooth_l1", the predicted IoU in the matching
+cost) gives the DETR head's matched span / GIoU / focal-label losses on every decoder layer. Added here:
 
 - ``loss_saliency`` (global scores) and ``loss_saliency_local`` (local scores), each the sum of the
   SG-DETR code's terms (``src/losses/saliency_losses.py``): BCE against clip relevance
@@ -12,11 +12,19 @@ losses on every decoder layer. Added here:
 - ``loss_iou`` (+ ``_i`` per aux layer): BCE of the IoU head against the detached IoU between each
   matched query's span and its ground truth.
 - ``loss_{span,giou,label}_enc``: the query-selection proposals, Hungarian-matched per sample over
-  ALL valid proposals (DINO supervises only the selected top-k; with 10 queries that lets
+  ALL valid proposals (DINO supervises only the selected top-k; with few queries that lets
   never-trained proposals overtake the suppressed ones every step and the selection churns).
 - ``loss_{span,giou,label}_dn`` (+ ``_i``): denoising groups; positives regress to and classify as
   their ground truth, negatives classify as background (DINO contrastive denoising); weighted
   0.5 x the matched terms' weights (the code's ``denoise_reducer``).
+- ``loss_ms_align`` (paper's moment-sentence alignment; the code's Moment2TextLosses without dummy
+  tokens, src/losses/mom2txt_losses.py): the cosine similarities of each moment token with every
+  sentence token of the batch, one-vs-rest sigmoid focal loss (alpha 0.5, gamma 2, summed over the
+  classes) with its own sentence as the class. ``loss_momcls`` (paper's moment-token loss): BCE of
+  moment token . clip / sqrt(d) against clip relevance, times the video mask, mean.
+- ``loss_co_{span,giou,label}`` (+ ``_i``): the collaborative (ATSS-positive) queries of every decoder
+  layer (the code's AuxRefLosses): focal (no alpha) on all, L1 on (start, end) and GIoU on the
+  positives; weighted ``co_reducer`` x the matched terms' weights.
 - ``loss_atss_{cls,giou,ctr}``: the dense head with ATSS assignment (Zhang et al. 2020, 1-D):
   per ground truth and pyramid level, the ``atss_topk`` positions whose anchor centres are closest
   are candidates; those
@@ -97,6 +105,15 @@ class SGDETRCriterion(nn.Module):
         if c.aux_loss:
             for i in range(c.dec_layers - 1):
                 w.update({f"{k}_{i}": v for k, v in per_layer.items()})
+        if c.co_queries:
+            r = c.co_reducer
+            co = {"loss_co_span": r * c.span_loss_coef, "loss_co_giou": r * c.giou_loss_coef,
+                  "loss_co_label": r * c.label_loss_coef}
+            w.update(co)
+            if c.aux_loss:
+                for i in range(c.dec_layers - 1):
+                    w.update({f"{k}_{i}": v for k, v in co.items()})
+        w.update({"loss_ms_align": c.lw_ms_align, "loss_momcls": c.lw_momcls})
         w.update({"loss_saliency_local": c.lw_local_saliency,
                   "loss_span_enc": c.span_loss_coef, "loss_giou_enc": c.giou_loss_coef,
                   "loss_label_enc": c.label_loss_coef,
@@ -206,6 +223,34 @@ class SGDETRCriterion(nn.Module):
                            f"loss_label_dn{suffix}": focal.mean()})
         return losses
 
+    def loss_ms_align(self, outputs):
+        moment = F.normalize(outputs["moment_token"], dim=1)
+        sentence = F.normalize(outputs["sentence_token"], dim=1)
+        sim = moment @ sentence.T                                            # (B, B)
+        onehot = torch.eye(len(sim), device=sim.device)
+        return {"loss_ms_align": sigmoid_focal_loss(sim, onehot, alpha=0.5, gamma=2.0).mean(0).sum()}
+
+    def loss_momcls(self, outputs, targets):
+        token = outputs["moment_token"]
+        logits = torch.einsum("bd,bld->bl", token, outputs["moment_clips"]) * token.shape[1] ** -0.5
+        label = targets["relevant_clips"].clamp(0, 1).to(logits.dtype)
+        bce = F.binary_cross_entropy_with_logits(logits, label, reduction="none") * outputs["video_mask"]
+        return {"loss_momcls": bce.mean()}
+
+    def loss_co(self, outputs):
+        co = outputs["co_outputs"]
+        layers = co["pred_logits"].shape[0]
+        pos = co["labels"].bool()
+        losses = {}
+        for layer in range(layers):
+            suffix = "" if layer == layers - 1 else f"_{layer}"
+            focal = sigmoid_focal_loss(co["pred_logits"][layer][..., FOREGROUND], co["labels"], alpha=-1)
+            src, tgt = span_cxw_to_xx(co["pred_spans"][layer][pos]), span_cxw_to_xx(co["gt_spans"][pos])
+            giou = 1 - torch.diag(generalized_temporal_iou(src, tgt))
+            losses.update({f"loss_co_label{suffix}": focal.mean(), f"loss_co_span{suffix}": F.l1_loss(src, tgt),
+                           f"loss_co_giou{suffix}": giou.mean()})
+        return losses
+
     def loss_atss(self, outputs, targets):
         anchors = outputs["atss_anchors"]
         mask = outputs["atss_mask"]
@@ -245,6 +290,11 @@ class SGDETRCriterion(nn.Module):
         if "dn_outputs" in outputs:
             losses.update(self.loss_dn(outputs))
         losses.update(self.loss_atss(outputs, targets))
+        if "moment_token" in outputs:
+            losses.update(self.loss_ms_align(outputs))
+            losses.update(self.loss_momcls(outputs, targets))
+        if "co_outputs" in outputs:
+            losses.update(self.loss_co(outputs))
         return (losses, indices) if return_indices else losses
 
     def weighted_total(self, losses: dict) -> torch.Tensor:

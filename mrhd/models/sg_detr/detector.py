@@ -12,6 +12,12 @@ An IoU head predicts each query's IoU with its target.
 
 Dense part: :class:`mrhd.models.sg_detr.layers.ATSSHead` on four temporal pyramid levels of the same
 memory (:class:`~mrhd.models.sg_detr.layers.TemporalPyramid`), one anchor per level position.
+
+Collaborative queries (Co-DETR, Zong et al. ICCV 2023; the paper's "ATSS positive anchors as DETR
+queries"): in training, each sample's ATSS positives (padded with random negative positions to the
+batch's largest count, the code's ``ATSSHead.prepare_positive_locations``) become extra decoder
+queries: content = ``co_mapper`` (Linear + LayerNorm, the code's ``MomentDetector.co_mapper``) of the
+pyramid feature there, reference = the anchor; they regress to the ground truth ATSS assigned.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from mrhd.errors import MrhdError
 from mrhd.models.layers.anchor_decoder import AnchorDecoder, AnchorDecoderLayer
 from mrhd.models.layers.mlp import MLP
 from mrhd.models.matcher import FOREGROUND
+from mrhd.models.sg_detr.criterion import atss_assign
 from mrhd.models.sg_detr.layers import ATSSHead, TemporalPyramid
 from mrhd.models.spans import inverse_sigmoid
 
@@ -92,13 +99,18 @@ class HybridDetector(nn.Module):
         layer = AnchorDecoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
         self.decoder = AnchorDecoder(layer, cfg.dec_layers, d, sine_half_dim=d // 2)
         self.class_embed = nn.Linear(d, 2)
+        with torch.no_grad():   # the code's MomentDetector._init_parameters: prior on the class bias
+            self.class_embed.bias[FOREGROUND] = prior_bias
         self.span_embed = MLP(d, d, 2, 3)
         self.iou_embed = MLP(d, d, 1, 2)
         if len(cfg.atss_anchor_sizes) != len(TemporalPyramid.strides):
             raise MrhdError(f"sg_detr: atss_anchor_sizes needs {len(TemporalPyramid.strides)} sizes (one per "
                             f"pyramid level), got {list(cfg.atss_anchor_sizes)}")
         self.pyramid = TemporalPyramid(d)
-        self.atss = ATSSHead(d, cfg.atss_num_convs, len(TemporalPyramid.strides), prior=cfg.prior_prob)
+        self.atss = ATSSHead(d, cfg.atss_num_convs, len(TemporalPyramid.strides), prior=cfg.atss_prior_prob)
+        if cfg.co_queries:
+            self.co_mapper = nn.Sequential(nn.Linear(d, d), nn.LayerNorm(d))
+            nn.init.normal_(self.co_mapper[0].weight, std=0.01)   # the code's EPS init
 
     # ---- DETR part ---------------------------------------------------------------------------
     def proposals(self, memory: torch.Tensor, mask: torch.Tensor):
@@ -201,7 +213,38 @@ class HybridDetector(nn.Module):
             out["dn_outputs"] = self.denoise(self.denoising_queries(span_labels, memory.device),
                                              memory, mask, pos)
         out.update(self.dense(memory, mask))
+        if span_labels is not None and self.cfg.co_queries:
+            co = self.collaborative_queries(out, span_labels)
+            if co is not None:
+                logits, spans, _ = self.decode(self.co_mapper(co["features"]), inverse_sigmoid(co["anchors"]),
+                                               memory, mask, pos)
+                out["co_outputs"] = {"pred_logits": logits, "pred_spans": spans, "labels": co["labels"],
+                                     "gt_spans": co["gt_spans"]}
         return out
+
+    def collaborative_queries(self, dense: dict, span_labels: list) -> dict | None:
+        """Per sample the ATSS positives first, then random negative positions up to the batch's
+        largest positive count -> features (B, P, d), anchors (B, P, 2) cxw, labels (B, P) 1 =
+        positive, gt_spans (B, P, 2); None when no sample has a positive."""
+        anchors, valid = dense["atss_anchors"], dense["atss_mask"].bool()
+        picks = []
+        for b, t in enumerate(span_labels):
+            pos, assigned = atss_assign(anchors[b], valid[b], dense["atss_level_sizes"], t["spans"],
+                                        self.cfg.atss_topk)
+            gt = t["spans"].to(anchors)[assigned] if len(t["spans"]) else anchors[b]
+            picks.append((torch.nonzero(pos).flatten(), torch.nonzero(~pos & valid[b]).flatten(), gt))
+        n = max(len(p) for p, _, _ in picks)
+        if n == 0:
+            return None
+        rows = []
+        for b, (pos, neg, gt) in enumerate(picks):
+            neg = neg[torch.randperm(len(neg), device=neg.device)[: n - len(pos)]]
+            idx = torch.cat([pos, neg])
+            idx = torch.cat([idx, idx[-1:].expand(n - len(idx))])   # a video with too few positions
+            labels = (torch.arange(n, device=idx.device) < len(pos)).float()
+            rows.append((dense["atss_features"][b, idx], anchors[b, idx], labels, gt[idx]))
+        features, anchors_sel, labels, gts = (torch.stack(x) for x in zip(*rows))
+        return {"features": features, "anchors": anchors_sel, "labels": labels, "gt_spans": gts}
 
     def dense(self, memory: torch.Tensor, mask: torch.Tensor) -> dict:
         """The ATSS head over the pyramid, every level's positions concatenated."""
@@ -210,5 +253,5 @@ class HybridDetector(nn.Module):
         anchors = torch.cat([level_anchors(mask, m, stride, size) for m, stride, size
                              in zip(masks, TemporalPyramid.strides, self.cfg.atss_anchor_sizes)], dim=1)
         return {"atss_logits": logits, "atss_spans": dense_spans(anchors, dists), "atss_centerness": ctr,
-                "atss_anchors": anchors, "atss_mask": torch.cat(masks, dim=1),
+                "atss_anchors": anchors, "atss_mask": torch.cat(masks, dim=1), "atss_features": torch.cat(levels, 1),
                 "atss_level_sizes": [m.shape[1] for m in masks]}

@@ -4,7 +4,7 @@ Weighted box fusion (Solovyev et al. 2021) anchored on the DETR predictions: eac
 its slot and is replaced by the confidence-and-head-weighted mean of itself and every ATSS span of
 a valid clip whose IoU with it exceeds ``iou_thr``. The DETR confidence (class x IoU) stays the
 score, so the output has the DETR head's shape and ranking; ATSS spans that overlap no DETR span
-are dropped (they would add windows the 10-query DETR budget does not have).
+are dropped (they would add windows the DETR head's query budget does not have).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Building blocks of SG-DETR (Gordeev et al., arXiv 2410.01615) that the shared core does not have.
 
-- :class:`LearnedAggregation`: attention pooling of the text tokens -> a sentence token.
+- :class:`AttentionPooling` (of :class:`LearnedAggregation` blocks): text tokens -> a sentence token.
 - :class:`LocalSaliencyHead`: clip-to-sentence cosine similarity with a learnable scale and shift.
 - :class:`SaliencyGuidedCrossAttentionLayer`: video attends to text; the attention weights are
   gated per clip by sigmoid(local saliency), so clips the query does not describe take little text.
@@ -26,16 +26,14 @@ from mrhd.models.layers.encoder import with_pos
 
 
 class LearnedAggregation(nn.Module):
-    """One learned-aggregation block (Touvron et al., arXiv 2112.13692) pooling text tokens into a
-    sentence token, as the ``LearnedAggregation`` of the SG-DETR code: a learned query (trunc-normal
-    0.02) attends over the LayerNormed tokens (optional key/value projections), then a GELU FFN
-    (x4); both residuals are scaled by layer-scale vectors initialised to 1e-4, so the pooled
-    vector starts close to the query and learns how much of the sentence to take."""
+    """One learned-aggregation block (Touvron et al., arXiv 2112.13692), the SG-DETR code's
+    ``LearnedAggregationLayer`` (src/model/blocks/pooling.py): the query attends over the
+    LayerNormed tokens (optional key/value projections), then a GELU FFN (x4); both residuals are
+    scaled by layer-scale vectors initialised to 1e-4 (the code's GAMMA_CONST)."""
 
     def __init__(self, d_model: int, nhead: int, dropout: float = 0.1, use_projections: bool = True,
                  layer_scale_init: float = 1e-4):
         super().__init__()
-        self.query = nn.Parameter(nn.init.trunc_normal_(torch.zeros(d_model), std=0.02))
         self.attn_norm = nn.LayerNorm(d_model)
         self.attn = nn.MultiheadAttention(d_model, nhead)
         self.k_proj = nn.Linear(d_model, d_model) if use_projections else None
@@ -46,14 +44,34 @@ class LearnedAggregation(nn.Module):
         self.gamma_1 = nn.Parameter(torch.full((d_model,), layer_scale_init))
         self.gamma_2 = nn.Parameter(torch.full((d_model,), layer_scale_init))
 
-    def forward(self, txt: torch.Tensor, txt_padding: torch.Tensor) -> torch.Tensor:
-        """txt (Lt, B, d), txt_padding (B, Lt) True = pad -> (B, d)."""
+    def forward(self, query: torch.Tensor, txt: torch.Tensor, txt_padding: torch.Tensor) -> torch.Tensor:
+        """query (1, B, d), txt (Lt, B, d), txt_padding (B, Lt) True = pad -> (1, B, d)."""
         x = self.attn_norm(txt)
         k = self.k_proj(x) if self.k_proj is not None else x
         v = self.v_proj(x) if self.v_proj is not None else x
-        q = self.query.reshape(1, 1, -1).expand(1, txt.shape[1], -1)
-        out = q + self.gamma_1 * self.attn(q, k, v, key_padding_mask=txt_padding)[0]
-        out = out + self.gamma_2 * self.ffn(self.ffn_norm(out))
+        out = query + self.gamma_1 * self.attn(query, k, v, key_padding_mask=txt_padding)[0]
+        return out + self.gamma_2 * self.ffn(self.ffn_norm(out))
+
+
+class AttentionPooling(nn.Module):
+    """The local saliency head's sentence pooling: ``num_layers`` :class:`LearnedAggregation` blocks
+    refining one learned query (trunc-normal 0.02), a shared LayerNorm between blocks, none after
+    the last (the code's ``LearnedAggregation`` stack, src/model/blocks/pooling.py). The paper uses
+    two attention-pooling layers in the local saliency head (arXiv 2410.01615, Sec. 3)."""
+
+    def __init__(self, d_model: int, nhead: int, num_layers: int = 2, dropout: float = 0.1):
+        super().__init__()
+        self.query = nn.Parameter(nn.init.trunc_normal_(torch.zeros(d_model), std=0.02))
+        self.layers = nn.ModuleList(LearnedAggregation(d_model, nhead, dropout) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(d_model)
+
+    def forward(self, txt: torch.Tensor, txt_padding: torch.Tensor) -> torch.Tensor:
+        """txt (Lt, B, d), txt_padding (B, Lt) True = pad -> sentence token (B, d)."""
+        out = self.query.reshape(1, 1, -1).expand(1, txt.shape[1], -1)
+        for i, layer in enumerate(self.layers):
+            out = layer(out, txt, txt_padding)
+            if i < len(self.layers) - 1:
+                out = self.norm(out)
         return out[0]
 
 

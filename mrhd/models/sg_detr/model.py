@@ -2,9 +2,10 @@
 highlight detection.
 
 The network (:class:`SGDETR`), its config (:class:`SGDETRConfig`) and its ModelSpec. What comes from
-the paper, what from the parts of ai-forever/sg-detr that could be read, the choices made where both
-are silent (features, layer counts, denoising, fusion, loss weights, negatives) and what is open:
-the model card, ``README.md`` in this folder.
+the paper (layer and query counts, losses, matching, schedules, features: each with its test), what
+from the parts of ai-forever/sg-detr that could be read, the choices made where both are silent
+(denoising, fusion, loss weights, negatives) and what is open: the model card, ``README.md`` in this
+folder. Not checked against the authors' outputs.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from mrhd.models.sg_detr.criterion import SGDETRCriterion
 from mrhd.models.sg_detr.detector import HybridDetector
 from mrhd.models.sg_detr.fusion import fuse_spans
 from mrhd.models.sg_detr.layers import (
-    LearnedAggregation,
+    AttentionPooling,
     LocalSaliencyHead,
     SaliencyAmplifier,
     SaliencyGuidedCrossAttentionLayer,
@@ -36,10 +37,17 @@ from mrhd.models.sg_detr.layers import (
 
 @dataclass
 class SGDETRConfig(DetrConfig):
-    v_feat_dim: int = 770             # InternVideo2 768 + tef
-    t_feat_dim: int = 4096            # LLaMA-7B text tokens
-    enc_layers: int = 2
-    dec_layers: int = 3
+    # Values the paper states (Gordeev et al., arXiv 2410.01615) carry "paper"; "code" ones come from the
+    # readable parts of ai-forever/sg-detr (the model card, mrhd/models/sg_detr/README.md, cites each).
+    v_feat_dim: int = 770             # InternVideo2-1B video 768 + tef (profile internvideo2)
+    t_feat_dim: int = 1024            # InternVideo2-1B text tokens (BERT-large; profile internvideo2)
+    enc_layers: int = 3               # paper: 3 encoder layers
+    dec_layers: int = 3               # paper: 3 decoder layers
+    num_queries: int = 25             # paper: 25 queries from the query selector (code MomentDetector)
+    input_dropout: float = 0.5        # paper: dropout 0.5 in the projection layers
+    sentence_pool_layers: int = 2     # paper: two attention-pooling layers in the local saliency head
+    moment_layers: int = 1            # moment / sentence encoders (code MomentEncoder / SentenceEncoder)
+    sentence_layers: int = 1
     txt_enc_layers: int = 0           # text self-attention before pooling (the code pools directly)
     sgca_layers: int = 2
     local_scale_init: float = 20.0    # the code's B_PARAM
@@ -49,7 +57,9 @@ class SGDETRConfig(DetrConfig):
     dn_span_noise: float = 0.4
     dn_label_noise: float = 0.2
     proposal_widths: tuple = (0.05, 0.2, 0.4, 0.85)   # the code's QuerySelector default_widths
-    prior_prob: float = 0.3           # class-bias prior of the proposal and ATSS heads
+    prior_prob: float = 0.35          # class-bias prior of the query selector and DETR head (code)
+    atss_prior_prob: float = 0.3      # class-bias prior of the ATSS head (code ATSSHead)
+    co_queries: bool = True           # paper: ATSS positive anchors as DETR queries in training (Co-DETR)
     atss_anchor_sizes: tuple = (4, 16, 32, 64)   # clips, per pyramid level (the code's ATSSHead default)
     atss_topk: int = 9
     atss_num_convs: int = 1           # ATSSHead default 3; 1 as the SG-DETR test build, a third of the cost
@@ -57,7 +67,12 @@ class SGDETRConfig(DetrConfig):
     fusion_iou_thr: float = 0.5
     fusion_detr_weight: float = 1.0
     fusion_atss_weight: float = 1.0
-    # loss weights besides DetrConfig's
+    # losses and matching besides DetrConfig's
+    span_loss: str = "smooth_l1"      # paper: smooth L1 in the span loss
+    set_cost_iou: float = 1.0         # paper: predicted IoU in the matching cost (weight: code default 1)
+    lw_ms_align: float = 1.0          # paper: moment-sentence alignment loss
+    lw_momcls: float = 1.0            # paper: moment-token loss
+    co_reducer: float = 0.5           # code AuxRefLosses colab_ref_reducer
     lw_local_saliency: float = 1.0
     saliency_margin: float = 0.15     # the code's SetCriterion defaults
     contrastive_reducer: float = 0.25
@@ -87,7 +102,9 @@ class SGDETR(nn.Module):
                                    if cfg.use_txt_pos else None)
         txt_layer = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
         self.text_encoder = TransformerEncoder(txt_layer, cfg.txt_enc_layers)
-        self.sentence_pool = LearnedAggregation(d, cfg.nheads, cfg.dropout)
+        self.sentence_pool = AttentionPooling(d, cfg.nheads, cfg.sentence_pool_layers, cfg.dropout)
+        self.moment_encoder = TokenEncoder(cfg, cfg.moment_layers)
+        self.sentence_encoder = TokenEncoder(cfg, cfg.sentence_layers)
         self.local_saliency = LocalSaliencyHead(cfg.local_scale_init, cfg.local_shift_init)
         self.sgca = nn.ModuleList(
             SaliencyGuidedCrossAttentionLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
@@ -138,12 +155,28 @@ class SGDETR(nn.Module):
         span_labels = targets.get("span_labels") if (self.training and targets) else None
         out = self.detector(memory, src_vid_mask, pos, span_labels)
         out.update({"saliency_scores": saliency, "local_saliency_scores": local, "video_mask": src_vid_mask})
+        if self.training and targets and "relevant_clips" in targets:
+            out.update(self.moment_sentence(feats, src_vid_mask, pos, txt, src_txt_mask, targets["relevant_clips"]))
         if self.training:   # the negative pass only feeds the saliency losses
             out.update(self.negative_pass(feats, src_vid_mask, pos, tokens, src_txt_mask, sentence, vid))
         out["pred_confidence"] = self.confidence(out["pred_logits"], out["pred_iou"])
         if not self.training and self.cfg.fuse_at_inference:
             self.fuse(out)
         return out
+
+    def moment_sentence(self, feats, vid_mask, pos, txt, txt_mask, relevant_clips) -> dict:
+        """The moment token over the moment's clips, the non-moment token over the others, the
+        sentence token over the words (the code's MomentEncoder / SentenceEncoder, src/model/blocks/
+        encoder.py) and the clips they produced, for the moment-sentence alignment and moment-token
+        losses (training only)."""
+        valid = vid_mask.bool()
+        inside = relevant_clips.clamp(0, 1).bool() & valid
+        moment, moment_mem = self.moment_encoder(feats, inside, pos)
+        non_moment, non_moment_mem = self.moment_encoder(feats, ~inside & valid, pos)
+        sentence, _ = self.sentence_encoder(txt, txt_mask.bool(), torch.zeros_like(txt))
+        clips = moment_mem * inside.unsqueeze(-1) + non_moment_mem * (~inside & valid).unsqueeze(-1)
+        return {"moment_token": moment, "non_moment_token": non_moment, "sentence_token": sentence,
+                "moment_clips": clips, "moment_mask": inside}
 
     def negative_pass(self, feats, vid_mask, pos, tokens, txt_mask, sentence, vid) -> dict:
         """Sample i with the query of sample i + 1 (QD-DETR's roll): local and global scores."""
@@ -174,6 +207,29 @@ class SGDETR(nn.Module):
         out["detr_logits"], out["detr_spans"] = out["pred_logits"], out["pred_spans"]
         out["pred_spans"] = fused
         out["pred_logits"] = torch.stack([torch.log(conf / (1 - conf)), torch.zeros_like(conf)], dim=-1)
+
+
+class TokenEncoder(nn.Module):
+    """A learned token (and position) prepended to a sequence, self-attention layers over
+    [token, valid elements]: the code's MomentEncoder / SentenceEncoder (src/model/blocks/encoder.py).
+    -> token (B, d), sequence (B, L, d)."""
+
+    def __init__(self, cfg: SGDETRConfig, num_layers: int):
+        super().__init__()
+        d = cfg.hidden_dim
+        self.token = nn.Parameter(torch.randn(d))
+        self.token_pos = nn.Parameter(torch.randn(d))
+        layer = TransformerEncoderLayer(d, cfg.nheads, cfg.dim_feedforward, cfg.dropout, "prelu")
+        self.encoder = TransformerEncoder(layer, num_layers)
+
+    def forward(self, x: torch.Tensor, valid: torch.Tensor, pos: torch.Tensor):
+        """x (B, L, d), valid (B, L) bool: the elements the token attends to, pos (B, L, d)."""
+        bsz = x.shape[0]
+        src = torch.cat([self.token.expand(bsz, 1, -1), x], dim=1).transpose(0, 1)
+        src_pos = torch.cat([self.token_pos.expand(bsz, 1, -1), pos], dim=1).transpose(0, 1)
+        padding = torch.cat([torch.zeros(bsz, 1, dtype=torch.bool, device=x.device), ~valid], dim=1)
+        out = self.encoder(src, src_key_padding_mask=padding, pos=src_pos)
+        return out[0], out[1:].transpose(0, 1)
 
 
 def build(cfg: SGDETRConfig) -> SGDETR:

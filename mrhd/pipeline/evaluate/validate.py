@@ -6,6 +6,13 @@ the qid and the line it is on. *Errors* make the file impossible to score faithf
 are things the official code tolerates (it pads or cuts saliency lists, keeps only the first 10
 windows, scores windows outside the video) but that usually mean a bug in the producer.
 ``--strict`` turns warnings into errors.
+
+Which metric families are scored is decided by the whole file, not by its first line (the official
+code looks at line 1 only, so a first line without ``pred_saliency_scores`` silently drops the
+highlight metrics): a QVHighlights family is scored when its field is on every line, skipped when it
+is on none, and a file where only some lines have it is an error (:func:`scored_families`).
+Problems of the ground truth are reported as such (``Issue.in_ground_truth``): a bad annotation is
+not the submission's fault.
 """
 
 from __future__ import annotations
@@ -20,6 +27,9 @@ HL_DATASETS = ("qvhighlights", "tvsum", "youtube")
 MAX_SCORED_WINDOWS = 10  # the official mAP only reads the first 10 windows of each query
 CLIP_LENGTH = 2.0
 MAX_LISTED = 20  # problems listed before "... and N more"
+# metric family -> the prediction field it scores
+FAMILY_FIELDS = {"MR": "pred_relevant_windows", "HD": "pred_saliency_scores"}
+FAMILY_NAMES = {"MR": "moment retrieval", "HD": "highlight detection"}
 
 
 @dataclass
@@ -30,12 +40,17 @@ class Issue:
     message: str
     line: int | None = None
     qid: object = None
+    in_ground_truth: bool = False   # a problem of the ground-truth file (``line`` is its line)
 
     @property
     def text(self) -> str:
-        """``line N: qid Q: message`` (the parts that are known)."""
-        where = f"line {self.line}: " if self.line is not None else ""
-        who = f"qid {self.qid}: " if self.qid is not None else ""
+        """``[ground-truth ]line N: qid Q: message`` (the parts that are known)."""
+        if self.line is not None:
+            where = f"{'ground-truth ' if self.in_ground_truth else ''}line {self.line}: "
+        else:
+            where = "ground truth: " if self.in_ground_truth else ""
+        who = f"qid {self.qid!r}: " if isinstance(self.qid, str) else \
+            (f"qid {self.qid}: " if self.qid is not None else "")
         return f"{where}{who}{self.message}"
 
     def __str__(self) -> str:
@@ -136,6 +151,36 @@ def _gt_label_problem(dataset: str, g: dict, has_mr: bool, has_hl: bool) -> str 
     return None
 
 
+def scored_families(dataset: str, predictions: list[dict]) -> tuple[bool, bool]:
+    """``(moment retrieval, highlight detection)``: which families the file is scored on. Charades-STA
+    and TACoS are MR only, TVSum and YouTube HD only; QVHighlights scores a family when its field is
+    on any line (and :func:`validate` then requires it on every line)."""
+    def present(family: str) -> bool:
+        return any(FAMILY_FIELDS[family] in p for p in predictions)
+
+    has_mr = dataset in MR_DATASETS and (dataset != "qvhighlights" or present("MR"))
+    has_hl = dataset in HL_DATASETS and (dataset != "qvhighlights" or present("HD"))
+    return has_mr, has_hl
+
+
+def _qid_types_differ(qid, gt_by_qid: dict):
+    """The ground truth's qid equal to ``qid`` but for its type (``"5"`` vs ``5``), or None."""
+    if isinstance(qid, str):
+        try:
+            other = int(qid)
+        except ValueError:
+            return None
+    elif isinstance(qid, int) and not isinstance(qid, bool):
+        other = str(qid)
+    else:
+        return None
+    return other if other in gt_by_qid else None
+
+
+def _type_name(value) -> str:
+    return "a string" if isinstance(value, str) else "a number"
+
+
 def validate(dataset: str, predictions: list[dict], ground_truth: list[dict],
              pred_lines: list[int] | None = None, gt_lines: list[int] | None = None,
              labels: bool = True) -> list[Issue]:
@@ -148,27 +193,49 @@ def validate(dataset: str, predictions: list[dict], ground_truth: list[dict],
     issues: list[Issue] = []
     pred_lines = pred_lines or list(range(1, len(predictions) + 1))
     gt_lines = gt_lines or list(range(1, len(ground_truth) + 1))
-    if not predictions:
-        return [Issue("error", "the prediction file has no entries")]
 
+    def gt_issue(message: str, line=None, qid=None) -> None:
+        issues.append(Issue("error", message, line, qid, in_ground_truth=True))
+
+    if not ground_truth:
+        gt_issue("the ground-truth file has no entries")
     gt_by_qid: dict = {}
     for g, ln in zip(ground_truth, gt_lines):
         if "qid" not in g:
-            issues.append(Issue("error", "ground-truth entry has no qid", ln))
+            gt_issue("entry has no qid", ln)
             continue
-        gt_by_qid.setdefault(g["qid"], (g, ln))
+        if not isinstance(g["qid"], str | int) or isinstance(g["qid"], bool):
+            gt_issue(f"qid {g['qid']!r} is neither a number nor a string", ln)
+            continue
+        if g["qid"] in gt_by_qid:
+            gt_issue(f"duplicate qid (first on line {gt_by_qid[g['qid']][1]}); the ground truth needs one "
+                     "line per qid", ln, g["qid"])
+            continue
+        gt_by_qid[g["qid"]] = (g, ln)
+    if not predictions:
+        return issues + [Issue("error", "the prediction file has no entries")]
 
-    has_mr = dataset in MR_DATASETS and (dataset != "qvhighlights" or "pred_relevant_windows" in predictions[0])
-    has_hl = dataset in HL_DATASETS and (dataset != "qvhighlights" or "pred_saliency_scores" in predictions[0])
+    has_mr, has_hl = scored_families(dataset, predictions)
     if dataset == "qvhighlights" and not (has_mr or has_hl):
-        issues.append(Issue("error", "the first entry has neither pred_relevant_windows nor "
-                                     "pred_saliency_scores; nothing to score", pred_lines[0]))
+        issues.append(Issue("error", "no entry has pred_relevant_windows or pred_saliency_scores; "
+                                     "nothing to score", pred_lines[0]))
+    if dataset == "qvhighlights":
+        for family, on in (("MR", has_mr), ("HD", has_hl)):
+            field_name = FAMILY_FIELDS[family]
+            lacking = [(p, ln) for p, ln in zip(predictions, pred_lines) if on and field_name not in p]
+            if lacking:
+                first = next(ln for p, ln in zip(predictions, pred_lines) if field_name in p)
+                p, ln = lacking[0]
+                more = f" (and {len(lacking) - 1} more lines)" if len(lacking) > 1 else ""
+                issues.append(Issue("error", f"no {field_name}, which line {first} has{more}: give it on every "
+                                    f"line, or on none to skip the {FAMILY_NAMES[family]} metrics",
+                                    ln, p.get("qid")))
 
     if labels:
         for q, (g, gln) in gt_by_qid.items():
             problem = _gt_label_problem(dataset, g, has_mr, has_hl)
             if problem:
-                issues.append(Issue("error", f"ground-truth line {gln} {problem}", None, q))
+                gt_issue(problem, gln, q)
 
     seen: dict = {}
     for pred, ln in zip(predictions, pred_lines):
@@ -180,20 +247,29 @@ def validate(dataset: str, predictions: list[dict], ground_truth: list[dict],
         if qid is None:
             issue("error", "entry has no qid")
             continue
+        if not isinstance(qid, str | int) or isinstance(qid, bool):
+            issue("error", f"qid {qid!r} is neither a number nor a string; use the ground truth's qids")
+            continue
         if qid in seen:
             issue("error", f"duplicate qid (first on line {seen[qid]}); keep one entry per qid")
             continue
         seen[qid] = ln
         if qid not in gt_by_qid:
-            issue("error", "unknown qid: it is not in the ground truth (wrong split or file?)")
+            other = _qid_types_differ(qid, gt_by_qid)
+            if other is not None:
+                issue("error", f"qid is {_type_name(qid)} but the ground truth's qid {other!r} is "
+                      f"{_type_name(other)} (line {gt_by_qid[other][1]}); write qids as the ground truth does")
+            else:
+                issue("error", "unknown qid: it is not in the ground truth (wrong split or file?)")
             continue
         gt = gt_by_qid[qid][0]
-        if has_mr:
+        if has_mr and (dataset != "qvhighlights" or "pred_relevant_windows" in pred):
             _check_windows(dataset, pred, gt, issue)
-        if has_hl:
+        if has_hl and (dataset != "qvhighlights" or "pred_saliency_scores" in pred):
             _check_saliency(dataset, pred, gt, issue)
 
-    missing = [(q, ln) for q, (_, ln) in gt_by_qid.items() if q not in seen]
+    seen_other_type = {_qid_types_differ(q, gt_by_qid) for q in seen}
+    missing = [(q, ln) for q, (_, ln) in gt_by_qid.items() if q not in seen and q not in seen_other_type]
     if missing:
         for q, gln in missing[:MAX_LISTED]:
             issues.append(Issue("error", f"no prediction for this qid (ground-truth line {gln})", None, q))
@@ -202,13 +278,19 @@ def validate(dataset: str, predictions: list[dict], ground_truth: list[dict],
     return issues
 
 
-def raise_on_errors(issues: list[Issue], source: str, strict: bool = False) -> None:
-    """Raise one MrhdError summarising the errors (and warnings when ``strict``)."""
+def raise_on_errors(issues: list[Issue], source: str, strict: bool = False,
+                    ground_truth: str = "the ground truth") -> None:
+    """Raise one MrhdError summarising the errors (and warnings when ``strict``). Problems of the
+    ground truth come first and are blamed on ``ground_truth`` (its path), not on ``source``."""
     blocking = [i for i in issues if i.severity == "error" or strict]
     if not blocking:
         return
+    blocking.sort(key=lambda i: not i.in_ground_truth)
     first = blocking[0]
     more = f" (and {len(blocking) - 1} more problems)" if len(blocking) > 1 else ""
+    if first.in_ground_truth:
+        raise MrhdError(f"{ground_truth}: invalid ground truth: {first.text}{more}; fix the ground-truth file "
+                        "or pass the right one (and --dataset)")
     hint = "; --strict treats warnings as errors" if strict and first.severity == "warning" else ""
     kind = "warning" if first.severity == "warning" else "invalid prediction"
     raise MrhdError(f"{source}: {kind}: {first.text}{more}; fix the prediction file{hint}")

@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
     cuda = args.device.startswith("cuda")
     batch_size = args.batch_size or (64 if cuda else 16)
     video_streams = list(dict.fromkeys(names))
-    text_streams = [TEXT_STREAM_OF[n] for n in video_streams if n in TEXT_STREAM_OF] if queries else []
+    text_streams = [TEXT_STREAM_OF[n] for n in video_streams if n in TEXT_STREAM_OF] if args.queries else []
     # a text stream reads the checkpoint of its video encoder unless given its own
     weights_of = {n: weights.get(n) for n in video_streams} | {
         TEXT_STREAM_OF[n]: weights.get(TEXT_STREAM_OF[n]) or weights.get(n) for n in video_streams if n in TEXT_STREAM_OF}
@@ -138,7 +138,8 @@ def run(args: argparse.Namespace) -> int:
     if args.ray is not None:
         from mrhd.extract.ray_job import cluster_job
 
-        with cluster_job(None if args.ray == "local" else args.ray, video_streams, text_streams, args.out,
+        with cluster_job(None if args.ray == "local" else args.ray, video_streams, text_streams if queries else [],
+                         args.out,
                          device=args.device, precision=args.precision, weights=weights_of,
                          random_weights=args.random_weights, size=args.encoder_size, batch_size=batch_size,
                          decode_at_once=args.num_workers, actors=args.ray_actors,

@@ -110,6 +110,31 @@ def test_incomplete_dataset_is_not_taken_as_stored(tmp_path):
     assert reader.video_ids() == ["done"]
 
 
+def test_interrupted_merge_is_rebuilt_from_finished_entries(tmp_path):
+    """A main file whose root still says ``merging`` was left by a killed merge: it is rebuilt from
+    the entries that merge had finished (HDF5 metadata may be inconsistent even where it reads well),
+    its unfinished entries merge again from the parts, and no damaged copy is kept."""
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("old", np.full((2, 4), 3.0), 4.0)
+    writer = FeatureStore(path, "a", _info())
+    writer.write("new", np.full((3, 4), 5.0), 6.0)  # a part, not merged yet
+    writer.close_reader()
+    with h5py.File(path, "a") as f:  # what a merge killed after starting on "new" leaves
+        f.attrs["merging"] = 1
+        f.create_dataset("new", data=np.zeros((1, 4), np.float16))
+    with pytest.warns(UserWarning, match="interrupted merge"):
+        with FeatureStore(path, "a", _info()) as store:
+            store.commit()
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["new", "old"]
+    np.testing.assert_array_equal(reader.read("new"), np.full((3, 4), 5.0))
+    np.testing.assert_array_equal(reader.read("old"), np.full((2, 4), 3.0))
+    with h5py.File(path, "r") as f:
+        assert "merging" not in f.attrs
+    assert not list(tmp_path.glob("clip.h5.corrupt-*"))
+
+
 def test_corrupt_main_file_is_salvaged(tmp_path):
     path = store_path(tmp_path, "clip")
     with FeatureStore(path, "a", _info()) as store:

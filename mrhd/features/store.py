@@ -12,7 +12,7 @@ fsync'ed and renamed into place (``os.replace`` is atomic), so a part either exi
 at all. Readers see the main file plus the parts. ``commit()`` merges parts into the main file under
 an exclusive lock and deletes a part only after the main file is flushed and closed; a merge killed
 half-way leaves its parts behind (merged again next time) and a ``merging`` root attribute that makes
-the next writer check, and if needed salvage, the main file. Every dataset carries ``complete=1``,
+the next writer rebuild the main file from the entries that merge had finished. Every dataset carries ``complete=1``,
 set last; one without it is never taken as stored.
 """
 
@@ -340,7 +340,7 @@ class FeatureStore:
                     f.attrs.update(self._want)
 
     def _open_main_for_write(self) -> h5py.File | None:
-        """Open the main file for appending; check it after an interrupted merge and salvage what can
+        """Open the main file for appending; rebuild it after an interrupted merge and salvage what can
         be read when it is damaged (the damaged file is kept beside it as ``*.corrupt-<time>``)."""
         try:
             f = h5py.File(self.path, "a")
@@ -360,39 +360,39 @@ class FeatureStore:
                 return h5py.File(self.path, "a")
             raise MrhdError(f"cannot open {self.path} for writing ({err}); close what holds it and re-run") from err
         if f.attrs.get(_MERGING, 0):
-            try:
-                for obj in list(f.values()):
-                    if isinstance(obj, h5py.Group):
-                        for sub in obj.values():
-                            _ = sub.shape, dict(sub.attrs)
-                    else:
-                        _ = obj.shape, dict(obj.attrs)
-                del f.attrs[_MERGING]
-                f.flush()
-            except Exception as err:  # noqa: BLE001  (any HDF5 error means damage)
-                f.close()
-                self._salvage(f"was left damaged by an interrupted merge ({err})")
-                return h5py.File(self.path, "a")
+            # A merge was killed. HDF5 writes its metadata in no fixed order, so the file may look whole
+            # and still fail later ("addr overflow"): rebuild it from the entries the killed merge had
+            # finished. Parts are removed only after a whole merge, so what it had not finished merges again.
+            f.close()
+            self._salvage("was left by an interrupted merge", keep_damaged=False)
+            return h5py.File(self.path, "a")
         return f
 
-    def _salvage(self, why: str) -> None:
+    def _salvage(self, why: str, keep_damaged: bool = True) -> None:
+        """Rebuild the main file from its readable complete entries. The old file is kept beside it as
+        ``*.corrupt-<time>`` when it is damaged, or when some entry could not be read back."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         os.replace(self.path, aside)
-        kept = 0
+        kept = lost = 0
         with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as out:
             out.attrs.update(self._want)
             try:
                 with h5py.File(aside, "r") as src:
-                    for name in _complete_names(src):
+                    for name in list(_complete_names(src)):
                         try:
                             _copy_entry(src, out, name)
                             kept += 1
-                        except Exception:  # noqa: BLE001
-                            continue
-            except OSError:
-                pass
-        warnings.warn(f"{self.path} {why}; kept {kept} readable entries, moved the damaged file to "
-                      f"{aside.name}; missing videos are extracted again", stacklevel=3)
+                        except Exception:  # noqa: BLE001  (any HDF5 error: the entry is lost, re-extracted)
+                            lost += 1
+            except Exception:  # noqa: BLE001
+                lost += 1
+        if keep_damaged or lost:
+            warnings.warn(f"{self.path} {why}; kept {kept} readable entries, moved the damaged file to "
+                          f"{aside.name}; missing videos are extracted again", stacklevel=3)
+        else:
+            aside.unlink()
+            warnings.warn(f"{self.path} {why}; rebuilt it from its {kept} finished entries, the rest "
+                          "merges again from the parts", stacklevel=3)
 
     def _remove_stale_tmp(self) -> None:
         """Temporary part files of writers that died before their rename."""
@@ -477,6 +477,7 @@ class FeatureStore:
                     except OSError:
                         continue
                     done.append(part)
+                f.flush()  # everything merged is on disk before the flag goes
                 del f.attrs[_MERGING]
                 f.flush()
             for part in done:

@@ -18,6 +18,9 @@ Why this shape:
   by Ray (task retries, actor restarts, lineage reconstruction of lost frames); decoding is
   deterministic, so a redone video yields the same messages and the batches stay the same. What Ray
   cannot redo fails only the videos concerned, reported in the summary; a re-run redoes them.
+- Runs sharing the output folder (another driver, local runs, shards) share the list through the
+  local job's claims: the driver claims a video when it submits its decoding task. Each run then
+  packs only its own videos, so such a store may differ from a single run's in the last bit.
 - Ray is optional (``mrhd[ray]``): this module imports it only when a cluster job starts.
 """
 

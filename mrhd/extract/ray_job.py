@@ -81,13 +81,14 @@ def ray_session(address: str | None, local_cpus: int | None = None) -> Iterator[
             raise MrhdError(f"cannot start a local Ray cluster ({_first_line(err)})") from err
         raise MrhdError(f"cannot connect to the Ray cluster at {address} ({_first_line(err)}); start it with "
                         "`ray start --head` or give its address to --ray") from err
-    try:
-        # Ray's driver prints what the nodes report (a worker died, a task is retried) to stdout from
-        # a thread of its own; stdout is the summary's, so those lines go to stderr with the progress
-        with contextlib.redirect_stdout(sys.stderr):
+    # Ray's driver prints what the nodes report (a worker died, a task is retried, a raylet ended) to
+    # stdout from a thread of its own, until shutdown joins it; stdout is the summary's, so those lines
+    # go to stderr with the progress
+    with contextlib.redirect_stdout(sys.stderr):
+        try:
             yield ray
-    finally:
-        ray.shutdown()  # joins that thread: nothing of Ray's reaches stdout after this
+        finally:
+            ray.shutdown()
 
 
 def _first_line(err: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""The ``mrhd`` command: extract | predict | serve | train | eval | weights.
+"""The ``mrhd`` command: extract | predict | serve | train | eval | weights | features.
 
 Each subcommand lives in ``mrhd/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; this module only wires them together and turns user errors into one line.
@@ -24,6 +24,7 @@ COMMANDS = {
     "train": "train a grounding model on features from the store",
     "eval": "score a prediction file with the official metrics",
     "weights": "list, download, convert and inspect checkpoints",
+    "features": "import released features into stores; info and verify a folder of stores",
 }
 
 

@@ -17,9 +17,9 @@ def test_help_lists_the_six_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("extract", "predict", "serve", "train", "eval", "weights"):
+    for name in ("extract", "predict", "serve", "train", "eval", "weights", "features"):
         assert name in out
-    assert set(COMMANDS) == {"extract", "predict", "serve", "train", "eval", "weights"}
+    assert set(COMMANDS) == {"extract", "predict", "serve", "train", "eval", "weights", "features"}
 
 
 def test_version(capsys):

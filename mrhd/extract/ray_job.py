@@ -45,6 +45,7 @@ import torch
 from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
 from mrhd.extract.job import ExtractJob, _picklable
+from mrhd.extract.sampling import CLIP_LEN
 from mrhd.extract.worker import StreamSpec, timed_messages
 
 INSTALL_HINT = "pip install 'mrhd[ray]'"
@@ -476,7 +477,7 @@ def cluster_job(address: str | None, video_streams: list[str], text_streams: lis
                 precision: str = "official",
                 decode_at_once: int | None = None, actors: int | None = None, gpus_per_actor: float | None = None,
                 cpus_per_actor: float | None = None, overwrite: bool = False, progress: bool = True,
-                log=None) -> Iterator[RayExtractJob]:
+                clip_len: float = CLIP_LEN, log=None) -> Iterator[RayExtractJob]:
     """A :class:`RayExtractJob` on the cluster at ``address`` (None: a local cluster), its encoder
     actors started; the connection closes when the block ends. ``decode_at_once``: videos decoding
     at the same time (default: the cluster's CPUs that the actors leave)."""
@@ -503,7 +504,7 @@ def cluster_job(address: str | None, video_streams: list[str], text_streams: lis
 
         yield RayExtractJob(encoders, out_dir, text_encoders=text_encoders if text_streams else None,
                             batch_size=batch_size, decode_ahead=decoding, overwrite=overwrite,
-                            progress=progress, log=log)
+                            progress=progress, clip_len=clip_len, log=log)
 
 
 def describe_cluster(ray, plan: ActorPlan, names: list[str], decoding: int) -> str:

@@ -402,9 +402,11 @@ class Predictor:
         features, query features and metas (qid, query, vid, duration): window time, before the
         windows of one video are merged."""
         kwargs = self.model_inputs(vids, auds, txts, metas)
-        with torch.no_grad():   # not inference_mode: UniVTG's official post-processing edits outputs in place
+        # inference_mode (no version counters, no autograd records) around the post-processing too:
+        # UniVTG's official one edits outputs in place, which inference tensors allow only inside it
+        with torch.inference_mode():
             out = self.net(**kwargs)
-        return self.spec.postprocess(out, kwargs["src_vid_mask"], metas, self.cfg)
+            return self.spec.postprocess(out, kwargs["src_vid_mask"], metas, self.cfg)
 
     def predict(self, features: VideoFeatures, queries: Sequence[str], warn: bool = True) -> list[Prediction]:
         """One :class:`Prediction` per query: moments best first, one saliency score per clip

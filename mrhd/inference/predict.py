@@ -233,7 +233,7 @@ class Predictor:
                  query_cache_size: int = QUERY_CACHE_SIZE):
         self.model_name = loaded.name
         self.cfg = loaded.cfg
-        self.net = loaded.net.to(device)
+        self.net = loaded.net.to(device).requires_grad_(False)   # a predictor only predicts: frozen, as its encoders
         self.profile = loaded.profile
         self.weights = loaded.weights
         self.video_encoders = video_encoders

@@ -1,4 +1,4 @@
-"""The ``mrhd`` command: extract | predict | serve | train | eval | weights.
+"""The ``mrhd`` command: extract | predict | serve | train | eval | weights | features.
 
 Each subcommand lives in ``mrhd/commands/<name>.py`` with ``add_arguments(parser)`` and
 ``run(args) -> int``; this module only wires them together and turns user errors into one line.
@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -22,6 +24,7 @@ COMMANDS = {
     "train": "train a grounding model on features from the store",
     "eval": "score a prediction file with the official metrics",
     "weights": "list, download, convert and inspect checkpoints",
+    "features": "import released features into stores; info and verify a folder of stores",
 }
 
 
@@ -52,13 +55,20 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
-        return int(args._run(args) or 0)
+        code = int(args._run(args) or 0)
+        sys.stdout.flush()  # a closed pipe is met here, not in the interpreter's exit
+        return code
     except MrhdError as err:
         print(f"mrhd {args.command}: error: {err}", file=sys.stderr)
         return err.exit_code
     except KeyboardInterrupt:
         print(f"mrhd {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # the reader of our output went away (`mrhd predict ... | head`): stop quietly as other tools do;
+        # stdout goes to /dev/null so that the interpreter's final flush cannot raise again
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 DEMO_VIDEO = "out/sample.mp4"

@@ -1,4 +1,5 @@
 import argparse
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,9 +17,9 @@ def test_help_lists_the_six_commands(capsys):
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for name in ("extract", "predict", "serve", "train", "eval", "weights"):
+    for name in ("extract", "predict", "serve", "train", "eval", "weights", "features"):
         assert name in out
-    assert set(COMMANDS) == {"extract", "predict", "serve", "train", "eval", "weights"}
+    assert set(COMMANDS) == {"extract", "predict", "serve", "train", "eval", "weights", "features"}
 
 
 def test_version(capsys):
@@ -130,3 +131,16 @@ def test_train_help_gives_the_official_defaults(capsys):
     for words in ("--epochs N training epochs (default: 200", "--batch-size N", "(default: 32; mesm: 12",
                   "--lr LR AdamW learning rate (default: 0.0001", "--seed N", "(default: 2018; tr_detr: 2017"):
         assert words in text, words
+
+
+def test_closed_pipe_ends_quietly(tmp_path):
+    """`mrhd weights list | head -0`: the reader has gone; no traceback, the shell's SIGPIPE status."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # every write to the pipe now fails, as once `head` has exited
+    try:
+        res = subprocess.run([sys.executable, "-m", "mrhd", "weights", "list"], stdout=write_end,
+                             stderr=subprocess.PIPE, text=True, cwd=ROOT, timeout=120)
+    finally:
+        os.close(write_end)
+    assert res.returncode == 141, res.stderr
+    assert "Traceback" not in res.stderr and "BrokenPipe" not in res.stderr, res.stderr

@@ -18,7 +18,7 @@ import pytest
 
 from mrhd.encoders.base import EncoderInfo
 from mrhd.errors import MrhdError
-from mrhd.features.store import FORMAT, FeatureStore, store_path
+from mrhd.features.store import FORMAT, FeatureStore, root_attrs, store_path
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -101,13 +101,89 @@ def test_pending_parts_from_other_settings_are_refused(tmp_path):
 
 def test_incomplete_dataset_is_not_taken_as_stored(tmp_path):
     path = store_path(tmp_path, "clip")
-    with FeatureStore(path, "a", _info()) as store:
-        store.write("done", np.ones((2, 4)), 4.0)
-    with h5py.File(path, "a") as f:  # what a write killed before `complete` leaves
+    store = FeatureStore(path, "a", _info())
+    store.write("done", np.ones((2, 4)), 4.0)
+    store.commit()
+    store.write("half", np.full((3, 4), 7.0), 6.0)   # its part stays pending
+    with h5py.File(path, "a") as f:  # what a merge of "half" killed before `complete` leaves
+        f.attrs["merging"] = 1
         f.create_dataset("half", data=np.ones((1, 4), np.float16))
     reader = FeatureStore(path)
-    assert reader.has("done") and not reader.has("half")
-    assert reader.video_ids() == ["done"]
+    assert reader.video_ids() == ["done", "half"]
+    assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))   # never the cut copy
+    assert reader.describe("half")[0] == (3, 4)
+
+
+def _hand_written_store_with_a_killed_merge(path):
+    """A store written by another tool (no `complete` flags), into which a merge of "half" was then
+    killed: `merging` set, "half" cut short and unflagged, its part still pending."""
+    with h5py.File(path, "w") as f:
+        f.attrs.update(root_attrs(_info()))
+        f.create_dataset("plain", data=np.full((3, 4), 0.5, np.float32))
+    store = FeatureStore(path, "a", _info())
+    store.write("half", np.full((3, 4), 7.0), 6.0)              # the part the killed merge was copying
+    with h5py.File(path, "a") as f:
+        f.attrs["merging"] = 1
+        f.create_dataset("half", data=np.zeros((1, 4), np.float16))
+    return store
+
+
+def test_a_killed_merge_into_a_hand_written_store_keeps_its_datasets(tmp_path):
+    """Under `merging` only what a pending part holds is suspect: the hand-written entries (no part,
+    no flag) stay stored for readers and through the next writer's rebuild of the main file."""
+    path = store_path(tmp_path, "clip")
+    _hand_written_store_with_a_killed_merge(path)
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["half", "plain"]
+    assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))     # the part's copy
+    assert np.array_equal(reader.read("plain"), np.full((3, 4), 0.5, np.float32))
+    reader.close_reader()
+    with pytest.warns(UserWarning, match="rebuilt it from its 1 finished entries"):
+        writer = FeatureStore(path, "a", _info())                  # rebuilds without `merging` and "half"
+    with h5py.File(path, "r") as f:
+        assert "merging" not in f.attrs and "plain" in f and "half" not in f
+    writer.close()                                                  # merges "half" again
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["half", "plain"]
+    assert np.array_equal(reader.read("half"), np.full((3, 4), 7.0, np.float32))
+
+
+def test_unflagged_dataset_counts_outside_a_merge(tmp_path):
+    """`complete` matters only under a `merging` root flag: a file written in one go by another
+    tool needs no per-dataset flag (docs/STORE.md)."""
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("done", np.ones((2, 4)), 4.0)
+    with h5py.File(path, "a") as f:
+        f.create_dataset("plain", data=np.full((3, 4), 0.5, np.float32))
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["done", "plain"]
+    assert np.array_equal(reader.read("plain"), np.full((3, 4), 0.5, np.float32))
+
+
+def test_interrupted_merge_is_rebuilt_from_finished_entries(tmp_path):
+    """A main file whose root still says ``merging`` was left by a killed merge: it is rebuilt from
+    the entries that merge had finished (HDF5 metadata may be inconsistent even where it reads well),
+    its unfinished entries merge again from the parts, and no damaged copy is kept."""
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("old", np.full((2, 4), 3.0), 4.0)
+    writer = FeatureStore(path, "a", _info())
+    writer.write("new", np.full((3, 4), 5.0), 6.0)  # a part, not merged yet
+    writer.close_reader()
+    with h5py.File(path, "a") as f:  # what a merge killed after starting on "new" leaves
+        f.attrs["merging"] = 1
+        f.create_dataset("new", data=np.zeros((1, 4), np.float16))
+    with pytest.warns(UserWarning, match="interrupted merge"):
+        with FeatureStore(path, "a", _info()) as store:
+            store.commit()
+    reader = FeatureStore(path)
+    assert reader.video_ids() == ["new", "old"]
+    np.testing.assert_array_equal(reader.read("new"), np.full((3, 4), 5.0))
+    np.testing.assert_array_equal(reader.read("old"), np.full((2, 4), 3.0))
+    with h5py.File(path, "r") as f:
+        assert "merging" not in f.attrs
+    assert not list(tmp_path.glob("clip.h5.corrupt-*"))
 
 
 def test_corrupt_main_file_is_salvaged(tmp_path):

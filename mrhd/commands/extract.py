@@ -51,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--precision", choices=("official", "fast"), default="official",
                    help="on CUDA: 'official' computes as the released features were (CLIP fp16 weights, "
                         "SlowFast fp32); 'fast' runs both under fp16 autocast (default: official)")
+    p.add_argument("--clip-len", type=float, default=2.0, metavar="S",
+                   help="seconds per clip (default: 2.0, the official grid; Charades-STA's released features use 1): "
+                        "CLIP at fps 1/S, SlowFast clips of S*30 frames, InternVideo2 windows of S seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -62,6 +65,22 @@ def _parse_weights(items: list[str]) -> dict[str, str]:
             raise MrhdError(f"--weights {item!r} is not STREAM=ID|PATH (e.g. clip=ViT-B-32.pt)")
         out[name.strip()] = value.strip()
     return out
+
+
+def _check_clip_len(clip_len: float, names: list[str]) -> None:
+    """--clip-len: positive; whole SlowFast clips at 30 fps; PANNs only at its 2-s chunks."""
+    from mrhd.extract import sampling
+
+    if not clip_len > 0:
+        raise MrhdError(f"--clip-len must be a positive number of seconds, not {clip_len:g}")
+    if "slowfast" in names:
+        try:
+            sampling.slowfast_block(sampling.SLOWFAST_FPS, clip_len)
+        except ValueError as err:
+            raise MrhdError(f"--clip-len {clip_len:g}: {err}") from None
+    if "pann" in names and clip_len != sampling.CLIP_LEN:
+        raise MrhdError(f"--clip-len {clip_len:g}: pann reads 2-s audio chunks only (every release uses them); "
+                        "extract pann in a run of its own without --clip-len")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -87,6 +106,7 @@ def run(args: argparse.Namespace) -> int:
     if args.num_workers is not None and args.num_workers < 0:
         raise MrhdError("--num-workers must be 0 or more")
     parse_device(args.device)
+    _check_clip_len(args.clip_len, names)
     index, count = parse_shard(args.shard)
     weights = _parse_weights(args.weights)
     known = set(names) | {TEXT_STREAM_OF[n] for n in names if n in TEXT_STREAM_OF}
@@ -128,6 +148,7 @@ def run(args: argparse.Namespace) -> int:
     job = ExtractJob(
         encoders, args.out, text_encoders=text_encoders, batch_size=batch_size, num_workers=num_workers,
         overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(), pool=pool,
+        clip_len=args.clip_len,
     )
     job.summary.add_bad_inputs(listing.problems)
     undo = install_sigterm()

@@ -6,8 +6,11 @@ Defaults are each model's official optimiser, schedule, clipping and loss weight
 --dataset (configs/datasets/<name>.yaml: qvhighlights, charades_sta, tacos, tvsum) validates with
 that benchmark's metrics and selects the best checkpoint as its authors do; with --data-dir, --train
 and --val default to the dataset's split files in that folder (or name a split: --val test).
-Option precedence: model YAML < the dataset's best_metric < flags and --set. A resumed run keeps
-the dataset (and best_metric, unless --set gives one) of the run it continues.
+Option precedence: model YAML < the dataset's best_metric < the authors' recipe for that dataset
+(configs/recipes/<dataset>/<model>.yaml) < flags and --set. A resumed run keeps the dataset (and
+best_metric, unless --set gives one) of the run it continues. The clip length is the feature stores'
+(their clip_len); one that disagrees with the annotations, --set or the resumed run is refused.
+--out defaults to runs/<model>_<dataset>.
 """
 
 from __future__ import annotations
@@ -53,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="training annotations (default with --data-dir: the dataset's train split)")
     p.add_argument("--val", default=None, metavar="ANN.jsonl",
                    help="validation annotations (default with --data-dir: the dataset's validation split)")
-    p.add_argument("--out", required=True, metavar="RUN_DIR", help="run folder")
+    p.add_argument("--out", default=None, metavar="RUN_DIR",
+                   help="run folder (default: runs/<model>_<dataset>)")
     p.add_argument("--dataset", default=None, metavar="NAME",
                    help=f"{', '.join(dataset_names())}: its metrics and model selection")
     p.add_argument("--data-dir", default=None, metavar="DIR",
@@ -124,6 +128,8 @@ def run(args: argparse.Namespace) -> int:
     from mrhd.training.config import load_train_config
     from mrhd.training.trainer import Trainer, stored_train_config
 
+    if args.out is None:
+        args.out = str(Path("runs") / f"{args.model}_{args.dataset or 'custom'}")
     train_options, model_config = _split_overrides(args.model, _overrides(args.set))
     stored = stored_train_config(args.out) if args.resume else {}
     dataset_name = args.dataset if args.dataset is not None else stored.get("dataset")

@@ -42,6 +42,7 @@ class EncoderInfo:
     dim: int
     weights: str       # registry id, file name, or "random"
     recipe: dict       # everything that defines the numbers: rates, sizes, normalisation, layer
+    clip_len: float = 2.0   # seconds per row of a video/audio stream (the store's ``clip_len``)
 
     def recipe_json(self) -> str:
         return json.dumps(self.recipe, sort_keys=True)

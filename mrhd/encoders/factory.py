@@ -34,6 +34,9 @@ def build_encoder(name: str, *, device: str = "cpu", weights: str | None = None,
     if name not in STREAMS:
         raise MrhdError(f"unknown encoder {name!r}; choose from: {', '.join(VIDEO_ENCODERS)}")
     module = STREAMS[name].module
+    if module is None:
+        raise MrhdError(f"stream {name!r} has no encoder in mrhd (import-only); bring the authors' released "
+                        "files in with `mrhd features import`")
     if name not in _BUILDERS:
         try:
             importlib.import_module(module)

@@ -3,6 +3,10 @@
 Why one table: the encoder factory (which module builds a stream), ``mrhd extract`` (the text
 stream of a video encoder), the feature profiles (input widths before any store is opened) and the
 checkpoint converter (the stream behind an authors' feature folder name) all need these facts.
+
+Import-only streams (``module`` None) have no encoder in mrhd: their numbers come only from the
+authors' released files through ``mrhd features import`` (:mod:`mrhd.features.importing`), e.g. the
+Charades-STA VGG features, GloVe word vectors and the TVSum I3D features.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class Stream:
     name: str                        # store name, and the encoder's name for `mrhd extract --encoders`
-    kind: str                        # "video" and "audio": one row per 2-s clip; "text": one per token
+    kind: str                        # "video" and "audio": one row per clip; "text": one per token
     dim: int                         # feature width (docs/FEATURES.md); a store's ``dim`` must equal it
-    module: str                      # the module that registers the stream's encoder
+    module: str | None               # the module that registers the stream's encoder; None: import-only
     text: str | None = None          # a video encoder's query stream, read from the same checkpoint
     folder_hint: str | None = None   # part of the authors' feature folder names (opt.v_feat_dirs)
 
@@ -30,10 +34,17 @@ STREAMS: dict[str, Stream] = {s.name: s for s in (
     Stream("clip_text", "text", 512, "mrhd.encoders.clip"),
     Stream("blip2_text", "text", 768, "mrhd.encoders.blip2"),
     Stream("internvideo2_text", "text", 1024, "mrhd.encoders.internvideo2"),   # the 1B default's BERT-large tokens (6B: 4096, profile internvideo2_6b)
+    # import-only (docs/FEATURES.md, "Released features"): no encoder here, `mrhd features import`
+    Stream("vgg", "video", 4096, None, folder_hint="vgg"),   # Charades-STA VGG16 fc7 (UMT/CG-DETR release)
+    Stream("i3d_rgb", "video", 1024, None),     # TVSum I3D RGB stream (UMT release, <vid>_rgb.npy)
+    Stream("i3d_flow", "video", 1024, None),    # TVSum I3D optical-flow stream (<vid>_opt.npy)
+    Stream("glove", "text", 300, None),         # GloVe 6B 300-d word vectors of the query words
 )}
 
-# what `mrhd extract --encoders` takes: the per-clip streams
-VIDEO_ENCODERS: tuple[str, ...] = tuple(s.name for s in STREAMS.values() if s.kind != "text")
+# what `mrhd extract --encoders` takes: the per-clip streams that have an encoder
+VIDEO_ENCODERS: tuple[str, ...] = tuple(s.name for s in STREAMS.values() if s.kind != "text" and s.module)
+# streams whose numbers only `mrhd features import` writes
+IMPORT_ONLY: tuple[str, ...] = tuple(s.name for s in STREAMS.values() if s.module is None)
 # video encoder -> its text stream (`mrhd extract --queries`)
 TEXT_STREAM_OF: dict[str, str] = {s.name: s.text for s in STREAMS.values() if s.text}
 

@@ -209,8 +209,8 @@ class _ClipFrames:
 
     kind = "clip_frame"
 
-    def __init__(self, info: VideoInfo, convert):
-        self.rate = sampling.clip_rate(info.stream_duration)
+    def __init__(self, info: VideoInfo, convert, clip_len=sampling.CLIP_LEN):
+        self.rate = sampling.clip_rate(info.stream_duration, clip_len)
         self.resampler = sampling.FpsResampler(self.rate)
         self.convert = convert
         self.positions: list[int] = []
@@ -236,14 +236,16 @@ class _SlowFastClips:
 
     kind = "slowfast_clip"
 
-    def __init__(self, info: VideoInfo, convert, target_fps: int = sampling.SLOWFAST_FPS):
+    def __init__(self, info: VideoInfo, convert, target_fps: int = sampling.SLOWFAST_FPS,
+                 clip_len=sampling.CLIP_LEN):
         self.resampler = sampling.FpsResampler(target_fps)
         self.convert = convert
-        self.fast = sampling.slowfast_fast_indices(info.avg_frame_rate, target_fps)
-        self.block = sampling.CLIP_LEN * target_fps
+        self.fast = sampling.slowfast_fast_indices(info.avg_frame_rate, target_fps, clip_len)
+        self.block = sampling.slowfast_block(target_fps, clip_len)
         self.target_fps = target_fps
+        self.clip_len = clip_len
         self.stream_duration = info.stream_duration
-        self.max_clips = (sampling.slowfast_n_clips(10**12, info.stream_duration, target_fps)
+        self.max_clips = (sampling.slowfast_n_clips(10**12, info.stream_duration, target_fps, clip_len)
                           if info.stream_duration > 0 else None)
         self.wanted = set(self.fast)
         self.clip = 0
@@ -286,7 +288,7 @@ class _SlowFastClips:
 
     def finish(self, t_end):
         yield from self._take(self.resampler.finish(t_end))
-        n_clips = sampling.slowfast_n_clips(self.n_ticks, self.stream_duration, self.target_fps)
+        n_clips = sampling.slowfast_n_clips(self.n_ticks, self.stream_duration, self.target_fps, self.clip_len)
         if self.clip < n_clips and self.last is not None:
             yield from self._emit_clip()
 
@@ -304,14 +306,16 @@ class _WindowFrames:
 
     kind = "window_frames"
 
-    def __init__(self, info: VideoInfo, convert, picker=None, index: PacketIndex | None = None):
+    def __init__(self, info: VideoInfo, convert, picker=None, index: PacketIndex | None = None,
+                 clip_len=sampling.CLIP_LEN):
         self.convert = convert
         self.picker = picker
+        self.clip_len = clip_len
         self.index = index if picker is not None else None
         self.counts: dict[int, int] = {}
         if self.index is not None:
             for t in self.index.times:
-                k = sampling.window_of(t)
+                k = sampling.window_of(t, clip_len)
                 self.counts[k] = self.counts.get(k, 0) + 1
         self.window = 0
         self.frames: dict[int, np.ndarray] = {}  # index in the window -> rgb
@@ -342,7 +346,7 @@ class _WindowFrames:
             self._open(self.window + 1)
 
     def feed(self, pos, t, frame):
-        k = sampling.window_of(t)
+        k = sampling.window_of(t, self.clip_len)
         if self.index is not None and (pos >= len(self.index.times) or self.index.times[pos] != t):
             raise _WindowMiss
         yield from self._close_until(k)
@@ -352,7 +356,7 @@ class _WindowFrames:
         self.last = (pos, frame)
 
     def finish(self, t_end):
-        yield from self._close_until(sampling.n_windows(t_end))
+        yield from self._close_until(sampling.n_windows(t_end, self.clip_len))
 
 
 class _WindowMiss(Exception):
@@ -438,7 +442,7 @@ class VideoDecoder:
     """
 
     def __init__(self, path: str | Path, kinds, size: int | None = FRAME_SIZE, threads: int = 0,
-                 seek: bool = True, window_picker=None):
+                 seek: bool = True, window_picker=None, clip_len=sampling.CLIP_LEN):
         unknown = set(kinds) - set(VIDEO_KINDS)
         if unknown:
             raise ValueError(f"not a video stream kind: {sorted(unknown)}")
@@ -456,6 +460,7 @@ class VideoDecoder:
         # window_frames: the encoder's window_frame_picker (base.py); only its frames are converted
         self.window_picker = window_picker if "window_frames" in self.kinds else None
         self.restarts = 0  # passes begun again because frames differed from the packet index
+        self.clip_len = clip_len  # seconds per clip / window (sampling.py: the rules at any clip length)
 
     def __iter__(self) -> Iterator[tuple[str, int, np.ndarray]]:
         if self.seek:
@@ -488,11 +493,11 @@ class VideoDecoder:
         self.t_end = index.t_end
         per_window: dict[int, int] = {}
         for t in index.times:
-            k = sampling.window_of(t)
+            k = sampling.window_of(t, self.clip_len)
             per_window[k] = per_window.get(k, 0) + 1
         plan: list[list[int] | None] = []  # the positions each window delivers; None: no window
         start = 0  # position of the window's first frame
-        for k in range(max(sampling.n_windows(index.t_end), max(per_window) + 1)):
+        for k in range(max(sampling.n_windows(index.t_end, self.clip_len), max(per_window) + 1)):
             n = per_window.get(k, 0)
             if n:
                 plan.append([start + i for i in self.window_picker(n)])
@@ -561,7 +566,7 @@ class VideoDecoder:
         going on from the current position or from its keyframe, whichever decodes fewer frames;
         unreferenced frames that are not chosen are skipped.
         If a chosen frame does not come out where the index says, the file is decoded in order."""
-        rate = sampling.clip_rate(self.info.stream_duration)
+        rate = sampling.clip_rate(self.info.stream_duration, self.clip_len)
         picks = sampling.fps_select(index.times, index.t_end, rate)
         self.t_end = index.t_end
         self.positions["clip_frame"] = list(picks)
@@ -633,8 +638,9 @@ class VideoDecoder:
             stream = container.streams.video[0]
             convert = _Converted(self.size)
             convert_whole = _Converted(self.size, whole=True)
-            sinks = [_WindowFrames(self.info, convert_whole, self.window_picker, index) if k == "window_frames"
-                     else _SINKS[k](self.info, convert) for k in self.kinds]
+            sinks = [_WindowFrames(self.info, convert_whole, self.window_picker, index, clip_len=self.clip_len)
+                     if k == "window_frames" else _SINKS[k](self.info, convert, clip_len=self.clip_len)
+                     for k in self.kinds]
             timeline = FrameTimeline(container, stream, self.threads)
             try:
                 for pos, t, frame in timeline:

@@ -23,6 +23,8 @@ partly stored, failed, or not done when interrupted), so the counts add up to th
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import math
 import os
 import pickle
 import queue
@@ -40,6 +42,7 @@ import torch
 
 from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
+from mrhd.extract import sampling
 from mrhd.extract.claims import Claim, holder_pid, try_claim
 from mrhd.extract.sources import Source
 from mrhd.extract.worker import DecodePool, StreamSpec, timed_messages
@@ -132,6 +135,25 @@ class Summary:
         return "\n".join(lines)
 
 
+def info_at_clip_len(info, clip_len: float):
+    """The store facts of an encoder run at ``clip_len`` seconds per clip: the clip length and the
+    recipe's rate entries follow it (sampling.py); at the official 2 s the info is unchanged, so
+    stores made before clip lengths could change resume as they are."""
+    if math.isclose(clip_len, sampling.CLIP_LEN):
+        return info
+    recipe = dict(info.recipe)
+    recipe["clip_len"] = clip_len
+    if "fps" in recipe and recipe.get("input") == "clip_frame":
+        recipe["fps"] = 1 / clip_len
+    if "frames_per_clip" in recipe and recipe.get("fps") == sampling.SLOWFAST_FPS:
+        recipe["frames_per_clip"] = sampling.slowfast_block(sampling.SLOWFAST_FPS, clip_len)
+    if "window_s" in recipe:
+        recipe["window_s"] = clip_len
+    if "frames" in recipe and isinstance(recipe["frames"], str):
+        recipe["frames"] = f"ffmpeg fps={1 / clip_len:g}, one frame per {clip_len:g}-s clip (HERO rules)"
+    return dataclasses.replace(info, recipe=recipe, clip_len=clip_len)
+
+
 def _picklable(obj) -> bool:
     try:
         pickle.dumps(obj)
@@ -172,7 +194,7 @@ class ExtractJob:
     def __init__(self, encoders: list, out_dir: str | Path, *, text_encoders: list | None = None,
                  batch_size: int = 16, num_workers: int = 1, overwrite: bool = False,
                  progress: bool = True, chunk: int | None = None, worker_threads: int = 1,
-                 log=None, pool: DecodePool | None = None):
+                 log=None, pool: DecodePool | None = None, clip_len: float = sampling.CLIP_LEN):
         self.encoders = list(encoders)
         self.text_encoders = list(text_encoders or [])
         self.out_dir = Path(out_dir)
@@ -192,6 +214,7 @@ class ExtractJob:
         self._bar = None
         self._inline = self.num_workers == 0
         self._pool = pool
+        self.clip_len = float(clip_len)   # seconds per clip: the stores' clip_len (sampling.py rules)
 
     @staticmethod
     def default_chunk(batch_size: int) -> int:
@@ -220,7 +243,8 @@ class ExtractJob:
         with self._store_warnings():
             for enc in self.encoders:
                 path = store_path(self.out_dir, enc.info.stream)
-                store = FeatureStore(path, "a", enc.info, store_dtype=getattr(enc, "store_dtype", "float16"))
+                store = FeatureStore(path, "a", info_at_clip_len(enc.info, self.clip_len),
+                                     store_dtype=getattr(enc, "store_dtype", "float16"))
                 store.commit()  # parts left by a killed run join the store first
                 self._streams[enc.info.stream] = _Stream(enc, store)
 
@@ -245,7 +269,8 @@ class ExtractJob:
             picker = getattr(st.encoder, "window_frame_picker", None) if st.encoder.input_kind == "window_frames" \
                 else None
             specs[name] = StreamSpec(name, st.encoder.input_kind, pre if pre is not None and _picklable(pre) else None,
-                                     picker if picker is not None and _picklable(picker) else None)
+                                     picker if picker is not None and _picklable(picker) else None,
+                                     clip_len=self.clip_len)
         return specs
 
     def _sha_of(self, src: Source) -> str:
@@ -691,7 +716,8 @@ class ExtractJob:
         for enc in self.text_encoders:
             path = store_path(self.out_dir, enc.info.stream)
             with self._store_warnings():
-                store = FeatureStore(path, "a", enc.info, store_dtype=getattr(enc, "store_dtype", "float32"))
+                store = FeatureStore(path, "a", info_at_clip_len(enc.info, self.clip_len),
+                                     store_dtype=getattr(enc, "store_dtype", "float32"))
                 store.commit()
             todo = []
             for qid, query, where in rows:

@@ -2,7 +2,14 @@
 SlowFast clip layout and the 2-s windows, as pure functions of timestamps and counts.
 
 Kept apart from decoding so that every rule can be tested on numbers alone; ``decode.py`` feeds it
-timestamps and gets back which frame goes where. Times are :class:`fractions.Fraction` so that a frame
+timestamps and gets back which frame goes where.
+
+Clip length: the official features use 2-s clips, but the rules are HERO's for any clip length
+(``mrhd extract --clip-len``; Charades-STA's released features use 1 s): CLIP's fps filter runs at
+``1 / clip_len`` with the short-video rule at ``d < clip_len + 0.1`` (HERO ``clip/video_loader.py``:
+``framerate`` and ``1/fps + 0.1``), SlowFast cuts the 30-fps stream into ``clip_len * 30``-frame clips
+(HERO ``slowfast/extract_feature/preprocessing.py`` ``clip_len``; the 32 fast frames still span
+``64 * fps / 30`` frames, clamped to the clip), windows are ``[k * clip_len, (k + 1) * clip_len)``. Times are :class:`fractions.Fraction` so that a frame
 lying exactly on a half-tick (60 fps -> 30 fps) is decided the way ffmpeg decides it.
 """
 
@@ -51,12 +58,21 @@ def ffprobe_duration(duration_ts: int | None, time_base: Fraction | None, nb_fra
     return float(f"{float(duration_ts * time_base):.6f}")
 
 
-def clip_rate(stream_duration: float) -> Fraction:
-    """HERO clip/video_loader.py: fps 0.5, but ``2/max(int(d), 1)`` when ``0 < d < 1/0.5 + 0.1``
-    (``d`` the stream duration) so that short videos still give frames."""
-    if 0 < stream_duration < 1 / float(CLIP_FPS) + 0.1:
+def clip_seconds(clip_len) -> Fraction:
+    """A clip length in seconds as an exact fraction (1/6 s stays 1/6); ValueError unless positive."""
+    value = Fraction(clip_len).limit_denominator(1000) if isinstance(clip_len, float) else Fraction(clip_len)
+    if value <= 0:
+        raise ValueError(f"clip length must be positive, not {clip_len}")
+    return value
+
+
+def clip_rate(stream_duration: float, clip_len=CLIP_LEN) -> Fraction:
+    """HERO clip/video_loader.py: fps ``1/clip_len`` (0.5), but ``2/max(int(d), 1)`` when
+    ``0 < d < 1/fps + 0.1`` (``d`` the stream duration) so that short videos still give frames."""
+    fps = 1 / clip_seconds(clip_len)
+    if 0 < stream_duration < float(1 / fps) + 0.1:
         return Fraction(2, max(int(stream_duration), 1))
-    return CLIP_FPS
+    return fps
 
 
 class FpsResampler:
@@ -128,11 +144,21 @@ def slowfast_clip_size(avg_frame_rate: Fraction | float, target_fps: int = SLOWF
     return SLOWFAST_NUM_FRAMES * SLOWFAST_SAMPLING_RATE * fps_src / target_fps
 
 
-def slowfast_fast_indices(avg_frame_rate: Fraction | float, target_fps: int = SLOWFAST_FPS) -> list[int]:
-    """Offsets, inside a clip of ``2 * target_fps`` frames, of the 32 fast-pathway frames:
-    ``linspace(0, clip_size - 1, 32)`` in float32, clamped to ``[0, 2*target_fps - 1]``, truncated
+def slowfast_block(target_fps: int = SLOWFAST_FPS, clip_len=CLIP_LEN) -> int:
+    """Frames of one SlowFast clip: ``clip_len * target_fps`` (60); ValueError when not whole."""
+    frames = clip_seconds(clip_len) * target_fps
+    if frames.denominator != 1:
+        raise ValueError(f"a {float(clip_len):g}-s clip is {float(frames):g} frames at {target_fps} fps; "
+                         "SlowFast needs a whole number")
+    return int(frames)
+
+
+def slowfast_fast_indices(avg_frame_rate: Fraction | float, target_fps: int = SLOWFAST_FPS,
+                          clip_len=CLIP_LEN) -> list[int]:
+    """Offsets, inside a clip of ``clip_len * target_fps`` frames, of the 32 fast-pathway frames:
+    ``linspace(0, clip_size - 1, 32)`` in float32, clamped to the clip, truncated
     (HERO preprocessing.py ``get_start_end_idx`` with clip_idx 0 of 1, then ``temporal_sampling``)."""
-    clip_frames = CLIP_LEN * target_fps
+    clip_frames = slowfast_block(target_fps, clip_len)
     clip_size = slowfast_clip_size(avg_frame_rate, target_fps)
     start = 0.0  # delta * 0 / 1
     end = start + clip_size - 1
@@ -146,37 +172,40 @@ def slowfast_slow_indices(n_fast: int = SLOWFAST_NUM_FRAMES, alpha: int = SLOWFA
     return torch.linspace(0, n_fast - 1, n_fast // alpha).long().tolist()
 
 
-def slowfast_n_clips(n_frames: int, stream_duration: float, target_fps: int = SLOWFAST_FPS) -> int:
+def slowfast_n_clips(n_frames: int, stream_duration: float, target_fps: int = SLOWFAST_FPS,
+                     clip_len=CLIP_LEN) -> int:
     """Clips after HERO's padding: frames padded to a multiple of ``target_fps`` by repeating the last,
-    then to an even number of seconds; kept ``ceil(d / 2)`` of them when the stream duration is known."""
+    then to whole clips; kept ``ceil(d / clip_len)`` of them when the stream duration is known."""
     if n_frames <= 0:
         return 0
+    length = clip_seconds(clip_len)
     seconds = math.ceil(n_frames / target_fps)
-    n = math.ceil(seconds / CLIP_LEN)
+    n = math.ceil(seconds / length)
     if stream_duration > 0:
-        n = min(n, math.ceil(stream_duration / CLIP_LEN))
+        n = min(n, math.ceil(stream_duration / float(length)))   # HERO: ceil(duration / clip_len), floats
     return n
 
 
 def slowfast_frame_positions(n_frames: int, stream_duration: float, avg_frame_rate,
-                             target_fps: int = SLOWFAST_FPS) -> list[list[int]]:
+                             target_fps: int = SLOWFAST_FPS, clip_len=CLIP_LEN) -> list[list[int]]:
     """For each clip, the positions in the ``target_fps`` stream of its 32 fast frames; positions past
     the end are the padding, i.e. the last frame."""
-    fast = slowfast_fast_indices(avg_frame_rate, target_fps)
-    block = CLIP_LEN * target_fps
+    fast = slowfast_fast_indices(avg_frame_rate, target_fps, clip_len)
+    block = slowfast_block(target_fps, clip_len)
     return [[min(c * block + off, n_frames - 1) for off in fast]
-            for c in range(slowfast_n_clips(n_frames, stream_duration, target_fps))]
+            for c in range(slowfast_n_clips(n_frames, stream_duration, target_fps, clip_len))]
 
 
 # ---------------------------------------------------------------------------- 2-s windows
-def n_windows(t_end: Fraction) -> int:
-    """Windows ``[2k, 2k+2)`` that the video reaches into: ``ceil(t_end / 2)`` (at least 1)."""
-    return max(1, math.ceil(Fraction(t_end) / CLIP_LEN))
+def n_windows(t_end: Fraction, clip_len=CLIP_LEN) -> int:
+    """Windows ``[k*c, (k+1)*c)`` (c = clip_len, 2 s) that the video reaches into: ``ceil(t_end / c)``
+    (at least 1)."""
+    return max(1, math.ceil(Fraction(t_end) / clip_seconds(clip_len)))
 
 
-def window_of(t: Fraction) -> int:
-    """The 2-s window a frame time falls in (times before 0 belong to window 0)."""
-    return max(0, math.floor(Fraction(t) / CLIP_LEN))
+def window_of(t: Fraction, clip_len=CLIP_LEN) -> int:
+    """The window a frame time falls in (times before 0 belong to window 0)."""
+    return max(0, math.floor(Fraction(t) / clip_seconds(clip_len)))
 
 
 def n_audio_chunks(n_samples: int) -> int:

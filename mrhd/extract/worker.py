@@ -38,6 +38,7 @@ class StreamSpec:
     kind: str
     preprocessor: Callable | None  # None: the main process runs encoder.preprocess
     window_picker: Callable | None = None  # window_frames: the encoder's window_frame_picker
+    clip_len: float = sampling.CLIP_LEN    # seconds per clip (mrhd extract --clip-len)
 
 
 def _short(reason: str, path: str) -> str:
@@ -64,6 +65,7 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
     file's hash when the main process already has it (hashed once)."""
     video_specs = [s for s in specs if s.kind in VIDEO_KINDS]
     audio_specs = [s for s in specs if s.kind == "audio_chunk"]
+    clip_len = specs[0].clip_len if specs else sampling.CLIP_LEN
     duration = -1.0
     try:
         yield ("source", vid, source_file(path, sha256))
@@ -87,7 +89,7 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
         sent: list[tuple] = []
         try:
             decoder = VideoDecoder(path, list(by_kind), threads=threads,
-                                   window_picker=_shared_picker(by_kind.get("window_frames", [])))
+                                   window_picker=_shared_picker(by_kind.get("window_frames", [])), clip_len=clip_len)
             for kind, _index, array in decoder:
                 for spec in by_kind[kind]:
                     buf = buffers[spec.stream]

@@ -7,6 +7,11 @@ L2-normalise each stream separately as ``x / (||x|| + 1e-5)``, trim all streams 
 concatenate in the profile's order, append the temporal endpoint feature ``[t/L, (t+1)/L]``.
 Text: per stream ``tokens[:max_q_l]``, each token L2-normalised, trimmed to the shorter stream,
 concatenated (VideoLights' CLIP + BLIP-2 text).
+Two released recipes differ, and have a field each: TVSum's I3D RGB and flow rows are concatenated
+FIRST and the concatenation L2-normalised (QD-DETR ``start_end_dataset_audio.py:321-336``:
+``normalize_jointly``), and TVSum's and the GloVe text are used as loaded, neither normalised nor cut
+(QD-DETR ``start_end_dataset_audio.py:291-294``, CG-DETR ``start_end_dataset.py:221-223``:
+``normalize_text: false``).
 
 The numpy operations and their order are the official ones, so assembled inputs equal the authors'
 bit for bit (the fidelity tests compare with ``inputs.pt``).
@@ -76,6 +81,8 @@ class Profile:
     max_q_l: int | None = 32          # None: no cap (UniVTG)
     text_keep_last: bool = False      # MESM: body cut so that the last (EOT) token survives
     normalize: bool = True
+    normalize_text: bool | None = None       # None: as ``normalize``; false: TVSum / GloVe text as loaded
+    normalize_jointly: tuple[str, ...] = ()  # video streams concatenated, then normalised as one (TVSum I3D)
     l2: str = "loader"                # "loader": x / (||x|| + 1e-5); "torch": F.normalize (MESM's loader)
     dims: dict | None = None          # stream -> width where the encoder variant differs from STREAMS
     # the encoders behind the features when not the official ones (module docstring)
@@ -138,7 +145,7 @@ class Profile:
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
-        for key in ("video", "text", "audio"):
+        for key in ("video", "text", "audio", "normalize_jointly"):
             d[key] = list(d[key])
         d["stream_dims"] = dict(self.stream_dims)
         return d
@@ -146,6 +153,7 @@ class Profile:
     # ---- assembly ------------------------------------------------------------------------
     def _stack(self, names: tuple[str, ...], arrays: Mapping[str, np.ndarray], cap: int | None,
                what: str) -> np.ndarray:
+        normalize = self.normalize if what != "text" or self.normalize_text is None else self.normalize_text
         parts = []
         for name in names:
             if name not in arrays:
@@ -153,11 +161,28 @@ class Profile:
             x = np.asarray(arrays[name])
             x = x[:cap] if cap is not None else x
             x = x.astype(np.float32)
-            if self.normalize:
+            if normalize and name not in self.normalize_jointly:
                 x = torch_l2_normalize(x) if self.l2 == "torch" else l2_normalize(x)
             parts.append(x)
         n = min(len(p) for p in parts)   # encoders disagree by a clip or two; trim to the shortest
+        if normalize and any(name in self.normalize_jointly for name in names):
+            return self._joined(names, [p[:n] for p in parts])
         return np.concatenate([p[:n] for p in parts], axis=1)
+
+    def _joined(self, names: tuple[str, ...], parts: list[np.ndarray]) -> np.ndarray:
+        """Runs of ``normalize_jointly`` streams concatenated, then normalised as one row."""
+        out, run = [], []
+        for name, x in zip(names, parts):
+            if name in self.normalize_jointly:
+                run.append(x)
+                continue
+            if run:
+                out.append(l2_normalize(np.concatenate(run, axis=-1)))
+                run = []
+            out.append(x)
+        if run:
+            out.append(l2_normalize(np.concatenate(run, axis=-1)))
+        return np.concatenate(out, axis=1)
 
     def assemble_video(self, arrays_by_stream: Mapping[str, np.ndarray],
                        length: int | None = None) -> np.ndarray:
@@ -237,8 +262,12 @@ def profile_from_dict(d: dict, default_name: str = "custom") -> Profile:
         raise MrhdError(f"feature profile {d.get('name', default_name)!r} has unknown keys {sorted(unknown)}")
     d = dict(d)
     d.setdefault("name", default_name)
-    for key in ("video", "text", "audio"):
+    for key in ("video", "text", "audio", "normalize_jointly"):
         d[key] = tuple(d.get(key) or ())
+    stray = [s for s in d["normalize_jointly"] if s not in d["video"]]
+    if stray:
+        raise MrhdError(f"feature profile {d['name']!r}: normalize_jointly names {stray}, which are not among "
+                        "its video streams")
     d["stream_dims"] = tuple(sorted(dict(d.get("stream_dims") or {}).items()))
     for s in d["video"] + d["text"] + d["audio"]:
         if s not in STREAMS:
@@ -310,20 +339,27 @@ def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreRe
         if not path.is_file():
             if stream in profile.audio and profile.audio_optional:
                 continue
-            if STREAMS[stream].kind == "text":  # written from annotation files, not from videos
+            if STREAMS[stream].module is None:  # released features only: no encoder here
+                how = f"import the authors' release with `mrhd features import SRC --out {features_dir}`"
+            elif STREAMS[stream].kind == "text":  # written from annotation files, not from videos
                 how = (f"encode the queries with `mrhd extract --encoders {encoder_of(stream)} --out {features_dir} "
-                       "--queries TRAIN.jsonl VAL.jsonl` (your annotation files)")
+                       "--queries TRAIN.jsonl VAL.jsonl` (your annotation files), or import a release with "
+                       "`mrhd features import`")
             else:
-                how = f"extract it with `mrhd extract VIDEOS --encoders {encoder_of(stream)} --out {features_dir}`"
+                how = (f"extract it with `mrhd extract VIDEOS --encoders {encoder_of(stream)} --out {features_dir}`, "
+                       "or import a release with `mrhd features import`")
             raise MrhdError(f"profile {profile.name!r} needs {path} (stream {stream!r}), which is missing; {how}")
         reader = StoreReader(path)
         if reader.encoder != stream:
             raise MrhdError(f"{path} holds {reader.encoder!r} features but profile {profile.name!r} needs "
                             f"{stream!r} there; point --features at the right folder or re-extract")
         if reader.dim and reader.dim != profile.variant_dim(stream) and store_encoder_size(reader) == "full":
+            fits = [n for n in available_profiles() if n != profile.name and stream in load_profile(n).streams
+                    and load_profile(n).variant_dim(stream) == reader.dim]
+            how = (f"train with --profile {fits[0]} (its {stream} is {reader.dim}-d)" if fits else
+                   f"re-extract it with `mrhd extract --encoders {encoder_of(stream)}` (profile {profile.name!r})")
             raise MrhdError(f"{path} has dim {reader.dim}, expected {profile.variant_dim(stream)} for {stream!r}; "
-                            f"re-extract it with `mrhd extract --encoders {encoder_of(stream)}` (profile "
-                            f"{profile.name!r})")
+                            f"{how}")
         stores[stream] = reader
     return stores
 

@@ -12,8 +12,19 @@ fsync'ed and renamed into place (``os.replace`` is atomic), so a part either exi
 at all. Readers see the main file plus the parts. ``commit()`` merges parts into the main file under
 an exclusive lock and deletes a part only after the main file is flushed and closed; a merge killed
 half-way leaves its parts behind (merged again next time) and a ``merging`` root attribute that makes
-the next writer check, and if needed salvage, the main file. Every dataset carries ``complete=1``,
-set last; one without it is never taken as stored.
+the next writer rebuild the main file from the entries that merge had finished. Every dataset the
+merge writes carries ``complete=1``, set last.
+
+What ``complete`` means (docs/STORE.md): it matters only in a file whose root carries ``merging=1``,
+i.e. a merge was under way or killed, and only for a name a pending part also holds: the merge was
+writing it, so the main file's copy may be truncated; the part's copy is read instead, the next
+writer's rebuild leaves it out, and it merges again. Every other dataset is stored, flag or not:
+those of part files (which appear only whole), of a merged main file, of a store written by another
+tool, and those such a store held before mrhd merged into it (no part holds them).
+
+Writing without an encoder (another tool, ``mrhd features import``): :meth:`FeatureStore.create`
+names the root attributes directly; :meth:`FeatureStore.write_entries` writes any batch of
+entries in their own dtype as one atomic part.
 """
 
 from __future__ import annotations
@@ -77,7 +88,7 @@ def root_attrs(info) -> dict:
         "format": FORMAT,
         "encoder": info.stream,
         "dim": int(info.dim),
-        "clip_len": CLIP_LEN,
+        "clip_len": float(getattr(info, "clip_len", CLIP_LEN)),
         "weights": str(info.weights),
         "recipe": json.dumps(info.recipe, sort_keys=True),
     }
@@ -89,6 +100,18 @@ def _as_str(value) -> str:
 
 def _attrs_of(f: h5py.File) -> dict:
     return {k: f.attrs[k] for k in _INFO_KEYS if k in f.attrs}
+
+
+def is_stored(f: h5py.File, name: str, pending: frozenset[str] | set[str] = frozenset()) -> bool:
+    """Whether dataset ``name`` of file ``f`` counts as stored: always, unless the file's root says a
+    merge is under way or was killed (``merging``) and ``name`` is one of the ``pending`` parts'
+    names (what that merge was writing); then only with ``complete=1`` (module docstring)."""
+    obj = f.get(name)
+    if not isinstance(obj, h5py.Dataset):
+        return False
+    if not f.attrs.get(_MERGING, 0) or name not in pending:
+        return True
+    return bool(obj.attrs.get(COMPLETE, 0))
 
 
 def _same_info(have: dict, want: dict) -> list[str]:
@@ -110,6 +133,17 @@ def _same_info(have: dict, want: dict) -> list[str]:
         if not same:
             diff.append(key)
     return diff
+
+
+def differs_from(path: str | Path, info) -> list[str]:
+    """Names of the root attributes of the store at ``path`` that differ from those ``info`` (an
+    EncoderInfo) would write; [] when there is no store yet. Lets a writer refuse before it writes."""
+    path = Path(path)
+    parts = Path(path).parent / f".{path.stem}.parts"
+    if not path.exists() and not (parts.is_dir() and any(parts.glob("*.h5"))):
+        return []
+    have = FeatureStore(path, "r")._info
+    return _same_info(have, root_attrs(info))
 
 
 class FeatureStore:
@@ -166,6 +200,16 @@ class FeatureStore:
             info["recipe"] = json.loads(info["recipe"])
         return info
 
+    @property
+    def root(self) -> dict:
+        """Every root attribute as stored, unparsed: the identity attributes and any others of the main
+        file (``source`` of an import); ``merging`` left out."""
+        attrs = dict(self._info)
+        main = self._main()
+        if main is not None:
+            attrs.update({k: v for k, v in main.attrs.items() if k != _MERGING})
+        return {k: _as_str(v) if isinstance(v, bytes) else v for k, v in attrs.items()}
+
     def _read_info(self) -> dict:
         sources = ([self.path] if self.path.exists() else []) + self._part_files()
         for src in sources:
@@ -179,8 +223,9 @@ class FeatureStore:
                     raise MrhdError(f"{src} is not an mrhd feature store (format "
                                     f"{_as_str(attrs['format'])!r}); re-extract it with `mrhd extract`")
                 return attrs
-        raise MrhdError(f"{self.path} cannot be read (damaged, truncated or not an mrhd feature store); "
-                        "re-run `mrhd extract` with the same arguments to repair it")
+        raise MrhdError(f"{self.path} cannot be read (damaged, truncated, or no `format` root attribute); "
+                        "re-run `mrhd extract` with the same arguments to repair it, or give a store written "
+                        "by another tool the root attributes of docs/STORE.md")
 
     def _main(self) -> h5py.File | None:
         if self._file is None and self.path.exists():
@@ -204,14 +249,18 @@ class FeatureStore:
 
     def _locate(self, name: str) -> tuple[h5py.File | None, Path | None]:
         main = self._main()
-        if main is not None and name in main and main[name].attrs.get(COMPLETE, 0):
+        in_main = main is not None and isinstance(main.get(name), h5py.Dataset)
+        if in_main and (not main.attrs.get(_MERGING, 0) or main[name].attrs.get(COMPLETE, 0)):
             return main, None
         named = self.parts_dir / _part_name(name)   # a video's own part: found without opening the others
         if "/" not in name and named.exists():
             part = _part_holding(name, [named])
             if part is not None:
                 return None, part
-        return None, _part_holding(name, self._part_files())
+        part = _part_holding(name, self._part_files())
+        if part is None and in_main:   # unflagged under `merging`, but no merge was writing it: stored
+            return main, None
+        return None, part
 
     def has(self, video_id: str) -> bool:
         """True when ``video_id`` is completely stored (main file or a finished part)."""
@@ -219,12 +268,11 @@ class FeatureStore:
         return main is not None or part is not None
 
     def _stored_names(self) -> set[str]:
-        """Names of the complete top-level datasets in the main file and the parts (groups excluded)."""
-        def complete(f: h5py.File) -> set[str]:
-            return {k for k, v in f.items() if isinstance(v, h5py.Dataset) and v.attrs.get(COMPLETE, 0)}
-
+        """Names of the stored top-level datasets in the main file and the parts (groups excluded).
+        Every dataset of the main file counts: one a killed merge may have cut short is also in a
+        pending part (module docstring), which :meth:`_locate` reads instead."""
         main = self._main()
-        names = complete(main) if main is not None else set()
+        names = {k for k, v in main.items() if isinstance(v, h5py.Dataset)} if main is not None else set()
         for part in self._part_files():
             names |= {n for n in _names_in_part(part) if "/" not in n}
         return names
@@ -340,7 +388,7 @@ class FeatureStore:
                     f.attrs.update(self._want)
 
     def _open_main_for_write(self) -> h5py.File | None:
-        """Open the main file for appending; check it after an interrupted merge and salvage what can
+        """Open the main file for appending; rebuild it after an interrupted merge and salvage what can
         be read when it is damaged (the damaged file is kept beside it as ``*.corrupt-<time>``)."""
         try:
             f = h5py.File(self.path, "a")
@@ -360,39 +408,48 @@ class FeatureStore:
                 return h5py.File(self.path, "a")
             raise MrhdError(f"cannot open {self.path} for writing ({err}); close what holds it and re-run") from err
         if f.attrs.get(_MERGING, 0):
-            try:
-                for obj in list(f.values()):
-                    if isinstance(obj, h5py.Group):
-                        for sub in obj.values():
-                            _ = sub.shape, dict(sub.attrs)
-                    else:
-                        _ = obj.shape, dict(obj.attrs)
-                del f.attrs[_MERGING]
-                f.flush()
-            except Exception as err:  # noqa: BLE001  (any HDF5 error means damage)
-                f.close()
-                self._salvage(f"was left damaged by an interrupted merge ({err})")
-                return h5py.File(self.path, "a")
+            # A merge was killed. HDF5 writes its metadata in no fixed order, so the file may look whole
+            # and still fail later ("addr overflow"): rebuild it from the entries the killed merge had
+            # finished. Parts are removed only after a whole merge, so what it had not finished merges again.
+            f.close()
+            self._salvage("was left by an interrupted merge", keep_damaged=False)
+            return h5py.File(self.path, "a")
         return f
 
-    def _salvage(self, why: str) -> None:
+    def _pending_names(self) -> frozenset[str]:
+        """Every entry name the part files hold: what a killed merge may have been writing."""
+        names: set[str] = set()
+        for part in self._part_files():
+            names |= _names_in_part(part)
+        return frozenset(names)
+
+    def _salvage(self, why: str, keep_damaged: bool = True) -> None:
+        """Rebuild the main file from its readable stored entries (:func:`is_stored`: under ``merging``,
+        not what a pending part holds unflagged). The old file is kept beside it as
+        ``*.corrupt-<time>`` when it is damaged, or when some entry could not be read back."""
         aside = self.path.with_name(f"{self.path.name}.corrupt-{int(time.time())}")
         os.replace(self.path, aside)
-        kept = 0
+        kept = lost = 0
+        pending = self._pending_names()
         with atomic_path(self.path) as tmp, h5py.File(tmp, "w") as out:
             out.attrs.update(self._want)
             try:
                 with h5py.File(aside, "r") as src:
-                    for name in _complete_names(src):
+                    for name in list(_complete_names(src, pending)):
                         try:
                             _copy_entry(src, out, name)
                             kept += 1
-                        except Exception:  # noqa: BLE001
-                            continue
-            except OSError:
-                pass
-        warnings.warn(f"{self.path} {why}; kept {kept} readable entries, moved the damaged file to "
-                      f"{aside.name}; missing videos are extracted again", stacklevel=3)
+                        except Exception:  # noqa: BLE001  (any HDF5 error: the entry is lost, re-extracted)
+                            lost += 1
+            except Exception:  # noqa: BLE001
+                lost += 1
+        if keep_damaged or lost:
+            warnings.warn(f"{self.path} {why}; kept {kept} readable entries, moved the damaged file to "
+                          f"{aside.name}; missing videos are extracted again", stacklevel=3)
+        else:
+            aside.unlink()
+            warnings.warn(f"{self.path} {why}; rebuilt it from its {kept} finished entries, the rest "
+                          "merges again from the parts", stacklevel=3)
 
     def _remove_stale_tmp(self) -> None:
         """Temporary part files of writers that died before their rename."""
@@ -448,6 +505,73 @@ class FeatureStore:
         if entries:
             self._write_part(batch_name or f"qid-batch-{os.getpid()}-{time.time_ns()}", entries)
 
+    @classmethod
+    def create(cls, path: str | Path, *, stream: str, dim: int, clip_len: float, weights: str = "unknown",
+               recipe: dict | None = None, mode: str = "a", dtype: str = "float32") -> FeatureStore:
+        """A store to write without an encoder object: the root attributes given directly (another
+        tool, ``mrhd features import``). ``mode`` "a" resumes (an existing store must carry the same
+        attributes), "w" starts empty; ``dtype`` is what :meth:`write` casts to."""
+        from mrhd.encoders.base import EncoderInfo
+
+        info = EncoderInfo(stream=stream, dim=int(dim), weights=str(weights), recipe=dict(recipe or {}),
+                           clip_len=float(clip_len))
+        return cls(path, mode, info, store_dtype=dtype)
+
+    def write_entries(self, entries: dict[str, tuple[np.ndarray, dict]], part: str | None = None) -> None:
+        """Write a batch of entries as ONE atomic part, each array in its own dtype: ``name -> (array,
+        attrs)`` with names ``<video_id>`` ([n, dim]), ``qid<qid>`` ([L, dim]) or ``pooled/qid<qid>``
+        ([dim]). After a crash the whole batch is there or none of it. ``part`` names the part file."""
+        if self.mode == "r":
+            raise ValueError("store opened read-only")
+        dim = int(self._want["dim"])
+        checked = {}
+        for name, (array, attrs) in entries.items():
+            array = np.asarray(array)
+            pooled = name.startswith(f"{POOLED}/")
+            key = name[len(POOLED) + 1:] if pooled else name
+            text = key.startswith("qid") and len(key) > 3 and "/" not in key
+            if (pooled and not text) or (not text and video_id_problem(key)):
+                raise MrhdError(f"entry name {name!r} cannot be stored (a video id without '/', qid<qid> or "
+                                f"{POOLED}/qid<qid>); rename it")
+            want_ndim = 1 if pooled else 2
+            if array.ndim != want_ndim or array.shape[-1] != dim:
+                shape = "[dim]" if pooled else "[n, dim]"
+                raise MrhdError(f"entry {name!r} has shape {list(array.shape)}, expected {shape} with dim {dim}")
+            if not np.issubdtype(array.dtype, np.floating):
+                array = array.astype(np.float32)
+            checked[name] = (array, dict(attrs or {}))
+        if checked:
+            self._write_part(part or f"batch-{os.getpid()}-{time.time_ns()}", checked)
+
+    def describe(self, name: str) -> tuple[tuple, np.dtype, dict] | None:
+        """``(shape, dtype, attrs)`` of a stored entry without reading its numbers; None if absent."""
+        main, part = self._locate(name)
+        if main is not None:
+            ds = main[name]
+            return ds.shape, ds.dtype, dict(ds.attrs)
+        if part is not None:
+            with h5py.File(part, "r") as f:
+                ds = f[name]
+                return ds.shape, ds.dtype, dict(ds.attrs)
+        return None
+
+    def set_root_attrs(self, **attrs) -> bool:
+        """Extra root attributes of the main file (e.g. ``source``: where imported numbers came from),
+        beside the identity attributes a writer compares; False when a reader holds the file."""
+        if self.mode == "r":
+            raise ValueError("store opened read-only")
+        self.close_reader()
+        with self._locked():
+            f = self._open_main_for_write()
+            if f is None:
+                return False
+            with f:
+                for key, value in attrs.items():
+                    if key in _INFO_KEYS or key == _MERGING:
+                        raise ValueError(f"{key} is an identity attribute; give it to create()")
+                    f.attrs[key] = value
+        return True
+
     def commit(self) -> int:
         """Merge finished parts into the main file; returns how many entries were merged. When the main
         file is held by a reader, the parts stay (readers still see them) and merge on a later run."""
@@ -477,6 +601,7 @@ class FeatureStore:
                     except OSError:
                         continue
                     done.append(part)
+                f.flush()  # everything merged is on disk before the flag goes
                 del f.attrs[_MERGING]
                 f.flush()
             for part in done:
@@ -582,13 +707,21 @@ def _part_holding(name: str, parts: list[Path]) -> Path | None:
     return next((part for part in parts if name in _names_in_part(part)), None)
 
 
-def _complete_names(f: h5py.File) -> Iterator[str]:
+def _dataset_names(f: h5py.File) -> list[str]:
+    """Every dataset of a store file: top level and one group deep (``pooled/qid...``)."""
+    names = []
     for name, obj in f.items():
         if isinstance(obj, h5py.Group):
-            for sub, sobj in obj.items():
-                if isinstance(sobj, h5py.Dataset) and sobj.attrs.get(COMPLETE, 0):
-                    yield f"{name}/{sub}"
-        elif obj.attrs.get(COMPLETE, 0):
+            names += [f"{name}/{sub}" for sub, sobj in obj.items() if isinstance(sobj, h5py.Dataset)]
+        else:
+            names.append(name)
+    return names
+
+
+def _complete_names(f: h5py.File, pending: frozenset[str] = frozenset()) -> Iterator[str]:
+    """The stored datasets of ``f`` (:func:`is_stored`; ``pending``: the names the parts hold)."""
+    for name in _dataset_names(f):
+        if is_stored(f, name, pending):
             yield name
 
 

@@ -14,6 +14,7 @@ checkpoints) run as overlapping windows (:mod:`mrhd.inference.windows`).
 from __future__ import annotations
 
 import functools
+import math
 import threading
 import warnings
 from collections import OrderedDict
@@ -277,6 +278,11 @@ class Predictor:
         else:
             loaded = load_model(weights, model=model, profile=profile)
             prof = loaded.profile
+            trained_clip = getattr(loaded.cfg, "clip_length", getattr(loaded.cfg, "clip_len", CLIP_LEN))
+            if not math.isclose(float(trained_clip), CLIP_LEN):
+                raise MrhdError(f"{weights} was trained on {float(trained_clip):g}-s clips; mrhd predict extracts "
+                                f"{CLIP_LEN:g}-s clips, so its moments would be misplaced: use a checkpoint "
+                                f"trained on {CLIP_LEN:g}-s features")
             size, random_weights = _encoders_for(prof, encoder_size, random_encoders, loaded.weights)
         feature_cache = None
         if cache is not False:

@@ -2,11 +2,17 @@
 
 Precedence, lowest first: the TrainConfig defaults (Moment-DETR's official QVHighlights training,
 which QD-DETR, CG-DETR and VideoLights keep), configs/train/<model>.yaml (only what a model's
-authors changed, with where it comes from), its preset for the named dataset (the YAML's
-``datasets: {<dataset>: {...}}``, e.g. SG-DETR's per-dataset schedules), the dataset's
-model selection (``best_metric`` of configs/datasets/<dataset>.yaml, when a dataset is named: the
-model YAMLs name QVHighlights' MR-full-mAP), then explicit overrides (command-line flags and
-``--set`` of a training option, e.g. ``--set best_metric=MR-full-R1@0.7``).
+authors changed, with where it comes from), the dataset's model selection (``best_metric`` of
+configs/datasets/<dataset>.yaml, when a dataset is named: the model YAMLs name QVHighlights'
+MR-full-mAP), the authors' recipe for that benchmark
+(configs/recipes/<dataset>/<model>.yaml, :func:`load_recipe`), then explicit overrides (command-line
+flags and ``--set`` of a training option, e.g. ``--set best_metric=MR-full-R1@0.7``).
+
+Why recipes: the defaults are each model's QVHighlights run; on Charades-STA or TACoS the authors'
+scripts change the learning rate, schedule, batch, loss weights and model sizes. A recipe holds
+those (``train:`` options, ``model:`` config fields below ``--set``, ``caps:`` clip/token caps over
+the dataset's), each with the script it comes from, so ``mrhd train --dataset D --model M`` runs the
+authors' recipe. The clip length is not in a recipe: it is the feature store's.
 """
 
 from __future__ import annotations
@@ -50,7 +56,7 @@ class TrainConfig:
     device: str = "cpu"
     amp: bool = True                    # mixed precision (float16 autocast + GradScaler) on CUDA only
     model_config: dict = field(default_factory=dict)   # overrides of the model's config fields
-    clip_len: float = 2.0
+    clip_len: float | None = None       # seconds per feature row; None: the stores' clip_len (a value must agree)
     max_windows: int = 5
     progress: bool = True               # tqdm bar with loss and ETA
 
@@ -72,28 +78,62 @@ def model_defaults(model: str) -> dict:
     return dict(_read_yaml(path).get("config") or {}) if path.is_file() else {}
 
 
+@dataclass(frozen=True)
+class Recipe:
+    """The authors' settings of one model on one benchmark (module docstring); empty where the
+    defaults are already theirs."""
+
+    train: dict = field(default_factory=dict)    # TrainConfig options
+    model: dict = field(default_factory=dict)    # model config fields (below --set; a variant's first)
+    caps: dict = field(default_factory=dict)     # max_v_l / max_q_l over the dataset's (-1: none)
+    path: Path | None = None
+
+
+def load_recipe(model: str, dataset: str | None) -> Recipe:
+    """configs/recipes/<dataset>/<model>.yaml, checked; an empty Recipe where there is none."""
+    if dataset is None:
+        return Recipe()
+    path = config_dir() / "recipes" / dataset / f"{model}.yaml"
+    if not path.is_file():
+        return Recipe()
+    raw = _read_yaml(path)
+    unknown = sorted(set(raw) - {"train", "model", "caps", "variant"})
+    if unknown or not all(isinstance(raw.get(k) or {}, dict) for k in ("train", "model", "caps")):
+        raise MrhdError(f"{path}: a recipe has mappings train, model and caps (and a variant name) only; "
+                        f"fix {unknown or 'its values'}")
+    bad_caps = sorted(set(raw.get("caps") or {}) - {"max_v_l", "max_q_l"})
+    if bad_caps:
+        raise MrhdError(f"{path}: caps takes max_v_l and max_q_l, not {bad_caps}")
+    # variant: a configs/models/<variant>.yaml whose fields come first (MESM's Charades-STA model)
+    model_fields = {**(model_defaults(raw["variant"]) if raw.get("variant") else {}), **(raw.get("model") or {})}
+    return Recipe(dict(raw.get("train") or {}), model_fields, dict(raw.get("caps") or {}), path)
+
+
 def load_train_config(model: str, **overrides) -> TrainConfig:
-    """configs/train/<model>.yaml, the dataset's best_metric, then ``overrides`` (None values are
-    ignored); see the module docstring."""
+    """configs/train/<model>.yaml, the dataset's best_metric, its recipe, then ``overrides`` (None
+    values are ignored); see the module docstring."""
     path = config_dir() / "train" / f"{model}.yaml"
     raw = _read_yaml(path) if path.is_file() else {}
     raw["model"] = model
-    presets = raw.pop("datasets", None) or {}
+    if "datasets" in raw:
+        raise MrhdError(f"{path}: per-dataset settings belong in configs/recipes/<dataset>/{model}.yaml, "
+                        "not under 'datasets:'; move them there")
     explicit = {k: v for k, v in overrides.items() if v is not None}
     dataset = explicit.get("dataset", raw.get("dataset"))
-    if dataset is not None and dataset in presets:
-        preset = dict(presets[dataset])
-        raw["model_config"] = {**(raw.get("model_config") or {}), **(preset.pop("model_config", None) or {})}
-        raw.update(preset)
     if dataset is not None:
         from mrhd.pipeline.dataset_configs import load_dataset_config
 
         raw["best_metric"] = load_dataset_config(dataset).best_metric
-    if "model_config" in explicit and raw.get("model_config"):   # a preset's model fields stay unless overridden
-        explicit["model_config"] = {**raw["model_config"], **explicit["model_config"]}
+    recipe = load_recipe(model, dataset)
+    raw.update(recipe.train)
+    # model fields: the train YAML's, the recipe's, then the command line's, each key overriding
+    model_fields = {**(raw.get("model_config") or {}), **recipe.model, **(explicit.get("model_config") or {})}
+    if model_fields:
+        explicit["model_config"] = model_fields
     raw.update(explicit)
     known = {f.name for f in dataclasses.fields(TrainConfig)}
     unknown = sorted(set(raw) - known)
     if unknown:
-        raise MrhdError(f"unknown training options {unknown} (from {path} or the command line)")
+        raise MrhdError(f"unknown training options {unknown} (from {path}, {recipe.path or 'no recipe'} or the "
+                        "command line)")
     return TrainConfig(**raw)

@@ -43,13 +43,14 @@ from torch.utils.data import DataLoader
 from mrhd.annotations import load_annotations
 from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
-from mrhd.features.profiles import fit_to_stores, load_profile, open_stores
+from mrhd.features.clip_length import check_against_annotations, stores_clip_len
+from mrhd.features.profiles import fit_to_stores, load_profile, open_stores, video_streams
 from mrhd.io import json_safe, jsonl_text, write_atomic
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, meta_inputs
-from mrhd.training.config import TrainConfig, model_defaults
+from mrhd.training.config import TrainConfig, load_recipe, model_defaults
 from mrhd.training.optim import build_optimizer, build_scheduler
 from mrhd.training.validation import (
     check_best_metric,
@@ -120,16 +121,21 @@ class Trainer:
         self.profile = load_profile(cfg.profile or self.spec.default_profile)
         if self.dataset:
             self.profile = self.dataset.apply_to_profile(self.profile)
+        caps = load_recipe(cfg.model, cfg.dataset).caps   # the authors' caps on this benchmark
+        if caps:
+            self.profile = self.profile.replace(**{k: (None if v == -1 else v) for k, v in caps.items()})
         self.stores = open_stores(features, self.profile)
         self.profile = fit_to_stores(self.profile, self.stores)   # recorded in the checkpoints, for predict
         if not self.profile.official_encoders:
             self.log(f"note: {features} holds features of {self.profile.encoders_text()}: the model learns only "
                      "what those features carry (a pipeline check, not a model for real videos)")
+        train_lines, val_all = load_annotations(train), load_annotations(val)
+        self._take_clip_len(features, train_lines, train)
         labels = cfg.labels or cfg.model
         wanted = meta_inputs(self.spec.forward_inputs)
         dcfg = DatasetConfig(labels=labels, clip_len=cfg.clip_len, max_windows=cfg.max_windows, inputs=wanted)
-        self.train_set = MomentDataset(load_annotations(train), self.stores, self.profile, dcfg, name=f"--train {train}")
-        val_lines = scorable(load_annotations(val), self.family)
+        self.train_set = MomentDataset(train_lines, self.stores, self.profile, dcfg, name=f"--train {train}")
+        val_lines = scorable(val_all, self.family)
         if not val_lines:
             what = "labels" if self.family in ("tvsum", "youtube") else "windows"
             raise MrhdError(f"--val {val} has no line with ground-truth {what} for the {self.family} metrics; "
@@ -180,6 +186,32 @@ class Trainer:
                 raise MrhdError(f"{last} was trained on dataset {trained_on or 'none (QVHighlights metrics)'}, "
                                 f"not {self.cfg.dataset or 'none'}; resume with {fix}")
 
+    def _take_clip_len(self, features, train_lines: list[dict], train) -> None:
+        """The clip length is the video stores' (features/clip_length.py): a --set clip_len, a resumed
+        run or annotation durations that disagree with it are refused."""
+        store_clip = stores_clip_len(self.stores, video_streams(self.profile, self.stores))
+        if self.cfg.clip_len is not None and not math.isclose(float(self.cfg.clip_len), store_clip):
+            raise MrhdError(f"clip_len {self.cfg.clip_len:g} disagrees with the {store_clip:g}-s clips of the "
+                            f"stores in {features}; drop --set clip_len or use other --features")
+        if self.resume:
+            trained = stored_train_config(self.out).get("clip_len")
+            if trained is not None and not math.isclose(float(trained), store_clip):
+                raise MrhdError(f"{self.out / 'last.ckpt'} was trained on {float(trained):g}-s clips, but the "
+                                f"stores in {features} have {store_clip:g}-s clips; resume on the same features")
+        check_against_annotations(self.stores, video_streams(self.profile, self.stores), store_clip,
+                                  train_lines, f"the durations in --train {train}")
+        self.cfg.clip_len = store_clip
+        clip_field = self._clip_field()
+        given = {**model_defaults(self.cfg.model), **self.cfg.model_config}.get(clip_field)
+        if given is not None and not math.isclose(float(given), store_clip):
+            raise MrhdError(f"model config {clip_field}={given} (configs/models or --set) disagrees with the "
+                            f"{store_clip:g}-s clips of the features; drop it or use other --features")
+
+    def _clip_field(self) -> str | None:
+        """The model config field holding the clip length (UniVTG: clip_len; the others: clip_length)."""
+        fields = {f.name for f in dataclasses.fields(self.spec.config_cls)}
+        return next((f for f in ("clip_length", "clip_len") if f in fields), None)
+
     def _model_config(self):
         fields = {f.name for f in dataclasses.fields(self.spec.config_cls)}
         values = model_defaults(self.cfg.model)
@@ -193,6 +225,9 @@ class Trainer:
         if unknown:
             raise MrhdError(f"model {self.cfg.model!r} has no config fields {unknown}")
         values.update(self.cfg.model_config)
+        clip_field = self._clip_field()
+        if clip_field is not None:   # the model's post-processing rounds to the features' clip length
+            values[clip_field] = self.cfg.clip_len
         return make_config(self.cfg.model, {k: v for k, v in values.items() if k in fields})
 
     @property

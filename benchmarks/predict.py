@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 QUERY = "a white bar sweeps across a colourful screen"
 ONE = QUERY.rsplit(" ", 1)[0] + " {}"   # a warm query's sentences: as QUERY, 10 tokens
-MANY = QUERY + " number {}"               # the 100 queries' sentences: 12 tokens
+MANY = QUERY + " and a {}"                # the 100 queries' sentences: 12 tokens
 
 
 CPU = {}   # CPU seconds of this process per phase: on a shared machine, wall time alone misleads
@@ -152,19 +152,21 @@ def main(argv=None) -> int:
         _, t_pred1 = _timed(lambda: predictor.predict(feats, [QUERY]), "cold predict")
         cold = t_extract + t_pred1
 
-        asked = iter(range(10 ** 9))
         tokenizer = getattr(predictor.text_encoders.get("clip_text"), "tokenizer", None)
+        # fillers that are one CLIP token each (whole words of the BPE vocabulary), so that every
+        # sentence below has as many tokens as the template with the first of them
+        fillers = iter(sorted(w[:-4] for w in tokenizer.encoder if w.endswith("</w>") and w[:-4].isalpha()
+                              and w[:-4].isascii()) if tokenizer is not None else map(str, range(10 ** 9)))
 
         def new_sentences(n, template=ONE):
             """n sentences never asked before, so the query-feature cache cannot answer them (the text
-            tower runs for each), all of as many CLIP tokens as ``template`` with 0 (a number can
-            take one token or two)."""
+            tower runs for each), all of the template's token count."""
             def tokens(text):
                 return len(tokenizer.encode(text)) if tokenizer is not None else 0
 
-            out, want = [], tokens(template.format(0))
+            out, want = [], tokens(template.format("x"))
             while len(out) < n:
-                text = template.format(next(asked))
+                text = template.format(next(fillers))
                 if tokens(text) == want:
                     out.append(text)
             return out
@@ -198,8 +200,8 @@ def main(argv=None) -> int:
     if dev.startswith("cuda"):
         dev = f"{dev} ({torch.cuda.get_device_name(device)})"
     enc = predictor.text_encoders.get("clip_text")
-    n_tokens = len(enc.tokenizer.encode(ONE.format(0))) + 2 if enc is not None else None
-    n_tokens_many = len(enc.tokenizer.encode(MANY.format(0))) + 2 if enc is not None else None
+    n_tokens = len(enc.tokenizer.encode(ONE.format("x"))) + 2 if enc is not None else None
+    n_tokens_many = len(enc.tokenizer.encode(MANY.format("x"))) + 2 if enc is not None else None
     print(f"model {predictor.model_name} (random weights, official size), profile {predictor.profile.name}, "
           f"device {dev}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"text tower {'packed for oneDNN' if getattr(enc, 'packed', None) else 'open_clip'}, "

@@ -5,12 +5,16 @@ For each encoder (random weights; ``--size tiny`` for the big BLIP-2 / InternVid
 - model alone: ``encode`` on already decoded and preprocessed clips, batch ``--batch-size``;
 - end to end: the real job (decoding workers, cross-video batches, store writes) on generated videos;
 
+- with ``--ray``: the same job on a local Ray cluster (decoding tasks, an encoder actor; see
+  docs/cluster.md), against the local job on the same machine;
+
 and prints clips/s, video-seconds per wall-second, decoding's share of wall time (the time the main
 process waited for decoded clips, i.e. decoding NOT hidden behind compute; plus the CPU seconds the
 workers spent decoding), peak RSS of the main process and of the workers, GPU utilisation on CUDA.
 
     python benchmarks/extract.py --encoders clip --videos 4 --duration 60
     python benchmarks/extract.py --encoders clip,pann,blip2,internvideo2 --size tiny
+    python benchmarks/extract.py --encoders clip --ray
 """
 
 from __future__ import annotations
@@ -124,6 +128,31 @@ def model_only(enc, video: Path, batch_size: int, min_clips: int) -> float:
     return len(clips) / (time.perf_counter() - t0)
 
 
+def ray_row(args, name: str, size: str, batch: int, sources, out: Path, local_e2e: float, local_steady: float) -> str:
+    """The same job with ``--ray``: clips/s against the local job's, end to end and after each one's
+    start-up (the local job's decoding workers; Ray's first decoding task), and the cluster's start-up
+    (cluster and actors, never in clips/s)."""
+    from mrhd.extract.ray_job import cluster_job
+
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    cuda = args.device.startswith("cuda")
+    with cluster_job(None if args.ray == "local" else args.ray, [name], [], out, device=args.device,
+                     weights={name: None}, random_weights=True, size=size, batch_size=batch,
+                     decode_at_once=args.num_workers, gpus_per_actor=1.0 if cuda else None,
+                     cpus_per_actor=1 if cuda else torch.get_num_threads(), progress=False) as job:
+        start = time.perf_counter() - t0
+        summary = job.run_videos(sources)
+    clips = summary.clips[name]
+    e2e = clips / summary.wall_s
+    steady = clips / max(summary.wall_s - summary.startup_s, 1e-9)
+    return (f"  ray ({args.ray}): {e2e:.1f} clips/s = {e2e / local_e2e:.0%} of the local job; after the first "
+            f"decoding task's start-up ({summary.startup_s:.1f} s): {steady:.1f} clips/s = "
+            f"{steady / local_steady:.0%} of the local job after its own; {clips} clips, cluster + actor start "
+            f"{start:.1f} s (not in clips/s), decode wait {summary.wait_s / summary.wall_s:.0%}"
+            + (f"; failures: {'; '.join(f.reason for f in summary.failures)}" if summary.failures else ""))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--encoders", default="clip")
@@ -144,6 +173,9 @@ def main() -> None:
     ap.add_argument("--model-clips", type=int, default=None,
                     help="clips for the model-alone timing (default: max(4 x batch, 64))")
     ap.add_argument("--keep", metavar="DIR", help="generate/keep the videos here instead of a temp folder")
+    ap.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                    help="also run the job on Ray: a local cluster, or the one at ADDRESS (its actors get "
+                         "--threads CPUs, or 1 GPU with --device cuda)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -208,6 +240,8 @@ def main() -> None:
         if summary.failures:
             rows.append("  failures: " + "; ".join(f.reason for f in summary.failures))
         del enc, job
+        if args.ray:
+            rows.append(ray_row(args, name, size, batch, sources, tmp / f"out-ray-{name}", e2e, steady))
     print(header)
     print("\n".join(rows))
     if not args.keep:

@@ -228,6 +228,40 @@ def test_default_weights_come_from_the_registry_cache(tmp_path, monkeypatch):
         build_encoder("clip", weights="no-such-weights-id")
 
 
+def _tower_positions(enc) -> list[int]:
+    """The positions of each run of ``enc``'s tower from now on (its ``token_states`` wrapped on the
+    instance; ``del enc.token_states`` unwraps it)."""
+    positions: list[int] = []
+    run = enc.token_states
+
+    def counting(tokens):
+        positions.append(tokens.shape[1])
+        return run(tokens)
+
+    enc.token_states = counting
+    return positions
+
+
+@pytest.mark.parametrize("size", ["tiny", pytest.param("full", marks=pytest.mark.slow)])
+def test_packed_tower_equals_open_clips_forward(size):
+    """On a CPU the tower runs with its linear weights packed once for oneDNN
+    (:class:`~mrhd.encoders.clip.PackedTextTower`): the same features as open_clip's own blocks to
+    1e-5, for padded batches, the real length and all 77 positions."""
+    enc = build_encoder("clip_text", random_weights=True, size=size)
+    if not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch build has no oneDNN: open_clip's forward runs, nothing to compare")
+    assert enc.packed is not None
+    tokens = enc.tokenize(["a man opens the fridge", "dog", "a white bar sweeps across a colourful screen, then stops",
+                           "dog " * 100])
+    m = enc.model
+    with torch.inference_mode():
+        for length in (77, 16, 3):
+            ids = tokens[:, :length]
+            x = m.token_embedding(ids) + m.positional_embedding[:length]
+            reference = m.ln_final(m.transformer(x, attn_mask=m.attn_mask[:length, :length]))
+            torch.testing.assert_close(enc.token_states(ids), reference, rtol=0, atol=1e-5)
+
+
 @pytest.mark.parametrize("size", ["tiny", pytest.param("full", marks=pytest.mark.slow)])
 def test_text_tower_runs_on_the_real_length_and_equals_the_77_position_run(size):
     """The tower is causal: a batch runs only as far as its longest EOT, with the same features
@@ -235,12 +269,8 @@ def test_text_tower_runs_on_the_real_length_and_equals_the_77_position_run(size)
     enc = build_encoder("clip_text", random_weights=True, size=size)
     texts = ["a man opens the fridge", "dog", "a white bar sweeps across a colourful screen, then stops"]
     lengths = [len(enc.tokenizer.encode(t)) + 2 for t in texts]
-    positions = []
-    hook = enc.model.transformer.register_forward_pre_hook(lambda _m, args: positions.append(args[0].shape[1]))
-    try:
-        out = enc.encode_texts(texts)
-    finally:
-        hook.remove()
+    positions = _tower_positions(enc)
+    out = enc.encode_texts(texts)
     assert positions == [max(lengths)] and max(lengths) < 20   # one run, not 77 positions
     tokens = enc.tokenize(texts)
     with torch.no_grad():
@@ -258,13 +288,11 @@ def test_text_batches_are_grouped_by_length(text_encoder, monkeypatch):
     gets the features it has alone."""
     monkeypatch.setattr(clip_mod, "TEXT_BATCH", 2)
     texts = ["dog", "a man is cooking pasta in a small kitchen while the dog waits", "a cat", "red car"]
-    positions = []
-    hook = text_encoder.model.transformer.register_forward_pre_hook(
-        lambda _m, args: positions.append(args[0].shape[1]))
+    positions = _tower_positions(text_encoder)
     try:
         together = text_encoder.encode_texts(texts)
     finally:
-        hook.remove()
+        del text_encoder.token_states   # the module-scoped fixture's own method again
     lengths = sorted(len(text_encoder.tokenizer.encode(t)) + 2 for t in texts)
     assert positions == [lengths[1], lengths[3]]
     for text, (toks, pooled) in zip(texts, together):

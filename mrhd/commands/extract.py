@@ -55,6 +55,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds per clip (default: 2.0, the official grid; Charades-STA's released features use 1): "
                         "CLIP at fps 1/S, SlowFast clips of S*30 frames, InternVideo2 windows of S seconds")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ray = p.add_argument_group("on a Ray cluster (docs/cluster.md; needs: pip install 'mrhd[ray]')")
+    ray.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="decode in Ray tasks and encode in Ray actors: 'auto' or HOST:PORT or ray://HOST:PORT "
+                          "joins a running cluster, no ADDRESS starts one on this machine; --num-workers is "
+                          "then the number of videos decoding at once (default: the cluster's free CPUs)")
+    ray.add_argument("--ray-actors", type=int, default=None, metavar="N",
+                     help="actors per encoder (default: one per GPU with --device cuda, 1 on the CPU)")
+    ray.add_argument("--ray-gpus-per-actor", type=float, default=None, metavar="G",
+                     help="GPU share of each actor (default: 1 / number of encoders, so a GPU holds one "
+                          "actor of each)")
+    ray.add_argument("--ray-cpus-per-actor", type=float, default=None, metavar="C",
+                     help="CPUs of each actor, and its torch threads on the CPU (default: 1)")
 
 
 def _parse_weights(items: list[str]) -> dict[str, str]:
@@ -89,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
     share_cores_with_decoders(args.device)  # before torch is first imported
     from mrhd.devices import parse_device
     from mrhd.encoders.factory import build_encoder
-    from mrhd.extract.job import ExtractJob, install_sigterm
+    from mrhd.extract.job import ExtractJob
     from mrhd.extract.sources import expand_inputs, parse_shard, shard
     from mrhd.extract.worker import DecodePool
 
@@ -105,7 +117,11 @@ def run(args: argparse.Namespace) -> int:
         raise MrhdError("--batch-size must be at least 1")
     if args.num_workers is not None and args.num_workers < 0:
         raise MrhdError("--num-workers must be 0 or more")
-    parse_device(args.device)
+    if args.ray is None:
+        parse_device(args.device)  # with --ray the GPUs are the cluster's, not this machine's
+    elif args.device not in ("cpu", "cuda"):
+        raise MrhdError(f"--device {args.device} with --ray: Ray gives each actor its own GPU; "
+                        "use --device cuda or cpu")
     _check_clip_len(args.clip_len, names)
     index, count = parse_shard(args.shard)
     weights = _parse_weights(args.weights)
@@ -120,50 +136,86 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(ann):
             raise MrhdError(f"--queries {ann}: file not found")
 
+    if args.ray is None and (args.ray_actors, args.ray_gpus_per_actor, args.ray_cpus_per_actor) != (None,) * 3:
+        raise MrhdError("--ray-actors, --ray-gpus-per-actor and --ray-cpus-per-actor need --ray")
+    if args.ray not in (None, "local", "auto") and os.path.exists(args.ray):
+        raise MrhdError(f"--ray {args.ray}: a path, not a cluster address; put --ray after the paths "
+                        "(or write --ray local)")
+
     listing = expand_inputs(args.paths, id_from=args.video_id_from)
     sources = shard(listing.sources, index, count)
+    queries = args.queries if index == 0 else []  # one shard writes the text stores
 
     cuda = args.device.startswith("cuda")
     batch_size = args.batch_size or (64 if cuda else 16)
+    video_streams = list(dict.fromkeys(names))
+    text_streams = [TEXT_STREAM_OF[n] for n in video_streams if n in TEXT_STREAM_OF] if args.queries else []
+    # a text stream reads the checkpoint of its video encoder unless given its own
+    weights_of = {n: weights.get(n) for n in video_streams} | {
+        TEXT_STREAM_OF[n]: weights.get(TEXT_STREAM_OF[n]) or weights.get(n) for n in video_streams if n in TEXT_STREAM_OF}
+    progress = not args.no_progress and sys.stderr.isatty()
+
+    if args.ray is not None:
+        from mrhd.extract.ray_job import cluster_job
+
+        with cluster_job(None if args.ray == "local" else args.ray, video_streams, text_streams if queries else [],
+                         args.out,
+                         device=args.device, precision=args.precision, weights=weights_of,
+                         random_weights=args.random_weights, size=args.encoder_size, batch_size=batch_size,
+                         decode_at_once=args.num_workers, actors=args.ray_actors,
+                         gpus_per_actor=args.ray_gpus_per_actor, cpus_per_actor=args.ray_cpus_per_actor,
+                         overwrite=args.overwrite, progress=progress, clip_len=args.clip_len) as job:
+            job.summary.add_bad_inputs(listing.problems)
+            run_job(job, args, sources, queries)
+        return _report(job, args, index, count)
+
     num_workers = args.num_workers if args.num_workers is not None else max(1, (os.cpu_count() or 2) - 1)
     # decoding workers start now, so their imports overlap with loading the models
     pool = DecodePool(num_workers, ExtractJob.default_chunk(batch_size)).start() \
         if num_workers > 0 and sources else None
 
-    def build(name, weights_of=None):
-        return build_encoder(name, device=args.device, weights=weights_of or weights.get(name),
+    def build(name):
+        return build_encoder(name, device=args.device, weights=weights_of[name],
                              random_weights=args.random_weights, size=args.encoder_size)
 
     try:
-        encoders = [build(n) for n in dict.fromkeys(names)]
+        encoders = [build(n) for n in video_streams]
         for encoder in encoders:
             encoder.set_precision(args.precision)
-        # a text stream reads the checkpoint of its video encoder unless given its own
-        text_encoders = [build(TEXT_STREAM_OF[n], weights.get(TEXT_STREAM_OF[n]) or weights.get(n))
-                         for n in dict.fromkeys(names) if n in TEXT_STREAM_OF] if args.queries else []
+        text_encoders = [build(n) for n in text_streams]
     except BaseException:
         if pool is not None:
             pool.stop()
         raise
-    job = ExtractJob(
-        encoders, args.out, text_encoders=text_encoders, batch_size=batch_size, num_workers=num_workers,
-        overwrite=args.overwrite, progress=not args.no_progress and sys.stderr.isatty(), pool=pool,
-        clip_len=args.clip_len,
-    )
+    job = ExtractJob(encoders, args.out, text_encoders=text_encoders, batch_size=batch_size,
+                     num_workers=num_workers, overwrite=args.overwrite, progress=progress, pool=pool,
+                     clip_len=args.clip_len)
     job.summary.add_bad_inputs(listing.problems)
+    run_job(job, args, sources, queries)
+    return _report(job, args, index, count)
+
+
+def run_job(job, args: argparse.Namespace, sources, queries: list[str]) -> None:
+    """The videos, then the queries (one shard writes the text stores); SIGTERM and Ctrl-C print the
+    summary so far and leave a store that the same command finishes."""
+    from mrhd.extract.job import install_sigterm
+
     undo = install_sigterm()
     try:
         if args.paths:
             job.run_videos(sources)
-        if args.queries and index == 0:  # one shard writes the text stores
-            job.run_queries(args.queries)
-        elif args.queries:
-            job.summary.queries_note = f"queries not encoded: shard {index}/{count} leaves the text stores to shard 0"
+        if queries:
+            job.run_queries(queries)
     except KeyboardInterrupt:
         job.summary.interrupted = True
         print(job.summary.report(), file=sys.stderr)
         raise
     finally:
         undo()
+
+
+def _report(job, args: argparse.Namespace, index: int, count: int) -> int:
+    if args.queries and index != 0:
+        job.summary.queries_note = f"queries not encoded: shard {index}/{count} leaves the text stores to shard 0"
     print(job.summary.report())
     return 0 if job.summary.ok else 1

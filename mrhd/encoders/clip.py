@@ -230,6 +230,59 @@ class ClipVideoEncoder(VideoEncoder):
         return self.model.encode_image(self.pixels(batch).to(dtype)).float()
 
 
+class PackedTextTower:
+    """The text tower's blocks with their linear weights packed once for oneDNN (CPU only). MKL's
+    sgemm packs the weight of every product again on every call, which for a query's ~10 tokens
+    costs more than the product itself: the tower reads its 151 MB of weights several times per
+    query. Packed once, a 10-token query's tower takes ~25% less CPU time. The same arithmetic in
+    another blocking: equal to open_clip's forward to ~5e-6 (tests/test_encoders_clip.py).
+    ``of(model, device)`` is None where it does not apply (CUDA, a build without oneDNN, blocks of
+    another shape than OpenAI's pre-LN ones)."""
+
+    def __init__(self, model):
+        reorder = torch.ops.mkldnn._reorder_linear_weight
+        self.model = model
+        self.blocks = []
+        for blk in model.transformer.resblocks:
+            attn, mlp = blk.attn, blk.mlp
+            self.blocks.append({
+                "ln_1": blk.ln_1, "ln_2": blk.ln_2, "heads": attn.num_heads, "gelu": mlp.gelu,
+                **{name: (reorder(lin_w.detach()), lin_b.detach()) for name, lin_w, lin_b in (
+                    ("qkv", attn.in_proj_weight, attn.in_proj_bias),
+                    ("out", attn.out_proj.weight, attn.out_proj.bias),
+                    ("fc", mlp.c_fc.weight, mlp.c_fc.bias),
+                    ("proj", mlp.c_proj.weight, mlp.c_proj.bias))},
+            })
+
+    @classmethod
+    def of(cls, model, device: torch.device) -> PackedTextTower | None:
+        if device.type != "cpu" or not torch.backends.mkldnn.is_available() or \
+                not hasattr(torch.ops.mkldnn, "_linear_pointwise"):
+            return None
+        for blk in model.transformer.resblocks:
+            plain = all(isinstance(getattr(blk, n), torch.nn.Identity) for n in ("ls_1", "ls_2")) and \
+                not hasattr(blk, "ln_1_kv") and isinstance(blk.attn, torch.nn.MultiheadAttention) and \
+                blk.attn.in_proj_weight is not None and set(dict(blk.mlp.named_children())) == {"c_fc", "gelu", "c_proj"}
+            if not plain:
+                return None
+        return cls(model)
+
+    @staticmethod
+    def _linear(x: torch.Tensor, packed: tuple) -> torch.Tensor:
+        return torch.ops.mkldnn._linear_pointwise(x, packed[0], packed[1], "none", [], "")
+
+    def __call__(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
+        """Embedded ids [n, L, width] through the blocks (causal additive ``attn_mask`` [L, L])."""
+        n, length, width = x.shape
+        for blk in self.blocks:
+            qkv = self._linear(blk["ln_1"](x), blk["qkv"])
+            q, k, v = qkv.view(n, length, 3, blk["heads"], -1).permute(2, 0, 3, 1, 4)
+            attended = torch.nn.functional.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+            x = x + self._linear(attended.transpose(1, 2).reshape(n, length, width), blk["out"])
+            x = x + self._linear(blk["gelu"](self._linear(blk["ln_2"](x), blk["fc"])), blk["proj"])
+        return x
+
+
 class ClipTextEncoder(TextEncoder):
     store_dtype = "float32"
 
@@ -246,6 +299,7 @@ class ClipTextEncoder(TextEncoder):
         }
         super().__init__(EncoderInfo("clip_text", cfg.text_width, weights_label, recipe), device)
         self.model = model.to(self.device)
+        self.packed = PackedTextTower.of(self.model, self.device)   # None: open_clip's own forward
 
     def tokenize(self, texts: list[str]) -> torch.Tensor:
         """[n, 77] ids; a text longer than the context is cut and its last id set to EOT."""
@@ -259,7 +313,8 @@ class ClipTextEncoder(TextEncoder):
         m = self.model
         length = tokens.shape[1]
         x = m.token_embedding(tokens.to(self.device)) + m.positional_embedding[:length]
-        x = m.transformer(x, attn_mask=m.attn_mask[:length, :length])
+        tower = self.packed or m.transformer
+        x = tower(x, attn_mask=m.attn_mask[:length, :length])
         return m.ln_final(x)
 
     def encode_texts(self, texts: list[str]) -> list[tuple[torch.Tensor, torch.Tensor | None]]:

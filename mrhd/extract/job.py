@@ -436,7 +436,11 @@ class ExtractJob:
             pending = still
 
     # -- encoding
-    def _encode_batch(self, name: str, st: _Stream, limit: int) -> None:
+    def _take_batch(self, name: str, st: _Stream, limit: int) -> list[tuple]:
+        """The next ``limit`` pending clips of a stream as ``(vid, start, payload, n)`` parts, in
+        arrival order (a chunk is split where the batch ends); parts of videos that already failed
+        in this stream are dropped after being counted, so batch boundaries do not depend on when a
+        failure became known."""
         parts, taken = [], 0
         while st.pending and taken < limit:
             vid, start, payload, n = st.pending.popleft()
@@ -447,7 +451,10 @@ class ExtractJob:
             parts.append((vid, start, payload, take))
             taken += take
         st.pending_rows -= taken
-        live = [p for p in parts if p[0] in self._videos and name in self._videos[p[0]].streams]
+        return [p for p in parts if p[0] in self._videos and name in self._videos[p[0]].streams]
+
+    def _encode_batch(self, name: str, st: _Stream, limit: int) -> None:
+        live = self._take_batch(name, st, limit)
         if not live:
             return
         enc = st.encoder
@@ -460,13 +467,22 @@ class ExtractJob:
             if feats.shape[0] != batch.shape[0]:
                 raise RuntimeError(f"returned {feats.shape[0]} rows for {batch.shape[0]} clips")
         except (RuntimeError, ValueError) as err:  # e.g. out of memory: these videos fail, the job goes on
-            if device_oom(err):
-                err = RuntimeError("out of device memory; lower --batch-size")
-            for vid in dict.fromkeys(p[0] for p in live):
-                self._fail(vid, name, f"encoder {name} failed ({str(err).splitlines()[0][:200]})")
+            self._batch_failed(name, live, str(err))
             return
         finally:
             self.summary.encode_s += time.perf_counter() - t0
+        self._batch_done(name, live, feats)
+
+    def _batch_failed(self, name: str, live: list[tuple], error: str) -> None:
+        """The encoder raised on a batch: its videos fail in this stream, the job goes on."""
+        if device_oom(error):
+            error = "out of device memory; lower --batch-size"
+        first_line = (error.splitlines() or [""])[0][:200]
+        for vid in dict.fromkeys(p[0] for p in live):
+            self._fail(vid, name, f"encoder {name} failed ({first_line})")
+
+    def _batch_done(self, name: str, live: list[tuple], feats: np.ndarray) -> None:
+        """Hand the rows of an encoded batch to their videos; a video with all rows is written."""
         offset = 0
         for vid, start, _payload, n in live:
             rows, offset = feats[offset: offset + n], offset + n
@@ -666,6 +682,14 @@ class ExtractJob:
             hand_out()
         self._encode_ready(force=True)
 
+    def _run_tasks(self, work: list[_Video], specs: dict[str, StreamSpec], pooled: bool,
+                   claimed: bool = False) -> None:
+        """Decode the videos of ``work`` and encode their clips: in the decoding workers, or inline
+        (the cluster job, :mod:`mrhd.extract.ray_job`, replaces this with Ray tasks and actors).
+        ``claimed``: the videos are claimed and live already (taken over from another run)."""
+        run = self._run_workers if pooled else self._run_inline
+        run(work, specs, claimed)
+
     def run_videos(self, sources: list[Source]) -> Summary:
         self._t0 = time.perf_counter()
         pool = self.num_workers > 0 and len(sources) > 0
@@ -677,7 +701,6 @@ class ExtractJob:
             self._pool.start()
         elif self._pool is not None:
             self._pool.stop()
-        run = self._run_workers if pool else self._run_inline
         try:
             self._open_stores()
             specs = self._specs()
@@ -687,9 +710,9 @@ class ExtractJob:
 
                 self._bar = tqdm(total=len(work), unit="video", desc="extract", dynamic_ncols=True,
                                  file=sys.stderr)
-            run(work, specs)
+            self._run_tasks(work, specs, pooled=pool)
             while self._deferred:  # left to another run: wait for it, take over what it did not do
-                run(self._take_over_deferred(), specs, claimed=True)
+                self._run_tasks(self._take_over_deferred(), specs, pooled=pool, claimed=True)
         finally:
             for video in list(self._videos.values()) + self._deferred:
                 self._release(video)
@@ -746,7 +769,7 @@ class ExtractJob:
         return self.summary
 
 
-def device_oom(err: Exception) -> bool:
+def device_oom(err: Exception | str) -> bool:
     return "out of memory" in str(err).lower()
 
 

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 import math
+import threading
 import warnings
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -186,14 +188,53 @@ def load_model(weights: str, *, model: str | None = None, profile: str | None = 
     return LoadedModel(name, cfg, net.eval(), prof, label)
 
 
+class QueryFeatureCache:
+    """A query's assembled token features by its text, the least recently used dropped first. The
+    text tower is about half of a warm query's work, and a server sees the same sentences again
+    (on another video, or asked again); the features depend only on the text and the predictor's
+    text encoders, so a hit gives exactly what the tower would. Arrays are kept read-only."""
+
+    def __init__(self, size: int):
+        if size < 0:
+            raise MrhdError(f"query cache size must be 0 (off) or more, not {size}")
+        self.size = size
+        self._entries: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()   # a server's lanes may share one predictor
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get(self, query: str) -> np.ndarray | None:
+        with self._lock:
+            arr = self._entries.get(query)
+            if arr is not None:
+                self._entries.move_to_end(query)
+            return arr
+
+    def put(self, query: str, arr: np.ndarray) -> np.ndarray:
+        """Keep ``arr`` (made read-only) for ``query``; returns it."""
+        arr.flags.writeable = False
+        if self.size:
+            with self._lock:
+                self._entries[query] = arr
+                self._entries.move_to_end(query)
+                while len(self._entries) > self.size:
+                    self._entries.popitem(last=False)
+        return arr
+
+
+QUERY_CACHE_SIZE = 512   # queries; ~30 KB each (15 tokens x 512 floats)
+
+
 class Predictor:
     """A grounding model, its feature profile and the encoders that feed it (see module docs)."""
 
     def __init__(self, loaded: LoadedModel, video_encoders: dict, text_encoders: dict,
-                 device: torch.device, cache: FeatureCache | None, batch_size: int = 64):
+                 device: torch.device, cache: FeatureCache | None, batch_size: int = 64,
+                 query_cache_size: int = QUERY_CACHE_SIZE):
         self.model_name = loaded.name
         self.cfg = loaded.cfg
-        self.net = loaded.net.to(device)
+        self.net = loaded.net.to(device).requires_grad_(False)   # a predictor only predicts: frozen, as its encoders
         self.profile = loaded.profile
         self.weights = loaded.weights
         self.video_encoders = video_encoders
@@ -203,6 +244,7 @@ class Predictor:
         self.batch_size = batch_size
         self.spec = get_spec(loaded.name)
         self.forward_inputs = self.spec.forward_inputs
+        self.query_features = QueryFeatureCache(query_cache_size)
         self.window = int(getattr(self.cfg, "max_v_l", None) or self.profile.max_v_l or 75)
 
     # ---- construction ---------------------------------------------------------------------
@@ -210,14 +252,16 @@ class Predictor:
     def from_pretrained(cls, name_or_path: str | None = None, device: str | torch.device = "cpu", *,
                         model: str | None = None, profile: str | None = None, encoder_size: str | None = None,
                         random_encoders: bool | None = None, cache: bool | str | Path = True,
-                        random_config: dict | None = None) -> Predictor:
+                        random_config: dict | None = None,
+                        query_cache_size: int = QUERY_CACHE_SIZE) -> Predictor:
         """``name_or_path``: a registry id, a checkpoint file, ``"random"`` (random weights for model
         and encoders, no download), or None for the default CLIP-only checkpoint.
         ``encoder_size`` (``full``/``tiny``) and ``random_encoders``: the encoders that make the
         features; None follows the checkpoint (what `mrhd train` recorded, e.g. random tiny encoders
         for a run on ``--random-weights --encoder-size tiny`` features; the official ones otherwise).
         ``cache``: True = ``$MRHD_CACHE/features``, a folder, or False. ``random_config``: config
-        fields of a random network (e.g. a small ``hidden_dim`` for tests)."""
+        fields of a random network (e.g. a small ``hidden_dim`` for tests). ``query_cache_size``:
+        queries whose text features are kept (:class:`QueryFeatureCache`; 0: none)."""
         from mrhd.encoders.factory import build_encoder
         from mrhd.features.profiles import load_profile
         from mrhd.inference.lazy_encoders import lazy_encoder
@@ -271,7 +315,7 @@ class Predictor:
         loaded.profile = loaded.profile.replace(
             random_encoders=random_weights, encoder_size=size,
             stream_dims=tuple(sorted((s, d) for s, d in widths.items() if d != STREAMS[s].dim)))
-        return cls(loaded, video_encoders, text_encoders, dev, feature_cache)
+        return cls(loaded, video_encoders, text_encoders, dev, feature_cache, query_cache_size=query_cache_size)
 
     # ---- video ----------------------------------------------------------------------------
     def encode_video(self, path: str | Path, vid: str | None = None, progress=None) -> VideoFeatures:
@@ -310,16 +354,22 @@ class Predictor:
 
     def encode_queries(self, queries: Sequence[str], warn: bool = True) -> list[np.ndarray]:
         """Per-query token features ``[Lq, text_dim]`` assembled by the profile (first ``max_q_l``
-        tokens, each L2-normalised); all queries go through each text encoder as one batch. A query
-        longer than what the model reads is cut, with a warning unless ``warn`` is False (for callers
-        that report :meth:`truncation_notes` themselves)."""
+        tokens, each L2-normalised), read-only; the queries not in :attr:`query_features` go
+        through each text encoder as one batch. A query longer than what the model reads is cut,
+        with a warning unless ``warn`` is False (for callers that report :meth:`truncation_notes`
+        themselves)."""
         queries = self.check_queries(queries)
         for note in self.truncation_notes(queries) if warn else ():
             warnings.warn(note, QueryTruncatedWarning, stacklevel=2)
-        per_stream = {}
-        for stream, enc in self.text_encoders.items():
-            per_stream[stream] = [t.float().numpy() for t, _pooled in enc.encode_texts(queries)]
-        return [self.profile.assemble_text({s: per_stream[s][i] for s in per_stream}) for i in range(len(queries))]
+        found = {q: self.query_features.get(q) for q in queries}
+        todo = list(dict.fromkeys(q for q, arr in found.items() if arr is None))
+        if todo:
+            per_stream = {stream: [t.float().numpy() for t, _pooled in enc.encode_texts(todo)]
+                          for stream, enc in self.text_encoders.items()}
+            for i, q in enumerate(todo):
+                found[q] = self.query_features.put(
+                    q, self.profile.assemble_text({s: per_stream[s][i] for s in per_stream}))
+        return [found[q] for q in queries]
 
     # ---- prediction -----------------------------------------------------------------------
     def _window_inputs(self, features: VideoFeatures, win: Window):
@@ -328,18 +378,18 @@ class Predictor:
         unlimited = self.profile.replace(max_v_l=None)   # the window already has the right length
         return unlimited.assemble_clips(arrays)
 
-    def batch_lines(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> list[dict]:
-        """The model's official prediction lines (``ModelSpec.postprocess``) of a batch of window
-        features, query features and metas (qid, query, vid, duration): window time, before the
-        windows of one video are merged."""
+    def model_inputs(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> dict:
+        """forward() keywords of a batch of window features, query features and metas (qid, query,
+        vid, duration): padded features and masks (1 = valid) on the device, the id fields the model
+        reads, and the spec's :attr:`~mrhd.models.registry.ModelSpec.predict_switches`."""
         def pad(arrs):
             n = max(len(a) for a in arrs)
-            x = torch.zeros(len(arrs), n, arrs[0].shape[1])
-            m = torch.zeros(len(arrs), n)
+            x = np.zeros((len(arrs), n, arrs[0].shape[1]), np.float32)
+            m = np.zeros((len(arrs), n), np.float32)
             for i, a in enumerate(arrs):
-                x[i, : len(a)] = torch.from_numpy(np.ascontiguousarray(a))
+                x[i, : len(a)] = a
                 m[i, : len(a)] = 1
-            return x.to(self.device), m.to(self.device)
+            return torch.from_numpy(x).to(self.device), torch.from_numpy(m).to(self.device)
 
         src_vid, src_vid_mask = pad(vids)
         src_txt, src_txt_mask = pad(txts)
@@ -351,9 +401,18 @@ class Predictor:
             kwargs["vid"] = [m["vid"] for m in metas]
         if "qid" in self.forward_inputs:
             kwargs["qid"] = [m["qid"] for m in metas]
-        with torch.no_grad():   # not inference_mode: UniVTG's official post-processing edits outputs in place
+        return {**kwargs, **self.spec.predict_switches}
+
+    def batch_lines(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> list[dict]:
+        """The model's official prediction lines (``ModelSpec.postprocess``) of a batch of window
+        features, query features and metas (qid, query, vid, duration): window time, before the
+        windows of one video are merged."""
+        kwargs = self.model_inputs(vids, auds, txts, metas)
+        # inference_mode (no version counters, no autograd records) around the post-processing too:
+        # UniVTG's official one edits outputs in place, which inference tensors allow only inside it
+        with torch.inference_mode():
             out = self.net(**kwargs)
-        return self.spec.postprocess(out, src_vid_mask, metas, self.cfg)
+            return self.spec.postprocess(out, kwargs["src_vid_mask"], metas, self.cfg)
 
     def predict(self, features: VideoFeatures, queries: Sequence[str], warn: bool = True) -> list[Prediction]:
         """One :class:`Prediction` per query: moments best first, one saliency score per clip

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,9 @@ class ModelSpec:
     default_profile: str = "slowfast_clip"                 # feature profile of the official checkpoints
     config_from_opt: Callable[[dict], Any] | None = None   # the authors' saved `opt` (dict) -> config
     convert_state_dict: Callable[[dict], dict] | None = None  # the authors' keys -> ours (None: identity)
+    # forward() keywords for prediction only: they skip work whose outputs no prediction reads (the
+    # rolled-text negative pass of the saliency losses); outputs that predictions read stay equal
+    predict_switches: Mapping[str, Any] = field(default_factory=dict)
 
     def make_config(self, cfg: Any = None, **overrides: Any) -> Any:
         """The config object from a config, a dict of fields (unknown keys ignored) or defaults."""

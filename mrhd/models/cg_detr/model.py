@@ -157,8 +157,10 @@ class CGDETR(DetrHeads):
 
     # -- forward ------------------------------------------------------------------------------
     def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, vid=None, qid=None, src_aud=None,
-                src_aud_mask=None, targets=None):
+                src_aud_mask=None, targets=None, negatives: bool = True):
         """Masks float (B, L), 1 = valid. ``vid``: the batch's video ids (None: no negative pass).
+        ``negatives`` False skips the rolled-text negative pass: its outputs feed
+        only the training losses, so a prediction (``ModelSpec.predict_switches``) has no use for it.
         ``targets`` (needs ``relevant_clips`` (B, Lv)) switches on the training branch."""
         if src_txt.shape[1] == 0:
             raise MrhdError("cg_detr: the query has no text tokens; give a non-empty query")
@@ -217,7 +219,7 @@ class CGDETR(DetrHeads):
         out["pred_logits"], out["pred_spans"] = outputs_class[-1], outputs_coord[-1]
 
         out.update(saliency_scores_neg=None, t2vattnvalues_neg=None, real_neg_mask=None)
-        if vid is not None:
+        if vid is not None and negatives:
             real_neg = real_negative_mask(list(vid), self.cfg.dset_name, device=src.device)
             out["real_neg_mask"] = real_neg
             if real_neg.sum() != 0:
@@ -276,4 +278,5 @@ SPEC = register_model(ModelSpec(
     default_profile="slowfast_clip", config_from_opt=config_from_opt,
     postprocess=postprocess, forward_inputs=DETR_INPUTS + ("vid", "qid") + AUDIO_INPUTS,
     labels=LabelRecipe(all_labels=True, relevant_clips=True),
+    predict_switches={"negatives": False},
 ))

@@ -83,8 +83,11 @@ class CMDNet(QDDETR):
             torch.cat([pos_vid, pos_txt], dim=1))
         return self.transformer(src, ~mask, self.query_embed.weight, pos, video_length=src_vid.shape[1])
 
-    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None):
-        """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio."""
+    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None,
+                negatives: bool = True):
+        """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio.
+        ``negatives`` False skips the rolled-text negative pass: its outputs feed
+        only the training losses, so a prediction (``ModelSpec.predict_switches``) has no use for it."""
         if src_txt.shape[1] == 0:
             raise MrhdError("cmdnet: the query has no text tokens; give a non-empty query")
         if (src_aud is not None) != bool(self.cfg.a_feat_dim):
@@ -103,12 +106,13 @@ class CMDNet(QDDETR):
         outputs_coord = (self.span_embed(hs) + inverse_sigmoid(reference)).sigmoid()
         out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1]}
 
-        # negative pairs (QD-DETR): sample i gets the text of sample i+1 (the last gets the first)
-        _, _, vid_mem_neg, memory_global_neg = self.run_transformer(
-            src_vid, src_vid_mask, src_txt.roll(-1, dims=0), src_txt_mask.roll(-1, dims=0), pos_vid,
-            pos_txt)
         out["saliency_scores"] = self.saliency(vid_mem, memory_global)
-        out["saliency_scores_neg"] = self.saliency(vid_mem_neg, memory_global_neg)
+        out["saliency_scores_neg"] = None
+        if negatives:   # negative pairs (QD-DETR): sample i gets the text of sample i+1 (the last the first)
+            _, _, vid_mem_neg, memory_global_neg = self.run_transformer(
+                src_vid, src_vid_mask, src_txt.roll(-1, dims=0), src_txt_mask.roll(-1, dims=0), pos_vid,
+                pos_txt)
+            out["saliency_scores_neg"] = self.saliency(vid_mem_neg, memory_global_neg)
         out["video_mask"] = src_vid_mask
         out["src_txt_mask"] = src_txt_mask
         out["align_vid"] = src_vid
@@ -135,4 +139,5 @@ SPEC = register_model(ModelSpec(
     default_profile="slowfast_clip",
     postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + AUDIO_INPUTS,
     labels=LabelRecipe(all_labels=True),
+    predict_switches={"negatives": False},
 ))

@@ -236,11 +236,12 @@ class MESM(nn.Module):
         return ids
 
     def forward(self, src_txt=None, src_txt_mask=None, src_vid=None, src_vid_mask=None, words_id=None,
-                vid=None, query=None, targets=None):
+                vid=None, query=None, targets=None, negatives: bool = True):
         """Masks float (B, L), 1 = valid. ``vid`` (list) groups queries of one video; ``query``
         (list of str, optional) gives FW-MESM its word classes with stored features; ``targets``
         (training) give the moments (``span_labels``) FW/SS-MESM read, optionally ``words_label``
-        / ``words_weight`` (B, Lt)."""
+        / ``words_weight`` (B, Lt). ``negatives`` False skips the rolled-text negative pass: its outputs feed
+        only the training losses, so a prediction (``ModelSpec.predict_switches``) has no use for it."""
         cfg = self.cfg
         words, words_mask, ids = self.encode_text(src_txt, src_txt_mask, words_id)
         vid_mask = src_vid_mask.bool()
@@ -268,17 +269,21 @@ class MESM(nn.Module):
         outputs_class = self.class_embed(hs)
         outputs_coord = (self.span_embed(hs) + inverse_sigmoid(reference)).sigmoid()
 
-        neg = self.negative_index(group)
-        first = int(cfg.rec_ss)   # the negative's own reconstructed sentence stays in its aligner input
-        neg_enhanced = (self.enhance_encoder(words_all[neg][:, first:], proj_vid, ~words_all_mask[neg][:, first:],
-                                             ~vid_mask, words_all_pos[neg][:, first:], vid_pos)
-                        if cfg.rec_fw else proj_vid)
-        _, _, neg_memory, neg_global = self.align_and_detect(
-            words_all[neg], ~words_all_mask[neg], words_all_pos[neg], neg_enhanced, ~vid_mask, vid_pos)
+        neg, neg_saliency = None, None
+        if negatives:
+            neg = self.negative_index(group)
+            first = int(cfg.rec_ss)   # the negative's own reconstructed sentence stays in its aligner input
+            neg_enhanced = (self.enhance_encoder(words_all[neg][:, first:], proj_vid,
+                                                 ~words_all_mask[neg][:, first:], ~vid_mask,
+                                                 words_all_pos[neg][:, first:], vid_pos)
+                            if cfg.rec_fw else proj_vid)
+            _, _, neg_memory, neg_global = self.align_and_detect(
+                words_all[neg], ~words_all_mask[neg], words_all_pos[neg], neg_enhanced, ~vid_mask, vid_pos)
+            neg_saliency = self.saliency(neg_memory, neg_global)
 
         out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1],
                "saliency_scores": self.saliency(memory, memory_global),
-               "saliency_scores_neg": self.saliency(neg_memory, neg_global),
+               "saliency_scores_neg": neg_saliency,
                "video_mask": src_vid_mask, "video_group": group, "neg_index": neg,
                "projed_video_feat": proj_vid, "projed_words_feat": proj_words, "enhanced_video_feat": enhanced,
                "expanded_words_feat": words_all, "expanded_words_mask": words_all_mask}
@@ -353,4 +358,5 @@ SPEC = register_model(ModelSpec(
     default_profile="mesm", config_from_opt=config_from_opt, convert_state_dict=convert_state_dict,
     postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + ("words_id", "vid", "query"),
     labels=LabelRecipe(all_labels=True),
+    predict_switches={"negatives": False},
 ))

@@ -82,8 +82,11 @@ class QDDETR(DetrHeads):
             pos = torch.cat([self.global_rep_pos.reshape(1, 1, -1).repeat(bs, 1, 1), pos], dim=1)
         return src, mask, pos
 
-    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None):
-        """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio."""
+    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None,
+                negatives: bool = True):
+        """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio.
+        ``negatives`` False skips the rolled-text negative pass: its outputs feed
+        only the training losses, so a prediction (``ModelSpec.predict_switches``) has no use for it."""
         if src_aud is not None:
             src_vid = torch.cat([src_vid, src_aud], dim=2)
         if src_txt.shape[1] == 0:
@@ -100,17 +103,17 @@ class QDDETR(DetrHeads):
         outputs_class, outputs_coord = self.anchor_predictions(hs, reference)
         out = {"pred_logits": outputs_class[-1], "pred_spans": outputs_coord[-1]}
 
-        # negative pairs: sample i gets the text of sample i+1 (the last gets the first)
-        src_txt_neg = torch.cat([src_txt[1:], src_txt[0:1]], dim=0)
-        src_txt_mask_neg = torch.cat([src_txt_mask[1:], src_txt_mask[0:1]], dim=0)
-        src_neg, mask_neg, _ = self.with_global_token(
-            torch.cat([src_vid, src_txt_neg], dim=1),
-            torch.cat([src_vid_mask, src_txt_mask_neg], dim=1).bool())
-        _, _, vid_mem_neg, memory_global_neg = self.transformer(
-            src_neg, ~mask_neg, self.query_embed.weight, pos.clone(), video_length=video_length)
-
         out["saliency_scores"] = self.saliency(vid_mem, memory_global)
-        out["saliency_scores_neg"] = self.saliency(vid_mem_neg, memory_global_neg)
+        out["saliency_scores_neg"] = None
+        if negatives:   # negative pairs: sample i gets the text of sample i+1 (the last gets the first)
+            src_txt_neg = torch.cat([src_txt[1:], src_txt[0:1]], dim=0)
+            src_txt_mask_neg = torch.cat([src_txt_mask[1:], src_txt_mask[0:1]], dim=0)
+            src_neg, mask_neg, _ = self.with_global_token(
+                torch.cat([src_vid, src_txt_neg], dim=1),
+                torch.cat([src_vid_mask, src_txt_mask_neg], dim=1).bool())
+            _, _, vid_mem_neg, memory_global_neg = self.transformer(
+                src_neg, ~mask_neg, self.query_embed.weight, pos.clone(), video_length=video_length)
+            out["saliency_scores_neg"] = self.saliency(vid_mem_neg, memory_global_neg)
         out["video_mask"] = src_vid_mask
         if self.aux_loss:
             out["aux_outputs"] = aux_outputs(outputs_class, outputs_coord)
@@ -140,4 +143,5 @@ SPEC = register_model(ModelSpec(
     default_profile="slowfast_clip", config_from_opt=config_from_opt,
     postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + AUDIO_INPUTS,
     labels=LabelRecipe(all_labels=True),
+    predict_switches={"negatives": False},
 ))

@@ -97,8 +97,11 @@ class VideoLights(QDDETR):
         return top_moment_saliency(vid_mem, src_vid, pred_logits, pred_spans, self.gru_extractor,
                                    self.saliency_proj_mr, self.cfg.clip_length, self.cfg.mr2hd_clamp_start)
 
-    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None):
-        """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio."""
+    def forward(self, src_txt, src_txt_mask, src_vid, src_vid_mask, src_aud=None, src_aud_mask=None,
+                negatives: bool = True):
+        """Masks float (B, L), 1 = valid. ``src_aud`` (B, Lv, a_feat_dim) when built with audio.
+        ``negatives`` False skips the rolled-text negative pass: its outputs feed
+        only the training losses, so a prediction (``ModelSpec.predict_switches``) has no use for it."""
         if src_txt.shape[1] == 0:
             raise MrhdError("videolights: the query has no text tokens; give a non-empty query")
         if src_aud is not None:
@@ -124,15 +127,15 @@ class VideoLights(QDDETR):
             out["proj_txt_mem"] = F.normalize(self.contrastive_align_projection_txt(src_txt), p=2, dim=-1)
             out["proj_vid_mem"] = F.normalize(self.contrastive_align_projection_vid(vid_mem), p=2, dim=-1)
 
-        # negative pairs: sample i gets the text of sample i+1 (the last gets the first)
-        src_neg, mask_neg, _ = self.with_global_token(
-            torch.cat([src_vid, torch.cat([src_txt[1:], src_txt[:1]], dim=0)], dim=1),
-            torch.cat([src_vid_mask, torch.cat([src_txt_mask[1:], src_txt_mask[:1]], dim=0)], dim=1).bool())
-        _, _, vid_mem_neg, memory_global_neg = self.transformer(
-            src_neg, ~mask_neg, self.query_embed.weight, pos.clone(), video_length=video_length)
-
         out["saliency_scores"] = self.saliency(vid_mem, memory_global)
-        out["saliency_scores_neg"] = self.saliency(vid_mem_neg, memory_global_neg)
+        out["saliency_scores_neg"] = None
+        if negatives:   # negative pairs: sample i gets the text of sample i+1 (the last gets the first)
+            src_neg, mask_neg, _ = self.with_global_token(
+                torch.cat([src_vid, torch.cat([src_txt[1:], src_txt[:1]], dim=0)], dim=1),
+                torch.cat([src_vid_mask, torch.cat([src_txt_mask[1:], src_txt_mask[:1]], dim=0)], dim=1).bool())
+            _, _, vid_mem_neg, memory_global_neg = self.transformer(
+                src_neg, ~mask_neg, self.query_embed.weight, pos.clone(), video_length=video_length)
+            out["saliency_scores_neg"] = self.saliency(vid_mem_neg, memory_global_neg)
         if self.cfg.mr_to_hd_loss:
             out["saliency_scores_mr"] = self.top_moment_saliency(src_vid_projected, vid_mem, outputs_class[-1],
                                                                  outputs_coord[-1])
@@ -174,4 +177,5 @@ SPEC = register_model(ModelSpec(
     default_profile="videolights", config_from_opt=config_from_opt,
     postprocess=detr_postprocess, forward_inputs=DETR_INPUTS + AUDIO_INPUTS,
     labels=LabelRecipe(all_labels=True, pos_index=True),
+    predict_switches={"negatives": False},
 ))

@@ -10,7 +10,8 @@ Option precedence: model YAML < the dataset's best_metric < the authors' recipe 
 (configs/recipes/<dataset>/<model>.yaml) < flags and --set. A resumed run keeps the dataset (and
 best_metric, unless --set gives one) of the run it continues. The clip length is the feature stores'
 (their clip_len); one that disagrees with the annotations, --set or the resumed run is refused.
---out defaults to runs/<model>_<dataset>.
+--out defaults to runs/<model>_<dataset>. Speed options are on by default; --exact gives the authors'
+numbers bit for bit (docs/training-speed.md).
 """
 
 from __future__ import annotations
@@ -74,9 +75,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help=f"seed of every random number generator ({_default('seed')})")
     p.add_argument("--resume", action="store_true", help="continue from RUN_DIR/last.ckpt")
-    p.add_argument("--num-workers", type=int, default=None, help="DataLoader workers (default 4)")
+    p.add_argument("--num-workers", type=int, default=None, metavar="N",
+                   help="DataLoader workers (default: what fits the machine; 0 on CPU, official 4)")
     p.add_argument("--eval-every", type=int, default=None, metavar="N", help=f"evaluate every N epochs and after the last ({_default('eval_every')})")
     p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--exact", action="store_true",
+                   help="the eager path equal to the authors' code bit for bit: no fused AdamW, fast dropout, "
+                        "length buckets, compile or autocast (docs/training-speed.md)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field or a training option, e.g. --set hidden_dim=128 "
                         "or --set best_metric=MR-full-R1@0.7 (repeatable)")
@@ -123,7 +129,19 @@ def _annotation_path(value: str | None, split: str, dataset, data_dir: str | Non
     return path
 
 
+# libgomp's spin-wait for CPU training (set before torch loads; GOMP_SPINCOUNT or OMP_WAIT_POLICY in
+# the environment win). A torch thread that reaches a barrier first spins 300,000 rounds by default;
+# when other processes share the cores (more runnable threads than cores) that spin burns the time
+# slice its partner needs to reach the barrier. QD-DETR at batch 32 with 2 threads on the 2-core
+# development machine under a load average of 6-7 from other jobs: 43 s per step (13 s of CPU) with the
+# default, 8.7 s (3.2 s of CPU) with 1,000 rounds (docs/training-speed.md). Numbers are unchanged.
+OPENMP_SPIN_ROUNDS = 1000
+
+
 def run(args: argparse.Namespace) -> int:
+    from mrhd.extract.cpu_sharing import share_cores_with_decoders
+
+    share_cores_with_decoders(args.device, OPENMP_SPIN_ROUNDS)   # before torch is first imported
     from mrhd.pipeline.dataset_configs import load_dataset_config
     from mrhd.training.config import load_train_config
     from mrhd.training.trainer import Trainer, stored_train_config
@@ -148,6 +166,7 @@ def run(args: argparse.Namespace) -> int:
         profile=args.profile, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         device=args.device, seed=args.seed, num_workers=args.num_workers, eval_every=args.eval_every,
         amp=False if args.no_amp else None, progress=False if args.quiet else None,
+        exact=True if args.exact else None, compile=True if args.compile else None,
         dataset=dataset_name, model_config=model_config or None)
     for key, value in train_options.items():   # a flag given explicitly wins over --set
         if options.get(key) is None:

@@ -160,7 +160,7 @@ class Profile:
                 raise MrhdError(f"profile {self.name!r} needs {what} stream {name!r}, which was not given")
             x = np.asarray(arrays[name])
             x = x[:cap] if cap is not None else x
-            x = x.astype(np.float32)
+            x = x.astype(np.float32, copy=False)   # readers return fresh float32 arrays
             if normalize and name not in self.normalize_jointly:
                 x = torch_l2_normalize(x) if self.l2 == "torch" else l2_normalize(x)
             parts.append(x)
@@ -286,6 +286,10 @@ class StoreReader:
 
     Opened lazily and re-opened in each process, because h5py handles must not cross a fork
     (DataLoader workers). The ids are listed once, so membership tests cost nothing per sample.
+    Reads take the array alone (no attributes, no pooled text vector). With :meth:`keep_in_memory`
+    each array read is kept as stored (float16 video) while the shared :class:`MemoryBudget` lasts,
+    so from the second epoch a training run reads from RAM; the kept arrays are not pickled into
+    worker processes.
     """
 
     def __init__(self, path: str | Path):
@@ -300,6 +304,8 @@ class StoreReader:
         store.close_reader()
         self._store = None
         self._pid = None
+        self._kept: dict[str, np.ndarray] | None = None
+        self._budget: MemoryBudget | None = None
 
     def _open(self):
         from mrhd.features.store import FeatureStore
@@ -313,7 +319,15 @@ class StoreReader:
         state = dict(self.__dict__)
         state["_store"] = None
         state["_pid"] = None
+        state["_kept"] = None
+        state["_budget"] = None
         return state
+
+    def keep_in_memory(self, budget: MemoryBudget) -> None:
+        """Keep what is read from now on in RAM, within ``budget`` (shared by several readers)."""
+        self._budget = budget
+        if self._kept is None:
+            self._kept = {}
 
     def has(self, video_id: str) -> bool:
         return video_id in self._keys
@@ -321,11 +335,48 @@ class StoreReader:
     def has_text(self, qid) -> bool:
         return f"qid{qid}" in self._keys
 
+    def _stored(self, key: str, missing: str) -> np.ndarray:
+        kept = self._kept
+        if kept is not None and key in kept:
+            return kept[key]
+        array = self._open().read_stored(key)
+        if array is None:
+            raise MrhdError(missing)
+        if kept is not None and self._budget is not None and self._budget.take(array.nbytes):
+            kept[key] = array
+        return array
+
     def read(self, video_id: str) -> np.ndarray:
-        return self._open().read(video_id)
+        """``[n_clips, dim]`` float32 features of one video."""
+        return self._stored(video_id, f"video {video_id!r} is not in {self.path}; extract it with "
+                                      "`mrhd extract`").astype(np.float32)
 
     def read_text(self, qid) -> np.ndarray:
-        return self._open().read_text(qid)[0]
+        """``[L, dim]`` float32 token features of one query."""
+        return self._stored(f"qid{qid}", f"query {qid} is not in {self.path}; run `mrhd extract "
+                                         "--queries` for it").astype(np.float32)
+
+
+class MemoryBudget:
+    """Bytes that :class:`StoreReader` s may keep in RAM together; by default half of the memory
+    available when it is made (Linux; 4 GiB where that cannot be read)."""
+
+    def __init__(self, limit: int | None = None):
+        self.limit = int(limit) if limit is not None else available_memory() // 2
+        self.used = 0
+
+    def take(self, nbytes: int) -> bool:
+        if self.used + nbytes > self.limit:
+            return False
+        self.used += nbytes
+        return True
+
+
+def available_memory() -> int:
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
 
 
 def open_stores(features_dir: str | Path, profile: Profile) -> dict[str, StoreReader]:

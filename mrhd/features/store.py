@@ -272,7 +272,10 @@ class FeatureStore:
         Every dataset of the main file counts: one a killed merge may have cut short is also in a
         pending part (module docstring), which :meth:`_locate` reads instead."""
         main = self._main()
-        names = {k for k, v in main.items() if isinstance(v, h5py.Dataset)} if main is not None else set()
+        # Names only: ``pooled`` is the one group any writer makes (no video id or ``qid`` name can be
+        # it), so nothing else needs opening; opening each entry to check its type cost 3.5 s per
+        # listing of QVHighlights' 8,768 entries (docs/training-speed.md, start-up).
+        names = set(main.keys()) - {POOLED} if main is not None else set()
         for part in self._part_files():
             names |= {n for n in _names_in_part(part) if "/" not in n}
         return names
@@ -294,6 +297,17 @@ class FeatureStore:
             with h5py.File(part, "r") as f:
                 ds = f[name]
                 return ds[()].astype(np.float32), dict(ds.attrs)
+        return None
+
+    def read_stored(self, name: str) -> np.ndarray | None:
+        """One dataset's array as stored (float16 or float32), without its attributes; None when it
+        is not stored. The per-item read of training (:class:`~mrhd.features.profiles.StoreReader`)."""
+        main, part = self._locate(name)
+        if main is not None:
+            return main[name][()]
+        if part is not None:
+            with h5py.File(part, "r") as f:
+                return f[name][()]
         return None
 
     def read(self, video_id: str) -> np.ndarray:

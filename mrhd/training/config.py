@@ -50,15 +50,25 @@ class TrainConfig:
     grad_clip: float = 0.1
     eval_every: int = 5                 # epochs
     max_es_cnt: int = 200               # early stop after this many evaluations without gain; -1 never
-    num_workers: int = 4
+    num_workers: int | None = None      # DataLoader workers; None: what fits the machine (speed.py)
     best_metric: str = "MR-full-mAP"    # official model selection; "A+B": the mean of brief keys A, B
     dataset: str | None = None          # configs/datasets name; None: QVHighlights metrics, as before
     device: str = "cpu"
-    amp: bool = True                    # mixed precision (float16 autocast + GradScaler) on CUDA only
+    amp: bool = True                    # mixed precision on CUDA only: bfloat16 where supported, else
+                                        # float16 + GradScaler
     model_config: dict = field(default_factory=dict)   # overrides of the model's config fields
     clip_len: float | None = None       # seconds per feature row; None: the stores' clip_len (a value must agree)
     max_windows: int = 5
     progress: bool = True               # tqdm bar with loss and ETA
+    # Speed (docs/training-speed.md). ``exact`` runs the eager path whose numbers equal the authors'
+    # code bit for bit and turns off every option below that changes numbers.
+    exact: bool = False
+    optimizer: str = "fused"            # AdamW kernel: fused | foreach | loop (official, bit-exact)
+    fast_dropout: bool = True           # CPU: cheaper dropout masks (mrhd.training.fast_dropout)
+    bucket_by_length: bool = False      # batches of similar lengths (mrhd.training.buckets): on in the
+                                        # configs of models whose losses do not depend on padding
+    compile: bool = False               # torch.compile the model (mrhd.training.speed)
+    cache_features: bool = True         # keep features read from the stores in RAM (no effect on numbers)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)

@@ -1,9 +1,12 @@
 """Optimiser and learning-rate schedule of the official training scripts.
 
 All models: AdamW over every trainable parameter, one group (moment_detr ``inference.py
-setup_model``), weight decay ``wd``. Schedule stepped once per epoch: StepLR(lr_drop, gamma); UniVTG
-adds a linear warm-up (``main/config.py WarmupStepLR``); SG-DETR uses WarmupMultiStepLR (warm-up, then
-x gamma at each of ``lr_milestones``; arXiv 2410.01615).
+setup_model``), weight decay ``wd``. ``kernel`` picks torch's implementation: ``loop`` (one tensor at
+a time, the official default and bit-exact), ``foreach`` (grouped) or ``fused`` (one kernel for all
+parameters: on CPU a sixth of the loop's time at QD-DETR's 7.6M parameters); the update rule is the
+same, the rounding of fused/foreach differs in the last bits. Schedule stepped once per epoch:
+StepLR(lr_drop, gamma); UniVTG adds a linear warm-up (``main/config.py WarmupStepLR``); SG-DETR uses
+WarmupMultiStepLR (warm-up, then x gamma at each of ``lr_milestones``; arXiv 2410.01615).
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from torch import nn
 from mrhd.training.config import TrainConfig
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+def build_optimizer(model: nn.Module, cfg: TrainConfig, kernel: str = "loop") -> torch.optim.Optimizer:
     params = [{"params": [p for _, p in model.named_parameters() if p.requires_grad]}]
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    impl = {"fused": {"fused": True}, "foreach": {"foreach": True}, "loop": {"foreach": False}}[kernel]
+    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, **impl)
 
 
 class WarmupStepFactor:

@@ -30,6 +30,26 @@ class SyntheticSpec:
     signal: float = 1.0       # planted direction's norm relative to the noise norm
     text_signal: float = 1.5
     seed: int = 0
+    # Length mix: this share of videos has exactly max_clips clips (QVHighlights: 97 % are 150 s);
+    # query token counts drawn with these weights from token_counts (None: uniform 6..19).
+    full_length_share: float = 0.0
+    token_counts: tuple[int, ...] | None = None
+    token_weights: tuple[float, ...] | None = None
+
+
+# QVHighlights train (7,218 queries): words per query 4..28 and how often each occurs; a CLIP query
+# has about two tokens more (start and end of text).
+QVHIGHLIGHTS_WORDS = dict(zip(range(4, 29), (4, 289, 602, 771, 916, 834, 715, 674, 539, 470, 393, 281, 209,
+                                              166, 96, 82, 63, 31, 27, 18, 17, 7, 5, 3, 4)))
+
+
+def qvhighlights_like(**changes) -> SyntheticSpec:
+    """Clip and token counts distributed as in QVHighlights train, for speed measurements whose
+    padding should be the real one: 97 % of videos at 75 clips, the rest 30..74; queries of
+    QVHighlights' word counts + 2 tokens."""
+    return SyntheticSpec(**{"min_clips": 30, "max_clips": 75, "full_length_share": 0.97,
+                            "token_counts": tuple(w + 2 for w in QVHIGHLIGHTS_WORDS),
+                            "token_weights": tuple(float(n) for n in QVHIGHLIGHTS_WORDS.values()), **changes})
 
 
 def _windows(rng: np.random.Generator, n_clips: int) -> list[list[int]]:
@@ -64,6 +84,8 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
     splits: dict[str, list] = {"train": [], "val": []}
     for i in range(spec.n_train + spec.n_val):
         n_clips = int(rng.integers(spec.min_clips, spec.max_clips + 1))
+        if spec.full_length_share and rng.random() < spec.full_length_share:
+            n_clips = spec.max_clips
         concept = int(rng.integers(spec.n_concepts))
         distractor = int((concept + rng.integers(1, spec.n_concepts)) % spec.n_concepts) \
             if spec.n_concepts > 1 else None
@@ -86,7 +108,11 @@ def make_synthetic(out_dir: str | Path, profile: Profile, spec: SyntheticSpec | 
             if distractor is not None:
                 x[dis] += scale * dirs[s][distractor]
             videos[s][vid] = x.astype(np.float32)
-        n_tok = int(rng.integers(6, 20))
+        if spec.token_counts is None:
+            n_tok = int(rng.integers(6, 20))
+        else:
+            weights = None if spec.token_weights is None else np.asarray(spec.token_weights, float)
+            n_tok = int(rng.choice(spec.token_counts, p=None if weights is None else weights / weights.sum()))
         for s in profile.text:
             dim = profile.dim_of(s)
             t = rng.normal(size=(n_tok, dim)) + spec.text_signal * np.sqrt(dim) * dirs[s][concept]

@@ -10,6 +10,11 @@ epoch, a first evaluation always saved as best (upstream starts from a best scor
 resumable ``last.ckpt`` files that carry optimizer, scheduler, scaler and every RNG state, so a
 resumed run continues exactly as an uninterrupted one.
 
+Speed (:mod:`.speed`, docs/training-speed.md): fused AdamW, cheaper dropout masks on CPU,
+length-bucketed batches and bfloat16 autocast on CUDA by default (``exact=True``: the bit-exact eager
+path); features kept in RAM after their first read; the loss is read back to the host every step
+on CPU (free there) but only every ``check_every`` steps on CUDA, so the GPU is not stalled.
+
 Generic hooks a model opts into: annotation fields among ``ModelSpec.forward_inputs``
 (``vid``, ``qid``, ``query``) reach forward() (:func:`mrhd.pipeline.datasets.meta_inputs`; the
 query text goes to the training set only, as it feeds training targets such as MESM's FW-MESM);
@@ -44,14 +49,17 @@ from mrhd.annotations import load_annotations
 from mrhd.devices import parse_device
 from mrhd.errors import MrhdError
 from mrhd.features.clip_length import check_against_annotations, stores_clip_len
-from mrhd.features.profiles import fit_to_stores, load_profile, open_stores, video_streams
+from mrhd.features.profiles import MemoryBudget, fit_to_stores, load_profile, open_stores, video_streams
 from mrhd.io import json_safe, jsonl_text, write_atomic
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.dataset_configs import load_dataset_config
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, meta_inputs
+from mrhd.training.buckets import LengthBucketSampler, item_lengths
 from mrhd.training.config import TrainConfig, load_recipe, model_defaults
+from mrhd.training.fast_dropout import use_fast_dropout
 from mrhd.training.optim import build_optimizer, build_scheduler
+from mrhd.training.speed import plan_speed
 from mrhd.training.validation import (
     check_best_metric,
     evaluate_lines,
@@ -112,6 +120,7 @@ class Trainer:
         self.resume = resume
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.device = parse_device(cfg.device)
+        self.speed = plan_speed(cfg, self.device)
         self.spec = get_spec(cfg.model)
         if self.spec.build_criterion is None:
             raise MrhdError(f"model {cfg.model!r} has no training path (no criterion); choose another --model")
@@ -129,6 +138,10 @@ class Trainer:
         if not self.profile.official_encoders:
             self.log(f"note: {features} holds features of {self.profile.encoders_text()}: the model learns only "
                      "what those features carry (a pipeline check, not a model for real videos)")
+        if self.speed.cache_features:
+            budget = MemoryBudget()
+            for reader in self.stores.values():
+                reader.keep_in_memory(budget)
         train_lines, val_all = load_annotations(train), load_annotations(val)
         self._take_clip_len(features, train_lines, train)
         labels = cfg.labels or cfg.model
@@ -155,23 +168,37 @@ class Trainer:
         set_seed(cfg.seed)
         self.model_cfg = self._model_config()
         self.model = self.spec.build(self.model_cfg).to(self.device)
+        if self.speed.fast_dropout:
+            use_fast_dropout(self.model)
         self.criterion = self.spec.build_criterion(self.model_cfg).to(self.device)
-        self.optimizer = build_optimizer(self.model, cfg)
+        self.optimizer = build_optimizer(self.model, cfg, self.speed.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg)
-        self.amp_dtype = torch.float16 if (cfg.amp and self.device.type == "cuda") else None
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is not None)
-        pin = self.device.type == "cuda"
-        self.train_loader = DataLoader(self.train_set, batch_size=cfg.batch_size, shuffle=True,
-                                       collate_fn=collate, num_workers=cfg.num_workers, pin_memory=pin)
-        self.val_loader = DataLoader(self.val_set, batch_size=cfg.eval_batch_size, shuffle=False,
-                                     collate_fn=collate, num_workers=cfg.num_workers, pin_memory=pin)
+        self.amp_dtype = self.speed.amp_dtype
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype is torch.float16)
+        # the training forward: compiled on request; evaluation and checkpoints use the module itself
+        self.forward = torch.compile(self.model) if self.speed.compile else self.model
+        self.train_loader = self._loader(self.train_set, train=True)
+        self.val_loader = self._loader(self.val_set, train=False)
         self.epoch = 0
         self.best_score = -math.inf
         self.es_cnt = 0
         self.step_losses: list[float] = []   # total loss of every optimiser step of this process
+        self._pending: list[torch.Tensor] = []   # losses not yet read back to the host
+        self._bar = None
         self._tb = None
 
     # ---- setup -------------------------------------------------------------------------------
+    def _loader(self, dataset: MomentDataset, train: bool) -> DataLoader:
+        workers = self.speed.num_workers
+        common = dict(collate_fn=collate, num_workers=workers, pin_memory=self.device.type == "cuda",
+                      persistent_workers=workers > 0)
+        if not train:
+            return DataLoader(dataset, batch_size=self.cfg.eval_batch_size, shuffle=False, **common)
+        if self.speed.bucket_by_length:
+            lengths = item_lengths(dataset.data, self.cfg.clip_len, self.profile.max_v_l, self.profile.max_q_l)
+            return DataLoader(dataset, batch_sampler=LengthBucketSampler(lengths, self.cfg.batch_size), **common)
+        return DataLoader(dataset, batch_size=self.cfg.batch_size, shuffle=True, **common)
+
     def _check_run_dir(self) -> None:
         last = self.out / "last.ckpt"
         if self.resume and not last.is_file():
@@ -249,17 +276,16 @@ class Trainer:
         targets.setdefault("src_txt_mask", inputs["src_txt_mask"])   # TR-DETR's alignment losses
         targets.setdefault("src_vid_mask", inputs["src_vid_mask"])
         with torch.autocast(device_type="cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-            outputs = self.model(**forward_kwargs(self.model, inputs, targets))
+            outputs = self.forward(**forward_kwargs(self.model, inputs, targets))
         loss_dict = self.criterion(to_float32(outputs), targets)
         weights = self.criterion.weight_dict
         total = sum(loss_dict[k] * weights[k] for k in loss_dict if k in weights)
         return total, loss_dict
 
-    def train_step(self, batched: dict) -> float:
+    def train_step(self, batched: dict) -> torch.Tensor:
+        """One optimiser step; returns the total loss (detached, on the device). The loss is checked
+        for divergence when read back to the host (:meth:`sync_losses`: every step on CPU)."""
         total, _ = self.loss(batched)
-        if not torch.isfinite(total):
-            raise MrhdError(f"training diverged (loss {float(total)}) at epoch {self.epoch + 1}; "
-                            "lower --lr or check the features")
         self.optimizer.zero_grad()
         self.scaler.scale(total).backward()
         if self.cfg.grad_clip > 0:
@@ -267,24 +293,50 @@ class Trainer:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
-        value = float(total.detach())
-        self.step_losses.append(value)
-        return value
+        total = total.detach()
+        self._pending.append(total)
+        if len(self._pending) >= self.speed.check_every:
+            self.sync_losses()
+        return total
 
-    def train_epoch(self) -> float:
-        from tqdm import tqdm
+    def sync_losses(self) -> None:
+        """Read the pending step losses back to the host (one sync), stop on a non-finite one."""
+        if not self._pending:
+            return
+        values = torch.stack([t.reshape(()) for t in self._pending]).float().tolist()
+        self._pending = []
+        self.step_losses.extend(values)
+        bad = next((v for v in values if not math.isfinite(v)), None)
+        if bad is not None:
+            raise MrhdError(f"training diverged (loss {bad}) at epoch {self.epoch + 1}; "
+                            "lower --lr or check the features")
+        if self._bar is not None:
+            self._bar.set_postfix(loss=f"{values[-1]:.4f}")
 
+    def epoch_batches(self):
+        """The collated batches of the current epoch, with the model and criterion in training mode."""
         self.model.train()
         self.criterion.train()
         if hasattr(self.criterion, "epoch"):   # epoch-dependent loss weights (VideoLights)
             self.criterion.epoch = self.epoch
-        losses = []
-        bar = tqdm(self.train_loader, desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}", leave=False,
-                   disable=not self.cfg.progress, file=sys.stderr)
-        for _, batched in bar:
-            losses.append(self.train_step(batched))
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
-        bar.close()
+        for _, batched in self.train_loader:
+            yield batched
+
+    def train_epoch(self) -> float:
+        from tqdm import tqdm
+
+        first = len(self.step_losses) + len(self._pending)
+        self._bar = tqdm(total=len(self.train_loader), desc=f"epoch {self.epoch + 1}/{self.cfg.epochs}",
+                         leave=False, disable=not self.cfg.progress, file=sys.stderr)
+        try:
+            for batched in self.epoch_batches():
+                self.train_step(batched)
+                self._bar.update()
+            self.sync_losses()
+        finally:
+            self._bar.close()
+            self._bar = None
+        losses = self.step_losses[first:]
         return float(np.mean(losses)) if losses else float("nan")
 
     # ---- evaluation / checkpoints --------------------------------------------------------------
@@ -358,7 +410,7 @@ class Trainer:
             self.load_last()
             self.log(f"resumed {self.out / 'last.ckpt'} after epoch {self.epoch}")
         self.log(f"training {self.cfg.model} on {len(self.train_set)} lines "
-                 f"(profile {self.profile.name}, device {self.device})")
+                 f"(profile {self.profile.name}, device {self.device}; {self.speed.describe()})")
         last_metrics: dict = {}
         epochs = tqdm(range(self.epoch, self.cfg.epochs), desc="epochs", disable=not self.cfg.progress,
                       file=sys.stderr, initial=self.epoch, total=self.cfg.epochs)

@@ -14,7 +14,7 @@ from mrhd.extract import sampling
 from mrhd.extract.audio import NoAudioError, iter_audio_chunks
 from mrhd.extract.decode import DecodeError, VideoDecoder, iter_fps_frames, probe, to_rgb
 from mrhd.extract.synthetic import write_video
-from tests.helpers.videos import write_audio_only, write_broken
+from tests.helpers.videos import scaled_whole, write_audio_only, write_broken
 
 
 @pytest.fixture(scope="module")
@@ -29,19 +29,6 @@ def media(tmp_path_factory):
     }
 
 
-def _scaled_whole(frame, width, height):
-    """The whole frame through libavfilter's ``scale=W:H:flags=bicubic`` to rgb24 (the CLI's scale),
-    built here independently of the decoder."""
-    from av.filter import Graph
-
-    graph = Graph()
-    graph.link_nodes(graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
-                                      time_base=Fraction(1, 1000)),
-                     graph.add("scale", f"{width}:{height}:flags=bicubic"), graph.add("format", "rgb24"),
-                     graph.add("buffersink")).configure()
-    graph.push(frame)
-    return graph.pull().to_ndarray()
-
 
 def test_scale_and_centre_crop_cut_the_scaled_rgb_frame(media):
     """The 224 crop is cut from the scaled RGB frame at the exact column/row HERO computes (not
@@ -49,13 +36,13 @@ def test_scale_and_centre_crop_cut_the_scaled_rgb_frame(media):
     with av.open(str(media["landscape"])) as c:
         frame = next(c.decode(video=0))
         # 160x90 -> short side 224: int(160 * 224 / 90) = 398 wide, crop x = int((398 - 224) / 2) = 87
-        full = _scaled_whole(frame, 398, 224)
+        full = scaled_whole(frame, 398, 224)
         np.testing.assert_array_equal(to_rgb(frame), full[:, 87: 87 + 224])
         assert not np.array_equal(to_rgb(frame), full[:, 86: 86 + 224])
         assert to_rgb(frame, None).shape == (90, 160, 3)
     with av.open(str(media["portrait"])) as c:
         frame = next(c.decode(video=0))
-        full = _scaled_whole(frame, 224, 398)
+        full = scaled_whole(frame, 224, 398)
         np.testing.assert_array_equal(to_rgb(frame), full[87: 87 + 224])
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -29,6 +28,7 @@ from mrhd.extract import sampling
 from mrhd.extract.decode import VideoDecoder, iter_fps_frames, probe, to_rgb
 from mrhd.extract.synthetic import frame_pattern
 from tests.conftest import _fixtures_dir, open_case
+from tests.helpers.videos import scaled_whole
 
 PIXELS = "pixels"
 
@@ -303,18 +303,6 @@ def test_colour_range_and_matrix_tags_are_honoured(tmp_path, pix_fmt, colorspace
     assert np.abs(got - other).max() > 6
 
 
-def _scaled_whole(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
-    """An independent graph: the whole frame through ``scale=W:H:flags=bicubic`` to rgb24."""
-    from av.filter import Graph
-
-    graph = Graph()
-    graph.link_nodes(graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
-                                      time_base=Fraction(1, 1000)),
-                     graph.add("scale", f"{width}:{height}:flags=bicubic"), graph.add("format", "rgb24"),
-                     graph.add("buffersink")).configure()
-    graph.push(frame)
-    return graph.pull().to_ndarray()
-
 
 FORMATS = [("yuv444p", 161, 91), ("yuv444p", 91, 161), ("yuv420p10le", 160, 90), ("yuvj420p", 96, 64),
            ("yuv420p", 90, 160), ("yuv444p", 225, 224)]
@@ -331,7 +319,7 @@ def test_odd_sizes_and_formats_crop_the_scaled_frame(tmp_path, pix_fmt, width, h
     w, h = pixels.scaled_size(width, height)
     x, y = pixels.crop_origin(w, h)
     assert min(w, h) == 224 and max(w, h) == int(max(width, height) * 224 / min(width, height))
-    np.testing.assert_array_equal(to_rgb(frame), _scaled_whole(frame, w, h)[y: y + 224, x: x + 224])
+    np.testing.assert_array_equal(to_rgb(frame), scaled_whole(frame, w, h)[y: y + 224, x: x + 224])
     assert [f.shape for f in _clip_frames(path)] == [(224, 224, 3)]
 
 

@@ -23,13 +23,7 @@ from mrhd.weights.checkpoint import load_checkpoint, save_checkpoint
 TINY = dict(hidden_dim=16, nheads=2, enc_layers=1, dec_layers=2, dim_feedforward=24, max_q_l=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The suite shares 2 cores with other jobs; one thread is faster than two fighting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _tiny(**kw) -> CMDNetConfig:

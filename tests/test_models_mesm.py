@@ -28,13 +28,7 @@ TINY = dict(hidden_dim=32, nheads=4, dim_feedforward=64, enc_layers=1, dec_layer
             t_feat_dim=16)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The suite shares 2 cores with other jobs; one thread is faster than two fighting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**kw) -> MESMConfig:

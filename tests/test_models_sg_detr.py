@@ -25,15 +25,6 @@ TINY = {"hidden_dim": 32, "nheads": 4, "dim_feedforward": 64, "enc_layers": 1, "
         "sgca_layers": 1, "atss_num_convs": 1, "dn_groups": 2}
 
 
-@pytest.fixture
-def one_thread():
-    """The suite shares 2 cores with other jobs; one thread is faster than two fighting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_cfg(**kw) -> SGDETRConfig:
     return SGDETRConfig(**{**TINY, "v_feat_dim": 20, "t_feat_dim": 12, **kw})
 

@@ -26,15 +26,6 @@ def tiny_data(tmp_path_factory):
                           SyntheticSpec(n_train=48, n_val=16, min_clips=10, max_clips=20, n_concepts=4))
 
 
-@pytest.fixture
-def one_thread():
-    """The suite shares 2 cores with other jobs; one thread is faster than two fighting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _cfg(**kw):
     base = dict(epochs=2, batch_size=16, num_workers=0, eval_every=100, progress=False, model_config=TINY)
     base.update(kw)

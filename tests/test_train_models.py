@@ -29,13 +29,7 @@ VL_TINY = dict(hidden_dim=16, nheads=2, enc_layers=1, dec_layers=2, bicmf_layers
                contrastive_hdim=8)
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The suite shares 2 cores with other jobs; one thread is faster than two fighting."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _trainer(model: str, tmp_path, model_config: dict, **kw) -> Trainer:

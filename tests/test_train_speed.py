@@ -32,12 +32,7 @@ TINY = {"hidden_dim": 32, "nheads": 4, "enc_layers": 1, "dec_layers": 2, "dim_fe
 TRAINABLE = ("moment_detr", "qd_detr", "tr_detr", "cg_detr", "univtg", "cmdnet", "videolights", "sg_detr", "mesm")
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

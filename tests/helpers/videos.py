@@ -78,3 +78,19 @@ def write_broken(path: str | Path, kind: str, source: str | Path | None = None) 
     else:
         raise ValueError(f"unknown broken-file kind {kind!r}")
     return path
+
+
+def scaled_whole(frame: av.VideoFrame, width: int, height: int) -> np.ndarray:
+    """The whole frame through libavfilter's ``scale=W:H:flags=bicubic`` to rgb24 (the ffmpeg CLI's
+    scale), built here independently of the decoder under test."""
+    from fractions import Fraction
+
+    from av.filter import Graph
+
+    graph = Graph()
+    graph.link_nodes(graph.add_buffer(width=frame.width, height=frame.height, format=frame.format,
+                                      time_base=Fraction(1, 1000)),
+                     graph.add("scale", f"{width}:{height}:flags=bicubic"), graph.add("format", "rgb24"),
+                     graph.add("buffersink")).configure()
+    graph.push(frame)
+    return graph.pull().to_ndarray()

@@ -343,7 +343,7 @@ class RayExtractJob(ExtractJob):
         self._start_text_encoders = text_encoders
         self._inline = False  # decoding CPU time and memory are the tasks', as with local workers
         self.decode_ahead = max(1, int(decode_ahead))
-        self._in_flight: dict = {}  # result ref -> (stream, parts, encoder, actor index)
+        self._in_flight: dict = {}  # result ref -> (stream, parts, encoder, actor index, attempt)
         self._ray = None
         self._waited_once = False
 
@@ -444,10 +444,14 @@ class RayExtractJob(ExtractJob):
         enc: RemoteEncoder = st.encoder
         while min(enc.load.values()) >= BATCHES_PER_ACTOR:
             self._collect(block=True)
+        self._submit(name, live, enc, attempt=0)
+
+    def _submit(self, name: str, live: list, enc: RemoteEncoder, attempt: int) -> None:
+        """Send one batch to the least loaded actor of its stream."""
         index = min(enc.load, key=enc.load.get)
         enc.load[index] += 1
         ref = enc.actors[index].encode.remote([(p[2].ref, p[2].lo, p[2].hi) for p in live])
-        self._in_flight[ref] = (name, live, enc, index)
+        self._in_flight[ref] = (name, live, enc, index, attempt)
 
     def _collect(self, block: bool) -> None:
         """Apply finished batches (at least one when ``block``)."""
@@ -457,12 +461,18 @@ class RayExtractJob(ExtractJob):
         ready, _ = ray.wait(list(self._in_flight), num_returns=1 if block else len(self._in_flight),
                             timeout=None if block else 0, fetch_local=True)
         for ref in ready:
-            name, live, enc, index = self._in_flight.pop(ref)
+            name, live, enc, index, attempt = self._in_flight.pop(ref)
             enc.load[index] -= 1
             try:
                 status, value, seconds = ray.get(ref)
-            except ray.exceptions.RayError as err:  # Ray gave up on the actor or on the batch's frames
-                self._batch_failed(name, live, f"its Ray worker was lost: {_reason(err)}; re-run to redo it")
+            except ray.exceptions.RayError as err:  # the actor or the batch's frames were lost
+                # Ray's own actor-task retries do not cover every loss (an actor whose node just died is
+                # "temporarily unavailable"): the batch goes again, to a live or restarted actor, and its
+                # frames are rebuilt from their decoding task if they were lost with the node
+                if attempt < RETRIES:
+                    self._submit(name, live, enc, attempt + 1)
+                else:
+                    self._batch_failed(name, live, f"its Ray worker was lost: {_reason(err)}; re-run to redo it")
                 continue
             self.summary.encode_s += seconds
             if status == "ok":

@@ -513,11 +513,14 @@ def print_learning(results: list[dict]) -> None:
         row = []
         for side in ("authors", "ours"):
             vals = [by[(side, s)]["curve"][-1][k] for s in seeds if (side, s) in by]
+            if not vals:
+                continue
             row.append(f"{side} {np.mean(vals):6.2f} +- {np.std(vals):5.2f}")
         print(f"  {k:22s} " + "   ".join(row))
     for side in ("authors", "ours"):
         secs = [by[(side, s)]["seconds"] for s in seeds if (side, s) in by]
-        print(f"  {side:8s} wall time per run (training + evaluation): {np.mean(secs):7.1f} s")
+        if secs:
+            print(f"  {side:8s} wall time per run (training + evaluation): {np.mean(secs):7.1f} s")
 
 
 # ---- main ------------------------------------------------------------------------------------
@@ -548,6 +551,8 @@ def main(argv=None) -> int:
                    help="both sides in this process, with the same runtime settings (the code alone)")
     p.add_argument("--learn", action="store_true", help="learning curves of both sides")
     p.add_argument("--seeds", default="2018,2019,2020")
+    p.add_argument("--learn-sides", default="authors,ours", choices=("authors,ours", "authors", "ours"),
+                   help="--learn: which sides train (e.g. ours alone with other --ours-set options)")
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--data", default=None, help=argparse.SUPPRESS)        # children: data already made
     p.add_argument("--_memory", default=None, help=argparse.SUPPRESS)
@@ -636,7 +641,7 @@ def main(argv=None) -> int:
     if args.learn:
         results = []
         for seed in [int(s) for s in args.seeds.split(",")]:
-            for side in ("authors", "ours"):
+            for side in args.learn_sides.split(","):
                 results.append(_child(args, ["--_learn", side, "--_seed", str(seed), "--epochs", str(args.epochs),
                                              "--n-train", str(args.n_train)], envs[side]))
                 r = results[-1]

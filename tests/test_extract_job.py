@@ -100,6 +100,33 @@ def test_resume_skips_and_overwrite_recomputes(tmp_path, videos):
     assert summary.stored == 2 and [e.calls > 0 for e in extra.encoders] == [False, False, False, True]
 
 
+def test_an_audio_only_pass_records_the_stored_video_length(tmp_path, videos):
+    """A run that finds the video streams stored and only audio to do (a killed run resumed, an audio
+    encoder added later) stores the same ``duration`` as one run of all streams: the video's decoded
+    length, not the padded audio's."""
+    from mrhd.extract.audio import AudioChunks
+
+    srcs = _sources(videos["a"], videos["c"])
+    _job(tmp_path / "once").run_videos(srcs)
+    first = ExtractJob(_encoders()[:2], tmp_path / "resumed", num_workers=0, progress=False)
+    assert first.run_videos(srcs).stored == 2
+    resumed = _job(tmp_path / "resumed")
+    assert resumed.run_videos(srcs).stored == 2
+    assert [e.calls > 0 for e in resumed.encoders] == [False, False, True]   # the audio pass only
+    for v in ("a", "c"):
+        audio = AudioChunks(videos[v])
+        for _ in audio:
+            pass
+        video = VideoDecoder(videos[v], ["clip_frame"])
+        for _ in video:
+            pass
+        assert audio.seconds != pytest.approx(float(video.t_end), abs=1e-4)   # else the test shows nothing
+        for stream in ("clip", "slowfast", "pann"):
+            want = FeatureStore(store_path(tmp_path / "once", stream)).read_attrs(v)["duration"]
+            got = FeatureStore(store_path(tmp_path / "resumed", stream)).read_attrs(v)["duration"]
+            assert got == want == pytest.approx(float(video.t_end)), (v, stream)
+
+
 def test_encoder_failure_fails_its_videos_only(tmp_path, videos):
     class Broken(StatsEncoder):
         def encode(self, batch):

@@ -44,6 +44,7 @@ from mrhd.encoders.base import encode_clips
 from mrhd.errors import MrhdError
 from mrhd.extract import sampling
 from mrhd.extract.claims import Claim, holder_pid, try_claim
+from mrhd.extract.decode import VIDEO_KINDS
 from mrhd.extract.sources import Source
 from mrhd.extract.worker import DecodePool, StreamSpec, timed_messages
 from mrhd.features.store import FeatureStore, store_path
@@ -181,6 +182,7 @@ class _Video:
     skipped: set = field(default_factory=set)  # streams already stored before this run
     by_other: set = field(default_factory=set)  # streams another run stored meanwhile
     source_file: dict | None = None  # what the worker read (hash, size, path): recorded with the entry
+    video_duration: float | None = None  # the video track's decoded length, stored by an earlier run
     claims: list = field(default_factory=list)  # Claim per open stream while this run works on it
     ended: bool = False
 
@@ -333,12 +335,30 @@ class ExtractJob:
                     if verdict == "changed" and not any(w.path == str(src.path) for w in self.summary.warnings):
                         self.summary.warnings.append(Failure(str(src.path), None, why))
             if video.streams:
+                video.video_duration = self._stored_video_duration(video)
                 work.append(video)
             else:
                 self._count(video)
         for st in self._streams.values():
             st.store.close_reader()  # an open handle would keep other runs from merging
         return work
+
+    def _stored_video_duration(self, video: _Video) -> float | None:
+        """For a video whose open streams are all audio while a video stream is already stored (a
+        resumed run, or an encoder added later): the duration that stream recorded. A pass that
+        decodes no video can only measure the audio, which AAC pads past the last frame (4.017 s for
+        a 4.0-s file); a run that decodes both records the video's length for every stream, and so
+        must this one."""
+        if any(self._streams[n].encoder.input_kind in VIDEO_KINDS for n in video.streams):
+            return None   # the worker decodes the video and measures it
+        for name in sorted(video.skipped):
+            st = self._streams[name]
+            if st.encoder.input_kind in VIDEO_KINDS:
+                try:
+                    return float(st.store.entry_attrs(video.source.video_id)["duration"])
+                except (MrhdError, KeyError, OSError):
+                    continue
+        return None
 
     def _task(self, video: _Video, specs: dict[str, StreamSpec]) -> tuple:
         src = video.source
@@ -589,6 +609,8 @@ class ExtractJob:
             self._say(f"warning: {video.source.path}: {msg[2]}")
         elif kind == "done":
             _, _, name, n_clips, duration = msg
+            if video.video_duration is not None:   # an audio-only pass (see _stored_video_duration)
+                duration = video.video_duration
             video.expected[name] = (n_clips, duration)
             self._maybe_finish(vid, name)
         elif kind == "error":

@@ -56,6 +56,32 @@ def test_layout_and_root_attributes(tmp_path):
         reader.read("vid_b")
 
 
+def test_a_lock_released_before_it_is_looked_at_is_taken_again(tmp_path, monkeypatch):
+    """HDF5 refuses its lock while another process has the file open for a moment (a concurrent run's
+    short read); when that handle is gone by the time the writer looks, the writer tries again instead
+    of failing the run (test_two_concurrent_runs_share_the_list failed on it in a CI run)."""
+    path = store_path(tmp_path, "clip")
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("vid_a", np.ones((2, 4), np.float32), duration=4.0)
+    real, refused = h5py.File, []
+
+    def busy_once(name, mode="r", *args, **kwargs):
+        if mode == "a" and not refused:
+            refused.append(name)
+            raise BlockingIOError(11, "Unable to synchronously open file (unable to lock file, errno = 11, "
+                                      "error message = 'Resource temporarily unavailable')")
+        return real(name, mode, *args, **kwargs)
+
+    monkeypatch.setattr(h5py, "File", busy_once)
+    with FeatureStore(path, "a", _info()) as store:
+        store.write("vid_b", np.zeros((3, 4), np.float32), duration=6.0)
+    monkeypatch.undo()
+    assert refused == [path]
+    assert FeatureStore(path).video_ids() == ["vid_a", "vid_b"]
+    with h5py.File(path, "r") as f:   # merged into the main file, not left waiting in a part
+        assert "vid_b" in f
+
+
 def test_text_entries(tmp_path):
     path = store_path(tmp_path, "clip_text")
     info = _info(stream="clip_text")

@@ -401,12 +401,26 @@ class FeatureStore:
                 with h5py.File(self.path, "w") as f:
                     f.attrs.update(self._want)
 
+    def _open_append(self) -> tuple[h5py.File | None, OSError | None]:
+        """``h5py.File(path, "a")``, or why not. HDF5 fails to take its lock also when another
+        process's handle was open at that instant and is closed by the time we look (another run's
+        short read): that is tried again, for up to READ_WAIT_S."""
+        deadline = time.monotonic() + READ_WAIT_S
+        while True:
+            try:
+                return h5py.File(self.path, "a"), None
+            except BlockingIOError as err:  # the lock, not the content
+                if _held_open(self.path) or time.monotonic() >= deadline:
+                    return None, err
+                time.sleep(0.05)
+            except OSError as err:
+                return None, err
+
     def _open_main_for_write(self) -> h5py.File | None:
         """Open the main file for appending; rebuild it after an interrupted merge and salvage what can
         be read when it is damaged (the damaged file is kept beside it as ``*.corrupt-<time>``)."""
-        try:
-            f = h5py.File(self.path, "a")
-        except OSError as err:
+        f, err = self._open_append()
+        if f is None:
             if _held_open(self.path):
                 return None  # a reader (this or another process) has it open; parts wait for a later merge
             if not os.access(self.path, os.W_OK):

@@ -22,7 +22,14 @@ from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset
 from mrhd.training.buckets import LengthBucketSampler, item_lengths
 from mrhd.training.config import load_train_config, model_defaults
-from mrhd.training.fast_dropout import FastDropout, fast_dropout, use_fast_dropout
+from mrhd.training.fast_dropout import (
+    GRID,
+    FastDropout,
+    dropout_function,
+    fast_dropout,
+    keep_mask,
+    use_fast_dropout,
+)
 from mrhd.training.speed import default_workers, plan_speed
 from mrhd.training.synthetic import SyntheticSpec, make_synthetic
 from mrhd.training.trainer import Trainer
@@ -143,19 +150,65 @@ def test_padding_dependent_models_do_not_bucket_by_default():
 
 
 # ---- fast dropout ---------------------------------------------------------------------------------
-def test_fast_dropout_keeps_one_minus_p_and_scales_like_aten():
+def test_fast_dropout_keeps_one_minus_p_and_scales_to_the_same_expectation():
     torch.manual_seed(0)
-    n, p = 2_000_000, 0.1
-    y = fast_dropout(torch.ones(n), p)
-    kept = float((y > 0).double().mean())
-    assert abs(kept - (1 - p)) < 4 * (p * (1 - p) / n) ** 0.5
-    assert torch.equal(y.unique(), F.dropout(torch.ones(10_000), p, True).unique())   # 0 and 1 / (1 - p)
+    n = 2_000_000
+    for p in (0.1, 0.5):
+        y = fast_dropout(torch.ones(n), p)
+        kept = float((y > 0).double().mean())
+        assert abs(kept - (1 - p)) < 4 * (p * (1 - p) / n) ** 0.5, p
+        assert abs(float(y.double().mean()) - 1.0) < 4 * (p / (1 - p) / n) ** 0.5, p   # E[y] = x
+        scale = y.unique()[1].item()
+        # the kept value: 1 / the keep probability of the 2**-16 grid, within 1e-5 of ATen's 1 / (1 - p)
+        assert scale == pytest.approx(GRID / (GRID - round(p * GRID)), rel=1e-7)
+        assert scale == pytest.approx(F.dropout(torch.ones(10_000), p, True).max().item(), rel=1e-5)
     x = torch.randn(300, 7, requires_grad=True)
     out = fast_dropout(x, 0.5)
     out.backward(torch.ones_like(out))
     mask = (out.detach() != 0).float()
+    assert 0.4 < mask.mean() < 0.6
     assert torch.equal(x.grad, mask * 2.0) and torch.allclose(out.detach(), x.detach() * mask * 2.0)
     assert torch.equal(fast_dropout(x, 0.0), x) and not fast_dropout(x, 1.0).any()
+    assert not fast_dropout(x, 1 - 2 ** -18).any()   # a keep probability that rounds to 0 keeps nothing
+
+
+def test_fast_dropout_masks_follow_torch_seed_and_differ_between_calls():
+    x = torch.ones(5, 1001)   # an element count that is not a multiple of 4 (4 masks per 64-bit draw)
+    torch.manual_seed(7)
+    a, b = fast_dropout(x, 0.3), fast_dropout(x, 0.3)
+    torch.manual_seed(7)
+    assert torch.equal(fast_dropout(x, 0.3), a) and torch.equal(fast_dropout(x, 0.3), b)
+    assert not torch.equal(a, b)
+    torch.manual_seed(8)
+    assert not torch.equal(fast_dropout(x, 0.3), a)
+
+
+def test_fast_dropout_reaches_the_attention_weights_of_our_attention_only():
+    from mrhd.models.layers.attention import ProjectionFreeAttention
+
+    torch.manual_seed(0)
+    attn = ProjectionFreeAttention(16, 2, dropout=0.5)
+    mha = nn.MultiheadAttention(16, 2, dropout=0.5)
+    model = nn.ModuleList([attn, mha])
+    q = torch.randn(6, 3, 16)
+    attn.eval()
+    reference = attn(q, q, q)
+    assert use_fast_dropout(model) == 1
+    assert attn.drop_weights is dropout_function and not hasattr(mha, "drop_weights")
+    assert torch.equal(attn(q, q, q), reference)          # eval: no dropout
+    attn.train()
+    torch.manual_seed(3)
+    first = attn(q, q, q)
+    torch.manual_seed(3)
+    assert torch.equal(attn(q, q, q), first) and not torch.allclose(first, reference)
+    # the same forward with the weights dropped by hand with the mask the hook draws
+    torch.manual_seed(3)
+    weights, v = attn.masked_logits(q, q, q)
+    weights = torch.softmax(weights - weights.max(dim=-1, keepdim=True)[0], dim=-1)
+    torch.manual_seed(3)
+    dropped = weights * keep_mask(weights.shape, 0.5, weights.dtype)
+    by_hand = attn.out_proj(torch.bmm(dropped, v).transpose(0, 1).contiguous().view(6, 3, 16))
+    assert torch.equal(first, by_hand)
 
 
 def test_fast_dropout_swaps_modules_only_and_is_identity_in_eval():

@@ -57,7 +57,7 @@ class DummyAwareAttention(ProjectionFreeAttention):
         weights, v = self.masked_logits(query, key, value, key_padding_mask, attn_mask)  # bool attn_mask
         src_len = weights.size(-1)
         weights = F.softmax(weights, dim=-1)
-        dropped = F.dropout(weights, p=self.dropout, training=self.training)
+        dropped = self.drop_weights(weights, p=self.dropout, training=self.training)
         if dummy:
             out = torch.bmm(dropped[:, :, self.num_dummies:], v[:, self.num_dummies:])
         else:

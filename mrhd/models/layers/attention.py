@@ -27,6 +27,9 @@ class ProjectionFreeAttention(nn.Module):
         self.dropout = dropout
         self.out_proj = nn.Linear(self.vdim, self.vdim)
         nn.init.constant_(self.out_proj.bias, 0.0)
+        # how attention weights are dropped in training: ``F.dropout``; training may swap in a
+        # cheaper kernel of the same signature (mrhd.training.fast_dropout.use_fast_dropout)
+        self.drop_weights = F.dropout
 
     def masked_logits(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                       key_padding_mask: torch.Tensor | None = None,
@@ -62,6 +65,6 @@ class ProjectionFreeAttention(nn.Module):
         tgt_len, bsz, _ = query.shape
         weights, v = self.masked_logits(query, key, value, key_padding_mask, attn_mask)
         weights = torch.softmax(weights - weights.max(dim=-1, keepdim=True)[0], dim=-1)
-        weights = F.dropout(weights, p=self.dropout, training=self.training)
+        weights = self.drop_weights(weights, p=self.dropout, training=self.training)
         out = torch.bmm(weights, v).transpose(0, 1).contiguous().view(tgt_len, bsz, self.vdim)
         return self.out_proj(out)

@@ -21,8 +21,9 @@ the same numbers (video stored as float16, as ``mrhd extract`` stores it).
 
 Speed: each side is built in a child process of its own (official options, batch 32 unless
 --batch-size), so that each runs with the process settings it has for real: the authors' with
-libgomp's defaults, ours with the spin-wait ``mrhd train`` sets on CPU
-(mrhd.commands.train.OPENMP_SPIN_ROUNDS; GOMP_SPINCOUNT in the environment applies to both). The
+libgomp's defaults, ours with the spin-wait and the heap setting ``mrhd train`` makes on CPU
+(mrhd.commands.train.OPENMP_SPIN_ROUNDS, mrhd.heap; GOMP_SPINCOUNT or MALLOC_* in the environment
+apply to both). The
 two take single training steps in turns, the order flipping every pair, so that load drift on a
 shared machine cancels. --in-process builds both in this process instead, with the same runtime
 settings (ours): the difference of the code alone. Per step: data time (the next batch from the side's DataLoader), compute time
@@ -566,6 +567,11 @@ def main(argv=None) -> int:
         # this process (levers, --in-process) runs with the spin-wait of `mrhd train`; the children
         # get their side's environment from envs. Set before torch (libgomp) loads.
         os.environ.update({k: v for k, v in envs["ours"].items() if k == "GOMP_SPINCOUNT"})
+    child_side = args._stepper or args._memory or args._learn
+    if args.device.startswith("cpu") and child_side in (None, "ours"):
+        from mrhd.heap import keep_freed_memory
+
+        keep_freed_memory()   # the heap setting of `mrhd train` on a CPU (this process: levers, --in-process)
 
     import warnings
 
@@ -602,7 +608,7 @@ def main(argv=None) -> int:
             authors, ours = Remote("authors", args, envs["authors"]), Remote("ours", args, envs["ours"])
             spin = {k: e.get("GOMP_SPINCOUNT", "default") for k, e in envs.items()}
             print(f"each side in its own process; libgomp spin rounds: authors {spin['authors']}, "
-                  f"ours {spin['ours']}", flush=True)
+                  f"ours {spin['ours']}; ours keeps freed memory in glibc's heap (mrhd.heap)", flush=True)
         rows = alternate(authors, ours, args.pairs, args.warmup)
         authors.close()
         ours.close()

@@ -140,8 +140,11 @@ OPENMP_SPIN_ROUNDS = 1000
 
 def run(args: argparse.Namespace) -> int:
     from mrhd.extract.cpu_sharing import share_cores_with_decoders
+    from mrhd.heap import keep_freed_memory
 
     share_cores_with_decoders(args.device, OPENMP_SPIN_ROUNDS)   # before torch is first imported
+    if args.device.startswith("cpu"):
+        keep_freed_memory()
     from mrhd.pipeline.dataset_configs import load_dataset_config
     from mrhd.training.config import load_train_config
     from mrhd.training.trainer import Trainer, stored_train_config

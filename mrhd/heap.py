@@ -1,14 +1,10 @@
 """glibc's heap kept for reuse in long CPU runs that free and allocate the same large tensors.
 
-Why: a training step frees tens of tensors of 1-30 MB and allocates them again in the next step.
-glibc serves blocks above its mmap threshold with fresh ``mmap`` calls (returned with ``munmap``
-when freed) and trims the heap's top once it is 128 KB free, so every step faults its activations'
-pages in again. ``mrhd train`` on a CPU therefore raises both thresholds at start (allocations up
-to 32 MB come from the heap, and freed memory stays there): QD-DETR at batch 32 (2 threads, idle
-2-core CPU) went from ~6,000 to 180-980 minor page faults per step and from 1,187 / 1,234 ms to
-1,110 / 1,126 ms per step; CG-DETR from 2,130 / 2,061 to 2,086 / 1,998 ms (two runs each,
-docs/training-speed.md). Peak memory is unchanged: the heap is reused, not grown. Numbers are
-unchanged.
+Why: a training step frees tens of 1-30 MB tensors and allocates them again in the next step. glibc
+returns blocks above its mmap threshold to the kernel and trims the heap's top once 128 KB are free,
+so every step faults its activations' pages in again. ``mrhd train`` on a CPU raises both thresholds
+at start: allocations up to 32 MB come from the heap and freed memory stays there, for the same peak
+memory and unchanged numbers (figures in docs/training-speed.md).
 """
 
 from __future__ import annotations

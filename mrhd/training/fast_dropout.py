@@ -1,4 +1,4 @@
-"""Dropout whose mask costs a tenth of ATen's on CPU: the training default there.
+"""Dropout at about a seventh of ATen's cost on CPU: the training default there.
 
 Why: on CPU, ``F.dropout`` draws its mask with ``bernoulli_(1 - p)``, which (outside MKL on Intel
 processors) takes a double-precision Bernoulli sample per element from one serial Mersenne-Twister
@@ -7,8 +7,8 @@ stream; in DETR training at batch 32 that is about a quarter of a step. :func:`f
 each call from torch's global generator, so ``torch.manual_seed`` fixes the masks and a resumed run
 continues them), keeps the element where those bits are at least ``round(p * 2**16)`` and scales the
 kept ones by the inverse of the keep probability that threshold gives. For a QD-DETR feed-forward
-activation (76 x 32 x 1024) the whole dropout takes ~3.5 ms against ~26 ms for ATen's and ~13.5 ms
-for float32 uniforms from torch's generator (the previous default). The drop probability is ``p``
+activation the whole dropout takes about a seventh of ATen's time (figures in
+docs/training-speed.md). The drop probability is ``p``
 rounded to the 2**-16 grid (0.1 -> 0.100006; 0.5 exactly) and the output's expectation equals the
 input; the masks differ from ATen's, so training numbers change bit for bit
 (docs/training-speed.md), not in distribution.
@@ -20,6 +20,8 @@ state).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import torch
@@ -34,9 +36,7 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype) -> torch.Tensor:
     threshold = round(p * GRID)
     if threshold >= GRID:
         return torch.zeros(shape, dtype=dtype)
-    n = 1
-    for size in shape:
-        n *= size
+    n = math.prod(shape)
     seed = int(torch.randint(0, _SEED_HIGH, (), dtype=torch.int64))
     bits = np.random.SFC64(seed).random_raw(-(-n // 4)).view(np.uint16)[:n]
     keep = torch.from_numpy(bits >= threshold).view(shape)
@@ -63,9 +63,9 @@ class FastDropout(nn.Dropout):
     """``nn.Dropout`` with :func:`fast_dropout` on CPU tensors in training; ATen's kernel otherwise."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and not self.inplace and x.device.type == "cpu" and x.is_floating_point():
-            return fast_dropout(x, self.p)
-        return super().forward(x)
+        if self.inplace:
+            return super().forward(x)
+        return dropout_function(x, self.p, self.training)
 
 
 def use_fast_dropout(model: nn.Module) -> int:

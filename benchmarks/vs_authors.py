@@ -72,12 +72,15 @@ OFFICIAL_EXTRA = {
                 "--dummy_layers", "2", "--sent_layers", "1", "--max_v_l", "75", "--max_q_l", "32"],
 }
 # every option that changes numbers, off: the exact path spelled out, so that one can be turned on
-EXACT = {"optimizer": "loop", "fast_dropout": False, "bucket_by_length": False, "compile": False, "amp": False}
+EXACT = {"optimizer": "loop", "fast_dropout": False, "fast_prelu": False, "bucket_by_length": False, "compile": False,
+         "amp": False}
 REPORT = ("MR-full-mAP", "MR-full-R1@0.5", "MR-full-R1@0.7", "HL-min-VeryGood-Hit1")
 # our speed options, each measured alone against the exact path by --levers
 LEVERS = {
     "fused AdamW": {"optimizer": "fused"},
     "fast dropout": {"fast_dropout": True},
+    "fast PReLU": {"fast_prelu": True},
+    "autocast": {"amp": True},     # bfloat16 on CUDA and on CPUs with native bfloat16; else no change
     "length buckets": {"bucket_by_length": True},
     "torch.compile": {"compile": True},
 }
@@ -486,6 +489,19 @@ def ours_settings(args) -> dict:
     return out
 
 
+def our_plan(args) -> str:
+    """The speed options our side runs with (as its Trainer resolves them) and the CPU's kind."""
+    import torch
+
+    from mrhd.training.config import load_train_config
+    from mrhd.training.speed import cpu_has_native_bfloat16, plan_speed
+
+    cfg = load_train_config(args.model, batch_size=args.batch_size, device=args.device, **ours_settings(args))
+    cpu = (f"; CPU {torch.backends.cpu.get_cpu_capability()}, native bfloat16 "
+           f"{'yes' if cpu_has_native_bfloat16() else 'no'}") if args.device == "cpu" else ""
+    return plan_speed(cfg, torch.device(args.device)).describe() + cpu
+
+
 def make_side(side: str, args, data: dict, seed: int, epochs: int, settings: dict | None = None):
     if side == "authors":
         return Authors(args.authors_repo, args.model, data, args, seed, epochs)
@@ -609,6 +625,7 @@ def main(argv=None) -> int:
             spin = {k: e.get("GOMP_SPINCOUNT", "default") for k, e in envs.items()}
             print(f"each side in its own process; libgomp spin rounds: authors {spin['authors']}, "
                   f"ours {spin['ours']}; ours keeps freed memory in glibc's heap (mrhd.heap)", flush=True)
+            print(f"ours: {our_plan(args)}", flush=True)
         rows = alternate(authors, ours, args.pairs, args.warmup)
         authors.close()
         ours.close()

@@ -20,16 +20,20 @@ from mrhd.features.write import write_store
 from mrhd.models.registry import get_spec, make_config
 from mrhd.pipeline.collate import collate, prepare_batch
 from mrhd.pipeline.datasets import DatasetConfig, MomentDataset
+from mrhd.training import speed
 from mrhd.training.buckets import LengthBucketSampler, item_lengths
 from mrhd.training.config import load_train_config, model_defaults
 from mrhd.training.fast_dropout import (
     GRID,
     FastDropout,
+    FastDropoutMultiheadAttention,
     dropout_function,
     fast_dropout,
     keep_mask,
+    swap_batch_axis,
     use_fast_dropout,
 )
+from mrhd.training.fast_prelu import FastPReLU, use_fast_prelu
 from mrhd.training.speed import default_workers, plan_speed
 from mrhd.training.synthetic import SyntheticSpec, make_synthetic
 from mrhd.training.trainer import Trainer
@@ -183,7 +187,7 @@ def test_fast_dropout_masks_follow_torch_seed_and_differ_between_calls():
     assert not torch.equal(fast_dropout(x, 0.3), a)
 
 
-def test_fast_dropout_reaches_the_attention_weights_of_our_attention_only():
+def test_fast_dropout_reaches_the_attention_weights_of_our_attention():
     from mrhd.models.layers.attention import ProjectionFreeAttention
 
     torch.manual_seed(0)
@@ -193,8 +197,8 @@ def test_fast_dropout_reaches_the_attention_weights_of_our_attention_only():
     q = torch.randn(6, 3, 16)
     attn.eval()
     reference = attn(q, q, q)
-    assert use_fast_dropout(model) == 1
-    assert attn.drop_weights is dropout_function and not hasattr(mha, "drop_weights")
+    assert use_fast_dropout(model) == 2
+    assert attn.drop_weights is dropout_function and type(mha) is FastDropoutMultiheadAttention
     assert torch.equal(attn(q, q, q), reference)          # eval: no dropout
     attn.train()
     torch.manual_seed(3)
@@ -209,6 +213,180 @@ def test_fast_dropout_reaches_the_attention_weights_of_our_attention_only():
     dropped = weights * keep_mask(weights.shape, 0.5, weights.dtype)
     by_hand = attn.out_proj(torch.bmm(dropped, v).transpose(0, 1).contiguous().view(6, 3, 16))
     assert torch.equal(first, by_hand)
+
+
+def _attention_cases(batch_first: bool):
+    """(query, key, value, key_padding_mask, attn_mask) in each way our models call attention."""
+    torch.manual_seed(1)
+    tgt, src, b, d = 7, 9, 3, 16
+    x = torch.randn(tgt, b, d)
+    mem = torch.randn(src, b, d)
+    padding = torch.zeros(b, src, dtype=torch.bool)
+    padding[0, -3:] = True
+    blocked = torch.zeros(tgt, src, dtype=torch.bool)
+    blocked[:, 0] = True
+    cases = [(x, x, x, None, None),                                 # self-attention, one product
+             (x, mem, mem, padding, None),                          # key is value: two products
+             (x, mem + 1, mem, padding, blocked),                   # three products, both masks
+             (x, x + 1, x, None, torch.randn(tgt, tgt)),            # a float attention mask
+             (x, mem + 1, mem, padding.float() * -1e4, None)]       # a float padding mask
+    if batch_first:
+        cases = [swap_batch_axis(case[:3]) + case[3:] for case in cases]
+    return cases
+
+
+
+@pytest.mark.parametrize("batch_first", [False, True])
+def test_fast_dropout_attention_is_torchs_attention_with_our_dropout(batch_first):
+    """Without dropout the spelled-out path equals nn.MultiheadAttention's bit for bit (output and
+    weights, in each projection grouping and mask form); in training its weights are dropped with
+    the mask :func:`keep_mask` draws, and evaluation is torch's own forward."""
+    torch.manual_seed(0)
+    mha = nn.MultiheadAttention(16, 4, dropout=0.25, batch_first=batch_first)
+    state = {k: v.clone() for k, v in mha.state_dict().items()}
+    fast = nn.MultiheadAttention(16, 4, dropout=0.25, batch_first=batch_first)
+    fast.load_state_dict(state)
+    assert use_fast_dropout(fast) == 1 and type(fast) is FastDropoutMultiheadAttention
+    assert all(torch.equal(state[k], v) for k, v in fast.state_dict().items())
+    mha.eval()
+    for query, key, value, padding, blocked in _attention_cases(batch_first):
+        expected = mha(query, key, value, key_padding_mask=padding, attn_mask=blocked)
+        fast.eval()
+        assert all(torch.equal(a, b) for a, b in zip(fast(query, key, value, key_padding_mask=padding,
+                                                          attn_mask=blocked), expected))
+        fast.train()
+        fast.dropout = 0.0         # the spelled-out path itself, with dropout switched off
+        q, k, v = swap_batch_axis((query, key, value)) if batch_first else (query, key, value)
+        assert (q is k) == (query is key) and (k is v) == (key is value)
+        out, weights = fast.attend(q, k, v, padding, blocked, True)
+        assert torch.equal(out.transpose(0, 1) if batch_first else out, expected[0])
+        assert torch.equal(weights, expected[1])
+        fast.dropout = 1e-9        # the training forward itself, with a dropout that keeps everything
+        got = fast(query, key, value, key_padding_mask=padding, attn_mask=blocked)
+        assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+        fast.dropout = 0.25
+    # training: per-head weights dropped with keep_mask's mask, drawn after the same seed
+    query, key, value, padding, blocked = _attention_cases(False)[1]
+    plain = nn.MultiheadAttention(16, 4, dropout=0.25)
+    plain.load_state_dict(state)
+    use_fast_dropout(plain)
+    plain.train()
+    torch.manual_seed(5)
+    out, per_head = plain(query, key, value, key_padding_mask=padding, average_attn_weights=False)
+    plain.dropout = 0.0
+    _, undropped = plain.attend(query, key, value, padding, None, False)
+    torch.manual_seed(5)
+    mask = keep_mask(undropped.reshape(-1, *undropped.shape[2:]).shape, 0.25, undropped.dtype)
+    assert torch.equal(per_head, (undropped.reshape(mask.shape) * mask).view_as(per_head))
+    assert 0.6 < float((per_head[:, :, :, :6] > 0).float().mean()) < 0.9   # ~1 - p of the unpadded keys kept
+    out.sum().backward()
+    assert plain.in_proj_weight.grad is not None and plain.out_proj.weight.grad is not None
+
+
+def test_fast_dropout_leaves_attention_it_cannot_spell_out_alone():
+    odd = nn.ModuleList([nn.MultiheadAttention(16, 2, dropout=0.1, kdim=8, vdim=8),
+                         nn.MultiheadAttention(16, 2, dropout=0.1, add_bias_kv=True),
+                         nn.MultiheadAttention(16, 2, dropout=0.1, add_zero_attn=True)])
+    assert use_fast_dropout(odd) == 0
+    assert all(type(m) is nn.MultiheadAttention for m in odd)
+
+
+# ---- fast PReLU -----------------------------------------------------------------------------------
+@pytest.mark.parametrize("autocast", [False, True])
+def test_fast_prelu_equals_atens_forward_and_input_gradient(autocast):
+    """Forward and input gradient bit for bit ATen's (float32, and bfloat16 under CPU autocast); the
+    slope's gradient sums the same products in another order: within float32 rounding of a float64
+    reference sum, which ATen's bfloat16 result is not."""
+    torch.manual_seed(0)
+    x = torch.randn(40, 8, 64)
+    x[0, 0, :4] = 0.0                                    # the kink: x == 0 takes the slope's side
+    grad = torch.randn(40, 8, 64, dtype=torch.bfloat16 if autocast else torch.float32)
+    got = {}
+    for fast in (False, True):
+        act = nn.PReLU()
+        with torch.no_grad():
+            act.weight.fill_(0.2431)
+        if fast:
+            assert use_fast_prelu(act) == 1 and type(act) is FastPReLU
+        leaf = x.clone().requires_grad_()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+            y = act(leaf)
+        y.backward(grad)
+        got[fast] = (y.detach(), leaf.grad, act.weight.grad)
+    (y0, gx0, gw0), (y1, gx1, gw1) = got[False], got[True]
+    assert y1.dtype == y0.dtype and torch.equal(y1, y0)
+    assert gx1.dtype == gx0.dtype and torch.equal(gx1, gx0)
+    xs = x.to(torch.bfloat16).double() if autocast else x.double()
+    reference = float((xs.clamp(max=0) * grad.double()).sum())
+    assert gw1.dtype == torch.float32 and gw1.item() == pytest.approx(reference, rel=1e-4)
+    assert gw0.item() == pytest.approx(reference, rel=1e-2)
+
+
+def test_fast_prelu_swaps_one_slope_modules_only_and_keeps_eval_and_state():
+    model = nn.Sequential(nn.Linear(4, 4), nn.PReLU(), nn.PReLU(num_parameters=4), nn.ReLU())
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    assert use_fast_prelu(model) == 1
+    assert type(model[1]) is FastPReLU and type(model[2]) is nn.PReLU
+    assert model.state_dict().keys() == state.keys()
+    assert all(torch.equal(state[k], v) for k, v in model.state_dict().items())
+    x = torch.randn(5, 4)
+    model.eval()
+    assert torch.equal(model[1](x), F.prelu(x, model[1].weight))
+    with torch.no_grad():
+        model.train()
+        assert torch.equal(model[1](x), F.prelu(x, model[1].weight))
+
+
+# ---- bfloat16 autocast on CPU ---------------------------------------------------------------------
+def test_native_bfloat16_detection_agrees_with_the_cpu_flags():
+    try:
+        flags = next(ln for ln in open("/proc/cpuinfo") if ln.startswith("flags")).split()
+    except (OSError, StopIteration):
+        pytest.skip("no /proc/cpuinfo flags line on this machine")
+    assert speed.cpu_has_native_bfloat16() == bool({"avx512_bf16", "amx_bf16"} & set(flags))
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_cpu_autocast_follows_native_bfloat16(native, monkeypatch):
+    monkeypatch.setattr(speed, "cpu_has_native_bfloat16", lambda: native)
+    cpu = torch.device("cpu")
+    assert plan_speed(load_train_config("qd_detr"), cpu).amp_dtype is (torch.bfloat16 if native else None)
+    assert plan_speed(load_train_config("qd_detr", amp=False), cpu).amp_dtype is None
+    assert plan_speed(load_train_config("qd_detr", exact=True), cpu).amp_dtype is None
+
+
+def test_cpu_autocast_step_keeps_float32_weights_and_learns(data, tmp_path, monkeypatch):
+    """bfloat16 autocast on CPU (forced on, as on a CPU with native bfloat16): products in bfloat16,
+    weights, gradients and losses in float32, and a few steps on one batch lower its loss."""
+    monkeypatch.setattr(speed, "cpu_has_native_bfloat16", lambda: True)
+    tiny = {k: v for k, v in TINY.items() if k != "t2v_layers"}
+    tr = _trainer("qd_detr", data, tmp_path / "run", lr=1e-3, model_config={**tiny, "dropout": 0.0})
+    assert tr.amp_dtype is torch.bfloat16
+    assert any(isinstance(m, FastPReLU) for m in tr.model.modules())
+    batched = next(tr.epoch_batches())
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        linear = next(m for m in tr.model.modules() if isinstance(m, nn.Linear))
+        assert linear(torch.randn(2, linear.in_features)).dtype == torch.bfloat16
+    losses = [float(tr.train_step(batched)) for _ in range(8)]
+    assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+    assert all(p.dtype == torch.float32 and (p.grad is None or p.grad.dtype == torch.float32)
+               for p in tr.model.parameters())
+
+
+@pytest.mark.parametrize("model", TRAINABLE)
+def test_every_model_trains_under_cpu_autocast(model, tmp_path, monkeypatch):
+    """Each model's forward, loss and backward run under bfloat16 autocast (as on a CPU with native
+    bfloat16) on features of its own profile, with a finite loss and float32 gradients."""
+    monkeypatch.setattr(speed, "cpu_has_native_bfloat16", lambda: True)
+    own = make_synthetic(tmp_path / "data", load_profile(get_spec(model).default_profile),
+                         SyntheticSpec(n_train=16, n_val=4, min_clips=8, max_clips=20, n_concepts=3))
+    torch.manual_seed(0)
+    tr = _trainer(model, own, tmp_path / "run")
+    assert tr.amp_dtype is torch.bfloat16
+    loss = float(tr.train_step(next(tr.epoch_batches())))
+    assert np.isfinite(loss)
+    grads = [p.grad for p in tr.model.parameters() if p.grad is not None]
+    assert grads and all(g.dtype == torch.float32 and torch.isfinite(g).all() for g in grads)
 
 
 def test_fast_dropout_swaps_modules_only_and_is_identity_in_eval():
@@ -226,12 +404,12 @@ def test_fast_dropout_swaps_modules_only_and_is_identity_in_eval():
 def test_speed_plan_defaults_and_the_exact_path():
     cpu = torch.device("cpu")
     fast = plan_speed(load_train_config("qd_detr"), cpu)
-    assert (fast.optimizer, fast.fast_dropout, fast.bucket_by_length, fast.compile, fast.amp_dtype) == \
-        ("fused", True, True, False, None)
+    assert (fast.optimizer, fast.fast_dropout, fast.fast_prelu, fast.bucket_by_length, fast.compile) == \
+        ("fused", True, True, True, False)
     assert fast.num_workers == default_workers(cpu) == 0 and fast.cache_features and fast.check_every == 1
     exact = plan_speed(load_train_config("qd_detr", exact=True), cpu)
-    assert (exact.optimizer, exact.fast_dropout, exact.bucket_by_length, exact.compile, exact.amp_dtype) == \
-        ("loop", False, False, False, None)
+    assert (exact.optimizer, exact.fast_dropout, exact.fast_prelu, exact.bucket_by_length, exact.compile,
+            exact.amp_dtype) == ("loop", False, False, False, False, None)
     assert not plan_speed(load_train_config("cg_detr"), cpu).bucket_by_length
     assert not plan_speed(load_train_config("qd_detr", num_workers=2), cpu).cache_features
     with pytest.raises(MrhdError, match="optimizer kernel"):
@@ -268,7 +446,7 @@ def test_exact_path_steps_as_the_official_loop(data, tmp_path):
 def test_fused_adamw_follows_the_official_update(data, tmp_path):
     """Same update rule as the loop kernel; only the last bits of rounding differ."""
     loop = _trainer("moment_detr", data, tmp_path / "a", exact=True)
-    fused = _trainer("moment_detr", data, tmp_path / "b", optimizer="fused", fast_dropout=False)
+    fused = _trainer("moment_detr", data, tmp_path / "b", optimizer="fused", fast_dropout=False, amp=False)
     fused.model.load_state_dict(loop.model.state_dict())
     batches = [next(loop.epoch_batches()) for _ in range(1)] * 3
     for b in batches:

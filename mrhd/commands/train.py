@@ -78,10 +78,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-workers", type=int, default=None, metavar="N",
                    help="DataLoader workers (default: what fits the machine; 0 on CPU, official 4)")
     p.add_argument("--eval-every", type=int, default=None, metavar="N", help=f"evaluate every N epochs and after the last ({_default('eval_every')})")
-    p.add_argument("--no-amp", action="store_true", help="no mixed precision on CUDA")
+    p.add_argument("--no-amp", action="store_true",
+                   help="no mixed precision (default: bfloat16 autocast on CUDA and on CPUs with native bfloat16)")
     p.add_argument("--exact", action="store_true",
                    help="the eager path equal to the authors' code bit for bit: no fused AdamW, fast dropout, "
-                        "length buckets, compile or autocast (docs/training-speed.md)")
+                        "fast PReLU, length buckets, compile or autocast (docs/training-speed.md)")
     p.add_argument("--compile", action="store_true", help="torch.compile the model (slow to start)")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a model config field or a training option, e.g. --set hidden_dim=128 "

@@ -54,8 +54,8 @@ class TrainConfig:
     best_metric: str = "MR-full-mAP"    # official model selection; "A+B": the mean of brief keys A, B
     dataset: str | None = None          # configs/datasets name; None: QVHighlights metrics, as before
     device: str = "cpu"
-    amp: bool = True                    # mixed precision on CUDA only: bfloat16 where supported, else
-                                        # float16 + GradScaler
+    amp: bool = True                    # mixed precision: CUDA bfloat16 where supported, else float16 +
+                                        # GradScaler; CPU bfloat16 where the cores have it (speed.py)
     model_config: dict = field(default_factory=dict)   # overrides of the model's config fields
     clip_len: float | None = None       # seconds per feature row; None: the stores' clip_len (a value must agree)
     max_windows: int = 5
@@ -65,6 +65,7 @@ class TrainConfig:
     exact: bool = False
     optimizer: str = "fused"            # AdamW kernel: fused | foreach | loop (official, bit-exact)
     fast_dropout: bool = True           # CPU: cheaper dropout masks (mrhd.training.fast_dropout)
+    fast_prelu: bool = True             # CPU: cheaper PReLU backward (mrhd.training.fast_prelu)
     bucket_by_length: bool = False      # batches of similar lengths (mrhd.training.buckets): on in the
                                         # configs of models whose losses do not depend on padding
     compile: bool = False               # torch.compile the model (mrhd.training.speed)

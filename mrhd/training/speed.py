@@ -3,7 +3,8 @@
 The options and their defaults are explained in docs/training-speed.md. In short: what cannot change
 a number (features kept in RAM, fewer host syncs, DataLoader workers sized to the machine) is always
 on; what changes numbers bit for bit but not what is learned (fused AdamW, cheaper dropout masks on
-CPU, length-bucketed batches, bfloat16 autocast on CUDA) is on by default and off with
+CPU and a cheaper PReLU backward there, length-bucketed batches, bfloat16 autocast on CUDA and on CPUs
+with native bfloat16) is on by default and off with
 ``exact=True`` (``mrhd train --exact``), the eager path equal to the authors' code; ``torch.compile``
 is opt-in (``compile=True``): on CPU it took minutes to compile for a small gain.
 """
@@ -25,16 +26,18 @@ OPTIMIZERS = ("fused", "foreach", "loop")
 class SpeedPlan:
     optimizer: str                    # AdamW kernel: fused | foreach | loop
     fast_dropout: bool                # mrhd.training.fast_dropout on CPU
+    fast_prelu: bool                  # mrhd.training.fast_prelu on CPU
     bucket_by_length: bool            # mrhd.training.buckets
     compile: bool
-    amp_dtype: torch.dtype | None     # autocast dtype on CUDA (None: float32)
+    amp_dtype: torch.dtype | None     # autocast dtype (None: float32)
     num_workers: int
     cache_features: bool              # features kept in RAM by the main process
     check_every: int                  # steps between host syncs for the loss (CPU: every step, free)
 
     def describe(self) -> str:
         on = [f"AdamW {self.optimizer}", f"{self.num_workers} loader workers"]
-        on += [name for name, flag in (("fast dropout", self.fast_dropout), ("length buckets", self.bucket_by_length),
+        on += [name for name, flag in (("fast dropout", self.fast_dropout), ("fast PReLU", self.fast_prelu),
+                                       ("length buckets", self.bucket_by_length),
                                        ("torch.compile", self.compile), ("features in RAM", self.cache_features))
                if flag]
         if self.amp_dtype is not None:
@@ -52,9 +55,20 @@ def default_workers(device: torch.device) -> int:
     return max(1, min(8, cores // 2))
 
 
+def cpu_has_native_bfloat16() -> bool:
+    """AVX512-BF16 or AMX: bfloat16 products at ~3x float32's rate (docs/training-speed.md). Without
+    them oneDNN emulates bfloat16 and autocast would be slower than float32."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
 def amp_dtype(device: torch.device, enabled: bool) -> torch.dtype | None:
-    """bfloat16 where the GPU supports it (no loss scaling needed), else float16; None on CPU."""
-    if not enabled or device.type != "cuda":
+    """CUDA: bfloat16 where the GPU supports it (no loss scaling needed), else float16. CPU: bfloat16
+    where the cores compute it natively, else None (float32)."""
+    if not enabled:
+        return None
+    if device.type == "cpu":
+        return torch.bfloat16 if cpu_has_native_bfloat16() else None
+    if device.type != "cuda":
         return None
     return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
@@ -69,6 +83,7 @@ def plan_speed(cfg: TrainConfig, device: torch.device) -> SpeedPlan:
     return SpeedPlan(
         optimizer="loop" if exact else cfg.optimizer,
         fast_dropout=not exact and bool(cfg.fast_dropout) and device.type == "cpu",
+        fast_prelu=not exact and bool(cfg.fast_prelu) and device.type == "cpu",
         bucket_by_length=not exact and bool(cfg.bucket_by_length),
         compile=not exact and bool(cfg.compile),
         amp_dtype=None if exact else amp_dtype(device, cfg.amp),

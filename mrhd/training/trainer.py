@@ -58,6 +58,7 @@ from mrhd.pipeline.datasets import DatasetConfig, MomentDataset, meta_inputs
 from mrhd.training.buckets import LengthBucketSampler, item_lengths
 from mrhd.training.config import TrainConfig, load_recipe, model_defaults
 from mrhd.training.fast_dropout import use_fast_dropout
+from mrhd.training.fast_prelu import use_fast_prelu
 from mrhd.training.optim import build_optimizer, build_scheduler
 from mrhd.training.speed import plan_speed
 from mrhd.training.validation import (
@@ -170,6 +171,8 @@ class Trainer:
         self.model = self.spec.build(self.model_cfg).to(self.device)
         if self.speed.fast_dropout:
             use_fast_dropout(self.model)
+        if self.speed.fast_prelu:
+            use_fast_prelu(self.model)
         self.criterion = self.spec.build_criterion(self.model_cfg).to(self.device)
         self.optimizer = build_optimizer(self.model, cfg, self.speed.optimizer)
         self.scheduler = build_scheduler(self.optimizer, cfg)
@@ -275,7 +278,7 @@ class Trainer:
         targets = dict(targets or {})
         targets.setdefault("src_txt_mask", inputs["src_txt_mask"])   # TR-DETR's alignment losses
         targets.setdefault("src_vid_mask", inputs["src_vid_mask"])
-        with torch.autocast(device_type="cuda", dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+        with torch.autocast(device_type=self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
             outputs = self.forward(**forward_kwargs(self.model, inputs, targets))
         loss_dict = self.criterion(to_float32(outputs), targets)
         weights = self.criterion.weight_dict

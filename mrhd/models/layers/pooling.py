@@ -25,5 +25,5 @@ class WeightedPool(nn.Module):
         self.weight = nn.Parameter(nn.init.xavier_uniform_(torch.empty(dim, 1)))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        alpha = mask_logits(torch.tensordot(x, self.weight, dims=1), mask.unsqueeze(2))  # (B, L, 1)
+        alpha = mask_logits(torch.matmul(x, self.weight), mask.unsqueeze(2))  # (B, L, 1); autocast casts both
         return torch.matmul(x.transpose(1, 2), torch.softmax(alpha, dim=1)).squeeze(2)

@@ -73,14 +73,14 @@ OFFICIAL_EXTRA = {
 }
 # every option that changes numbers, off: the exact path spelled out, so that one can be turned on
 EXACT = {"optimizer": "loop", "fast_dropout": False, "fast_prelu": False, "bucket_by_length": False, "compile": False,
-         "amp": False}
+         "amp": False, "cpu_amp": False}
 REPORT = ("MR-full-mAP", "MR-full-R1@0.5", "MR-full-R1@0.7", "HL-min-VeryGood-Hit1")
 # our speed options, each measured alone against the exact path by --levers
 LEVERS = {
     "fused AdamW": {"optimizer": "fused"},
     "fast dropout": {"fast_dropout": True},
     "fast PReLU": {"fast_prelu": True},
-    "autocast": {"amp": True},     # bfloat16 on CUDA and on CPUs with native bfloat16; else no change
+    "autocast": {"amp": True, "cpu_amp": True},   # bfloat16 on CUDA and on CPUs with native bfloat16
     "length buckets": {"bucket_by_length": True},
     "torch.compile": {"compile": True},
 }

@@ -350,7 +350,8 @@ def test_native_bfloat16_detection_agrees_with_the_cpu_flags():
 def test_cpu_autocast_follows_native_bfloat16(native, monkeypatch):
     monkeypatch.setattr(speed, "cpu_has_native_bfloat16", lambda: native)
     cpu = torch.device("cpu")
-    assert plan_speed(load_train_config("qd_detr"), cpu).amp_dtype is (torch.bfloat16 if native else None)
+    assert plan_speed(load_train_config("qd_detr"), cpu).amp_dtype is None          # opt-in on CPU
+    assert plan_speed(load_train_config("qd_detr", cpu_amp=True), cpu).amp_dtype is (torch.bfloat16 if native else None)
     assert plan_speed(load_train_config("qd_detr", amp=False), cpu).amp_dtype is None
     assert plan_speed(load_train_config("qd_detr", exact=True), cpu).amp_dtype is None
 
@@ -360,7 +361,7 @@ def test_cpu_autocast_step_keeps_float32_weights_and_learns(data, tmp_path, monk
     weights, gradients and losses in float32, and a few steps on one batch lower its loss."""
     monkeypatch.setattr(speed, "cpu_has_native_bfloat16", lambda: True)
     tiny = {k: v for k, v in TINY.items() if k != "t2v_layers"}
-    tr = _trainer("qd_detr", data, tmp_path / "run", lr=1e-3, model_config={**tiny, "dropout": 0.0})
+    tr = _trainer("qd_detr", data, tmp_path / "run", lr=1e-3, cpu_amp=True, model_config={**tiny, "dropout": 0.0})
     assert tr.amp_dtype is torch.bfloat16
     assert any(isinstance(m, FastPReLU) for m in tr.model.modules())
     batched = next(tr.epoch_batches())
@@ -381,7 +382,7 @@ def test_every_model_trains_under_cpu_autocast(model, tmp_path, monkeypatch):
     own = make_synthetic(tmp_path / "data", load_profile(get_spec(model).default_profile),
                          SyntheticSpec(n_train=16, n_val=4, min_clips=8, max_clips=20, n_concepts=3))
     torch.manual_seed(0)
-    tr = _trainer(model, own, tmp_path / "run")
+    tr = _trainer(model, own, tmp_path / "run", cpu_amp=True)
     assert tr.amp_dtype is torch.bfloat16
     loss = float(tr.train_step(next(tr.epoch_batches())))
     assert np.isfinite(loss)

@@ -55,7 +55,9 @@ class TrainConfig:
     dataset: str | None = None          # configs/datasets name; None: QVHighlights metrics, as before
     device: str = "cpu"
     amp: bool = True                    # mixed precision: CUDA bfloat16 where supported, else float16 +
-                                        # GradScaler; CPU bfloat16 where the cores have it (speed.py)
+                                        # GradScaler; on CPU only with cpu_amp
+    cpu_amp: bool = False               # CPU bfloat16 autocast where the cores have it (speed.py); opt-in:
+                                        # validation HIT@1 fell with it (docs/training-speed.md)
     model_config: dict = field(default_factory=dict)   # overrides of the model's config fields
     clip_len: float | None = None       # seconds per feature row; None: the stores' clip_len (a value must agree)
     max_windows: int = 5

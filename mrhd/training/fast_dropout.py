@@ -109,7 +109,7 @@ class FastDropoutMultiheadAttention(nn.MultiheadAttention):
         if padding is not None:
             padding = padding.view(bsz, 1, 1, src_len).expand(-1, heads, -1, -1).reshape(bsz * heads, 1, src_len)
             bias = padding if bias is None else bias + padding
-        q = q * (1.0 / head_dim) ** 0.5
+        q = q * math.sqrt(1.0 / head_dim)
         scores = torch.bmm(q, k.transpose(1, 2)) if bias is None else torch.baddbmm(bias, q, k.transpose(1, 2))
         weights = fast_dropout(scores.softmax(dim=-1), self.dropout)
         out = torch.bmm(weights, v).transpose(0, 1).reshape(tgt_len * bsz, self.embed_dim)

@@ -86,7 +86,7 @@ def plan_speed(cfg: TrainConfig, device: torch.device) -> SpeedPlan:
         fast_prelu=not exact and bool(cfg.fast_prelu) and device.type == "cpu",
         bucket_by_length=not exact and bool(cfg.bucket_by_length),
         compile=not exact and bool(cfg.compile),
-        amp_dtype=None if exact else amp_dtype(device, cfg.amp),
+        amp_dtype=None if exact else amp_dtype(device, cfg.cpu_amp if device.type == "cpu" else cfg.amp),
         num_workers=workers,
         cache_features=bool(cfg.cache_features) and workers == 0,
         check_every=1 if device.type == "cpu" else 25,

@@ -44,8 +44,8 @@ def predict_loader(spec, model, model_cfg, loader, device, amp_dtype=None) -> li
     lines: list[dict] = []
     for metas, batched in loader:
         inputs, _ = prepare_batch(batched, device)
-        with torch.autocast(device_type=torch.device(device).type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            outputs = model(**forward_kwargs(model, inputs))
+        # float32 whatever the training autocast: bfloat16 scores tie and change the ranking metrics
+        outputs = model(**forward_kwargs(model, inputs))
         outputs = to_float32(outputs)
         lines.extend(predict_lines(spec, model_cfg, outputs, inputs["src_vid_mask"], metas))
     return lines

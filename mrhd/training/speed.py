@@ -3,10 +3,10 @@
 The options and their defaults are explained in docs/training-speed.md. In short: what cannot change
 a number (features kept in RAM, fewer host syncs, DataLoader workers sized to the machine) is always
 on; what changes numbers bit for bit but not what is learned (fused AdamW, cheaper dropout masks on
-CPU and a cheaper PReLU backward there, length-bucketed batches, bfloat16 autocast on CUDA and on CPUs
-with native bfloat16) is on by default and off with
-``exact=True`` (``mrhd train --exact``), the eager path equal to the authors' code; ``torch.compile``
-is opt-in (``compile=True``): on CPU it took minutes to compile for a small gain.
+CPU and a cheaper PReLU backward there, length-bucketed batches, bfloat16 autocast on CUDA) is on by
+default and off with ``exact=True`` (``mrhd train --exact``), the eager path equal to the authors'
+code. Opt-in: ``torch.compile`` (``compile=True``; on CPU it took minutes to compile for a small
+gain) and bfloat16 autocast on CPUs with native bfloat16 (``cpu_amp=True``; see the docs).
 """
 
 from __future__ import annotations

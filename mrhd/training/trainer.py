@@ -348,8 +348,7 @@ class Trainer:
         often one evaluates never changes the training run."""
         state = rng_state()
         try:
-            lines = predict_loader(self.spec, self.model, self.model_cfg, self.val_loader, self.device,
-                                   self.amp_dtype)
+            lines = predict_loader(self.spec, self.model, self.model_cfg, self.val_loader, self.device)
         finally:
             set_rng_state(state)
         return evaluate_lines(lines, self.val_set.data, self.family), lines

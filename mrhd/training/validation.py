@@ -39,14 +39,14 @@ def predict_lines(spec, model_cfg, outputs: dict, src_vid_mask: torch.Tensor, me
 
 
 @torch.no_grad()
-def predict_loader(spec, model, model_cfg, loader, device, amp_dtype=None) -> list[dict]:
+def predict_loader(spec, model, model_cfg, loader, device) -> list[dict]:
+    """Prediction lines of a loader, in float32 whatever the training autocast: bfloat16 saliency
+    scores tie and change the ranking metrics."""
     model.eval()
     lines: list[dict] = []
     for metas, batched in loader:
         inputs, _ = prepare_batch(batched, device)
-        # float32 whatever the training autocast: bfloat16 scores tie and change the ranking metrics
         outputs = model(**forward_kwargs(model, inputs))
-        outputs = to_float32(outputs)
         lines.extend(predict_lines(spec, model_cfg, outputs, inputs["src_vid_mask"], metas))
     return lines
 

@@ -186,6 +186,43 @@ def test_upload_is_hashed_once_and_two_jobs_share_one_extraction(served, media, 
     assert jobs[0]["results"][0]["prediction"]["vid"] == "fresh clip"
 
 
+def test_extraction_progress_is_reported_while_it_runs(served, tmp_path, monkeypatch):
+    """The job shows how many clips are done; the extraction is held at its third clip until the API said so."""
+    import threading
+
+    client, service = served
+    reached, release = threading.Event(), threading.Event()
+    real = service.predictor.encode_video
+
+    def held_encode(path, vid=None, progress=None):
+        def report(done, total):
+            progress(done, total)
+            if done == 3:
+                reached.set()
+                assert release.wait(60), "the test never released the extraction"
+        return real(path, vid=vid, progress=report)
+
+    monkeypatch.setattr(service.predictor, "encode_video", held_encode)
+    fresh = write_video(tmp_path / "progress.mp4", duration=13.0, fps=10, audio=False)   # 7 clips
+    status, video = client.upload(fresh)
+    assert status == 201
+    status, job = client.json("POST", "/api/jobs", {"video": video["id"], "queries": ["a bar"]})
+    assert status == 202 and reached.wait(60)
+    try:
+        status, job = client.json("GET", f"/api/jobs/{job['id']}")
+        assert status == 200 and job["state"] == "extracting"
+        assert job["message"] == "extracting features: 3 of 7 clips" and job["progress"] == {"done": 3, "total": 7}
+    finally:
+        release.set()
+    deadline = time.monotonic() + 120
+    while job["state"] not in ("done", "error"):
+        assert time.monotonic() < deadline, job
+        time.sleep(0.05)
+        job = client.json("GET", f"/api/jobs/{job['id']}")[1]
+    assert job["state"] == "done" and job["progress"] == {"done": 7, "total": 7}
+    assert job["message"] == "1 query done" and job["features"] == "extracted"
+
+
 @pytest.mark.parametrize("kind", ["text", "garbage", "empty", "truncated"])
 def test_upload_of_a_non_video_is_refused_and_deleted(served, media, kind, tmp_path):
     client, service = served

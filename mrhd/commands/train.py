@@ -79,7 +79,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="DataLoader workers (default: what fits the machine; 0 on CPU, official 4)")
     p.add_argument("--eval-every", type=int, default=None, metavar="N", help=f"evaluate every N epochs and after the last ({_default('eval_every')})")
     p.add_argument("--no-amp", action="store_true",
-                   help="no mixed precision on CUDA (CPU bfloat16 autocast is opt-in: --set cpu_amp=true)")
+                   help="no mixed precision: float32 products on CUDA, and on CPUs with native bfloat16")
     p.add_argument("--exact", action="store_true",
                    help="the eager path equal to the authors' code bit for bit: no fused AdamW, fast dropout, "
                         "fast PReLU, length buckets, compile or autocast (docs/training-speed.md)")

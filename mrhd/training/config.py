@@ -55,9 +55,10 @@ class TrainConfig:
     dataset: str | None = None          # configs/datasets name; None: QVHighlights metrics, as before
     device: str = "cpu"
     amp: bool = True                    # mixed precision: CUDA bfloat16 where supported, else float16 +
-                                        # GradScaler; on CPU only with cpu_amp
-    cpu_amp: bool = False               # CPU bfloat16 autocast where the cores have it (speed.py); opt-in:
-                                        # validation HIT@1 fell with it (docs/training-speed.md)
+                                        # GradScaler; CPU see cpu_amp; False: float32 everywhere
+    cpu_amp: bool = False               # with amp, CPU bfloat16 autocast, only where the cores compute
+                                        # bfloat16 natively (speed.py); per model where 3-seed runs
+                                        # learned as in float32 (docs/training-speed.md)
     model_config: dict = field(default_factory=dict)   # overrides of the model's config fields
     clip_len: float | None = None       # seconds per feature row; None: the stores' clip_len (a value must agree)
     max_windows: int = 5

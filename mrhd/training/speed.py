@@ -3,10 +3,10 @@
 The options and their defaults are explained in docs/training-speed.md. In short: what cannot change
 a number (features kept in RAM, fewer host syncs, DataLoader workers sized to the machine) is always
 on; what changes numbers bit for bit but not what is learned (fused AdamW, cheaper dropout masks on
-CPU and a cheaper PReLU backward there, length-bucketed batches, bfloat16 autocast on CUDA) is on by
-default and off with ``exact=True`` (``mrhd train --exact``), the eager path equal to the authors'
-code. Opt-in: ``torch.compile`` (``compile=True``; on CPU it took minutes to compile for a small
-gain) and bfloat16 autocast on CPUs with native bfloat16 (``cpu_amp=True``; see the docs).
+CPU and a cheaper PReLU backward there, length-bucketed batches, bfloat16 autocast on CUDA, and on
+CPUs with native bfloat16 where the model's training config asks for it) is on by default and off
+with ``exact=True`` (``mrhd train --exact``), the eager path equal to the authors' code. Opt-in:
+``torch.compile`` (``compile=True``; on CPU it took minutes to compile for a small gain).
 """
 
 from __future__ import annotations
@@ -86,7 +86,7 @@ def plan_speed(cfg: TrainConfig, device: torch.device) -> SpeedPlan:
         fast_prelu=not exact and bool(cfg.fast_prelu) and device.type == "cpu",
         bucket_by_length=not exact and bool(cfg.bucket_by_length),
         compile=not exact and bool(cfg.compile),
-        amp_dtype=None if exact else amp_dtype(device, cfg.cpu_amp if device.type == "cpu" else cfg.amp),
+        amp_dtype=None if exact else amp_dtype(device, bool(cfg.amp) and (device.type != "cpu" or bool(cfg.cpu_amp))),
         num_workers=workers,
         cache_features=bool(cfg.cache_features) and workers == 0,
         check_every=1 if device.type == "cpu" else 25,

@@ -52,7 +52,7 @@ def predict_loader(spec, model, model_cfg, loader, device) -> list[dict]:
 
 
 def to_float32(x):
-    """Outputs of an autocast forward, back in float32 for the loss and post-processing."""
+    """Outputs of an autocast training forward, back in float32 for the loss."""
     if torch.is_tensor(x):
         return x.float() if x.is_floating_point() else x
     if isinstance(x, dict):

@@ -14,6 +14,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
+from types import SimpleNamespace
 
 import av
 import numpy as np
@@ -363,3 +364,20 @@ def test_window_frames_are_the_whole_frame_squeezed(tmp_path):
                           interpolation=InterpolationMode.BICUBIC, antialias=False).permute(1, 2, 0).numpy()
     np.testing.assert_array_equal(window, reference)
     np.testing.assert_array_equal(encoder_pixels.square_resize(native), reference)
+
+
+
+def test_display_matrix_is_read_by_key_as_pyav_19_serves_it(coded):
+    """PyAV 19 (Python >= 3.12) hands out side data as a mapping whose iteration yields the types
+    (PyAV 18 yields the side data): reading the matrix must not depend on it (iterating crashed
+    every extraction under PyAV 19)."""
+    frames, _, folder = coded
+    turned = write_lossless(folder / "keyed.mp4", frames, rotation=90)
+    with av.open(str(turned)) as container:
+        frame = next(container.decode(video=0))
+    expected = pixels.display_matrix(frame)
+    assert expected is not None and pixels.display_rotation(expected) == pytest.approx(90)
+    by_type = {side.type: side for side in frame.side_data}   # PyAV 18 here: iteration yields SideData
+    as_pyav_19 = SimpleNamespace(side_data=by_type)           # a dict: iteration yields the keys
+    assert pixels.display_matrix(as_pyav_19) == expected
+    assert pixels.display_matrix(SimpleNamespace(side_data={})) is None

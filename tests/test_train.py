@@ -168,7 +168,7 @@ def test_lines_with_missing_videos_are_reported_and_skipped(tiny_data, tmp_path,
 def test_mixed_precision_step_on_cuda(tiny_data, tmp_path):
     d = tiny_data
     tr = Trainer(_cfg(epochs=1, device="cuda"), d["features"], d["train"], d["val"], tmp_path / "gpu")
-    assert tr.amp_dtype is torch.float16
+    assert tr.amp_dtype is (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     tr.run()
     assert all(torch.isfinite(torch.tensor(x)) for x in tr.step_losses)
 

@@ -34,6 +34,7 @@ from collections import OrderedDict
 import av
 import numpy as np
 from av.filter import Graph
+from av.sidedata.sidedata import Type as SideDataType
 
 FRAME_SIZE = 224  # short side and crop of FEATURES.md
 
@@ -54,12 +55,11 @@ def crop_origin(width: int, height: int, size: int = FRAME_SIZE) -> tuple[int, i
 def display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
     """The frame's 3x3 display matrix (FFmpeg's 16.16 fixed point, row-major), None when absent.
     FFmpeg >= 7 attaches the stream's matrix (mp4 ``tkhd``) to every decoded frame."""
-    for side in frame.side_data:
-        if side.type.name == "DISPLAYMATRIX":
-            data = bytes(side)
-            if len(data) >= 36:
-                return struct.unpack("<9i", data[:36])
-    return None
+    side = frame.side_data.get(SideDataType.DISPLAYMATRIX)   # PyAV 19 iterates keys, 18 values: ask by key
+    if side is None:
+        return None
+    data = bytes(side)
+    return struct.unpack("<9i", data[:36]) if len(data) >= 36 else None
 
 
 def display_rotation(matrix) -> float:

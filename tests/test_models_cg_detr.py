@@ -214,3 +214,28 @@ def test_gradients_reach_every_trainable_parameter_and_loss_decreases():
     first, last = first_and_last_loss(
         model, lambda: criterion.weighted_total(criterion(model(**batch, targets=targets), targets)), steps=4)
     assert last < first
+
+
+def test_saliency_token_is_computed_in_float32_under_autocast():
+    """The prompt choice (top-k over close similarities) runs in float32 even under bfloat16
+    autocast: the same inputs give the float32 result bit for bit, and the exact path (no autocast)
+    is the undecorated computation."""
+    model = create_model("cg_detr", _tiny()).eval()
+    t = model.transformer
+    torch.manual_seed(0)
+    b, lv, n_text, d = 3, 9, t.num_dummies + 5, model.hidden_dim
+    src = torch.randn(lv + n_text, b, d)
+    attn = torch.softmax(torch.randn(b, lv, n_text), dim=-1)
+    ctx = torch.randn(b, 1, d)
+    vlen = torch.tensor([9, 6, 7])
+    args = (src, attn, ctx, model.global_rep_token, vlen, lv)
+    with torch.no_grad():
+        plain = t.saliency_token(*args)
+        assert torch.equal(plain, type(t).saliency_token.__wrapped__(t, *args))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = t.saliency_token(*args)
+            rounded = t.saliency_token(src.bfloat16(), attn.bfloat16(), ctx.bfloat16(), *args[3:])
+        direct = t.saliency_token(src.bfloat16().float(), attn.bfloat16().float(), ctx.bfloat16().float(), *args[3:])
+    assert mixed.dtype == rounded.dtype == torch.float32
+    assert torch.equal(mixed, plain)
+    assert torch.equal(rounded, direct)

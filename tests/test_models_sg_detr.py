@@ -298,3 +298,125 @@ def test_eval_outputs_feed_the_shared_post_processor(one_thread):
         assert scores[0] == pytest.approx(float(conf.max()), abs=1e-4)   # ranked by class x IoU
         assert all(0 <= st <= ed <= meta["duration"] for st, ed, _ in windows)
         assert len(line["pred_saliency_scores"]) == meta["duration"] / 2
+
+
+def _enc_loss_one_sample_at_a_time(criterion, enc, targets):
+    """The definition of the proposal losses: each sample matched and scored alone on its valid
+    proposals (shared matcher and span / label losses), then the mean over samples."""
+    totals = {}
+    n_valid = enc["mask"].sum(1).long().tolist()
+    for b, (n, t) in enumerate(zip(n_valid, targets["span_labels"])):
+        one = {"pred_logits": enc["pred_logits"][b:b + 1, :n], "pred_spans": enc["pred_spans"][b:b + 1, :n]}
+        indices = criterion.matcher(one, {"span_labels": [t]})
+        terms = {**criterion.base.loss_spans(one, {"span_labels": [t]}, indices),
+                 **criterion.base.loss_labels(one, {"span_labels": [t]}, indices)}
+        for k in ("loss_span", "loss_giou", "loss_label"):
+            totals[k + "_enc"] = totals.get(k + "_enc", 0) + terms[k] / len(n_valid)
+    return totals
+
+
+def test_proposal_losses_batched_equal_each_sample_alone(one_thread):
+    """loss_enc matches and scores the whole batch at once; values and gradients equal those of
+    each sample matched alone on its valid proposals (padding proposals get no gradient)."""
+    g = torch.Generator().manual_seed(3)
+    criterion = build_criterion(tiny_cfg())
+    bsz, length = 5, 24
+    n_valid = torch.tensor([24, 17, 9, 20, 3])
+    mask = (torch.arange(length)[None] < n_valid[:, None]).float()
+    logits = torch.randn(bsz, length, 2, generator=g).requires_grad_()
+    spans_unsig = torch.randn(bsz, length, 2, generator=g).requires_grad_()
+    span_labels = [{"spans": torch.rand(m, 2, generator=g) * 0.4 + 0.1} for m in (1, 3, 2, 1, 2)]
+    targets = {"span_labels": span_labels}
+    # sample 4 has 3 valid proposals for 2 ground truths; padding holds large values
+    with torch.no_grad():
+        logits[mask == 0] = 50.0
+
+    def run(fn):
+        enc = {"pred_logits": logits, "pred_spans": spans_unsig.sigmoid(), "mask": mask}
+        losses = fn(enc)
+        grads = torch.autograd.grad(sum(losses.values()), [logits, spans_unsig])
+        return {k: float(v.detach()) for k, v in losses.items()}, grads
+
+    batched, g_batched = run(lambda enc: criterion.loss_enc({"enc_outputs": enc}, targets))
+    alone, g_alone = run(lambda enc: _enc_loss_one_sample_at_a_time(criterion, enc, targets))
+    assert batched.keys() == alone.keys() == {"loss_span_enc", "loss_giou_enc", "loss_label_enc"}
+    for k in alone:
+        assert batched[k] == pytest.approx(alone[k], rel=1e-6, abs=1e-7), k
+    for a, b in zip(g_batched, g_alone):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+        assert torch.equal(a[mask == 0], torch.zeros_like(a[mask == 0]))
+
+
+def test_matcher_on_valid_prefixes_equals_matching_each_prefix_alone():
+    g = torch.Generator().manual_seed(0)
+    criterion = build_criterion(tiny_cfg())
+    logits, spans = torch.randn(4, 30, 2, generator=g), torch.rand(4, 30, 2, generator=g)
+    span_labels = [{"spans": torch.rand(m, 2, generator=g)} for m in (2, 1, 3, 2)]
+    n = [30, 7, 12, 2]
+    together = criterion.matcher({"pred_logits": logits, "pred_spans": spans}, {"span_labels": span_labels},
+                                 valid_queries=n)
+    for b in range(4):
+        (i, j), = criterion.matcher({"pred_logits": logits[b:b + 1, :n[b]], "pred_spans": spans[b:b + 1, :n[b]]},
+                                    {"span_labels": [span_labels[b]]})
+        assert torch.equal(together[b][0], i) and torch.equal(together[b][1], j)
+        assert int(together[b][0].max()) < n[b]
+
+
+def _atss_by_the_rules(anchors, valid, sizes, gt, topk):
+    """ATSS for one sample written out in Python (Zhang et al. 2020, 1-D): per ground truth and level
+    the topk valid anchors with the closest centres (ties: lower index), threshold mean + std
+    (unbiased) of their IoUs, centre strictly inside; each anchor to the gt of highest IoU."""
+    import math
+
+    a, g = anchors.tolist(), gt.tolist()
+
+    def iou(x, y):
+        (s1, e1), (s2, e2) = (x[0] - x[1] / 2, x[0] + x[1] / 2), (y[0] - y[1] / 2, y[0] + y[1] / 2)
+        inter = max(0.0, min(e1, e2) - max(s1, s2))
+        return inter / ((e1 - s1) + (e2 - s2) - inter)
+
+    ok = [[False] * len(g) for _ in a]
+    for m, box in enumerate(g):
+        cand, start = [], 0
+        for size in sizes:
+            level = [i for i in range(start, start + size) if valid[i]]
+            cand += sorted(level, key=lambda i: (abs(a[i][0] - box[0]), i))[:topk]
+            start += size
+        ious = [iou(a[i], box) for i in cand]
+        mean = sum(ious) / max(len(ious), 1)
+        std = math.sqrt(sum((v - mean) ** 2 for v in ious) / max(len(ious) - 1, 1))
+        for i in cand:
+            inside = box[0] - box[1] / 2 < a[i][0] < box[0] + box[1] / 2
+            ok[i][m] = inside and iou(a[i], box) >= mean + std - 1e-6
+    positive, assigned = [], []
+    for i in range(len(a)):
+        scores = [iou(a[i], g[m]) if ok[i][m] else -1.0 for m in range(len(g))]
+        positive.append(max(scores) >= 0)
+        assigned.append(scores.index(max(scores)))
+    return positive, assigned
+
+
+def test_atss_batch_assigns_as_the_rules_say_per_sample():
+    """The whole batch in one call (padded ground truths, padded anchors) gives each sample what the
+    rules give it alone, including equal centre distances (centres on a regular grid)."""
+    from mrhd.models.sg_detr.criterion import atss_assign_batch, padded_spans
+
+    lengths, topk = [20, 13, 20, 6], 5
+    mask = (torch.arange(20)[None] < torch.tensor(lengths)[:, None]).float()
+    fine, coarse = level_anchors(mask, mask, 1, 4), level_anchors(mask, mask[:, ::2], 2, 8)
+    anchors, sizes = torch.cat([fine, coarse], 1), [20, 10]
+    valid = torch.cat([mask, mask[:, ::2]], 1).bool()
+    # centres half-way between two fine anchors: their distances tie
+    span_labels = [{"spans": torch.tensor([[0.5, 0.3]])}, {"spans": torch.tensor([[0.2, 0.2], [0.75, 0.3]])},
+                   {"spans": torch.tensor([[0.3, 0.45], [0.65, 0.2], [0.9, 0.1]])},
+                   {"spans": torch.tensor([[0.55, 0.5]])}]
+    gt, gt_valid = padded_spans(span_labels)
+    positive, assigned = atss_assign_batch(anchors, valid, sizes, gt, gt_valid, topk)
+    for b, t in enumerate(span_labels):
+        want_pos, want_assigned = _atss_by_the_rules(anchors[b], valid[b].tolist(), sizes, t["spans"], topk)
+        assert positive[b].tolist() == want_pos, b
+        assert [x for x, p in zip(assigned[b].tolist(), want_pos) if p] == \
+            [x for x, p in zip(want_assigned, want_pos) if p], b
+        assert positive[b].any() and not positive[b][~valid[b]].any()
+        one_pos, one_assigned = atss_assign(anchors[b], valid[b], sizes, t["spans"], topk)
+        assert torch.equal(one_pos, positive[b]) and torch.equal(one_assigned[one_pos], assigned[b][one_pos])

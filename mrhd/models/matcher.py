@@ -27,9 +27,12 @@ class HungarianMatcher(nn.Module):
         self.cost_iou = cost_iou
 
     @torch.no_grad()
-    def forward(self, outputs: dict, targets: dict) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def forward(self, outputs: dict, targets: dict,
+                valid_queries: list[int] | None = None) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """outputs: pred_logits (B, nq, 2), pred_spans (B, nq, 2) cxw; targets["span_labels"]: list of
-        {"spans": (n_i, 2) cxw}. Returns per sample (pred indices, target indices), int64."""
+        {"spans": (n_i, 2) cxw}. Returns per sample (pred indices, target indices), int64.
+        ``valid_queries``: per sample, only its first n queries take part (the rest is padding), as
+        if each sample were matched alone on them; the costs are still computed in one batch."""
         bs, num_queries = outputs["pred_spans"].shape[:2]
         span_labels = targets["span_labels"]
         out_prob = outputs["pred_logits"].flatten(0, 1).softmax(-1)
@@ -44,6 +47,7 @@ class HungarianMatcher(nn.Module):
             cost = cost - self.cost_iou * outputs["pred_iou"].flatten(0, 1).sigmoid()[:, None]
         cost = cost.view(bs, num_queries, -1).cpu()
         sizes = [len(v["spans"]) for v in span_labels]
-        indices = [linear_sum_assignment(c[i]) for i, c in enumerate(cost.split(sizes, -1))]
+        rows = valid_queries or [num_queries] * bs
+        indices = [linear_sum_assignment(c[i][:rows[i]]) for i, c in enumerate(cost.split(sizes, -1))]
         return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
                 for i, j in indices]

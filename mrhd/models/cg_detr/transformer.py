@@ -23,6 +23,7 @@ from torch import nn
 from mrhd.models.cg_detr.layers import DummyT2VEncoder, DummyT2VEncoderLayer, with_drop_path
 from mrhd.models.layers.anchor_decoder import AnchorDecoder, AnchorDecoderLayer
 from mrhd.models.layers.encoder import TransformerEncoder, TransformerEncoderLayer
+from mrhd.models.layers.precision import float32_under_autocast
 
 
 class CGDETRTransformer(nn.Module):
@@ -49,8 +50,10 @@ class CGDETRTransformer(nn.Module):
                                    pos=pos.permute(1, 0, 2))
         return memory[0], memory[1:]
 
+    @float32_under_autocast
     def saliency_token(self, src, attn_weights, ctx_token, gtoken, vlen, video_length):
-        """Context + distribution token (1, B, d) from the clips, their text attention and the prompts."""
+        """Context + distribution token (1, B, d) from the clips, their text attention and the prompts.
+        Float32 under autocast: in bfloat16 the top-k prompt choice flips (docs/training-speed.md)."""
         ctx = ctx_token.permute(1, 0, 2)                                              # (1, B, d)
         clips = F.normalize((src[:video_length] - ctx).permute(1, 0, 2), dim=2)       # (B, Lv, d)
         sim = torch.softmax(torch.matmul(clips, F.normalize(gtoken, dim=1).T), dim=-1)  # (B, Lv, P)

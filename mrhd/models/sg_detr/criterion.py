@@ -54,34 +54,58 @@ def matched_iou(src: torch.Tensor, tgt: torch.Tensor) -> torch.Tensor:
     return torch.diag(temporal_iou(span_cxw_to_xx(src), span_cxw_to_xx(tgt))[0])
 
 
+def padded_spans(span_labels: list, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample ``{"spans": (m, 2)}`` -> spans (B, M, 2) float32 zero-padded, valid (B, M) bool."""
+    m = max(1, max(len(t["spans"]) for t in span_labels))
+    spans = torch.zeros(len(span_labels), m, 2, device=device)
+    valid = torch.zeros(len(span_labels), m, dtype=torch.bool, device=device)
+    for b, t in enumerate(span_labels):
+        spans[b, :len(t["spans"])] = t["spans"].to(device=device, dtype=torch.float32)
+        valid[b, :len(t["spans"])] = True
+    return spans, valid
+
+
 @torch.no_grad()
-def atss_assign(anchors: torch.Tensor, valid: torch.Tensor, level_sizes: list, gt: torch.Tensor, topk: int):
-    """anchors (L, 2) cxw of all pyramid levels concatenated (sizes ``level_sizes``), valid (L,)
-    bool, gt (M, 2) cxw -> (positive (L,) bool, assigned gt index (L,) long)."""
-    positive = torch.zeros(len(anchors), dtype=torch.bool, device=anchors.device)
-    assigned = torch.zeros(len(anchors), dtype=torch.long, device=anchors.device)
-    if not valid.any() or len(gt) == 0:
-        return positive, assigned
-    iou = temporal_iou(span_cxw_to_xx(anchors), span_cxw_to_xx(gt))[0]                 # (L, M)
-    distance = (anchors[:, None, 0] - gt[None, :, 0]).abs().masked_fill(~valid[:, None], float("inf"))
+def atss_assign_batch(anchors: torch.Tensor, valid: torch.Tensor, level_sizes: list, gt: torch.Tensor,
+                      gt_valid: torch.Tensor, topk: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """anchors (B, L, 2) cxw of all pyramid levels concatenated (sizes ``level_sizes``), valid (B, L)
+    bool, gt (B, M, 2) cxw with gt_valid (B, M) -> (positive (B, L) bool, assigned gt index (B, L)).
+    Candidates: per ground truth and level the ``topk`` valid anchors with the closest centres
+    (equal distances: the lower index first)."""
+    a_xx, g_xx = span_cxw_to_xx(anchors), span_cxw_to_xx(gt)
+    areas1, areas2 = a_xx[..., 1] - a_xx[..., 0], g_xx[..., 1] - g_xx[..., 0]
+    left = torch.max(a_xx[:, :, None, 0], g_xx[:, None, :, 0])
+    right = torch.min(a_xx[:, :, None, 1], g_xx[:, None, :, 1])
+    inter = (right - left).clamp(min=0)
+    iou = inter / (areas1[:, :, None] + areas2[:, None, :] - inter)                      # (B, L, M)
+    distance = (anchors[:, :, None, 0] - gt[:, None, :, 0]).abs().masked_fill(~valid[:, :, None], float("inf"))
     is_cand = torch.zeros_like(iou, dtype=torch.bool)
     start = 0
-    for size in level_sizes:                                   # top-k closest centres per level
-        k = min(topk, int(valid[start:start + size].sum()))
-        if k:
-            idx = distance[start:start + size].topk(k, dim=0, largest=False).indices + start
-            is_cand.scatter_(0, idx, True)
+    for size in level_sizes:                                   # the k closest centres per level
+        k = min(topk, size)
+        n_valid = valid[:, start:start + size].sum(1).clamp(max=k)                       # (B,)
+        order = distance[:, start:start + size].sort(dim=1, stable=True).indices[:, :k] + start   # (B, k, M)
+        keep = torch.arange(k, device=anchors.device)[None, :, None] < n_valid[:, None, None]
+        is_cand.scatter_(1, order, keep.expand_as(order))
         start += size
     cand_iou = torch.where(is_cand, iou, torch.zeros_like(iou))
-    n_cand = is_cand.sum(0).clamp(min=1)
-    mean = cand_iou.sum(0) / n_cand
-    std = torch.sqrt((((iou - mean) ** 2) * is_cand).sum(0) / (n_cand - 1).clamp(min=1))   # unbiased, as torch.std
-    gt_xx = span_cxw_to_xx(gt)
-    inside = (anchors[:, None, 0] > gt_xx[None, :, 0]) & (anchors[:, None, 0] < gt_xx[None, :, 1])
-    ok = is_cand & (iou >= (mean + std)[None, :]) & inside & valid[:, None]
-    best = torch.where(ok, iou, torch.full_like(iou, -1.0)).max(1)
-    positive = best.values >= 0
-    return positive, best.indices
+    n_cand = is_cand.sum(1).clamp(min=1)                                                 # (B, M)
+    mean = cand_iou.sum(1) / n_cand
+    std = torch.sqrt((((iou - mean[:, None]) ** 2) * is_cand).sum(1) / (n_cand - 1).clamp(min=1))   # unbiased
+    inside = (anchors[:, :, None, 0] > g_xx[:, None, :, 0]) & (anchors[:, :, None, 0] < g_xx[:, None, :, 1])
+    ok = is_cand & (iou >= (mean + std)[:, None]) & inside & valid[:, :, None] & gt_valid[:, None, :]
+    best = torch.where(ok, iou, torch.full_like(iou, -1.0)).max(2)
+    return best.values >= 0, best.indices
+
+
+def atss_assign(anchors: torch.Tensor, valid: torch.Tensor, level_sizes: list, gt: torch.Tensor, topk: int):
+    """One sample: anchors (L, 2), valid (L,), gt (M, 2) cxw -> (positive (L,), assigned (L,))."""
+    if len(gt) == 0:
+        return torch.zeros_like(valid, dtype=torch.bool), torch.zeros(len(anchors), dtype=torch.long,
+                                                                          device=anchors.device)
+    pos, assigned = atss_assign_batch(anchors[None], valid[None], level_sizes, gt[None].to(anchors),
+                                      torch.ones(1, len(gt), dtype=torch.bool, device=anchors.device), topk)
+    return pos[0], assigned[0]
 
 
 class SGDETRCriterion(nn.Module):
@@ -185,18 +209,30 @@ class SGDETRCriterion(nn.Module):
 
     def loss_enc(self, outputs, targets):
         """Hungarian-matched span / GIoU / focal losses over every valid proposal of each sample
-        (valid proposals are a prefix: clip-major order); the mean over samples."""
+        (valid proposals are a prefix: clip-major order); the mean over samples of each sample's
+        mean, computed for the whole batch at once (one matcher call, no per-sample graph)."""
         enc = outputs["enc_outputs"]
-        n_valid = enc["mask"].sum(1).long().tolist()
-        totals: dict = {}
-        for b, (n, t) in enumerate(zip(n_valid, targets["span_labels"])):
-            one = {"pred_logits": enc["pred_logits"][b:b + 1, :n], "pred_spans": enc["pred_spans"][b:b + 1, :n]}
-            tgt = {"span_labels": [t]}
-            indices = self.matcher(one, tgt)
-            for k, v in {**self.base.loss_spans(one, tgt, indices), **self.base.loss_labels(one, tgt, indices)}.items():
-                if k != "class_error":
-                    totals[k] = totals.get(k, 0) + v / len(n_valid)
-        return {f"{k}_enc": v for k, v in totals.items()}
+        valid = enc["mask"].bool()
+        n_valid = valid.sum(1)
+        bsz = len(n_valid)
+        indices = self.matcher({"pred_logits": enc["pred_logits"], "pred_spans": enc["pred_spans"]}, targets,
+                               valid_queries=n_valid.tolist())
+        batch_idx, src_idx = self.base.src_permutation_idx(indices)
+        batch_idx, src_idx = batch_idx.to(valid.device), src_idx.to(valid.device)
+        src = enc["pred_spans"][batch_idx, src_idx]
+        tgt = torch.cat([t["spans"][j] for t, (_, j) in zip(targets["span_labels"], indices)], dim=0)
+        matched = torch.bincount(batch_idx, minlength=bsz).clamp(min=1)[batch_idx]   # per pair: its sample's count
+        span_loss = F.smooth_l1_loss if self.base.cfg.span_loss == "smooth_l1" else F.l1_loss
+        loss_span = (span_loss(src, tgt, reduction="none").sum(1) / (2 * matched)).sum() / bsz
+        giou = 1 - torch.diag(generalized_temporal_iou(span_cxw_to_xx(src), span_cxw_to_xx(tgt)))
+        loss_giou = (giou / matched).sum() / bsz
+        target = torch.full(valid.shape, BACKGROUND, dtype=torch.int64, device=valid.device)
+        target[batch_idx, src_idx] = FOREGROUND
+        onehot = F.one_hot(target, num_classes=2).permute(0, 2, 1).float()
+        logits = enc["pred_logits"].float().masked_fill(~valid[..., None], 0).transpose(1, 2)   # (B, 2, L)
+        focal = sigmoid_focal_loss(logits, onehot).sum(1) * valid                             # (B, L)
+        loss_label = (focal.sum(1) / (2 * n_valid)).sum() / bsz
+        return {"loss_span_enc": loss_span, "loss_giou_enc": loss_giou, "loss_label_enc": loss_label}
 
     def loss_dn(self, outputs):
         dn = outputs["dn_outputs"]
@@ -254,14 +290,10 @@ class SGDETRCriterion(nn.Module):
     def loss_atss(self, outputs, targets):
         anchors = outputs["atss_anchors"]
         mask = outputs["atss_mask"]
-        positives, boxes = [], []
-        for b, t in enumerate(targets["span_labels"]):
-            pos, assigned = atss_assign(anchors[b], mask[b].bool(), outputs["atss_level_sizes"], t["spans"],
-                                        self.cfg.atss_topk)
-            positives.append(pos)
-            boxes.append(t["spans"][assigned] if len(t["spans"]) else anchors[b])
-        pos = torch.stack(positives)                                  # (B, L)
-        gt = torch.stack(boxes)                                       # (B, L, 2) cxw
+        gt_all, gt_valid = padded_spans(targets["span_labels"], anchors.device)
+        pos, assigned = atss_assign_batch(anchors, mask.bool(), outputs["atss_level_sizes"], gt_all, gt_valid,
+                                          self.cfg.atss_topk)                  # (B, L)
+        gt = torch.gather(gt_all, 1, assigned[..., None].expand(-1, -1, 2))   # (B, L, 2) cxw
         num_pos = pos.sum().clamp(min=1).float()
         focal = sigmoid_focal_loss(outputs["atss_logits"], pos.float()) * mask
         loss_cls = focal.sum() / num_pos

@@ -31,7 +31,7 @@ from mrhd.errors import MrhdError
 from mrhd.models.layers.anchor_decoder import AnchorDecoder, AnchorDecoderLayer
 from mrhd.models.layers.mlp import MLP
 from mrhd.models.matcher import FOREGROUND
-from mrhd.models.sg_detr.criterion import atss_assign
+from mrhd.models.sg_detr.criterion import atss_assign_batch, padded_spans
 from mrhd.models.sg_detr.layers import ATSSHead, TemporalPyramid
 from mrhd.models.spans import inverse_sigmoid
 
@@ -227,12 +227,14 @@ class HybridDetector(nn.Module):
         largest positive count -> features (B, P, d), anchors (B, P, 2) cxw, labels (B, P) 1 =
         positive, gt_spans (B, P, 2); None when no sample has a positive."""
         anchors, valid = dense["atss_anchors"], dense["atss_mask"].bool()
+        gt_all, gt_valid = padded_spans(span_labels, anchors.device)
+        positive, assigned = atss_assign_batch(anchors, valid, dense["atss_level_sizes"], gt_all.to(anchors),
+                                               gt_valid, self.cfg.atss_topk)
+        gt_per_anchor = torch.gather(gt_all.to(anchors), 1, assigned[..., None].expand(-1, -1, 2))
         picks = []
-        for b, t in enumerate(span_labels):
-            pos, assigned = atss_assign(anchors[b], valid[b], dense["atss_level_sizes"], t["spans"],
-                                        self.cfg.atss_topk)
-            gt = t["spans"].to(anchors)[assigned] if len(t["spans"]) else anchors[b]
-            picks.append((torch.nonzero(pos).flatten(), torch.nonzero(~pos & valid[b]).flatten(), gt))
+        for b in range(len(span_labels)):
+            pos = positive[b]
+            picks.append((torch.nonzero(pos).flatten(), torch.nonzero(~pos & valid[b]).flatten(), gt_per_anchor[b]))
         n = max(len(p) for p, _, _ in picks)
         if n == 0:
             return None

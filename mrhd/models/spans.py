@@ -24,13 +24,14 @@ def span_cxw_to_xx(cxw_spans: torch.Tensor) -> torch.Tensor:
 
 
 def temporal_iou(spans1: torch.Tensor, spans2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Pairwise IoU and union of (N, 2) and (M, 2) xx spans -> two (N, M) tensors."""
-    areas1 = spans1[:, 1] - spans1[:, 0]
-    areas2 = spans2[:, 1] - spans2[:, 0]
-    left = torch.max(spans1[:, None, 0], spans2[:, 0])
-    right = torch.min(spans1[:, None, 1], spans2[:, 1])
+    """Pairwise IoU and union of (..., N, 2) and (..., M, 2) xx spans -> two (..., N, M) tensors
+    (leading dimensions broadcast: a batch of samples at once)."""
+    areas1 = spans1[..., 1] - spans1[..., 0]
+    areas2 = spans2[..., 1] - spans2[..., 0]
+    left = torch.max(spans1[..., :, None, 0], spans2[..., None, :, 0])
+    right = torch.min(spans1[..., :, None, 1], spans2[..., None, :, 1])
     inter = (right - left).clamp(min=0)
-    union = areas1[:, None] + areas2 - inter
+    union = areas1[..., :, None] + areas2[..., None, :] - inter
     return inter / union, union
 
 

@@ -72,12 +72,8 @@ def atss_assign_batch(anchors: torch.Tensor, valid: torch.Tensor, level_sizes: l
     bool, gt (B, M, 2) cxw with gt_valid (B, M) -> (positive (B, L) bool, assigned gt index (B, L)).
     Candidates: per ground truth and level the ``topk`` valid anchors with the closest centres
     (equal distances: the lower index first)."""
-    a_xx, g_xx = span_cxw_to_xx(anchors), span_cxw_to_xx(gt)
-    areas1, areas2 = a_xx[..., 1] - a_xx[..., 0], g_xx[..., 1] - g_xx[..., 0]
-    left = torch.max(a_xx[:, :, None, 0], g_xx[:, None, :, 0])
-    right = torch.min(a_xx[:, :, None, 1], g_xx[:, None, :, 1])
-    inter = (right - left).clamp(min=0)
-    iou = inter / (areas1[:, :, None] + areas2[:, None, :] - inter)                      # (B, L, M)
+    g_xx = span_cxw_to_xx(gt)
+    iou = temporal_iou(span_cxw_to_xx(anchors), g_xx)[0]                                 # (B, L, M)
     distance = (anchors[:, :, None, 0] - gt[:, None, :, 0]).abs().masked_fill(~valid[:, :, None], float("inf"))
     is_cand = torch.zeros_like(iou, dtype=torch.bool)
     start = 0

@@ -34,7 +34,8 @@ for each, plus the raw medians and the load average.
 Memory: each side alone in a child process (peak RSS on CPU, max_memory_allocated on CUDA).
 --levers: our exact path (``exact=true``) against the same plus one speed option at a time.
 --learn: per seed and side a child process trains --epochs epochs and evaluates after each on the
-validation split; predictions come from each side's own post-processing, scored by the same
+validation split (--emulate-native-bf16: our side's bfloat16 autocast as on a CPU with AVX512-BF16,
+on one without, e.g. ``--ours-set cpu_amp=true --emulate-native-bf16``); predictions come from each side's own post-processing, scored by the same
 official metrics (mrhd.pipeline.evaluate, equal to the authors' standalone_eval). The table shows
 both learning curves side by side and the mean +- std over seeds.
 """
@@ -422,6 +423,8 @@ def _child_cmd(args) -> list[str]:
         cmd += ["--lr", str(args.lr)]
     for pair in args.ours_set:
         cmd += ["--ours-set", pair]
+    if args.emulate_native_bf16:
+        cmd += ["--emulate-native-bf16"]
     return cmd
 
 
@@ -471,8 +474,17 @@ def learn_child(args, data: dict, side: str, seed: int) -> dict:
             curve.append({"epoch": run.epoch, **{k: brief[k] for k in REPORT}})
     else:
         out = Path(tempfile.mkdtemp(prefix="ours-run-"))
+        products = contextlib.nullcontext()
+        if args.emulate_native_bf16:   # bfloat16 autocast as on a CPU with AVX512-BF16 (benchmarks/native_bf16.py)
+            from native_bf16 import NativeBFloat16Products
+
+            from mrhd.training import speed
+
+            speed.cpu_has_native_bfloat16 = lambda: True
+            products = NativeBFloat16Products()
         run = Ours(args.model, data, args, seed, args.epochs, ours_settings(args), out / "run")
-        run.trainer.run()
+        with products:
+            run.trainer.run()
         for line in (out / "run" / "metrics.jsonl").read_text().splitlines():
             row = json.loads(line)
             curve.append({"epoch": row["epoch"], **{k: row[k] for k in REPORT}})
@@ -571,6 +583,9 @@ def main(argv=None) -> int:
     p.add_argument("--learn-sides", default="authors,ours", choices=("authors,ours", "authors", "ours"),
                    help="--learn: which sides train (e.g. ours alone with other --ours-set options)")
     p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--emulate-native-bf16", action="store_true",
+                   help="--learn, our side: bfloat16 autocast computed as a CPU with AVX512-BF16 computes it, on "
+                        "one without (benchmarks/native_bf16.py; numbers only, its step times mean nothing)")
     p.add_argument("--data", default=None, help=argparse.SUPPRESS)        # children: data already made
     p.add_argument("--_memory", default=None, help=argparse.SUPPRESS)
     p.add_argument("--_stepper", default=None, help=argparse.SUPPRESS)
@@ -610,8 +625,9 @@ def main(argv=None) -> int:
     args.data = str(root / "data.json")
     Path(args.data).write_text(json.dumps(data))
     print(f"{args.model} on {args.device}, batch {args.batch_size}, {args.threads} threads, "
-          f"{args.n_train} planted training samples (QVHighlights clip/token counts); torch {torch.__version__}",
-          flush=True)
+          f"{args.n_train} planted training samples (QVHighlights clip/token counts); torch {torch.__version__}"
+          + ("; --learn: our bfloat16 products emulated as native (benchmarks/native_bf16.py)"
+             if args.emulate_native_bf16 else ""), flush=True)
 
     if not args.skip_authors:
         if args.in_process:

@@ -351,8 +351,9 @@ def test_cpu_autocast_follows_native_bfloat16(native, monkeypatch):
     monkeypatch.setattr(speed, "cpu_has_native_bfloat16", lambda: native)
     cpu = torch.device("cpu")
     assert plan_speed(load_train_config("qd_detr"), cpu).amp_dtype is (torch.bfloat16 if native else None)
-    assert plan_speed(load_train_config("cg_detr"), cpu).amp_dtype is None     # opt-in for CG-DETR (docs)
-    assert plan_speed(load_train_config("cg_detr", cpu_amp=True), cpu).amp_dtype is (torch.bfloat16 if native else None)
+    assert plan_speed(load_train_config("cg_detr"), cpu).amp_dtype is (torch.bfloat16 if native else None)
+    assert plan_speed(load_train_config("tr_detr"), cpu).amp_dtype is None     # opt-in for the others (docs)
+    assert plan_speed(load_train_config("tr_detr", cpu_amp=True), cpu).amp_dtype is (torch.bfloat16 if native else None)
     assert plan_speed(load_train_config("qd_detr", cpu_amp=False), cpu).amp_dtype is None
     assert plan_speed(load_train_config("qd_detr", amp=False), cpu).amp_dtype is None
     assert plan_speed(load_train_config("qd_detr", exact=True), cpu).amp_dtype is None

@@ -106,8 +106,9 @@ class SetCriterion(nn.Module):
 
     @staticmethod
     def src_permutation_idx(indices):
-        batch_idx = torch.cat([torch.full_like(src, i) for i, (src, _) in enumerate(indices)])
         src_idx = torch.cat([src for src, _ in indices])
+        sizes = torch.tensor([len(src) for src, _ in indices], device=src_idx.device)
+        batch_idx = torch.repeat_interleave(torch.arange(len(indices), device=src_idx.device), sizes)
         return batch_idx, src_idx
 
     def loss_spans(self, outputs, targets, indices):

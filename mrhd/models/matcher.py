@@ -7,6 +7,7 @@ With ``cost_iou`` (SG-DETR) the predicted IoU joins the cost: - cost_iou * sigmo
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
@@ -49,5 +50,5 @@ class HungarianMatcher(nn.Module):
         sizes = [len(v["spans"]) for v in span_labels]
         rows = valid_queries or [num_queries] * bs
         indices = [linear_sum_assignment(c[i][:rows[i]]) for i, c in enumerate(cost.split(sizes, -1))]
-        return [(torch.as_tensor(i, dtype=torch.int64), torch.as_tensor(j, dtype=torch.int64))
+        return [(torch.from_numpy(i.astype(np.int64, copy=False)), torch.from_numpy(j.astype(np.int64, copy=False)))
                 for i, j in indices]

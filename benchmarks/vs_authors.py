@@ -35,8 +35,8 @@ Memory: each side alone in a child process (peak RSS on CPU, max_memory_allocate
 --levers: our exact path (``exact=true``) against the same plus one speed option at a time.
 --learn: per seed and side a child process trains --epochs epochs and evaluates after each on the
 validation split (--emulate-native-bf16: our side's bfloat16 autocast as on a CPU with AVX512-BF16,
-on one without, e.g. ``--ours-set cpu_amp=true --emulate-native-bf16``); predictions come from each side's own post-processing, scored by the same
-official metrics (mrhd.pipeline.evaluate, equal to the authors' standalone_eval). The table shows
+on one without, e.g. ``--ours-set cpu_amp=true --emulate-native-bf16``); predictions come from each
+side's own post-processing, scored by the same official metrics (mrhd.pipeline.evaluate, equal to the authors' standalone_eval). The table shows
 both learning curves side by side and the mean +- std over seeds.
 """
 

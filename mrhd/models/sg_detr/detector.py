@@ -228,9 +228,10 @@ class HybridDetector(nn.Module):
         positive, gt_spans (B, P, 2); None when no sample has a positive."""
         anchors, valid = dense["atss_anchors"], dense["atss_mask"].bool()
         gt_all, gt_valid = padded_spans(span_labels, anchors.device)
-        positive, assigned = atss_assign_batch(anchors, valid, dense["atss_level_sizes"], gt_all.to(anchors),
-                                               gt_valid, self.cfg.atss_topk)
-        gt_per_anchor = torch.gather(gt_all.to(anchors), 1, assigned[..., None].expand(-1, -1, 2))
+        gt_all = gt_all.to(anchors)
+        positive, assigned = atss_assign_batch(anchors, valid, dense["atss_level_sizes"], gt_all, gt_valid,
+                                               self.cfg.atss_topk)
+        gt_per_anchor = torch.gather(gt_all, 1, assigned[..., None].expand(-1, -1, 2))
         picks = []
         for b in range(len(span_labels)):
             pos = positive[b]

@@ -159,6 +159,9 @@ def main() -> None:
     ap.add_argument("--size", default="full", choices=("full", "tiny"),
                     help="encoder size; BLIP-2 and InternVideo2 are always tiny on CPU")
     ap.add_argument("--videos", type=int, default=4)
+    ap.add_argument("--copies", type=int, default=1,
+                    help="extract each generated video this many times under distinct names (a long job "
+                         "without the generation time; each copy is decoded and encoded anew)")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds per generated video")
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=360)
@@ -193,8 +196,14 @@ def main() -> None:
             write_gop_video(path, args.duration, args.fps, args.width, args.height, args.preset, args.gop)
         else:
             write_video(path, duration=args.duration, fps=args.fps, width=args.width, height=args.height)
+    for i in range(args.videos):
+        for c in range(1, args.copies):
+            copy = vids / f"bench{i}-copy{c}.mp4"
+            if not copy.exists():
+                shutil.copyfile(vids / f"bench{i}.mp4", copy)
     kind = f"x264 {args.preset}, keyframe every {args.gop}" if args.gop else "x264 ultrafast, keyint 250"
-    print(f"# {args.videos} videos x {args.duration:.0f} s, {args.width}x{args.height} @ {args.fps:g} fps, {kind} "
+    copies = f" (each extracted {args.copies} times)" if args.copies > 1 else ""
+    print(f"# {args.videos} videos{copies} x {args.duration:.0f} s, {args.width}x{args.height} @ {args.fps:g} fps, {kind} "
           f"(generated in {time.perf_counter() - t0:.1f} s); device {args.device}, batch {batch}, "
           f"{args.num_workers} decoding worker(s), torch threads {torch.get_num_threads()}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.1f} (other jobs skew the figures)")

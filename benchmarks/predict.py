@@ -15,13 +15,15 @@ Next to each time it prints the FLOP bound: the floating-point work of that call
 before (best of several runs), and the load average, since on a shared machine the same code can
 take several times longer. libgomp's spin-wait is set as `mrhd serve` sets it (unless
 ``GOMP_SPINCOUNT`` or ``OMP_WAIT_POLICY`` is in the environment; ``GOMP_SPINCOUNT=300000`` is
-libgomp's default).
+libgomp's default). glibc's heap is kept for reuse as `mrhd serve` keeps it on CPU (``mrhd.heap``;
+``--malloc-defaults`` leaves glibc's thresholds, to compare; the page faults per call are printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import sys
 import tempfile
@@ -123,12 +125,16 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--video", type=Path, default=None,
                    help="a video file to use instead of generating one (--duration etc. then only label it)")
+    p.add_argument("--malloc-defaults", action="store_true",
+                   help="keep glibc's heap thresholds (mrhd serve raises them on CPU: mrhd.heap)")
     args = p.parse_args(argv)
 
     from mrhd.extract.cpu_sharing import share_cores_with_decoders
+    from mrhd.heap import keep_freed_memory
     from mrhd.serve.server import OPENMP_SPIN_ROUNDS
 
     share_cores_with_decoders(args.device, OPENMP_SPIN_ROUNDS)   # as `mrhd serve` does; before torch loads
+    heap_kept = args.device.startswith("cpu") and not args.malloc_defaults and keep_freed_memory()
     import torch
 
     if args.threads:
@@ -190,7 +196,9 @@ def main(argv=None) -> int:
             repeated.append(_timed(repeated_query, "repeated")[1])
             lookups.append(_timed(lambda: predictor.encode_video(video))[1])
             texts.append(_timed(lambda: predictor.encode_queries(new_sentences(1)))[1])
+        faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         many = [_timed(many_queries, "many")[1] for _ in range(3)]
+        faults_many = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / len(many)
         gflop_one, gflop_many = _flops(warm_query), _flops(many_queries)
         gflop_repeated = _flops(repeated_query)
         gflop_text_many = _flops(lambda: predictor.encode_queries(new_sentences(args.queries, MANY)))
@@ -205,7 +213,8 @@ def main(argv=None) -> int:
     print(f"model {predictor.model_name} (random weights, official size), profile {predictor.profile.name}, "
           f"device {dev}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"text tower {'packed for oneDNN' if getattr(enc, 'packed', None) else 'open_clip'}, "
-          f"GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', 'default')}")
+          f"GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', 'default')}, "
+          f"heap {'kept for reuse (mrhd.heap)' if heap_kept else 'glibc defaults'}")
     print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (1 min); "
           f"float32 matmul {rate:.0f} GFLOP/s, memory copy {bandwidth:.1f} GB/s now")
     print(f"video {args.duration:.0f} s {args.width}x{args.height} @ {args.fps:g} fps, {feats.n_clips} clips "
@@ -226,7 +235,7 @@ def main(argv=None) -> int:
     print(f"{args.queries} queries on cached features: {statistics.median(many):6.2f} s median of 3 "
           f"(best {best:.2f} s = {args.queries / best:.0f} queries/s), {CPU['many'] / len(many):.2f} s CPU; "
           f"{gflop_many:.0f} GFLOP ({gflop_text_many:.0f} in the text tower; {n_tokens_many} tokens each), "
-          f"FLOP bound {gflop_many / rate:.2f} s")
+          f"FLOP bound {gflop_many / rate:.2f} s; {faults_many:,.0f} page faults per call")
     return 0
 
 

@@ -2,9 +2,10 @@
 
 Why: a training step frees tens of 1-30 MB tensors and allocates them again in the next step. glibc
 returns blocks above its mmap threshold to the kernel and trims the heap's top once 128 KB are free,
-so every step faults its activations' pages in again. ``mrhd train`` on a CPU raises both thresholds
-at start: allocations up to 32 MB come from the heap and freed memory stays there, for the same peak
-memory and unchanged numbers (figures in docs/training-speed.md).
+so every step faults its activations' pages in again. ``mrhd train`` and ``mrhd serve`` (whose every
+batch of queries does the same) on a CPU raise both thresholds at start: allocations up to 32 MB come
+from the heap and freed memory stays there, for the same peak memory and unchanged numbers (figures
+in docs/training-speed.md and docs/serve.md).
 """
 
 from __future__ import annotations

@@ -52,3 +52,27 @@ def test_a_malloc_setting_in_the_environment_wins(monkeypatch):
     if sys.platform.startswith("linux"):
         kept, _ = _faults("keep", {"GLIBC_TUNABLES": "glibc.malloc.trim_threshold=131072"})
         assert kept is False
+
+
+@pytest.mark.parametrize("device, kept", [("cpu", True), ("cuda", False)])
+def test_mrhd_serve_keeps_the_heap_on_cpu(monkeypatch, device, kept):
+    """Every query frees and allocates the same activations again: the server keeps its heap (CPU only),
+    before it binds its port (here a busy one, so the command stops right after)."""
+    import socket
+
+    import mrhd.extract.cpu_sharing
+    import mrhd.heap
+    from mrhd.cli import build_parser
+    from mrhd.errors import MrhdError
+
+    calls = []
+    monkeypatch.setattr(mrhd.heap, "keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr(mrhd.extract.cpu_sharing, "share_cores_with_decoders", lambda *a: None)  # no env change
+    busy = socket.create_server(("127.0.0.1", 0))
+    try:
+        args = build_parser().parse_args(["serve", "--port", str(busy.getsockname()[1]), "--device", device])
+        with pytest.raises(MrhdError, match="in use"):
+            args._run(args)
+    finally:
+        busy.close()
+    assert bool(calls) is kept

@@ -64,9 +64,12 @@ def run(args: argparse.Namespace) -> int:
         raise MrhdError("mrhd serve needs the 'serve' extra; install it with: pip install 'mrhd[serve]'") from None
 
     from mrhd.extract.cpu_sharing import share_cores_with_decoders
+    from mrhd.heap import keep_freed_memory
     from mrhd.serve.server import OPENMP_SPIN_ROUNDS, bind, serve_forever, url_of
 
     share_cores_with_decoders(args.device, OPENMP_SPIN_ROUNDS)   # before torch is first imported
+    if args.device.startswith("cpu"):
+        keep_freed_memory()   # every query frees and allocates again the same 1-20 MB activations
     sock = bind(args.host, args.port)   # a busy port fails before minutes of loading
     try:
         import torch

@@ -46,7 +46,7 @@ from mrhd.extract import sampling
 from mrhd.extract.claims import Claim, holder_pid, try_claim
 from mrhd.extract.decode import VIDEO_KINDS
 from mrhd.extract.sources import Source
-from mrhd.extract.worker import DecodePool, StreamSpec, timed_messages
+from mrhd.extract.worker import DecodePool, StreamSpec, received, timed_messages
 from mrhd.features.store import FeatureStore, store_path
 from mrhd.io import file_sha256, read_jsonl_numbered
 
@@ -699,7 +699,7 @@ class ExtractJob:
                 for pid, v in list(current.items()):
                     if v == msg[1]:
                         del current[pid]
-            self._handle(msg)
+            self._handle(received(msg))
             self._encode_ready(force=False)
             hand_out()
         self._encode_ready(force=True)

@@ -4,7 +4,8 @@ of clips for the main process (:mod:`mrhd.extract.job` schedules them and runs t
 A worker takes a video, decodes every stream it needs in one pass (``decode.VideoDecoder``,
 ``audio``), runs the encoder's CPU-side ``preprocess`` where the encoder offers a picklable
 ``preprocessor``, and sends chunks of clips through a bounded queue, so a 3-hour video never piles up
-in memory and decoding overlaps model compute. Workers are spawned (not forked: the main process
+in memory and decoding overlaps model compute; a chunk's array of 1 MB or more goes in a shared-memory
+block whose name travels on the queue (:class:`SharedArray`). Workers are spawned (not forked: the main process
 holds CUDA and HDF5 handles) and die with the main process.
 """
 
@@ -19,6 +20,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing import shared_memory
 from pathlib import Path
 
 import numpy as np
@@ -54,6 +56,74 @@ def _shared_picker(specs: list[StreamSpec]) -> Callable | None:
     return pickers.pop() if len(pickers) == 1 else None
 
 
+SHARED_MIN_BYTES = 1 << 20   # smaller arrays travel by value: a block costs a few system calls
+SHM_DIR = "/dev/shm"
+
+
+@dataclass(frozen=True)
+class SharedArray:
+    """A chunk's array in a shared-memory block: the results queue carries this name, not the bytes.
+
+    Why: the queue pickles a payload and pushes it through one pipe that every worker shares; it
+    moved ~55-60 SlowFast clips (4.8 MB each) per second, which capped a GPU's extraction at 65
+    clips/s against 357 for the model alone (docs/cluster.md). A block costs the worker one copy and
+    the main process one copy (:meth:`take`). The block is registered with the resource tracker
+    the spawned workers share with the main process, so one left behind by a killed job is removed
+    when the program exits."""
+
+    name: str
+    shape: tuple
+    dtype: str
+
+    @classmethod
+    def of(cls, array: np.ndarray) -> SharedArray | np.ndarray:
+        """The array in a new block, or the array itself where it is small or shared memory lacks
+        the room (a full tmpfs would kill the writer with SIGBUS, e.g. Docker's 64-MB /dev/shm)."""
+        if array.nbytes < SHARED_MIN_BYTES or not _shm_has_room(array.nbytes):
+            return array
+        try:
+            block = shared_memory.SharedMemory(create=True, size=array.nbytes)
+        except OSError:
+            return array
+        try:
+            np.ndarray(array.shape, array.dtype, buffer=block.buf)[...] = array
+        finally:
+            block.close()
+        return cls(block.name, tuple(array.shape), array.dtype.str)
+
+    def take(self) -> np.ndarray:
+        """The array (a copy in this process's memory); the block is removed."""
+        block = shared_memory.SharedMemory(name=self.name)
+        try:
+            return np.ndarray(self.shape, np.dtype(self.dtype), buffer=block.buf).copy()
+        finally:
+            block.close()
+            block.unlink()
+
+
+def _shm_has_room(nbytes: int) -> bool:
+    """Room for the block and as much again (other workers write theirs at the same time)."""
+    try:
+        st = os.statvfs(SHM_DIR)
+    except OSError:
+        return True   # no /dev/shm to look at (not Linux): let SharedMemory say
+    return st.f_bavail * st.f_frsize >= 2 * nbytes
+
+
+def shipped(msg: tuple) -> tuple:
+    """A worker's message as it goes on the results queue: a chunk's large array in shared memory."""
+    if msg[0] == "chunk" and isinstance(msg[4], np.ndarray):
+        return msg[:4] + (SharedArray.of(msg[4]),) + msg[5:]
+    return msg
+
+
+def received(msg: tuple) -> tuple:
+    """A message from the results queue with its chunk's array back in this process."""
+    if msg[0] == "chunk" and isinstance(msg[4], SharedArray):
+        return msg[:4] + (msg[4].take(),) + msg[5:]
+    return msg
+
+
 def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, threads: int = 0,
                     sha256: str | None = None) -> Iterator[tuple]:
     """Everything one video sends to the main process, in order: ``("source", vid, source_file)``
@@ -74,7 +144,7 @@ def decode_messages(path: str, vid: str, specs: list[StreamSpec], chunk: int, th
 
     def pack(spec: StreamSpec, arrays: list):
         # numpy, not torch: torch shares tensors between processes through file descriptors that
-        # die with the worker; a pickled array travels by value
+        # die with the worker; an array travels by value or in a named block (shipped())
         if spec.preprocessor is None:
             return list(arrays)
         out = spec.preprocessor(arrays)
@@ -212,7 +282,7 @@ def _worker_main(tasks, results, chunk: int, threads: int, parent: int) -> None:
         # one decoder thread: the workers already run side by side with the model, and FFmpeg's
         # frame threads cost ~30% more CPU per clip (13.5 vs 10.5 ms, 640x360 H.264, 2-core CPU)
         for msg in timed_messages(path, vid, specs, chunk, threads=max(1, threads), sha256=sha256):
-            put(msg)
+            put(shipped(msg))
 
 
 class DecodePool:

@@ -124,3 +124,11 @@ def test_a_job_with_workers_stores_what_inline_decoding_stores(tmp_path, monkeyp
     assert arrived.count("SharedArray") >= 2   # 2 clips of 32 x 64 x 96 x 3 float32: 4.7 MB a chunk
     assert len(stores[0]) == 4
     np.testing.assert_array_equal(stores[1], stores[0])
+
+
+def test_a_block_gone_before_it_is_read_fails_that_stream_only():
+    msg = shipped(("chunk", "vid", "slowfast", 0, np.zeros(SHARED_MIN_BYTES, np.uint8), 1))
+    received(msg)   # taken once: the block is removed
+    kind, vid, stream, reason = received(msg)
+    assert (kind, vid, stream) == ("error", "vid", "slowfast")
+    assert "lost in shared memory" in reason and "again" in reason

@@ -79,7 +79,8 @@ class SharedArray:
     def of(cls, array: np.ndarray) -> SharedArray | np.ndarray:
         """The array in a new block, or the array itself where it is small or shared memory lacks
         the room (a full tmpfs would kill the writer with SIGBUS, e.g. Docker's 64-MB /dev/shm)."""
-        if array.nbytes < SHARED_MIN_BYTES or not _shm_has_room(array.nbytes):
+        # POSIX only: a Windows mapping dies with its creator's last handle, before the reader opens it
+        if os.name != "posix" or array.nbytes < SHARED_MIN_BYTES or not _shm_has_room(array.nbytes):
             return array
         try:
             block = shared_memory.SharedMemory(create=True, size=array.nbytes)
@@ -118,9 +119,14 @@ def shipped(msg: tuple) -> tuple:
 
 
 def received(msg: tuple) -> tuple:
-    """A message from the results queue with its chunk's array back in this process."""
+    """A message from the results queue with its chunk's array back in this process; a block that
+    is gone (e.g. systemd's RemoveIPC at logout) fails that video's stream, not the job."""
     if msg[0] == "chunk" and isinstance(msg[4], SharedArray):
-        return msg[:4] + (msg[4].take(),) + msg[5:]
+        try:
+            return msg[:4] + (msg[4].take(),) + msg[5:]
+        except OSError as err:
+            return ("error", msg[1], msg[2], f"decoded clips lost in shared memory ({err.strerror or err}); "
+                                             "extract this video again")
     return msg
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mrhd.extract import worker
-from mrhd.extract.worker import SHARED_MIN_BYTES, SharedArray, received, shipped
+from mrhd.extract.worker import SHARED_MIN_BYTES, DecodePool, SharedArray, received, shipped
 
 pytestmark = pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="needs POSIX shared memory (/dev/shm)")
 
@@ -19,10 +19,11 @@ def _blocks() -> set[str]:
     return set(os.listdir("/dev/shm"))
 
 
-def _send(q, shape, seed):
-    """A worker's side: a chunk message as `_worker_main` puts it."""
+def _send(q, shape, seed, n=1):
+    """A worker's side: n chunk messages as `_worker_main` puts them."""
     rng = np.random.default_rng(seed)
-    q.put(shipped(("chunk", "vid", "slowfast", 0, rng.integers(0, 255, shape, dtype=np.uint8), shape[0])))
+    for _ in range(n):
+        q.put(shipped(("chunk", "vid", "slowfast", 0, rng.integers(0, 255, shape, dtype=np.uint8), shape[0])))
 
 
 def test_a_large_chunk_crosses_processes_by_name_and_arrives_equal():
@@ -132,3 +133,18 @@ def test_a_block_gone_before_it_is_read_fails_that_stream_only():
     kind, vid, stream, reason = received(msg)
     assert (kind, vid, stream) == ("error", "vid", "slowfast")
     assert "lost in shared memory" in reason and "again" in reason
+
+
+def test_a_stopped_pool_removes_the_blocks_nobody_read():
+    """A job stopped half-way (Ctrl-C) leaves chunks on the queue: stop() removes their blocks."""
+    pool = DecodePool(num_workers=1, chunk=4).start()
+    before = _blocks()
+    try:
+        ctx = mp.get_context("spawn")
+        sender = ctx.Process(target=_send, args=(pool.results, (2, 32, 96, 96, 3), 0, 3))
+        sender.start()
+        sender.join(timeout=60)   # a sender's queue is flushed before it exits
+        assert len(_blocks() - before) == 3
+    finally:
+        pool.stop()
+    assert _blocks() - before == set()

@@ -11,11 +11,13 @@ holds CUDA and HDF5 handles) and die with the main process.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import queue
 import resource
 import signal
+import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -327,10 +329,30 @@ class DecodePool:
                 p.terminate()
         for p in self.workers.values():
             p.join(timeout=5)
+        self._remove_unread_blocks()
         self.results.cancel_join_thread()
         self.tasks.cancel_join_thread()
         self.workers.clear()
         self.started = False
+
+
+    def _remove_unread_blocks(self, wait: float = 2.0) -> None:
+        """Remove the shared blocks of chunks nobody will read (a job stopped half-way), which the
+        resource tracker would otherwise remove at exit with a warning. In a thread of its own: a
+        message that a terminated worker cut short would block the reader for good."""
+        def drain() -> None:
+            while True:
+                try:
+                    msg = self.results.get(timeout=0.1)
+                except Exception:  # noqa: BLE001  (empty, or the queue is closed)
+                    return
+                if msg[0] == "chunk" and isinstance(msg[4], SharedArray):
+                    with contextlib.suppress(OSError):
+                        msg[4].take()
+
+        reader = threading.Thread(target=drain, daemon=True)
+        reader.start()
+        reader.join(wait)
 
 
 def peak_rss_mb() -> float:

@@ -11,7 +11,6 @@ holds CUDA and HDF5 handles) and die with the main process.
 
 from __future__ import annotations
 
-import contextlib
 import multiprocessing as mp
 import os
 import queue
@@ -102,6 +101,15 @@ class SharedArray:
         finally:
             block.close()
             block.unlink()
+
+    def remove(self) -> None:
+        """Remove the block unread (a chunk nobody will encode)."""
+        try:
+            block = shared_memory.SharedMemory(name=self.name)
+        except OSError:   # already gone
+            return
+        block.close()
+        block.unlink()
 
 
 def _shm_has_room(nbytes: int) -> bool:
@@ -335,7 +343,6 @@ class DecodePool:
         self.workers.clear()
         self.started = False
 
-
     def _remove_unread_blocks(self, wait: float = 2.0) -> None:
         """Remove the shared blocks of chunks nobody will read (a job stopped half-way), which the
         resource tracker would otherwise remove at exit with a warning. In a thread of its own: a
@@ -347,8 +354,7 @@ class DecodePool:
                 except Exception:  # noqa: BLE001  (empty, or the queue is closed)
                     return
                 if msg[0] == "chunk" and isinstance(msg[4], SharedArray):
-                    with contextlib.suppress(OSError):
-                        msg[4].take()
+                    msg[4].remove()
 
         reader = threading.Thread(target=drain, daemon=True)
         reader.start()

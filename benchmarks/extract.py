@@ -235,6 +235,12 @@ def main() -> None:
         steady = clips / max(summary.wall_s - summary.startup_s, 1e-9)
         rows.append(f"  worker start-up {summary.startup_s:.1f} s; after it: {steady:.1f} clips/s = "
                     f"{steady / alone:.0%} of the model alone")
+        if args.num_workers > 0:
+            # who holds the job up after start-up: the main process's encode step (batch assembly,
+            # copies, model, read-back) or the decoding workers (their CPU time over their wall time)
+            after = max(summary.wall_s - summary.startup_s, 1e-9)
+            rows.append(f"  after start-up: main process in the encode step {summary.encode_s / after:.0%} of the "
+                        f"time, decoding workers busy {summary.decode_cpu_s / (args.num_workers * after):.0%}")
         # CPU arithmetic: per clip the model needs threads/alone core-seconds and the workers decode_cpu;
         # on C cores end to end cannot beat C / (threads + decode_cpu * alone) of the model alone
         if not cuda:

@@ -135,3 +135,23 @@ def test_the_checker_catches_rot(tmp_path):
     assert _problems(doc) == ["link to missing missing.md", "link to missing heading #nowhere",
                               "path mrhd/no_such.py does not exist",
                               "name mrhd.models.registry.NoSuchName does not exist"]
+
+
+MERGE_MARKER = re.compile(r"^(<{7}|>{7})( |$)|^={7}$", re.MULTILINE)
+
+
+def test_no_merge_conflict_left_in_a_tracked_text_file():
+    """A merge that kept both sides' markers rendered as text on the front page once (README.md and
+    docs/DESIGN.md); Python files would fail to import, the docs would not."""
+    import subprocess
+
+    files = subprocess.run(["git", "ls-files", "*.md", "*.py", "*.yaml", "*.toml", "*.txt", "*.cfg", ".ci/*"],
+                           cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    assert files, "git ls-files found nothing: not a checkout?"
+    bad = []
+    for name in files:
+        path = ROOT / name
+        if path.is_file():
+            text = path.read_text(encoding="utf-8", errors="replace")
+            bad += [f"{name}:{text.count(chr(10), 0, m.start()) + 1}" for m in MERGE_MARKER.finditer(text)]
+    assert not bad, "merge conflict markers: " + ", ".join(bad)

@@ -32,10 +32,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from mrhd.extract.cpu_sharing import share_cores_with_decoders  # noqa: E402
+from mrhd.extract.cpu_sharing import main_process_threads, share_cores_with_decoders  # noqa: E402
 
-# as `mrhd extract` does for a CPU run (before torch loads; GOMP_SPINCOUNT in the environment wins)
-share_cores_with_decoders("cuda" if "cuda" in " ".join(sys.argv) else "cpu")
+# as `mrhd extract` does (before torch loads; GOMP_SPINCOUNT in the environment wins)
+share_cores_with_decoders("cuda" if "cuda" in " ".join(sys.argv) else "cpu", gpu_too=True)
 
 import torch  # noqa: E402
 
@@ -172,7 +172,7 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--num-workers", type=int, default=1)
-    ap.add_argument("--threads", type=int, default=None, help="torch threads of the main process")
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of the main process (default: as mrhd extract)")
     ap.add_argument("--model-clips", type=int, default=None,
                     help="clips for the model-alone timing (default: max(4 x batch, 64))")
     ap.add_argument("--keep", metavar="DIR", help="generate/keep the videos here instead of a temp folder")
@@ -180,8 +180,7 @@ def main() -> None:
                     help="also run the job on Ray: a local cluster, or the one at ADDRESS (its actors get "
                          "--threads CPUs, or 1 GPU with --device cuda)")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(main_process_threads(args.device, args.threads))   # as `mrhd extract` does
     cuda = args.device.startswith("cuda")
     batch = args.batch_size or (64 if cuda else 16)
 

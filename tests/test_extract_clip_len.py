@@ -85,8 +85,10 @@ def test_official_grid_keeps_the_recipe(video, tmp_path):
     (["--clip-len", "0"], "positive"),
     (["--clip-len", "0.01", "--encoders", "slowfast"], "whole number"),
     (["--clip-len", "1", "--encoders", "clip,pann"], "pann reads 2-s audio chunks only"),
+    (["--threads", "0"], "--threads must be at least 1"),
+    (["--threads", "2", "--ray"], "--ray-cpus-per-actor"),
 ])
-def test_bad_clip_len(video, tmp_path, capsys, argv, match):
+def test_bad_option_is_one_line_and_writes_nothing(video, tmp_path, capsys, argv, match):
     args = ["extract", str(video), "--out", str(tmp_path / "o"), "--random-weights", "--encoder-size", "tiny",
             "--num-workers", "0", "--no-progress"]
     if "--encoders" not in argv:

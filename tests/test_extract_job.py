@@ -446,43 +446,58 @@ def test_window_streams_share_a_picker_only_when_they_pick_alike():
 _SPIN_PROBE = """
 import json, os, sys
 from mrhd.extract.cpu_sharing import share_cores_with_decoders
-before_torch = share_cores_with_decoders(sys.argv[1])
+gpu_too = sys.argv[2] == "gpu_too"
+before_torch = share_cores_with_decoders(sys.argv[1], gpu_too=gpu_too)
 value = os.environ.get("GOMP_SPINCOUNT")
 import torch  # noqa: F401
-after_torch = share_cores_with_decoders(sys.argv[1])
+after_torch = share_cores_with_decoders(sys.argv[1], gpu_too=gpu_too)
 print(json.dumps([before_torch, value, after_torch]))
 """
 
 
-@pytest.mark.parametrize("device, env, want", [
-    ("cpu", {}, [True, "30000", False]),
-    ("cuda:0", {}, [False, None, False]),
-    ("cpu", {"GOMP_SPINCOUNT": "7"}, [False, "7", False]),
-    ("cpu", {"OMP_WAIT_POLICY": "ACTIVE"}, [False, None, False]),
+@pytest.mark.parametrize("device, gpu_too, env, want", [
+    ("cpu", "", {}, [True, "30000", False]),
+    ("cuda:0", "", {}, [False, None, False]),
+    ("cuda:0", "gpu_too", {}, [True, "30000", False]),
+    ("cpu", "", {"GOMP_SPINCOUNT": "7"}, [False, "7", False]),
+    ("cuda", "gpu_too", {"GOMP_SPINCOUNT": "7"}, [False, "7", False]),
+    ("cpu", "", {"OMP_WAIT_POLICY": "ACTIVE"}, [False, None, False]),
 ])
-def test_openmp_spin_is_shortened_only_for_cpu_runs_before_torch_loads(device, env, want):
+def test_openmp_spin_is_shortened_before_torch_loads(device, gpu_too, env, want):
     """libgomp reads GOMP_SPINCOUNT when torch loads it: set before, never after, never over the
-    user's own OpenMP settings, and not for GPU runs."""
+    user's own OpenMP settings, and for a GPU run only where asked (`mrhd extract`)."""
     import os
 
     clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
-    proc = subprocess.run([sys.executable, "-c", _SPIN_PROBE, device], cwd=ROOT, env={**clean, **env},
+    proc = subprocess.run([sys.executable, "-c", _SPIN_PROBE, device, gpu_too or "-"], cwd=ROOT,
+                          env={**clean, **env},
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == want
 
 
+def test_main_process_threads_leave_the_cores_to_the_decoders_on_a_gpu():
+    from mrhd.extract.cpu_sharing import GPU_MAIN_THREADS, main_process_threads
+
+    assert main_process_threads("cpu", None, cores=16) == 16          # on a CPU the model is the work
+    assert main_process_threads("cuda:1", None, cores=16) == GPU_MAIN_THREADS < 16
+    assert main_process_threads("cuda", None, cores=2) == 2
+    assert main_process_threads("cuda", 7, cores=16) == main_process_threads("cpu", 7, cores=16) == 7
+
+
 def test_extract_command_shortens_the_spin_before_importing_torch(tmp_path, videos):
-    """The real command in a fresh interpreter: the setting is made, and made before torch loads."""
+    """The real command in a fresh interpreter: the setting is made, and made before torch loads;
+    --threads sets this process's torch threads."""
     import os
 
     code = ("import os, sys\nfrom mrhd.cli import main\nassert 'torch' not in sys.modules\n"
-            "rc = main(sys.argv[1:])\nprint('SPIN', os.environ.get('GOMP_SPINCOUNT'), rc)\n")
+            "rc = main(sys.argv[1:])\nimport torch\n"
+            "print('SPIN', os.environ.get('GOMP_SPINCOUNT'), rc, 'THREADS', torch.get_num_threads())\n")
     clean = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
     proc = subprocess.run([sys.executable, "-c", code, "extract", str(videos["a"]), "--encoders", "clip",
                            "--out", str(tmp_path / "out"), "--random-weights", "--encoder-size", "tiny",
-                           "--num-workers", "0", "--no-progress"],
+                           "--num-workers", "0", "--no-progress", "--threads", "1"],
                           cwd=ROOT, env=clean, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "SPIN 30000 0" in proc.stdout
+    assert "SPIN 30000 0 THREADS 1" in proc.stdout
     assert FeatureStore(tmp_path / "out" / "clip.h5").read("a").shape[0] == 3

@@ -35,6 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="clips per device batch, packed across videos (default: 64 on CUDA, 16 on CPU)")
     p.add_argument("--num-workers", type=int, default=None,
                    help="decoding worker processes; 0 decodes in the main process (default: CPUs - 1, at least 1)")
+    p.add_argument("--threads", type=int, default=None, metavar="N",
+                   help="torch threads of this process (default: every core on CPU; 4 on CUDA, which leaves "
+                        "the cores to the decoding workers)")
     p.add_argument("--shard", default=None, metavar="I/N",
                    help="process only shard I of N (0-based); the --queries text stores are written by "
                         "shard 0 only")
@@ -96,9 +99,9 @@ def _check_clip_len(clip_len: float, names: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from mrhd.extract.cpu_sharing import share_cores_with_decoders
+    from mrhd.extract.cpu_sharing import main_process_threads, share_cores_with_decoders
 
-    share_cores_with_decoders(args.device)  # before torch is first imported
+    share_cores_with_decoders(args.device, gpu_too=True)  # before torch is first imported
     from mrhd.devices import parse_device
     from mrhd.encoders.factory import build_encoder
     from mrhd.extract.job import ExtractJob
@@ -117,6 +120,8 @@ def run(args: argparse.Namespace) -> int:
         raise MrhdError("--batch-size must be at least 1")
     if args.num_workers is not None and args.num_workers < 0:
         raise MrhdError("--num-workers must be 0 or more")
+    if args.threads is not None and args.threads < 1:
+        raise MrhdError("--threads must be at least 1")
     if args.ray is None:
         parse_device(args.device)  # with --ray the GPUs are the cluster's, not this machine's
     elif args.device not in ("cpu", "cuda"):
@@ -136,6 +141,9 @@ def run(args: argparse.Namespace) -> int:
         if not os.path.isfile(ann):
             raise MrhdError(f"--queries {ann}: file not found")
 
+    if args.ray is not None and args.threads is not None:
+        raise MrhdError("--threads sets this process's threads; with --ray give the actors theirs with "
+                        "--ray-cpus-per-actor")
     if args.ray is None and (args.ray_actors, args.ray_gpus_per_actor, args.ray_cpus_per_actor) != (None,) * 3:
         raise MrhdError("--ray-actors, --ray-gpus-per-actor and --ray-cpus-per-actor need --ray")
     if args.ray not in (None, "local", "auto") and os.path.exists(args.ray):
@@ -169,6 +177,9 @@ def run(args: argparse.Namespace) -> int:
             run_job(job, args, sources, queries)
         return _report(job, args, index, count)
 
+    import torch
+
+    torch.set_num_threads(main_process_threads(args.device, args.threads))
     num_workers = args.num_workers if args.num_workers is not None else max(1, (os.cpu_count() or 2) - 1)
     # decoding workers start now, so their imports overlap with loading the models
     pool = DecodePool(num_workers, ExtractJob.default_chunk(batch_size)).start() \

@@ -125,6 +125,8 @@ def main(argv=None) -> int:
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--video", type=Path, default=None,
                    help="a video file to use instead of generating one (--duration etc. then only label it)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the grounding model after the cold run, as `mrhd serve --compile`")
     p.add_argument("--malloc-defaults", action="store_true",
                    help="keep glibc's heap thresholds (mrhd serve raises them on CPU: mrhd.heap)")
     args = p.parse_args(argv)
@@ -186,6 +188,11 @@ def main(argv=None) -> int:
         def many_queries():
             return predictor.predict(predictor.encode_video(video), new_sentences(args.queries, MANY))
 
+        t_compile = None
+        if args.compile:
+            predictor.compile_model()
+            # the compilation (one query: batch 1; two: any larger batch), made at start-up by `mrhd serve --compile`
+            t_compile = _timed(warm_query)[1] + _timed(lambda: predictor.predict(feats, new_sentences(2)))[1]
         warm_query()   # first calls allocate; a server has made them long before
         repeated_query()
         weight_mb = _weight_mb(predictor)
@@ -199,8 +206,10 @@ def main(argv=None) -> int:
         faults0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
         many = [_timed(many_queries, "many")[1] for _ in range(3)]
         faults_many = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults0) / len(many)
+        compiled, predictor.net = predictor.net, predictor.eager_net   # FLOPs counted on the eager network
         gflop_one, gflop_many = _flops(warm_query), _flops(many_queries)
         gflop_repeated = _flops(repeated_query)
+        predictor.net = compiled
         gflop_text_many = _flops(lambda: predictor.encode_queries(new_sentences(args.queries, MANY)))
     load_after = os.getloadavg()
 
@@ -214,7 +223,9 @@ def main(argv=None) -> int:
           f"device {dev}, torch threads {torch.get_num_threads()}, cpus {os.cpu_count()}, "
           f"text tower {'packed for oneDNN' if getattr(enc, 'packed', None) else 'open_clip'}, "
           f"GOMP_SPINCOUNT {os.environ.get('GOMP_SPINCOUNT', 'default')}, "
-          f"heap {'kept for reuse (mrhd.heap)' if heap_kept else 'glibc defaults'}")
+          f"heap {'kept for reuse (mrhd.heap)' if heap_kept else 'glibc defaults'}"
+          + (f", model compiled (torch.compile, dynamic shapes; compiling took {t_compile:.0f} s)"
+             if t_compile is not None else ", model eager"))
     print(f"load average {load_before[0]:.1f} before, {load_after[0]:.1f} after (1 min); "
           f"float32 matmul {rate:.0f} GFLOP/s, memory copy {bandwidth:.1f} GB/s now")
     print(f"video {args.duration:.0f} s {args.width}x{args.height} @ {args.fps:g} fps, {feats.n_clips} clips "

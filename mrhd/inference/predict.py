@@ -72,6 +72,10 @@ class QueryTruncatedWarning(UserWarning):
     """A query longer than the text encoder's context was cut."""
 
 
+class CompileFailedWarning(UserWarning):
+    """:meth:`Predictor.compile_model` could not compile; the eager network answers."""
+
+
 def default_weights_id() -> str:
     """The best released checkpoint that needs only CLIP features and whose model this build has."""
     from mrhd.weights.registry import CLIP_ONLY_PREFERENCE, get_entry
@@ -246,6 +250,7 @@ class Predictor:
         self.forward_inputs = self.spec.forward_inputs
         self.query_features = QueryFeatureCache(query_cache_size)
         self.window = int(getattr(self.cfg, "max_v_l", None) or self.profile.max_v_l or 75)
+        self.eager_net = self.net   # what answers where compile_model() was not asked for or failed
 
     # ---- construction ---------------------------------------------------------------------
     @classmethod
@@ -378,10 +383,11 @@ class Predictor:
         unlimited = self.profile.replace(max_v_l=None)   # the window already has the right length
         return unlimited.assemble_clips(arrays)
 
-    def model_inputs(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> dict:
+    def model_inputs(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict],
+                     switched: bool = True) -> dict:
         """forward() keywords of a batch of window features, query features and metas (qid, query,
         vid, duration): padded features and masks (1 = valid) on the device, the id fields the model
-        reads, and the spec's :attr:`~mrhd.models.registry.ModelSpec.predict_switches`."""
+        reads, and (``switched``) the spec's :attr:`~mrhd.models.registry.ModelSpec.predict_switches`."""
         def pad(arrs):
             n = max(len(a) for a in arrs)
             x = np.zeros((len(arrs), n, arrs[0].shape[1]), np.float32)
@@ -401,7 +407,30 @@ class Predictor:
             kwargs["vid"] = [m["vid"] for m in metas]
         if "qid" in self.forward_inputs:
             kwargs["qid"] = [m["qid"] for m in metas]
-        return {**kwargs, **self.spec.predict_switches}
+        return {**kwargs, **self.spec.predict_switches} if switched else kwargs
+
+    def compile_model(self) -> None:
+        """Run the grounding network through ``torch.compile`` with dynamic shapes (one graph for
+        every query length and batch). A warm query is a few hundred small operations, whose
+        per-call cost compiling removes: CG-DETR's part of one query went from ~26 to ~16 ms on a
+        2-core CPU after ~95 s of compiling (docs/serve.md). The first prediction pays that time
+        (`mrhd serve --compile` makes it at start-up); where compiling fails (no C++ compiler, an
+        operation the compiler cannot take), that prediction warns once and the eager network
+        answers from then on, with the same numbers."""
+        if self.net is self.eager_net:
+            self.net = torch.compile(self.eager_net, dynamic=True)
+
+    def _forward(self, kwargs: dict) -> dict:
+        if self.net is self.eager_net:
+            return self.net(**kwargs)
+        try:
+            return self.net(**kwargs)
+        except torch._dynamo.exc.TorchDynamoException as err:
+            reason = next((line for line in str(err).splitlines() if line.strip()), type(err).__name__)
+            warnings.warn(f"torch.compile of {self.model_name} failed ({reason}); predicting with the eager "
+                          "network", CompileFailedWarning, stacklevel=3)
+            self.net = self.eager_net
+            return self.net(**kwargs)
 
     def batch_lines(self, vids: list[np.ndarray], auds: list, txts: list[np.ndarray], metas: list[dict]) -> list[dict]:
         """The model's official prediction lines (``ModelSpec.postprocess``) of a batch of window
@@ -411,7 +440,7 @@ class Predictor:
         # inference_mode (no version counters, no autograd records) around the post-processing too:
         # UniVTG's official one edits outputs in place, which inference tensors allow only inside it
         with torch.inference_mode():
-            out = self.net(**kwargs)
+            out = self._forward(kwargs)
             return self.spec.postprocess(out, kwargs["src_vid_mask"], metas, self.cfg)
 
     def predict(self, features: VideoFeatures, queries: Sequence[str], warn: bool = True) -> list[Prediction]:

@@ -147,14 +147,17 @@ class MomentService:
 
     # ---- the process ----------------------------------------------------------------------
     def warm_up(self) -> None:
-        """One prediction on made-up features, so that the first user's query finds every buffer
-        allocated and every kernel chosen."""
+        """Predictions on made-up features, so that the first user's query finds every buffer
+        allocated and every kernel chosen (and compiled)."""
         p = self.predictor
         streams = {s: np.random.default_rng(0).standard_normal((p.window, p.video_encoders[s].dim)).astype(np.float32)
                    for s in p.profile.video + p.profile.audio}
         fake = VideoFeatures(path="warm-up", vid="warm-up", duration=p.window * CLIP_LEN, content_hash="",
                              streams=streams, encoders={s: e.info.weights for s, e in p.video_encoders.items()})
+        # one query (a batch of one) and two (any larger batch): with Predictor.compile_model these
+        # calls compile the graphs a user's queries need, before the port answers
         self._query_lane.submit(p.predict, fake, ["a person walks into the room"]).result()
+        self._query_lane.submit(p.predict, fake, ["a person walks into the room", "a dog runs"]).result()
 
     def info(self) -> dict:
         p = self.predictor

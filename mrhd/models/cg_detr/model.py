@@ -183,7 +183,9 @@ class CGDETR(DetrHeads):
         pos = torch.cat([pos_vid, pos_dummy, pos_txt], dim=1)
 
         vlen = src_vid_mask.sum(1).long()
-        ctx_token = torch.stack([src_vid[i, :vlen[i]].mean(0) for i in range(len(src_vid))])
+        # the mean over each sample's valid clips (a valid prefix), as one masked sum for the batch
+        valid = src_vid_mask.bool().unsqueeze(2)
+        ctx_token = torch.where(valid, src_vid, 0).sum(1) / vlen.unsqueeze(1).to(src_vid.dtype)
         ctx_token = ctx_token.detach().unsqueeze(1)                                 # (B, 1, d)
         common = dict(video_length=video_length, gtoken=self.global_rep_token, gpos=self.global_rep_pos)
 
@@ -278,5 +280,7 @@ SPEC = register_model(ModelSpec(
     default_profile="slowfast_clip", config_from_opt=config_from_opt,
     postprocess=postprocess, forward_inputs=DETR_INPUTS + ("vid", "qid") + AUDIO_INPUTS,
     labels=LabelRecipe(all_labels=True, relevant_clips=True),
-    predict_switches={"negatives": False},
+    # vid / qid name the batch's samples for the negative pass alone; without them a compiled
+    # forward (Predictor.compile_model) needs no graph per batch size
+    predict_switches={"negatives": False, "vid": None, "qid": None},
 ))
